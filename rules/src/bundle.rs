@@ -1,1 +1,461 @@
-pub fn x(){}
+//! Signed policy bundles: the rule file (and its list files) with a version, a validity
+//! period and a target group, signed with Ed25519 by the policy server's key.
+//!
+//! A bundle on the wire is an envelope around the exact bytes that were signed:
+//!
+//! ```text
+//! cardwall-bundle 1
+//! key: <base64 public key that signed>
+//! signature: <base64 Ed25519 signature over the payload bytes>
+//!
+//! <payload>
+//! ```
+//!
+//! and the payload is
+//!
+//! ```text
+//! cardwall-policy 1
+//! version: 7
+//! group: laptops
+//! issued-at: 2026-11-25T22:00:00Z
+//! expires-at: 2026-12-25T22:00:00Z
+//! file: rules.txt 1234
+//! file: ads.txt 56789
+//!
+//! <1234 bytes of rules.txt><56789 bytes of ads.txt>
+//! ```
+//!
+//! The signature is checked over the payload bytes as received, before any of them is parsed:
+//! there is no canonical form to get wrong. The first file is the rule file; the others are
+//! the list files it names.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer};
+
+use crate::{Diagnostics, RuleSet};
+
+/// The key types callers hold: the signer's private key and the pinned public key.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+const ENVELOPE_MAGIC: &str = "cardwall-bundle 1";
+const PAYLOAD_MAGIC: &str = "cardwall-policy 1";
+
+/// How far a card's clock may run behind the signer's before a fresh bundle counts as "not
+/// yet valid". Cards without a battery-backed clock set their time over the network; five
+/// minutes covers the drift between syncs.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Why a bundle was refused. Each failure has its own variant so the card can log and
+/// report exactly what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("not a cardwall bundle: {0}")]
+    Malformed(String),
+    #[error("signed by key {signed_by}, but this card trusts only {pinned}")]
+    WrongKey { signed_by: String, pinned: String },
+    #[error("signature does not verify: the bundle was altered or not signed by its key")]
+    BadSignature,
+    #[error("bundle is not valid before {issued_at} (card time {now})")]
+    NotYetValid { issued_at: DateTime<Utc>, now: DateTime<Utc> },
+    #[error("bundle expired at {expires_at} (card time {now})")]
+    Expired { expires_at: DateTime<Utc>, now: DateTime<Utc> },
+    #[error("bundle version {offered} is not newer than installed version {installed} (rollback or replay)")]
+    NotNewer { offered: u64, installed: u64 },
+    #[error("bundle is for group `{bundle}`, this card is in group `{card}`")]
+    WrongGroup { bundle: String, card: String },
+    #[error("bundle rules do not parse:\n{0}")]
+    Rules(Diagnostics),
+}
+
+/// What a bundle carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub version: u64,
+    pub group: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The rule file: name and text.
+    pub rules: (String, String),
+    /// List files the rule file names, by the name it uses.
+    pub list_files: Vec<(String, String)>,
+}
+
+/// What the card checks a bundle against.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The policy key pinned at enrolment.
+    pub key: &'a VerifyingKey,
+    /// The version the card runs now (0 when it runs none).
+    pub installed_version: u64,
+    /// The group the card is enrolled in.
+    pub group: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// A bundle that passed every check, with its rules compiled and ready to install.
+#[derive(Debug)]
+pub struct Verified {
+    pub bundle: Bundle,
+    pub rules: RuleSet,
+}
+
+impl Bundle {
+    /// The payload bytes, as signed.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let mut out = String::new();
+        out.push_str(PAYLOAD_MAGIC);
+        out.push('\n');
+        out.push_str(&format!("version: {}\n", self.version));
+        out.push_str(&format!("group: {}\n", self.group));
+        out.push_str(&format!("issued-at: {}\n", rfc3339(self.issued_at)));
+        out.push_str(&format!("expires-at: {}\n", rfc3339(self.expires_at)));
+        for (name, text) in self.files() {
+            out.push_str(&format!("file: {name} {}\n", text.len()));
+        }
+        out.push('\n');
+        for (_, text) in self.files() {
+            out.push_str(text);
+        }
+        out.into_bytes()
+    }
+
+    fn files(&self) -> impl Iterator<Item = (&String, &String)> {
+        std::iter::once((&self.rules.0, &self.rules.1)).chain(self.list_files.iter().map(|(n, t)| (n, t)))
+    }
+
+    /// Signs the payload and wraps it in the envelope.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        let payload = self.to_payload();
+        let signature = key.sign(&payload);
+        let mut out = format!(
+            "{ENVELOPE_MAGIC}\nkey: {}\nsignature: {}\n\n",
+            key_id(&key.verifying_key()),
+            BASE64.encode(signature.to_bytes())
+        )
+        .into_bytes();
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Reads payload bytes. Only called on bytes whose signature has been verified.
+    fn from_payload(payload: &[u8]) -> Result<Bundle, BundleError> {
+        let malformed = |what: &str| BundleError::Malformed(format!("payload: {what}"));
+        let mut rest = payload;
+        let mut header = |name: &str| -> Result<String, BundleError> {
+            let line = take_line(&mut rest).ok_or_else(|| malformed(&format!("missing `{name}`")))?;
+            let value = if name.is_empty() {
+                (line == PAYLOAD_MAGIC).then_some(line)
+            } else {
+                line.strip_prefix(name).and_then(|l| l.strip_prefix(": "))
+            };
+            value
+                .map(str::to_string)
+                .ok_or_else(|| malformed(&format!("expected `{name}`, found `{line}`")))
+        };
+        header("")?;
+        let version = header("version")?.parse().map_err(|_| malformed("version is not a number"))?;
+        let group = header("group")?;
+        let issued_at = parse_time(&header("issued-at")?).ok_or_else(|| malformed("bad issued-at"))?;
+        let expires_at = parse_time(&header("expires-at")?).ok_or_else(|| malformed("bad expires-at"))?;
+        let mut sizes = Vec::new();
+        loop {
+            let line = take_line(&mut rest).ok_or_else(|| malformed("missing blank line after headers"))?;
+            if line.is_empty() {
+                break;
+            }
+            let (name, len) = line
+                .strip_prefix("file: ")
+                .and_then(|l| l.split_once(' '))
+                .ok_or_else(|| malformed(&format!("expected `file: NAME LENGTH`, found `{line}`")))?;
+            let len: usize = len.parse().map_err(|_| malformed("file length is not a number"))?;
+            sizes.push((name.to_string(), len));
+        }
+        let mut files = Vec::new();
+        for (name, len) in sizes {
+            if len > rest.len() {
+                return Err(malformed(&format!("file `{name}` is cut short")));
+            }
+            let (body, tail) = rest.split_at(len);
+            let text = std::str::from_utf8(body).map_err(|_| malformed(&format!("file `{name}` is not UTF-8")))?;
+            files.push((name, text.to_string()));
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(malformed("bytes after the last file"));
+        }
+        let mut files = files.into_iter();
+        let rules = files.next().ok_or_else(|| malformed("no rule file"))?;
+        Ok(Bundle {
+            version,
+            group,
+            issued_at,
+            expires_at,
+            rules,
+            list_files: files.collect(),
+        })
+    }
+}
+
+/// Checks a bundle, in this order: envelope, key, signature (over the raw payload), then the
+/// payload's group, dates and version, and last whether the rules compile.
+pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> {
+    let malformed = |what: &str| BundleError::Malformed(format!("envelope: {what}"));
+    let mut rest = bytes;
+    if take_line(&mut rest) != Some(ENVELOPE_MAGIC) {
+        return Err(malformed(&format!("does not start with `{ENVELOPE_MAGIC}`")));
+    }
+    let signed_by = take_line(&mut rest)
+        .and_then(|l| l.strip_prefix("key: "))
+        .ok_or_else(|| malformed("missing `key:`"))?;
+    let signature = take_line(&mut rest)
+        .and_then(|l| l.strip_prefix("signature: "))
+        .ok_or_else(|| malformed("missing `signature:`"))?;
+    if take_line(&mut rest) != Some("") {
+        return Err(malformed("missing blank line before the payload"));
+    }
+    let pinned = key_id(trust.key);
+    if signed_by != pinned {
+        return Err(BundleError::WrongKey {
+            signed_by: signed_by.to_string(),
+            pinned,
+        });
+    }
+    let signature: [u8; 64] = BASE64
+        .decode(signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| malformed("signature is not 64 bytes of base64"))?;
+    trust
+        .key
+        .verify_strict(rest, &Signature::from_bytes(&signature))
+        .map_err(|_| BundleError::BadSignature)?;
+
+    let bundle = Bundle::from_payload(rest)?;
+    if bundle.group != trust.group {
+        return Err(BundleError::WrongGroup {
+            bundle: bundle.group,
+            card: trust.group.to_string(),
+        });
+    }
+    if bundle.issued_at.timestamp() > trust.now.timestamp() + CLOCK_SKEW_SECS {
+        return Err(BundleError::NotYetValid {
+            issued_at: bundle.issued_at,
+            now: trust.now,
+        });
+    }
+    if bundle.expires_at <= trust.now {
+        return Err(BundleError::Expired {
+            expires_at: bundle.expires_at,
+            now: trust.now,
+        });
+    }
+    if bundle.version <= trust.installed_version {
+        return Err(BundleError::NotNewer {
+            offered: bundle.version,
+            installed: trust.installed_version,
+        });
+    }
+    let lists: HashMap<String, String> = bundle.list_files.iter().cloned().collect();
+    let rules = RuleSet::from_text(&bundle.rules.0, &bundle.rules.1, &lists).map_err(BundleError::Rules)?;
+    Ok(Verified { bundle, rules })
+}
+
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not an Ed25519 key in PEM (PKCS#8 private key or SubjectPublicKeyInfo public key): {0}")]
+    Pem(String),
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+}
+
+/// A fresh signing key from the operating system's random source.
+pub fn generate_key() -> Result<SigningKey, KeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// PEM forms, the same `openssl pkey` reads and writes.
+pub fn signing_key_to_pem(key: &SigningKey) -> String {
+    key.to_pkcs8_pem(LineEnding::LF).expect("an Ed25519 key always encodes").to_string()
+}
+
+pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Pem(e.to_string()))
+}
+
+pub fn public_key_to_pem(key: &VerifyingKey) -> String {
+    key.to_public_key_pem(LineEnding::LF).expect("an Ed25519 key always encodes")
+}
+
+pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, KeyError> {
+    VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::Pem(e.to_string()))
+}
+
+/// How a key is named in envelopes and errors: its 32 bytes in base64.
+pub fn key_id(key: &VerifyingKey) -> String {
+    BASE64.encode(key.to_bytes())
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Takes one `\n`-terminated UTF-8 line off the front of `rest`.
+fn take_line<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(&rest[..end]).ok()?;
+    *rest = &rest[end + 1..];
+    Some(line)
+}
+
+impl fmt::Display for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "version {} for group `{}`, valid {} to {}, {} ({} list file{})",
+            self.version,
+            self.group,
+            rfc3339(self.issued_at),
+            rfc3339(self.expires_at),
+            self.rules.0,
+            self.list_files.len(),
+            if self.list_files.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn now() -> DateTime<Utc> {
+        parse_time("2026-11-25T12:00:00Z").unwrap()
+    }
+
+    fn bundle() -> Bundle {
+        Bundle {
+            version: 5,
+            group: "laptops".into(),
+            issued_at: now() - Duration::hours(1),
+            expires_at: now() + Duration::days(30),
+            rules: ("rules.txt".into(), "deny any host @ads\nallow any\nlist ads file ads.txt\n".into()),
+            list_files: vec![("ads.txt".into(), "ads.example\n*.tracker.example\n".into())],
+        }
+    }
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn check(bytes: &[u8], installed: u64) -> Result<Verified, BundleError> {
+        let pinned = key(1).verifying_key();
+        verify(bytes, &Trust { key: &pinned, installed_version: installed, group: "laptops", now: now() })
+    }
+
+    #[test]
+    fn a_good_bundle_verifies_and_its_rules_decide() {
+        let verified = check(&bundle().sign(&key(1)), 4).unwrap();
+        assert_eq!(verified.bundle, bundle());
+        let request = crate::Request::new(crate::Protocol::Dns, crate::LocalTime::new(0, 9, 0).unwrap())
+            .host("x.tracker.example");
+        assert_eq!(verified.rules.decide(&request).action, crate::Action::Deny);
+    }
+
+    #[test]
+    fn each_failure_has_its_own_error() {
+        let good = bundle().sign(&key(1));
+        assert!(matches!(check(&bundle().sign(&key(2)), 0), Err(BundleError::WrongKey { .. })));
+
+        let mut tampered = good.clone();
+        let last = tampered.len() - 3;
+        tampered[last] ^= 0x20;
+        assert!(matches!(check(&tampered, 0), Err(BundleError::BadSignature)));
+
+        // A signature made by the other key but presented under the pinned key's name.
+        let forged_sig = bundle().sign(&key(2));
+        let forged_line = forged_sig.split(|&b| b == b'\n').nth(2).unwrap().to_vec();
+        let mut lines: Vec<Vec<u8>> = good.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+        lines[2] = forged_line;
+        assert!(matches!(check(&lines.join(&b'\n'), 0), Err(BundleError::BadSignature)));
+
+        let mut future = bundle();
+        future.issued_at = now() + Duration::hours(1);
+        assert!(matches!(check(&future.sign(&key(1)), 0), Err(BundleError::NotYetValid { .. })));
+        let mut slightly_ahead = bundle();
+        slightly_ahead.issued_at = now() + Duration::seconds(CLOCK_SKEW_SECS - 1);
+        assert!(check(&slightly_ahead.sign(&key(1)), 0).is_ok());
+
+        let mut old = bundle();
+        old.expires_at = now();
+        assert!(matches!(check(&old.sign(&key(1)), 0), Err(BundleError::Expired { .. })));
+
+        assert!(matches!(check(&good, 5), Err(BundleError::NotNewer { offered: 5, installed: 5 })));
+        assert!(matches!(check(&good, 9), Err(BundleError::NotNewer { .. })));
+
+        let mut other_group = bundle();
+        other_group.group = "servers".into();
+        assert!(matches!(check(&other_group.sign(&key(1)), 0), Err(BundleError::WrongGroup { .. })));
+
+        let mut broken = bundle();
+        broken.rules.1 = "allow htp\n".into();
+        match check(&broken.sign(&key(1)), 0) {
+            Err(BundleError::Rules(d)) => assert_eq!(d.0[0].file, "rules.txt"),
+            other => panic!("expected a rules error, got {other:?}"),
+        }
+        let mut missing_list = bundle();
+        missing_list.list_files.clear();
+        assert!(matches!(check(&missing_list.sign(&key(1)), 0), Err(BundleError::Rules(_))));
+    }
+
+    #[test]
+    fn malformed_envelopes_and_payloads_are_refused_not_panicked_on() {
+        let good = bundle().sign(&key(1));
+        for cut in [0, 5, 20, 80, good.len() - 1] {
+            assert!(check(&good[..cut], 0).is_err(), "cut at {cut}");
+        }
+        assert!(matches!(check(b"hello", 0), Err(BundleError::Malformed(_))));
+        let mut extra = good.clone();
+        extra.push(b'x');
+        // Extra bytes are under the signature, so they fail it first.
+        assert!(matches!(check(&extra, 0), Err(BundleError::BadSignature)));
+        for payload in [
+            "cardwall-policy 2\n",
+            "cardwall-policy 1\nversion: x\n",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: yesterday\n",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\n\n",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 10\n\nshort",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\n\nab",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile r 1\n\na",
+        ] {
+            assert!(matches!(Bundle::from_payload(payload.as_bytes()), Err(BundleError::Malformed(_))), "{payload}");
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_through_pem() {
+        let signing = generate_key().unwrap();
+        let pem = signing_key_to_pem(&signing);
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(signing_key_from_pem(&pem).unwrap().to_bytes(), signing.to_bytes());
+        let public = public_key_to_pem(&signing.verifying_key());
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert_eq!(public_key_from_pem(&public).unwrap(), signing.verifying_key());
+        assert!(public_key_from_pem(&pem).is_err());
+        assert!(signing_key_from_pem("junk").is_err());
+        assert_ne!(generate_key().unwrap().to_bytes(), signing.to_bytes());
+    }
+}
