@@ -406,8 +406,8 @@ impl RuleSet {
         for number in pending {
             let rule = &self.rules[number as usize];
             reasons.push(format!(
-                "earlier rule {} ({}) depends on the response; its request conditions hold",
-                rule.info, rule.info.action
+                "earlier {} rule {} depends on the response; its request conditions hold",
+                rule.info.action, rule.info
             ));
         }
         if let Some((limit, rule)) = decision.body_limit {
