@@ -243,6 +243,15 @@ impl HostIndex {
         }
     }
 
+    /// Gives back the growth slack once every name is in: the arena doubles as it grows, and
+    /// a rule set lives for as long as the policy does.
+    pub fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        let arena = &self.arena;
+        let hasher = &self.hasher;
+        self.table.shrink_to_fit(|e| hasher.hash_one(entry_name(arena, e)));
+    }
+
     pub fn names(&self) -> usize {
         self.table.len()
     }

@@ -352,6 +352,7 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }
+        hosts.shrink_to_fit();
         let ports = PortIndex::build(&mut sets, &port_ranges);
         let rules = policy.rules.iter().map(|r| compile_rule(file, r)).collect();
         let default = match policy.default {
