@@ -15,7 +15,7 @@ const RULES: usize = 1_000;
 /// `*.` wildcard.
 fn list_name(i: usize) -> String {
     let label = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         format!("*.t{label:x}.net{}", i % 97)
     } else {
         format!("ad{label:x}.srv{}.example", i % 1013)
@@ -40,7 +40,12 @@ fn rule_file() -> String {
             _ if i == RULES / 2 => "blocklist: deny any host @block".to_string(),
             0 => format!("allow https host www{i}.corp.example"),
             1 => format!("deny any host *.tracker{i}.example"),
-            2 => format!("allow tcp dst 10.{}.{}.0/24 port {}", i % 250, i / 250, 1000 + i),
+            2 => format!(
+                "allow tcp dst 10.{}.{}.0/24 port {}",
+                i % 250,
+                i / 250,
+                1000 + i
+            ),
             3 => format!("allow http host intranet{i}.example path /public{i}/ method GET,HEAD"),
             4 => format!("deny tcp port {}-{}", 20000 + i * 10, 20000 + i * 10 + 5),
             5 => format!("allow dns host *.zone{i}.example"),
@@ -99,15 +104,24 @@ fn main() {
     let exact_hit = list_name(123_457);
     let wildcard_hit = list_name(500_000).replace("*.", "deep.sub.");
     let queries = [
-        ("dns blocklist hit", Request::new(Protocol::Dns, at).host(&exact_hit)),
-        ("dns wildcard hit", Request::new(Protocol::Dns, at).host(&wildcard_hit)),
+        (
+            "dns blocklist hit",
+            Request::new(Protocol::Dns, at).host(&exact_hit),
+        ),
+        (
+            "dns wildcard hit",
+            Request::new(Protocol::Dns, at).host(&wildcard_hit),
+        ),
         (
             "dns miss (deep name)",
             Request::new(Protocol::Dns, at).host("a.b.c.d.e.nothing.example"),
         ),
         (
             "https sni",
-            Request::new(Protocol::Https, at).host("app6.example").port(443).dst("203.0.113.5".parse().unwrap()),
+            Request::new(Protocol::Https, at)
+                .host("app6.example")
+                .port(443)
+                .dst("203.0.113.5".parse().unwrap()),
         ),
         (
             "http host+path",
@@ -117,23 +131,67 @@ fn main() {
                 .method("GET")
                 .path("/public3/index.html"),
         ),
-        ("tcp dst+port", Request::new(Protocol::Tcp, at).dst("10.3.0.7".parse().unwrap()).port(1003)),
-        ("tcp default", Request::new(Protocol::Tcp, at).dst("198.51.100.1".parse().unwrap()).port(22)),
+        (
+            "tcp dst+port",
+            Request::new(Protocol::Tcp, at)
+                .dst("10.3.0.7".parse().unwrap())
+                .port(1003),
+        ),
+        (
+            "tcp default",
+            Request::new(Protocol::Tcp, at)
+                .dst("198.51.100.1".parse().unwrap())
+                .port(22),
+        ),
     ];
     // The hits must really be decided by the blocklist rule, or the bench measures a miss.
     for request in &queries[..2] {
-        assert_eq!(rules.decide(&request.1).rule.id, "blocklist", "{}", request.0);
+        assert_eq!(
+            rules.decide(&request.1).rule.id,
+            "blocklist",
+            "{}",
+            request.0
+        );
     }
     let mut group = c.benchmark_group("decide");
     for (name, request) in &queries {
-        group.bench_function(*name, |b| b.iter(|| black_box(rules.decide(black_box(request)).action)));
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(rules.decide(black_box(request)).action))
+        });
+    }
+    group.finish();
+
+    // The same queries against rule sets of very different sizes: the time should not follow
+    // the rule count, because only indexed candidates are looked at.
+    let mut group = c.benchmark_group("decide by rule count");
+    for count in [10, 1_000, 100_000] {
+        let text: String = (0..count)
+            .map(|i| match i % 3 {
+                0 => format!("allow https host www{i}.corp.example\n"),
+                1 => format!("deny any host *.t{i}.example\n"),
+                _ => format!("allow tcp dst 10.{}.{}.0/24 port {}\n", i % 250, (i / 250) % 250, 1 + i % 60000),
+            })
+            .collect();
+        let set = RuleSet::from_text("scale.rules", &text, &rules::NoFiles).expect("valid");
+        let https = Request::new(Protocol::Https, at).host("www.other.example").port(443);
+        let tcp = Request::new(Protocol::Tcp, at).dst("10.7.0.9".parse().unwrap()).port(7);
+        group.bench_function(format!("https miss, {count} rules"), |b| {
+            b.iter(|| black_box(set.decide(black_box(&https)).action))
+        });
+        group.bench_function(format!("tcp miss, {count} rules"), |b| {
+            b.iter(|| black_box(set.decide(black_box(&tcp)).action))
+        });
     }
     group.finish();
 
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
     group.bench_function("1000 rules + 1M-name list", |b| {
-        b.iter_batched(|| (), |()| compile(&rules_text, &lists), BatchSize::PerIteration)
+        b.iter_batched(
+            || (),
+            |()| compile(&rules_text, &lists),
+            BatchSize::PerIteration,
+        )
     });
     group.finish();
     c.final_summary();

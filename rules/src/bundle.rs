@@ -63,10 +63,18 @@ pub enum BundleError {
     #[error("signature does not verify: the bundle was altered or not signed by its key")]
     BadSignature,
     #[error("bundle is not valid before {issued_at} (card time {now})")]
-    NotYetValid { issued_at: DateTime<Utc>, now: DateTime<Utc> },
+    NotYetValid {
+        issued_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
     #[error("bundle expired at {expires_at} (card time {now})")]
-    Expired { expires_at: DateTime<Utc>, now: DateTime<Utc> },
-    #[error("bundle version {offered} is not newer than installed version {installed} (rollback or replay)")]
+    Expired {
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error(
+        "bundle version {offered} is not newer than installed version {installed} (rollback or replay)"
+    )]
     NotNewer { offered: u64, installed: u64 },
     #[error("bundle is for group `{bundle}`, this card is in group `{card}`")]
     WrongGroup { bundle: String, card: String },
@@ -127,7 +135,8 @@ impl Bundle {
     }
 
     fn files(&self) -> impl Iterator<Item = (&String, &String)> {
-        std::iter::once((&self.rules.0, &self.rules.1)).chain(self.list_files.iter().map(|(n, t)| (n, t)))
+        std::iter::once((&self.rules.0, &self.rules.1))
+            .chain(self.list_files.iter().map(|(n, t)| (n, t)))
     }
 
     /// Signs the payload and wraps it in the envelope.
@@ -149,7 +158,8 @@ impl Bundle {
         let malformed = |what: &str| BundleError::Malformed(format!("payload: {what}"));
         let mut rest = payload;
         let mut header = |name: &str| -> Result<String, BundleError> {
-            let line = take_line(&mut rest).ok_or_else(|| malformed(&format!("missing `{name}`")))?;
+            let line =
+                take_line(&mut rest).ok_or_else(|| malformed(&format!("missing `{name}`")))?;
             let value = if name.is_empty() {
                 (line == PAYLOAD_MAGIC).then_some(line)
             } else {
@@ -160,21 +170,30 @@ impl Bundle {
                 .ok_or_else(|| malformed(&format!("expected `{name}`, found `{line}`")))
         };
         header("")?;
-        let version = header("version")?.parse().map_err(|_| malformed("version is not a number"))?;
+        let version = header("version")?
+            .parse()
+            .map_err(|_| malformed("version is not a number"))?;
         let group = header("group")?;
-        let issued_at = parse_time(&header("issued-at")?).ok_or_else(|| malformed("bad issued-at"))?;
-        let expires_at = parse_time(&header("expires-at")?).ok_or_else(|| malformed("bad expires-at"))?;
+        let issued_at =
+            parse_time(&header("issued-at")?).ok_or_else(|| malformed("bad issued-at"))?;
+        let expires_at =
+            parse_time(&header("expires-at")?).ok_or_else(|| malformed("bad expires-at"))?;
         let mut sizes = Vec::new();
         loop {
-            let line = take_line(&mut rest).ok_or_else(|| malformed("missing blank line after headers"))?;
+            let line = take_line(&mut rest)
+                .ok_or_else(|| malformed("missing blank line after headers"))?;
             if line.is_empty() {
                 break;
             }
             let (name, len) = line
                 .strip_prefix("file: ")
                 .and_then(|l| l.split_once(' '))
-                .ok_or_else(|| malformed(&format!("expected `file: NAME LENGTH`, found `{line}`")))?;
-            let len: usize = len.parse().map_err(|_| malformed("file length is not a number"))?;
+                .ok_or_else(|| {
+                    malformed(&format!("expected `file: NAME LENGTH`, found `{line}`"))
+                })?;
+            let len: usize = len
+                .parse()
+                .map_err(|_| malformed("file length is not a number"))?;
             sizes.push((name.to_string(), len));
         }
         let mut files = Vec::new();
@@ -183,7 +202,8 @@ impl Bundle {
                 return Err(malformed(&format!("file `{name}` is cut short")));
             }
             let (body, tail) = rest.split_at(len);
-            let text = std::str::from_utf8(body).map_err(|_| malformed(&format!("file `{name}` is not UTF-8")))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|_| malformed(&format!("file `{name}` is not UTF-8")))?;
             files.push((name, text.to_string()));
             rest = tail;
         }
@@ -209,7 +229,9 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> 
     let malformed = |what: &str| BundleError::Malformed(format!("envelope: {what}"));
     let mut rest = bytes;
     if take_line(&mut rest) != Some(ENVELOPE_MAGIC) {
-        return Err(malformed(&format!("does not start with `{ENVELOPE_MAGIC}`")));
+        return Err(malformed(&format!(
+            "does not start with `{ENVELOPE_MAGIC}`"
+        )));
     }
     let signed_by = take_line(&mut rest)
         .and_then(|l| l.strip_prefix("key: "))
@@ -263,14 +285,17 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> 
         });
     }
     let lists: HashMap<String, String> = bundle.list_files.iter().cloned().collect();
-    let rules = RuleSet::from_text(&bundle.rules.0, &bundle.rules.1, &lists).map_err(BundleError::Rules)?;
+    let rules =
+        RuleSet::from_text(&bundle.rules.0, &bundle.rules.1, &lists).map_err(BundleError::Rules)?;
     Ok(Verified { bundle, rules })
 }
 
 /// Why a key file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("not an Ed25519 key in PEM (PKCS#8 private key or SubjectPublicKeyInfo public key): {0}")]
+    #[error(
+        "not an Ed25519 key in PEM (PKCS#8 private key or SubjectPublicKeyInfo public key): {0}"
+    )]
     Pem(String),
     #[error("no randomness from the operating system: {0}")]
     Random(String),
@@ -285,7 +310,9 @@ pub fn generate_key() -> Result<SigningKey, KeyError> {
 
 /// PEM forms, the same `openssl pkey` reads and writes.
 pub fn signing_key_to_pem(key: &SigningKey) -> String {
-    key.to_pkcs8_pem(LineEnding::LF).expect("an Ed25519 key always encodes").to_string()
+    key.to_pkcs8_pem(LineEnding::LF)
+        .expect("an Ed25519 key always encodes")
+        .to_string()
 }
 
 pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, KeyError> {
@@ -293,7 +320,8 @@ pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, KeyError> {
 }
 
 pub fn public_key_to_pem(key: &VerifyingKey) -> String {
-    key.to_public_key_pem(LineEnding::LF).expect("an Ed25519 key always encodes")
+    key.to_public_key_pem(LineEnding::LF)
+        .expect("an Ed25519 key always encodes")
 }
 
 pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, KeyError> {
@@ -310,7 +338,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Takes one `\n`-terminated UTF-8 line off the front of `rest`.
@@ -352,7 +382,10 @@ mod tests {
             group: "laptops".into(),
             issued_at: now() - Duration::hours(1),
             expires_at: now() + Duration::days(30),
-            rules: ("rules.txt".into(), "deny any host @ads\nallow any\nlist ads file ads.txt\n".into()),
+            rules: (
+                "rules.txt".into(),
+                "deny any host @ads\nallow any\nlist ads file ads.txt\n".into(),
+            ),
             list_files: vec![("ads.txt".into(), "ads.example\n*.tracker.example\n".into())],
         }
     }
@@ -363,52 +396,87 @@ mod tests {
 
     fn check(bytes: &[u8], installed: u64) -> Result<Verified, BundleError> {
         let pinned = key(1).verifying_key();
-        verify(bytes, &Trust { key: &pinned, installed_version: installed, group: "laptops", now: now() })
+        verify(
+            bytes,
+            &Trust {
+                key: &pinned,
+                installed_version: installed,
+                group: "laptops",
+                now: now(),
+            },
+        )
     }
 
     #[test]
     fn a_good_bundle_verifies_and_its_rules_decide() {
         let verified = check(&bundle().sign(&key(1)), 4).unwrap();
         assert_eq!(verified.bundle, bundle());
-        let request = crate::Request::new(crate::Protocol::Dns, crate::LocalTime::new(0, 9, 0).unwrap())
-            .host("x.tracker.example");
+        let request = crate::Request::new(
+            crate::Protocol::Dns,
+            crate::LocalTime::new(0, 9, 0).unwrap(),
+        )
+        .host("x.tracker.example");
         assert_eq!(verified.rules.decide(&request).action, crate::Action::Deny);
     }
 
     #[test]
     fn each_failure_has_its_own_error() {
         let good = bundle().sign(&key(1));
-        assert!(matches!(check(&bundle().sign(&key(2)), 0), Err(BundleError::WrongKey { .. })));
+        assert!(matches!(
+            check(&bundle().sign(&key(2)), 0),
+            Err(BundleError::WrongKey { .. })
+        ));
 
         let mut tampered = good.clone();
         let last = tampered.len() - 3;
         tampered[last] ^= 0x20;
-        assert!(matches!(check(&tampered, 0), Err(BundleError::BadSignature)));
+        assert!(matches!(
+            check(&tampered, 0),
+            Err(BundleError::BadSignature)
+        ));
 
         // A signature made by the other key but presented under the pinned key's name.
         let forged_sig = bundle().sign(&key(2));
         let forged_line = forged_sig.split(|&b| b == b'\n').nth(2).unwrap().to_vec();
         let mut lines: Vec<Vec<u8>> = good.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
         lines[2] = forged_line;
-        assert!(matches!(check(&lines.join(&b'\n'), 0), Err(BundleError::BadSignature)));
+        assert!(matches!(
+            check(&lines.join(&b'\n'), 0),
+            Err(BundleError::BadSignature)
+        ));
 
         let mut future = bundle();
         future.issued_at = now() + Duration::hours(1);
-        assert!(matches!(check(&future.sign(&key(1)), 0), Err(BundleError::NotYetValid { .. })));
+        assert!(matches!(
+            check(&future.sign(&key(1)), 0),
+            Err(BundleError::NotYetValid { .. })
+        ));
         let mut slightly_ahead = bundle();
         slightly_ahead.issued_at = now() + Duration::seconds(CLOCK_SKEW_SECS - 1);
         assert!(check(&slightly_ahead.sign(&key(1)), 0).is_ok());
 
         let mut old = bundle();
         old.expires_at = now();
-        assert!(matches!(check(&old.sign(&key(1)), 0), Err(BundleError::Expired { .. })));
+        assert!(matches!(
+            check(&old.sign(&key(1)), 0),
+            Err(BundleError::Expired { .. })
+        ));
 
-        assert!(matches!(check(&good, 5), Err(BundleError::NotNewer { offered: 5, installed: 5 })));
+        assert!(matches!(
+            check(&good, 5),
+            Err(BundleError::NotNewer {
+                offered: 5,
+                installed: 5
+            })
+        ));
         assert!(matches!(check(&good, 9), Err(BundleError::NotNewer { .. })));
 
         let mut other_group = bundle();
         other_group.group = "servers".into();
-        assert!(matches!(check(&other_group.sign(&key(1)), 0), Err(BundleError::WrongGroup { .. })));
+        assert!(matches!(
+            check(&other_group.sign(&key(1)), 0),
+            Err(BundleError::WrongGroup { .. })
+        ));
 
         let mut broken = bundle();
         broken.rules.1 = "allow htp\n".into();
@@ -418,7 +486,10 @@ mod tests {
         }
         let mut missing_list = bundle();
         missing_list.list_files.clear();
-        assert!(matches!(check(&missing_list.sign(&key(1)), 0), Err(BundleError::Rules(_))));
+        assert!(matches!(
+            check(&missing_list.sign(&key(1)), 0),
+            Err(BundleError::Rules(_))
+        ));
     }
 
     #[test]
@@ -441,7 +512,13 @@ mod tests {
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\n\nab",
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile r 1\n\na",
         ] {
-            assert!(matches!(Bundle::from_payload(payload.as_bytes()), Err(BundleError::Malformed(_))), "{payload}");
+            assert!(
+                matches!(
+                    Bundle::from_payload(payload.as_bytes()),
+                    Err(BundleError::Malformed(_))
+                ),
+                "{payload}"
+            );
         }
     }
 
@@ -450,10 +527,16 @@ mod tests {
         let signing = generate_key().unwrap();
         let pem = signing_key_to_pem(&signing);
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert_eq!(signing_key_from_pem(&pem).unwrap().to_bytes(), signing.to_bytes());
+        assert_eq!(
+            signing_key_from_pem(&pem).unwrap().to_bytes(),
+            signing.to_bytes()
+        );
         let public = public_key_to_pem(&signing.verifying_key());
         assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert_eq!(public_key_from_pem(&public).unwrap(), signing.verifying_key());
+        assert_eq!(
+            public_key_from_pem(&public).unwrap(),
+            signing.verifying_key()
+        );
         assert!(public_key_from_pem(&pem).is_err());
         assert!(signing_key_from_pem("junk").is_err());
         assert_ne!(generate_key().unwrap().to_bytes(), signing.to_bytes());

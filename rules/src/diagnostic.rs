@@ -60,7 +60,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)?;
+        writeln!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )?;
         writeln!(f, "    | {}", self.source_line)?;
         // Copy the line's own tabs into the caret line so the caret lands under the right
         // character whatever the terminal's tab width.

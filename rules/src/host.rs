@@ -50,7 +50,9 @@ impl HostPattern {
             return Err(ValueError::at(
                 ErrorKind::BadHost,
                 at,
-                format!("`{text}`: a wildcard is only allowed as a whole first label, as in *.example.com"),
+                format!(
+                    "`{text}`: a wildcard is only allowed as a whole first label, as in *.example.com"
+                ),
             ));
         }
         Ok(HostPattern::Exact(normalize_name(text)?))
@@ -88,7 +90,10 @@ pub fn normalize_name(text: &str) -> Result<String, ValueError> {
         return Err(ValueError::at(
             ErrorKind::BadHost,
             0,
-            format!("host name is {} characters long; DNS allows at most {MAX_NAME_LEN}", trimmed.len()),
+            format!(
+                "host name is {} characters long; DNS allows at most {MAX_NAME_LEN}",
+                trimmed.len()
+            ),
         ));
     }
     let mut label_start = 0;
@@ -131,7 +136,10 @@ fn check_label(name: &str, start: usize, end: usize) -> Result<(), ValueError> {
         return Err(ValueError::at(
             ErrorKind::BadHost,
             start,
-            format!("label is {} characters long; DNS allows at most {MAX_LABEL_LEN}", end - start),
+            format!(
+                "label is {} characters long; DNS allows at most {MAX_LABEL_LEN}",
+                end - start
+            ),
         ));
     }
     Ok(())
@@ -193,9 +201,7 @@ impl HostIndex {
     pub fn insert(&mut self, sets: &mut RuleSets, name: &str, subdomains: bool, rule: u32) {
         let hash = self.hasher.hash_one(name);
         let arena = &self.arena;
-        let found = self
-            .table
-            .find_mut(hash, |e| entry_name(arena, e) == name);
+        let found = self.table.find_mut(hash, |e| entry_name(arena, e) == name);
         let entry = match found {
             Some(entry) => entry,
             None => {
@@ -249,7 +255,8 @@ impl HostIndex {
         self.arena.shrink_to_fit();
         let arena = &self.arena;
         let hasher = &self.hasher;
-        self.table.shrink_to_fit(|e| hasher.hash_one(entry_name(arena, e)));
+        self.table
+            .shrink_to_fit(|e| hasher.hash_one(entry_name(arena, e)));
     }
 
     pub fn names(&self) -> usize {
@@ -339,14 +346,23 @@ mod tests {
             ]
         );
         let mut seen = Vec::new();
-        index.lookup("example.com", |set, _| seen.extend_from_slice(sets.get(set)));
-        assert_eq!(seen, vec![0, 3], "*.example.com must not match example.com itself");
+        index.lookup("example.com", |set, _| {
+            seen.extend_from_slice(sets.get(set))
+        });
+        assert_eq!(
+            seen,
+            vec![0, 3],
+            "*.example.com must not match example.com itself"
+        );
     }
 
     #[test]
     fn query_names_are_normalised_without_allocating() {
         let mut buf = [0u8; MAX_NAME_LEN];
-        assert_eq!(query_name("WWW.Example.com.", &mut buf), Some("www.example.com"));
+        assert_eq!(
+            query_name("WWW.Example.com.", &mut buf),
+            Some("www.example.com")
+        );
         assert_eq!(query_name("", &mut buf), None);
         assert_eq!(query_name("bücher.de", &mut buf), None);
     }

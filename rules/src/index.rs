@@ -17,7 +17,11 @@ pub(crate) struct PrefixIndex {
 
 impl PrefixIndex {
     pub fn insert(&mut self, sets: &mut RuleSets, cidr: Cidr, rule: u32) {
-        let position = match self.by_length.iter().position(|(len, _)| *len <= cidr.prefix()) {
+        let position = match self
+            .by_length
+            .iter()
+            .position(|(len, _)| *len <= cidr.prefix())
+        {
             Some(i) if self.by_length[i].0 == cidr.prefix() => i,
             Some(i) => {
                 self.by_length.insert(i, (cidr.prefix(), HashMap::new()));
@@ -28,7 +32,10 @@ impl PrefixIndex {
                 self.by_length.len() - 1
             }
         };
-        let slot = self.by_length[position].1.entry(cidr.addr()).or_insert(SetId::EMPTY);
+        let slot = self.by_length[position]
+            .1
+            .entry(cidr.addr())
+            .or_insert(SetId::EMPTY);
         *slot = sets.with(*slot, rule);
     }
 
@@ -37,7 +44,10 @@ impl PrefixIndex {
         for (len, blocks) in &self.by_length {
             let network = mask(ip, *len);
             if let Some(&set) = blocks.get(&network) {
-                visit(set, Cidr::new(network, *len).expect("masked address is a valid block"));
+                visit(
+                    set,
+                    Cidr::new(network, *len).expect("masked address is a valid block"),
+                );
             }
         }
     }
@@ -74,7 +84,11 @@ impl PortIndex {
         }
         let sets = members
             .into_iter()
-            .map(|rules| rules.into_iter().fold(SetId::EMPTY, |set, rule| sets.with(set, rule)))
+            .map(|rules| {
+                rules
+                    .into_iter()
+                    .fold(SetId::EMPTY, |set, rule| sets.with(set, rule))
+            })
             .collect();
         PortIndex { starts, sets }
     }
@@ -93,9 +107,21 @@ mod tests {
     fn longest_and_shorter_prefixes_all_found() {
         let mut sets = RuleSets::new();
         let mut index = PrefixIndex::default();
-        index.insert(&mut sets, Cidr::new("10.0.0.0".parse().unwrap(), 8).unwrap(), 0);
-        index.insert(&mut sets, Cidr::new("10.1.0.0".parse().unwrap(), 16).unwrap(), 1);
-        index.insert(&mut sets, Cidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(), 2);
+        index.insert(
+            &mut sets,
+            Cidr::new("10.0.0.0".parse().unwrap(), 8).unwrap(),
+            0,
+        );
+        index.insert(
+            &mut sets,
+            Cidr::new("10.1.0.0".parse().unwrap(), 16).unwrap(),
+            1,
+        );
+        index.insert(
+            &mut sets,
+            Cidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+            2,
+        );
         index.insert(&mut sets, Cidr::new("::".parse().unwrap(), 0).unwrap(), 3);
         let mut found = Vec::new();
         index.lookup("10.1.2.3".parse().unwrap(), |set, block| {
@@ -110,7 +136,9 @@ mod tests {
             ]
         );
         let mut found = Vec::new();
-        index.lookup("2001:db8::1".parse().unwrap(), |set, _| found.extend_from_slice(sets.get(set)));
+        index.lookup("2001:db8::1".parse().unwrap(), |set, _| {
+            found.extend_from_slice(sets.get(set))
+        });
         assert_eq!(found, vec![3]);
     }
 
@@ -120,7 +148,13 @@ mod tests {
         let range = |first, last| PortRange { first, last };
         let index = PortIndex::build(
             &mut sets,
-            &[(range(80, 80), 0), (range(1, 1024), 1), (range(8000, 8100), 2), (range(65535, 65535), 3), (range(80, 80), 3)],
+            &[
+                (range(80, 80), 0),
+                (range(1, 1024), 1),
+                (range(8000, 8100), 2),
+                (range(65535, 65535), 3),
+                (range(80, 80), 3),
+            ],
         );
         let at = |p| sets.get(index.lookup(p)).to_vec();
         assert_eq!(at(80), vec![0, 1, 3]);

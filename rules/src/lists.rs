@@ -64,12 +64,22 @@ const HOSTS_FILE_LOCAL_NAMES: [&str; 11] = [
 /// Reads a list file: one `name` or `*.name` per line, `#` comments, or hosts-file lines
 /// (`0.0.0.0 name [name…]`), the form most public blocklists come in. Calls `each` for every
 /// pattern and returns the errors, each `file:line:col`.
-pub fn read_list_file(file: &str, text: &str, mut each: impl FnMut(HostPattern)) -> Vec<Diagnostic> {
+pub fn read_list_file(
+    file: &str,
+    text: &str,
+    mut each: impl FnMut(HostPattern),
+) -> Vec<Diagnostic> {
     let mut report = Reporter::new(file);
     let mut add = |report: &mut Reporter<'_>, line_no: u32, line: &str, token: Token<'_>| {
         match HostPattern::parse(token.text, false) {
             Ok(pattern) => each(pattern),
-            Err(e) => report.error(e.kind, line_no, token.col + e.offset as u32, line, e.message),
+            Err(e) => report.error(
+                e.kind,
+                line_no,
+                token.col + e.offset as u32,
+                line,
+                e.message,
+            ),
         }
     };
     for (index, line) in text.lines().enumerate() {
@@ -96,7 +106,8 @@ pub fn read_list_file(file: &str, text: &str, mut each: impl FnMut(HostPattern))
             report.error(ErrorKind::MissingValue, line_no, end_col(line), line, msg);
         }
         for &token in &tokens[1..] {
-            let local = HOSTS_FILE_LOCAL_NAMES.contains(&token.text) || token.text.parse::<IpAddr>().is_ok();
+            let local = HOSTS_FILE_LOCAL_NAMES.contains(&token.text)
+                || token.text.parse::<IpAddr>().is_ok();
             if !local {
                 add(&mut report, line_no, line, token);
             }
@@ -112,7 +123,10 @@ mod tests {
     fn read(text: &str) -> (Vec<String>, Vec<(ErrorKind, u32, u32)>) {
         let mut names = Vec::new();
         let errors = read_list_file("ads.txt", text, |p| names.push(p.to_string()));
-        (names, errors.iter().map(|d| (d.kind, d.line, d.col)).collect())
+        (
+            names,
+            errors.iter().map(|d| (d.kind, d.line, d.col)).collect(),
+        )
     }
 
     #[test]
@@ -121,12 +135,16 @@ mod tests {
             "# a blocklist\nads.example\n*.Tracker.example.\n\n0.0.0.0 a.example b.example # two\n127.0.0.1 localhost\n0.0.0.0 0.0.0.0\n::1 ip6-localhost\n",
         );
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(names, vec!["ads.example", "*.tracker.example", "a.example", "b.example"]);
+        assert_eq!(
+            names,
+            vec!["ads.example", "*.tracker.example", "a.example", "b.example"]
+        );
     }
 
     #[test]
     fn errors_carry_line_and_column() {
-        let (names, errors) = read("good.example\n  bad..example\nx.example y.example\n0.0.0.0\n@nested\n");
+        let (names, errors) =
+            read("good.example\n  bad..example\nx.example y.example\n0.0.0.0\n@nested\n");
         assert_eq!(names, vec!["good.example", "x.example"]);
         assert_eq!(
             errors,

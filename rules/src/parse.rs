@@ -7,7 +7,9 @@ use crate::diagnostic::{Diagnostics, ErrorKind, Reporter};
 use crate::host::HostPattern;
 use crate::policy::{Action, ListDef, ListSource, Policy, Protocol, Rule};
 use crate::time::TimeWindow;
-use crate::value::{Cidr, MediaRange, PortRange, ValueError, check_name, parse_method, parse_path, parse_size};
+use crate::value::{
+    Cidr, MediaRange, PortRange, ValueError, check_name, parse_method, parse_path, parse_size,
+};
 
 const CONDITIONS: [&str; 8] = [
     "host",
@@ -37,21 +39,33 @@ pub(crate) fn tokenize(line: &str) -> Vec<Token<'_>> {
         col += 1;
         if c.is_whitespace() {
             if let Some((s, s_col)) = start.take() {
-                tokens.push(Token { col: s_col, text: &code[s..i] });
+                tokens.push(Token {
+                    col: s_col,
+                    text: &code[s..i],
+                });
             }
         } else if start.is_none() {
             start = Some((i, col));
         }
     }
     if let Some((s, s_col)) = start {
-        tokens.push(Token { col: s_col, text: &code[s..] });
+        tokens.push(Token {
+            col: s_col,
+            text: &code[s..],
+        });
     }
     tokens
 }
 
 /// Column just past the end of a line's code: where a missing word would go.
 pub(crate) fn end_col(line: &str) -> u32 {
-    line.split('#').next().unwrap_or("").trim_end().chars().count() as u32 + 1
+    line.split('#')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .chars()
+        .count() as u32
+        + 1
 }
 
 /// A word within `max` edits of `word`, to offer as "did you mean".
@@ -125,12 +139,26 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
 }
 
 impl Parser<'_> {
-    fn error(&mut self, kind: ErrorKind, line_no: u32, col: u32, line: &str, message: impl Into<String>) {
+    fn error(
+        &mut self,
+        kind: ErrorKind,
+        line_no: u32,
+        col: u32,
+        line: &str,
+        message: impl Into<String>,
+    ) {
         self.report.error(kind, line_no, col, line, message);
     }
 
     /// Reports a value error at its place inside `token`.
-    fn value_error(&mut self, e: ValueError, line_no: u32, token: Token<'_>, offset_in_token: usize, line: &str) {
+    fn value_error(
+        &mut self,
+        e: ValueError,
+        line_no: u32,
+        token: Token<'_>,
+        offset_in_token: usize,
+        line: &str,
+    ) {
         let col = token.col + (offset_in_token + e.offset) as u32;
         self.error(e.kind, line_no, col, line, e.message);
     }
@@ -150,7 +178,13 @@ impl Parser<'_> {
     fn default_line(&mut self, line_no: u32, line: &str, tokens: &[Token<'_>]) {
         let action = match tokens.get(1) {
             None => {
-                self.error(ErrorKind::MissingValue, line_no, end_col(line), line, "`default` needs `allow` or `deny`");
+                self.error(
+                    ErrorKind::MissingValue,
+                    line_no,
+                    end_col(line),
+                    line,
+                    "`default` needs `allow` or `deny`",
+                );
                 return;
             }
             Some(t) => match parse_action(t.text) {
@@ -163,7 +197,13 @@ impl Parser<'_> {
             },
         };
         if let Some(extra) = tokens.get(2) {
-            self.error(ErrorKind::UnexpectedToken, line_no, extra.col, line, "nothing may follow `default allow|deny`");
+            self.error(
+                ErrorKind::UnexpectedToken,
+                line_no,
+                extra.col,
+                line,
+                "nothing may follow `default allow|deny`",
+            );
             return;
         }
         if let Some((_, first_line)) = self.policy.default {
@@ -176,7 +216,13 @@ impl Parser<'_> {
 
     fn list_line(&mut self, line_no: u32, line: &str, tokens: &[Token<'_>]) {
         let Some(name) = tokens.get(1) else {
-            self.error(ErrorKind::MissingValue, line_no, end_col(line), line, "`list` needs a name: `list ads = a.example b.example` or `list ads file ads.txt`");
+            self.error(
+                ErrorKind::MissingValue,
+                line_no,
+                end_col(line),
+                line,
+                "`list` needs a name: `list ads = a.example b.example` or `list ads file ads.txt`",
+            );
             return;
         };
         if let Err(e) = check_name(name.text) {
@@ -196,12 +242,24 @@ impl Parser<'_> {
             }
             Some("file") => match tokens.get(3) {
                 None => {
-                    self.error(ErrorKind::MissingValue, line_no, end_col(line), line, "`file` needs the list file's path");
+                    self.error(
+                        ErrorKind::MissingValue,
+                        line_no,
+                        end_col(line),
+                        line,
+                        "`file` needs the list file's path",
+                    );
                     return;
                 }
                 Some(path) => {
                     if let Some(extra) = tokens.get(4) {
-                        self.error(ErrorKind::UnexpectedToken, line_no, extra.col, line, "a list file path is one word; nothing may follow it");
+                        self.error(
+                            ErrorKind::UnexpectedToken,
+                            line_no,
+                            extra.col,
+                            line,
+                            "a list file path is one word; nothing may follow it",
+                        );
                     }
                     ListSource::File(path.text.to_string())
                 }
@@ -212,12 +270,21 @@ impl Parser<'_> {
                 return;
             }
             None => {
-                self.error(ErrorKind::MissingValue, line_no, end_col(line), line, "expected `=` and names, or `file` and a path");
+                self.error(
+                    ErrorKind::MissingValue,
+                    line_no,
+                    end_col(line),
+                    line,
+                    "expected `=` and names, or `file` and a path",
+                );
                 return;
             }
         };
         if let Some(previous) = self.policy.lists.iter().find(|l| l.name == name.text) {
-            let msg = format!("list `{}` is already defined on line {}", name.text, previous.line);
+            let msg = format!(
+                "list `{}` is already defined on line {}",
+                name.text, previous.line
+            );
             self.error(ErrorKind::DuplicateName, line_no, name.col, line, msg);
             return;
         }
@@ -249,16 +316,38 @@ impl Parser<'_> {
             rest = &rest[1..];
         }
         let Some(action_token) = rest.first() else {
-            self.error(ErrorKind::MissingValue, line_no, end_col(line), line, "a rule needs `allow` or `deny` after its name");
+            self.error(
+                ErrorKind::MissingValue,
+                line_no,
+                end_col(line),
+                line,
+                "a rule needs `allow` or `deny` after its name",
+            );
             return;
         };
         let Some(action) = parse_action(action_token.text) else {
-            let msg = unknown(action_token.text, "keyword", &["allow", "deny", "default", "list"]);
-            self.error(ErrorKind::UnknownKeyword, line_no, action_token.col, line, msg);
+            let msg = unknown(
+                action_token.text,
+                "keyword",
+                &["allow", "deny", "default", "list"],
+            );
+            self.error(
+                ErrorKind::UnknownKeyword,
+                line_no,
+                action_token.col,
+                line,
+                msg,
+            );
             return;
         };
         let Some(protocol_token) = rest.get(1) else {
-            self.error(ErrorKind::MissingValue, line_no, end_col(line), line, format!("`{action}` needs a protocol: http, https, dns, tcp or any"));
+            self.error(
+                ErrorKind::MissingValue,
+                line_no,
+                end_col(line),
+                line,
+                format!("`{action}` needs a protocol: http, https, dns, tcp or any"),
+            );
             return;
         };
         let protocol = match protocol_token.text {
@@ -267,7 +356,13 @@ impl Parser<'_> {
                 Some(p) => Some(*p),
                 None => {
                     let msg = unknown(text, "protocol", &["http", "https", "dns", "tcp", "any"]);
-                    self.error(ErrorKind::UnknownKeyword, line_no, protocol_token.col, line, msg);
+                    self.error(
+                        ErrorKind::UnknownKeyword,
+                        line_no,
+                        protocol_token.col,
+                        line,
+                        msg,
+                    );
                     return;
                 }
             },
@@ -305,7 +400,10 @@ impl Parser<'_> {
             };
             i += 1;
             if seen.contains(&keyword.text) {
-                let msg = format!("`{0}` given twice; list all values in one: `{0} a,b`", keyword.text);
+                let msg = format!(
+                    "`{0}` given twice; list all values in one: `{0} a,b`",
+                    keyword.text
+                );
                 self.error(ErrorKind::Duplicate, line_no, keyword.col, line, msg);
                 continue;
             }
@@ -352,7 +450,11 @@ impl Parser<'_> {
                             i += used - 1;
                         }
                         Err((e, which)) => {
-                            let token = if which == 0 { value } else { second.unwrap_or(value) };
+                            let token = if which == 0 {
+                                value
+                            } else {
+                                second.unwrap_or(value)
+                            };
                             i += which;
                             self.value_error(e, line_no, token, 0, line);
                         }
@@ -390,10 +492,18 @@ impl Parser<'_> {
                 let known: Vec<&str> = self.policy.lists.iter().map(|l| l.name.as_str()).collect();
                 let hint = match suggestion(&used.name, &known) {
                     Some(k) => format!("; did you mean `@{k}`?"),
-                    None => String::from("; define it with `list NAME = …` or `list NAME file PATH`"),
+                    None => {
+                        String::from("; define it with `list NAME = …` or `list NAME file PATH`")
+                    }
                 };
                 let msg = format!("no list named `{}`{hint}", used.name);
-                self.error(ErrorKind::UnknownList, used.line_no, used.col, &used.line, msg);
+                self.error(
+                    ErrorKind::UnknownList,
+                    used.line_no,
+                    used.col,
+                    &used.line,
+                    msg,
+                );
             }
         }
     }
@@ -447,7 +557,10 @@ mod tests {
 
     /// (kind, line, col) of every error.
     fn places(text: &str) -> Vec<(ErrorKind, u32, u32)> {
-        errors(text).iter().map(|d| (d.kind, d.line, d.col)).collect()
+        errors(text)
+            .iter()
+            .map(|d| (d.kind, d.line, d.col))
+            .collect()
     }
 
     #[test]
@@ -464,7 +577,10 @@ mod tests {
         assert_eq!(rule.name.as_deref(), Some("docs"));
         assert_eq!(rule.hosts.len(), 2);
         assert_eq!(rule.methods, vec!["GET", "HEAD"]);
-        assert_eq!(rule.to_string(), "docs: allow http host docs.rs,*.docs.rs dst 10.0.0.0/8 port 80,8000-8100 method GET,HEAD path /a/,/b time Mon-Fri 08:00-18:00");
+        assert_eq!(
+            rule.to_string(),
+            "docs: allow http host docs.rs,*.docs.rs dst 10.0.0.0/8 port 80,8000-8100 method GET,HEAD path /a/,/b time Mon-Fri 08:00-18:00"
+        );
         assert_eq!(policy.rules[1].max_body, Some(10 << 20));
         assert_eq!(policy.default, Some((Action::Allow, 3)));
     }
@@ -498,10 +614,17 @@ mod tests {
             ]
         );
         let all = errors(text);
-        assert!(all.0[0].message.contains("did you mean `allow`"), "{}", all.0[0]);
+        assert!(
+            all.0[0].message.contains("did you mean `allow`"),
+            "{}",
+            all.0[0]
+        );
         assert!(all.0[1].message.contains("did you mean `http`"));
         assert!(all.0[2].message.contains("did you mean `host`"));
-        assert!(all.to_string().starts_with("rules.txt:1:1: unknown keyword `alow`"));
+        assert!(
+            all.to_string()
+                .starts_with("rules.txt:1:1: unknown keyword `alow`")
+        );
         assert!(all.to_string().ends_with("7 errors"));
     }
 
@@ -532,13 +655,18 @@ mod tests {
             errors("allow tcp host example.com\nallow https path /x\nallow any method GET\nallow dns port 53\ndeny dns dst 10.0.0.0/8\n").kinds(),
             vec![ErrorKind::NotForProtocol; 5]
         );
-        assert_eq!(errors("allow http max-body 1M\n").kinds(), vec![ErrorKind::NotForAction]);
+        assert_eq!(
+            errors("allow http max-body 1M\n").kinds(),
+            vec![ErrorKind::NotForAction]
+        );
     }
 
     #[test]
     fn malformed_lines() {
         assert_eq!(
-            places("allow\ndefault\ndefault maybe\ndefault deny\ndefault allow\ndefault deny now\nallow http host\nallow http port 80 port 81\nlist\nlist x\nlist x ~ y\nlist y file\nlist z file a b\nx:\nlist w = *..x\ndeny http max-body 10Q\nallow http time Mon Tue\n"),
+            places(
+                "allow\ndefault\ndefault maybe\ndefault deny\ndefault allow\ndefault deny now\nallow http host\nallow http port 80 port 81\nlist\nlist x\nlist x ~ y\nlist y file\nlist z file a b\nx:\nlist w = *..x\ndeny http max-body 10Q\nallow http time Mon Tue\n"
+            ),
             vec![
                 (ErrorKind::MissingValue, 1, 6),
                 (ErrorKind::MissingValue, 2, 8),
@@ -565,21 +693,39 @@ mod tests {
         for (text, kind, col) in [
             ("allow http method GE/T", ErrorKind::BadMethod, 21),
             ("allow http path admin", ErrorKind::BadPath, 17),
-            ("deny http content-type video", ErrorKind::BadContentType, 24),
+            (
+                "deny http content-type video",
+                ErrorKind::BadContentType,
+                24,
+            ),
             ("allow any time Mon 9:00-10:00", ErrorKind::BadTime, 20),
             ("allow any dst fe80::/200", ErrorKind::BadAddress, 22),
-            ("allow any host @ads\nlist ads = @other", ErrorKind::BadHost, 12),
+            (
+                "allow any host @ads\nlist ads = @other",
+                ErrorKind::BadHost,
+                12,
+            ),
         ] {
             let found = places(text);
-            assert_eq!(found.last().map(|p| (p.0, p.2)), Some((kind, col)), "{text}: {found:?}");
+            assert_eq!(
+                found.last().map(|p| (p.0, p.2)),
+                Some((kind, col)),
+                "{text}: {found:?}"
+            );
         }
     }
 
     #[test]
     fn tabs_and_comments() {
         let policy = parse("r", "\tallow\thttp\thost a.example # trailing # more\n").unwrap();
-        assert_eq!(policy.rules[0].hosts, vec![HostPattern::Exact("a.example".into())]);
-        assert_eq!(places("\tallow\ttcp\tport 0"), vec![(ErrorKind::BadPort, 1, 17)]);
+        assert_eq!(
+            policy.rules[0].hosts,
+            vec![HostPattern::Exact("a.example".into())]
+        );
+        assert_eq!(
+            places("\tallow\ttcp\tport 0"),
+            vec![(ErrorKind::BadPort, 1, 17)]
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [Protocol::Http, Protocol::Https, Protocol::Dns, Protocol::Tcp];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http,
+        Protocol::Https,
+        Protocol::Dns,
+        Protocol::Tcp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -200,10 +200,18 @@ impl CompiledRule {
         if self.protocol.is_some_and(|p| p != request.protocol) {
             return Fit::No;
         }
-        if !self.dst.is_empty() && !request.dst.is_some_and(|ip| self.dst.iter().any(|c| c.contains(ip))) {
+        if !self.dst.is_empty()
+            && !request
+                .dst
+                .is_some_and(|ip| self.dst.iter().any(|c| c.contains(ip)))
+        {
             return Fit::No;
         }
-        if !self.ports.is_empty() && !request.port.is_some_and(|p| self.ports.iter().any(|r| r.contains(p))) {
+        if !self.ports.is_empty()
+            && !request
+                .port
+                .is_some_and(|p| self.ports.iter().any(|r| r.contains(p)))
+        {
             return Fit::No;
         }
         if !self.methods.is_empty()
@@ -214,10 +222,11 @@ impl CompiledRule {
             return Fit::No;
         }
         if !self.paths.is_empty()
-            && !facts
-                .path
-                .as_deref()
-                .is_some_and(|p| self.paths.iter().any(|prefix| p.starts_with(prefix.as_str())))
+            && !facts.path.as_deref().is_some_and(|p| {
+                self.paths
+                    .iter()
+                    .any(|prefix| p.starts_with(prefix.as_str()))
+            })
         {
             return Fit::No;
         }
@@ -273,7 +282,11 @@ fn protocol_slot(protocol: Option<Protocol>) -> usize {
 
 impl RuleSet {
     /// Parses and compiles a rule file; list files are read through `lists`.
-    pub fn from_text(file: &str, text: &str, lists: &dyn ListLoader) -> Result<RuleSet, Diagnostics> {
+    pub fn from_text(
+        file: &str,
+        text: &str,
+        lists: &dyn ListLoader,
+    ) -> Result<RuleSet, Diagnostics> {
         let policy = crate::parse(file, text)?;
         RuleSet::compile(file, &policy, lists)
     }
@@ -284,13 +297,24 @@ impl RuleSet {
             path: path.display().to_string(),
             source,
         })?;
-        let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-        Ok(RuleSet::from_text(&path.display().to_string(), &text, &crate::DirLoader(dir))?)
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(RuleSet::from_text(
+            &path.display().to_string(),
+            &text,
+            &crate::DirLoader(dir),
+        )?)
     }
 
     /// Compiles a parsed policy. List files are read and checked here; their errors come
     /// back as `listfile:line:col`.
-    pub fn compile(file: &str, policy: &Policy, lists: &dyn ListLoader) -> Result<RuleSet, Diagnostics> {
+    pub fn compile(
+        file: &str,
+        policy: &Policy,
+        lists: &dyn ListLoader,
+    ) -> Result<RuleSet, Diagnostics> {
         let mut errors = Vec::new();
         let mut list_texts: HashMap<&str, Option<String>> = HashMap::new();
         let mut sets = RuleSets::new();
@@ -306,7 +330,9 @@ impl RuleSet {
                 for pattern in &rule.hosts {
                     let mut add = |p: HostPattern| match p {
                         HostPattern::Exact(name) => hosts.insert(&mut sets, &name, false, number),
-                        HostPattern::Subdomains(name) => hosts.insert(&mut sets, &name, true, number),
+                        HostPattern::Subdomains(name) => {
+                            hosts.insert(&mut sets, &name, true, number)
+                        }
                         HostPattern::List(_) => unreachable!("lists hold no list references"),
                     };
                     let HostPattern::List(list_name) = pattern else {
@@ -322,13 +348,16 @@ impl RuleSet {
                         ListSource::Inline(patterns) => patterns.iter().cloned().for_each(&mut add),
                         ListSource::File(path) => {
                             let first_use = !list_texts.contains_key(path.as_str());
-                            let text = list_texts.entry(path).or_insert_with(|| match lists.load(path) {
-                                Ok(text) => Some(text),
-                                Err(e) => {
-                                    errors.push(list_file_error(file, list, &e));
-                                    None
-                                }
-                            });
+                            let text =
+                                list_texts
+                                    .entry(path)
+                                    .or_insert_with(|| match lists.load(path) {
+                                        Ok(text) => Some(text),
+                                        Err(e) => {
+                                            errors.push(list_file_error(file, list, &e));
+                                            None
+                                        }
+                                    });
                             if let Some(text) = text {
                                 let found = read_list_file(path, text, &mut add);
                                 if first_use {
@@ -340,7 +369,11 @@ impl RuleSet {
                 }
             } else if !rule.dst.is_empty() {
                 for cidr in &rule.dst {
-                    let index = if cidr.addr().is_ipv4() { &mut v4 } else { &mut v6 };
+                    let index = if cidr.addr().is_ipv4() {
+                        &mut v4
+                    } else {
+                        &mut v6
+                    };
                     index.insert(&mut sets, *cidr, number);
                 }
             } else if !rule.ports.is_empty() {
@@ -388,13 +421,21 @@ impl RuleSet {
     }
 
     /// Decides again once the response headers are known, in the same first-match order.
-    pub fn decide_response<'r>(&'r self, request: &Request<'_>, response: &Response<'_>) -> Decision<'r> {
+    pub fn decide_response<'r>(
+        &'r self,
+        request: &Request<'_>,
+        response: &Response<'_>,
+    ) -> Decision<'r> {
         self.evaluate(request, Some(response)).0
     }
 
     /// Like `decide` / `decide_response`, with the reasons: which conditions of the deciding
     /// rule held, and why the answer is provisional or has a body limit.
-    pub fn explain<'r>(&'r self, request: &Request<'_>, response: Option<&Response<'_>>) -> Explanation<'r> {
+    pub fn explain<'r>(
+        &'r self,
+        request: &Request<'_>,
+        response: Option<&Response<'_>>,
+    ) -> Explanation<'r> {
         let (decision, winner, pending) = self.evaluate(request, response);
         let mut reasons = Vec::new();
         match winner {
@@ -469,7 +510,11 @@ impl RuleSet {
         conditional.sort_unstable_by_key(|(number, _)| *number);
         conditional.dedup_by_key(|(number, _)| *number);
 
-        let deciding = if best == none { &self.default } else { &self.rules[best as usize].info };
+        let deciding = if best == none {
+            &self.default
+        } else {
+            &self.rules[best as usize].info
+        };
         let winner = (best != none).then_some(best);
         let mut decision = Decision {
             action: deciding.action,
@@ -491,10 +536,13 @@ impl RuleSet {
                         decision.rule = info;
                     }
                 }
-                Fit::OverLimit(limit) if info.action != deciding.action => {
-                    if decision.body_limit.is_none_or(|(current, _)| limit < current) {
-                        decision.body_limit = Some((limit, info));
-                    }
+                Fit::OverLimit(limit)
+                    if info.action != deciding.action
+                        && decision
+                            .body_limit
+                            .is_none_or(|(current, _)| limit < current) =>
+                {
+                    decision.body_limit = Some((limit, info));
                 }
                 _ => {}
             }
@@ -519,7 +567,13 @@ impl RuleSet {
         visit(&self.unindexed[protocol_slot(None)]);
     }
 
-    fn explain_rule(&self, number: u32, request: &Request<'_>, response: Option<&Response<'_>>, reasons: &mut Vec<String>) {
+    fn explain_rule(
+        &self,
+        number: u32,
+        request: &Request<'_>,
+        response: Option<&Response<'_>>,
+        reasons: &mut Vec<String>,
+    ) {
         let rule = &self.rules[number as usize];
         reasons.push(match rule.protocol {
             Some(p) => format!("protocol {p} matches"),
@@ -527,7 +581,10 @@ impl RuleSet {
         });
         if !rule.hosts.is_empty() {
             let mut buf = [0u8; MAX_NAME_LEN];
-            let host = request.host.and_then(|h| query_name(h, &mut buf)).unwrap_or("");
+            let host = request
+                .host
+                .and_then(|h| query_name(h, &mut buf))
+                .unwrap_or("");
             let mut hit = None;
             self.hosts.lookup(host, |set, how| {
                 if hit.is_none() && self.sets.get(set).contains(&number) {
@@ -543,34 +600,60 @@ impl RuleSet {
             reasons.push(format!("host {host} {how} (rule hosts: {from})"));
         }
         if let (false, Some(ip)) = (rule.dst.is_empty(), request.dst) {
-            let block = rule.dst.iter().find(|c| c.contains(ip)).map(|c| c.to_string()).unwrap_or_default();
+            let block = rule
+                .dst
+                .iter()
+                .find(|c| c.contains(ip))
+                .map(|c| c.to_string())
+                .unwrap_or_default();
             reasons.push(format!("destination {ip} is in {block}"));
         }
         if let (false, Some(port)) = (rule.ports.is_empty(), request.port) {
             reasons.push(format!("port {port} is in {}", join(&rule.ports)));
         }
         if let (false, Some(method)) = (rule.methods.is_empty(), request.method) {
-            reasons.push(format!("method {method} is one of {}", rule.methods.join(",")));
+            reasons.push(format!(
+                "method {method} is one of {}",
+                rule.methods.join(",")
+            ));
         }
         if let (false, Some(path)) = (rule.paths.is_empty(), request.path) {
             let path = normalize_path(path);
-            let prefix = rule.paths.iter().find(|p| path.starts_with(p.as_str())).cloned().unwrap_or_default();
+            let prefix = rule
+                .paths
+                .iter()
+                .find(|p| path.starts_with(p.as_str()))
+                .cloned()
+                .unwrap_or_default();
             reasons.push(format!("path {path} starts with {prefix}"));
         }
         if let Some(window) = rule.time {
             reasons.push(format!("local time {} is within {window}", request.time));
         }
-        if let (false, Some(ct)) = (rule.content_types.is_empty(), response.and_then(|r| r.content_type)) {
-            reasons.push(format!("content type {ct} is one of {}", join(&rule.content_types)));
+        if let (false, Some(ct)) = (
+            rule.content_types.is_empty(),
+            response.and_then(|r| r.content_type),
+        ) {
+            reasons.push(format!(
+                "content type {ct} is one of {}",
+                join(&rule.content_types)
+            ));
         }
         if let (Some(max), Some(len)) = (rule.max_body, response.and_then(|r| r.body_len)) {
-            reasons.push(format!("body of {len} bytes is over max-body {}", format_size(max)));
+            reasons.push(format!(
+                "body of {len} bytes is over max-body {}",
+                format_size(max)
+            ));
         }
     }
 }
 
 fn join<T: fmt::Display>(values: &[T]) -> String {
-    values.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    values
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
@@ -601,7 +684,9 @@ fn list_file_error(file: &str, list: &ListDef, e: &std::io::Error) -> Diagnostic
         unreachable!("only file lists are read");
     };
     let line = list.to_string();
-    let col = line.rfind(path.as_str()).map_or(1, |i| line[..i].chars().count() as u32 + 1);
+    let col = line
+        .rfind(path.as_str())
+        .map_or(1, |i| line[..i].chars().count() as u32 + 1);
     Diagnostic {
         kind: ErrorKind::ListFile,
         file: file.to_string(),

@@ -40,7 +40,11 @@ impl LocalTime {
     /// Parses `Mon 09:30`, the form the CLI's `--at` takes.
     pub fn parse(text: &str) -> Result<LocalTime, ValueError> {
         let (day, clock) = text.trim().split_once(' ').ok_or_else(|| {
-            ValueError::at(ErrorKind::BadTime, 0, format!("`{text}`: write a day and a time, as in `Mon 09:30`"))
+            ValueError::at(
+                ErrorKind::BadTime,
+                0,
+                format!("`{text}`: write a day and a time, as in `Mon 09:30`"),
+            )
         })?;
         let weekday = parse_day(day, 0)?;
         let minute = parse_clock(clock.trim(), day.len() + 1, false)?;
@@ -80,10 +84,20 @@ impl TimeWindow {
 
     /// Parses the one or two tokens after `time`: days, a clock range, or days then a range.
     /// Returns the window and how many tokens it used; an error says which token (0 or 1).
-    pub(crate) fn parse(first: &str, second: Option<&str>) -> Result<(TimeWindow, usize), (ValueError, usize)> {
+    pub(crate) fn parse(
+        first: &str,
+        second: Option<&str>,
+    ) -> Result<(TimeWindow, usize), (ValueError, usize)> {
         if first.contains(':') {
             let (start, end) = parse_range(first).map_err(|e| (e, 0))?;
-            return Ok((TimeWindow { days: ALL_DAYS, start, end }, 1));
+            return Ok((
+                TimeWindow {
+                    days: ALL_DAYS,
+                    start,
+                    end,
+                },
+                1,
+            ));
         }
         let days = parse_days(first).map_err(|e| (e, 0))?;
         match second {
@@ -91,7 +105,14 @@ impl TimeWindow {
                 let (start, end) = parse_range(range).map_err(|e| (e, 1))?;
                 Ok((TimeWindow { days, start, end }, 2))
             }
-            _ => Ok((TimeWindow { days, start: 0, end: MINUTES_PER_DAY }, 1)),
+            _ => Ok((
+                TimeWindow {
+                    days,
+                    start: 0,
+                    end: MINUTES_PER_DAY,
+                },
+                1,
+            )),
         }
     }
 }
@@ -186,12 +207,20 @@ fn parse_day(text: &str, offset: usize) -> Result<u8, ValueError> {
 
 fn parse_range(text: &str) -> Result<(u16, u16), ValueError> {
     let (a, b) = text.split_once('-').ok_or_else(|| {
-        ValueError::at(ErrorKind::BadTime, 0, format!("`{text}`: write a range of times, as in `08:00-18:00`"))
+        ValueError::at(
+            ErrorKind::BadTime,
+            0,
+            format!("`{text}`: write a range of times, as in `08:00-18:00`"),
+        )
     })?;
     let start = parse_clock(a, 0, false)?;
     let end = parse_clock(b, a.len() + 1, true)?;
     if start == end {
-        return Err(ValueError::at(ErrorKind::BadTime, 0, format!("`{text}` is an empty window")));
+        return Err(ValueError::at(
+            ErrorKind::BadTime,
+            0,
+            format!("`{text}` is an empty window"),
+        ));
     }
     Ok((start, end))
 }
@@ -202,8 +231,10 @@ fn parse_clock(text: &str, offset: usize, may_be_midnight_end: bool) -> Result<u
         ValueError::at(
             ErrorKind::BadTime,
             offset,
-            format!("`{text}` is not a time of day; write HH:MM, 00:00 to 23:59{}",
-                if may_be_midnight_end { " or 24:00" } else { "" }),
+            format!(
+                "`{text}` is not a time of day; write HH:MM, 00:00 to 23:59{}",
+                if may_be_midnight_end { " or 24:00" } else { "" }
+            ),
         )
     };
     let (h, m) = text.split_once(':').ok_or_else(bad)?;

@@ -411,7 +411,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, ValueError> {
 /// Prints a size in the largest unit that divides it exactly, so it parses back unchanged.
 pub(crate) fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(30, 'G'), (20, 'M'), (10, 'K')] {
-        if bytes != 0 && bytes % (1 << shift) == 0 {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -443,7 +443,11 @@ mod tests {
     fn bad_cidrs_say_what_is_wrong() {
         let e = Cidr::parse("10.0.0.1/8").unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadAddress);
-        assert!(e.message.contains("did you mean `10.0.0.0/8`"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean `10.0.0.0/8`"),
+            "{}",
+            e.message
+        );
         let e = Cidr::parse("10.0.0.0/33").unwrap_err();
         assert_eq!(e.offset, 9);
         assert!(e.message.contains("0 to 32"));
@@ -455,7 +459,13 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        assert_eq!(PortRange::parse("443").unwrap(), PortRange { first: 443, last: 443 });
+        assert_eq!(
+            PortRange::parse("443").unwrap(),
+            PortRange {
+                first: 443,
+                last: 443
+            }
+        );
         let r = PortRange::parse("8000-8100").unwrap();
         assert!(r.contains(8000) && r.contains(8100) && !r.contains(8101));
         for (text, offset, needle) in [
@@ -513,7 +523,11 @@ mod tests {
         assert!(!html.matches("text/plain"));
         assert_eq!(html.to_string(), "text/html");
         for bad in ["text", "/html", "text/", "te xt/html", "*/*x"] {
-            assert_eq!(MediaRange::parse(bad).unwrap_err().kind, ErrorKind::BadContentType, "{bad}");
+            assert_eq!(
+                MediaRange::parse(bad).unwrap_err().kind,
+                ErrorKind::BadContentType,
+                "{bad}"
+            );
         }
     }
 
@@ -524,7 +538,11 @@ mod tests {
         assert_eq!(parse_size("1500").unwrap(), 1500);
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
         for bad in ["", "M", "10X", "1.5M", "-1", "99999999999999999999G"] {
-            assert_eq!(parse_size(bad).unwrap_err().kind, ErrorKind::BadSize, "{bad}");
+            assert_eq!(
+                parse_size(bad).unwrap_err().kind,
+                ErrorKind::BadSize,
+                "{bad}"
+            );
         }
         for n in [0, 1, 1023, 1024, 10 << 20, (3 << 30) + 1] {
             assert_eq!(parse_size(&format_size(n)).unwrap(), n);

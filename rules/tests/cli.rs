@@ -13,7 +13,11 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
@@ -29,7 +33,11 @@ fn check_exit_codes() {
     assert!(text(&bad).ends_with("7 errors\n"), "{}", text(&bad));
     let missing = run(dir, &["check", "no-such.rules"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing).contains("cannot read no-such.rules"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("cannot read no-such.rules"),
+        "{}",
+        text(&missing)
+    );
 }
 
 #[test]
@@ -41,15 +49,45 @@ fn keygen_sign_verify() {
 
     let out = run(d, &["keygen", "--out", "policy"]);
     assert!(out.status.success(), "{}", text(&out));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.join("policy.key")).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600, "the private key is readable by its owner only");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.join("policy.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the private key is readable by its owner only"
+    );
     let again = run(d, &["keygen", "--out", "policy"]);
-    assert_eq!(again.status.code(), Some(2), "an existing key is never overwritten");
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing key is never overwritten"
+    );
     assert!(run(d, &["keygen", "--out", "other"]).status.success());
 
-    let out = run(d, &["sign", "family.rules", "--key", "policy.key", "--version", "3", "--group", "home", "--out", "b"]);
+    let out = run(
+        d,
+        &[
+            "sign",
+            "family.rules",
+            "--key",
+            "policy.key",
+            "--version",
+            "3",
+            "--group",
+            "home",
+            "--out",
+            "b",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("version 3 for group `home`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("version 3 for group `home`"),
+        "{}",
+        text(&out)
+    );
 
     let verify = |args: &[&str]| {
         let mut all = vec!["verify", "b", "--group", "home"];
@@ -61,12 +99,23 @@ fn keygen_sign_verify() {
     assert!(text(&ok).contains("(1 list file)"), "{}", text(&ok));
     let replay = verify(&["--key", "policy.pub", "--installed", "3"]);
     assert_eq!(replay.status.code(), Some(1));
-    assert!(text(&replay).contains("not newer than installed version 3"), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("not newer than installed version 3"),
+        "{}",
+        text(&replay)
+    );
     let wrong = verify(&["--key", "other.pub"]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(text(&wrong).contains("trusts only"), "{}", text(&wrong));
-    let group = run(d, &["verify", "b", "--group", "office", "--key", "policy.pub"]);
-    assert!(text(&group).contains("this card is in group `office`"), "{}", text(&group));
+    let group = run(
+        d,
+        &["verify", "b", "--group", "office", "--key", "policy.pub"],
+    );
+    assert!(
+        text(&group).contains("this card is in group `office`"),
+        "{}",
+        text(&group)
+    );
 
     let mut bytes = std::fs::read(d.join("b")).unwrap();
     let at = bytes.len() - 5;
@@ -74,10 +123,32 @@ fn keygen_sign_verify() {
     std::fs::write(d.join("b"), bytes).unwrap();
     let tampered = verify(&["--key", "policy.pub"]);
     assert_eq!(tampered.status.code(), Some(1));
-    assert!(text(&tampered).contains("signature does not verify"), "{}", text(&tampered));
+    assert!(
+        text(&tampered).contains("signature does not verify"),
+        "{}",
+        text(&tampered)
+    );
 
     std::fs::write(d.join("bad.rules"), "allow htp\n").unwrap();
-    let refused = run(d, &["sign", "bad.rules", "--key", "policy.key", "--version", "4", "--group", "home", "--out", "c"]);
-    assert_eq!(refused.status.code(), Some(1), "a rule file that does not parse is not signed");
+    let refused = run(
+        d,
+        &[
+            "sign",
+            "bad.rules",
+            "--key",
+            "policy.key",
+            "--version",
+            "4",
+            "--group",
+            "home",
+            "--out",
+            "c",
+        ],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a rule file that does not parse is not signed"
+    );
     assert!(!d.join("c").exists());
 }

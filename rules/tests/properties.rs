@@ -3,11 +3,35 @@
 
 use proptest::prelude::*;
 
-use rules::{Action, HostPattern, ListSource, LocalTime, NoFiles, Policy, Protocol, Request, Response, Rule, RuleSet};
+use rules::{
+    Action, HostPattern, ListSource, LocalTime, NoFiles, Policy, Protocol, Request, Response, Rule,
+    RuleSet,
+};
 
-const HOSTS: [&str; 6] = ["a.example", "b.a.example", "c.b.a.example", "example", "x.test", "y.x.test"];
-const IPS: [&str; 5] = ["10.0.0.1", "10.1.2.3", "192.168.1.1", "2001:db8::1", "fd00::5"];
-const CIDRS: [&str; 7] = ["10.0.0.0/8", "10.1.0.0/16", "10.0.0.1", "192.168.0.0/16", "0.0.0.0/0", "2001:db8::/32", "::/0"];
+const HOSTS: [&str; 6] = [
+    "a.example",
+    "b.a.example",
+    "c.b.a.example",
+    "example",
+    "x.test",
+    "y.x.test",
+];
+const IPS: [&str; 5] = [
+    "10.0.0.1",
+    "10.1.2.3",
+    "192.168.1.1",
+    "2001:db8::1",
+    "fd00::5",
+];
+const CIDRS: [&str; 7] = [
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.0.0.1",
+    "192.168.0.0/16",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "::/0",
+];
 const PORTS: [&str; 6] = ["80", "443", "1-1024", "8000-8100", "53", "65535"];
 const QUERY_PORTS: [u16; 6] = [80, 443, 1024, 8050, 53, 65535];
 const METHODS: [&str; 3] = ["GET", "POST", "HEAD"];
@@ -49,39 +73,41 @@ fn rule_line() -> impl Strategy<Value = String> {
         prop::option::of(pick(&["1K", "10M", "1500"])),
         prop::option::of(pick(&TIMES)),
     )
-        .prop_map(|(action, protocol, hosts, dst, port, method, path, ct, size, time)| {
-            let mut line = format!("{action} {protocol}");
-            let http = protocol == "http";
-            if !hosts.is_empty() && protocol != "tcp" {
-                line += &format!(" host {}", hosts.join(","));
-            }
-            if protocol != "dns" {
-                if let Some(v) = dst {
-                    line += &format!(" dst {v}");
+        .prop_map(
+            |(action, protocol, hosts, dst, port, method, path, ct, size, time)| {
+                let mut line = format!("{action} {protocol}");
+                let http = protocol == "http";
+                if !hosts.is_empty() && protocol != "tcp" {
+                    line += &format!(" host {}", hosts.join(","));
                 }
-                if let Some(v) = port {
-                    line += &format!(" port {v}");
+                if protocol != "dns" {
+                    if let Some(v) = dst {
+                        line += &format!(" dst {v}");
+                    }
+                    if let Some(v) = port {
+                        line += &format!(" port {v}");
+                    }
                 }
-            }
-            if http {
-                if let Some(v) = method {
-                    line += &format!(" method {v}");
+                if http {
+                    if let Some(v) = method {
+                        line += &format!(" method {v}");
+                    }
+                    if let Some(v) = path {
+                        line += &format!(" path {v}");
+                    }
+                    if let Some(v) = ct {
+                        line += &format!(" content-type {v}");
+                    }
+                    if let (Some(v), "deny") = (size, action) {
+                        line += &format!(" max-body {v}");
+                    }
                 }
-                if let Some(v) = path {
-                    line += &format!(" path {v}");
+                if let Some(v) = time {
+                    line += &format!(" time {v}");
                 }
-                if let Some(v) = ct {
-                    line += &format!(" content-type {v}");
-                }
-                if let (Some(v), "deny") = (size, action) {
-                    line += &format!(" max-body {v}");
-                }
-            }
-            if let Some(v) = time {
-                line += &format!(" time {v}");
-            }
-            line
-        })
+                line
+            },
+        )
 }
 
 fn rule_file() -> impl Strategy<Value = String> {
@@ -144,22 +170,27 @@ fn query() -> impl Strategy<Value = Query> {
         prop::option::of(pick(&QUERY_TYPES)),
         prop::option::of(pick(&[0u64, 1024, 1025, 10 << 20, (10 << 20) + 1])),
     )
-        .prop_map(|(protocol, host, dst, port, method, path, time, content_type, body_len)| Query {
-            protocol,
-            host,
-            dst,
-            port,
-            method,
-            path,
-            time,
-            content_type,
-            body_len,
-        })
+        .prop_map(
+            |(protocol, host, dst, port, method, path, time, content_type, body_len)| Query {
+                protocol,
+                host,
+                dst,
+                port,
+                method,
+                path,
+                time,
+                content_type,
+                body_len,
+            },
+        )
 }
 
 impl Query {
     fn request(&self) -> Request<'static> {
-        let mut r = Request::new(self.protocol, LocalTime::new(self.time.0, self.time.1, 30).unwrap());
+        let mut r = Request::new(
+            self.protocol,
+            LocalTime::new(self.time.0, self.time.1, 30).unwrap(),
+        );
         r.host = self.host;
         r.dst = self.dst.map(|ip| ip.parse().unwrap());
         r.port = self.port;
@@ -169,7 +200,10 @@ impl Query {
     }
 
     fn response(&self) -> Response<'static> {
-        Response { content_type: self.content_type, body_len: self.body_len }
+        Response {
+            content_type: self.content_type,
+            body_len: self.body_len,
+        }
     }
 }
 
@@ -188,7 +222,9 @@ fn naive_host(policy: &Policy, pattern: &HostPattern, host: &str) -> bool {
         HostPattern::Subdomains(n) => host.ends_with(&format!(".{n}")),
         HostPattern::List(name) => {
             let list = policy.lists.iter().find(|l| &l.name == name).unwrap();
-            let ListSource::Inline(patterns) = &list.source else { unreachable!() };
+            let ListSource::Inline(patterns) = &list.source else {
+                unreachable!()
+            };
             patterns.iter().any(|p| naive_host(policy, p, host))
         }
     }
@@ -197,11 +233,22 @@ fn naive_host(policy: &Policy, pattern: &HostPattern, host: &str) -> bool {
 fn naive_fit(policy: &Policy, rule: &Rule, q: &Query, response: Option<&Response<'_>>) -> NaiveFit {
     let request = q.request();
     let holds = rule.protocol.is_none_or(|p| p == q.protocol)
-        && (rule.hosts.is_empty() || q.host.is_some_and(|h| rule.hosts.iter().any(|p| naive_host(policy, p, h))))
-        && (rule.dst.is_empty() || request.dst.is_some_and(|ip| rule.dst.iter().any(|c| c.contains(ip))))
-        && (rule.ports.is_empty() || q.port.is_some_and(|p| rule.ports.iter().any(|r| r.contains(p))))
+        && (rule.hosts.is_empty()
+            || q.host
+                .is_some_and(|h| rule.hosts.iter().any(|p| naive_host(policy, p, h))))
+        && (rule.dst.is_empty()
+            || request
+                .dst
+                .is_some_and(|ip| rule.dst.iter().any(|c| c.contains(ip))))
+        && (rule.ports.is_empty()
+            || q.port
+                .is_some_and(|p| rule.ports.iter().any(|r| r.contains(p))))
         && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == q.method))
-        && (rule.paths.is_empty() || rule.paths.iter().any(|p| rules::normalize_path(q.path).starts_with(p.as_str())))
+        && (rule.paths.is_empty()
+            || rule
+                .paths
+                .iter()
+                .any(|p| rules::normalize_path(q.path).starts_with(p.as_str())))
         && rule.time.is_none_or(|w| w.contains(request.time));
     if !holds {
         return NaiveFit::No;
@@ -213,18 +260,32 @@ fn naive_fit(policy: &Policy, rule: &Rule, q: &Query, response: Option<&Response
         return NaiveFit::Pending;
     };
     let type_ok = rule.content_types.is_empty()
-        || response.content_type.is_some_and(|ct| rule.content_types.iter().any(|m| m.matches(ct)));
-    let size_ok = rule.max_body.is_none_or(|max| response.body_len.is_some_and(|len| len > max));
-    if type_ok && size_ok { NaiveFit::Yes } else { NaiveFit::No }
+        || response
+            .content_type
+            .is_some_and(|ct| rule.content_types.iter().any(|m| m.matches(ct)));
+    let size_ok = rule
+        .max_body
+        .is_none_or(|max| response.body_len.is_some_and(|len| len > max));
+    if type_ok && size_ok {
+        NaiveFit::Yes
+    } else {
+        NaiveFit::No
+    }
 }
 
 fn rule_id(rule: &Rule) -> String {
-    rule.name.clone().unwrap_or_else(|| format!("t.rules:{}", rule.line))
+    rule.name
+        .clone()
+        .unwrap_or_else(|| format!("t.rules:{}", rule.line))
 }
 
 /// First match by scanning every rule in order; for the request phase, a provisional allow
 /// when an earlier pending allow rule may still match the response.
-fn naive_decide(policy: &Policy, q: &Query, response: Option<&Response<'_>>) -> (Action, String, bool) {
+fn naive_decide(
+    policy: &Policy,
+    q: &Query,
+    response: Option<&Response<'_>>,
+) -> (Action, String, bool) {
     let mut pending = Vec::new();
     for rule in &policy.rules {
         match naive_fit(policy, rule, q, response) {
@@ -232,10 +293,10 @@ fn naive_decide(policy: &Policy, q: &Query, response: Option<&Response<'_>>) -> 
             NaiveFit::Pending => pending.push(rule),
             NaiveFit::Yes => {
                 let differs = pending.iter().any(|p| p.action != rule.action);
-                if rule.action == Action::Deny {
-                    if let Some(allow) = pending.iter().find(|p| p.action == Action::Allow) {
-                        return (Action::Allow, rule_id(allow), true);
-                    }
+                if rule.action == Action::Deny
+                    && let Some(allow) = pending.iter().find(|p| p.action == Action::Allow)
+                {
+                    return (Action::Allow, rule_id(allow), true);
                 }
                 return (rule.action, rule_id(rule), differs);
             }
@@ -244,7 +305,11 @@ fn naive_decide(policy: &Policy, q: &Query, response: Option<&Response<'_>>) -> 
     let default = policy.default_action();
     match (default, pending.iter().find(|p| p.action == Action::Allow)) {
         (Action::Deny, Some(allow)) => (Action::Allow, rule_id(allow), true),
-        _ => (default, "default".into(), pending.iter().any(|p| p.action != default)),
+        _ => (
+            default,
+            "default".into(),
+            pending.iter().any(|p| p.action != default),
+        ),
     }
 }
 

@@ -52,7 +52,10 @@ fn readme_sessions_print_what_the_readme_shows() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let readme = std::fs::read_to_string(format!("{dir}/README.md")).unwrap();
     let sessions = sessions(&readme);
-    assert!(sessions.len() >= 8, "the README shows its sessions in ```console blocks");
+    assert!(
+        sessions.len() >= 8,
+        "the README shows its sessions in ```console blocks"
+    );
     for (command, expected) in sessions {
         let args = words(&command);
         assert_eq!(args[0], "cardwall-rules", "{command}");

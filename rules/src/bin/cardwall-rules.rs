@@ -175,13 +175,18 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let uri: http::Uri;
     let mut note = None;
     let mut request = if let Some(url) = &args.url {
-        uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
+        uri = url
+            .parse()
+            .with_context(|| format!("`{url}` is not a URL"))?;
         let (protocol, default_port) = match uri.scheme_str() {
             Some("http") => (Protocol::Http, 80),
             Some("https") => (Protocol::Https, 443),
             _ => bail!("`{url}`: only http:// and https:// URLs can be explained"),
         };
-        let host = uri.host().context("the URL has no host")?.trim_matches(['[', ']']);
+        let host = uri
+            .host()
+            .context("the URL has no host")?
+            .trim_matches(['[', ']']);
         let mut request = Request::new(protocol, time).port(uri.port_u16().unwrap_or(default_port));
         match host.parse::<IpAddr>() {
             Ok(ip) => request = request.dst(ip),
@@ -196,7 +201,9 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     } else if let Some(name) = &args.dns {
         Request::new(Protocol::Dns, time).host(name)
     } else if let Some(addr) = args.tcp {
-        Request::new(Protocol::Tcp, time).dst(addr.ip()).port(addr.port())
+        Request::new(Protocol::Tcp, time)
+            .dst(addr.ip())
+            .port(addr.port())
     } else {
         unreachable!("clap requires one of --url, --dns, --tcp");
     };
@@ -216,7 +223,9 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
             body_len: args.body_len,
         };
         if !response_asked {
-            println!("(the answer depends on the response: give --content-type and --body-len to see it)");
+            println!(
+                "(the answer depends on the response: give --content-type and --body-len to see it)"
+            );
         }
         print!("response: {}", rules.explain(&request, Some(&response)));
     }
@@ -235,12 +244,21 @@ fn keygen(prefix: &Path) -> Result<ExitCode> {
         .create_new(true)
         .mode(0o600)
         .open(&private)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", private.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create {} (it must not exist yet)",
+                private.display()
+            )
+        })?;
     file.write_all(bundle::signing_key_to_pem(&key).as_bytes())?;
     file.sync_all()?;
     std::fs::write(&public, bundle::public_key_to_pem(&key.verifying_key()))
         .with_context(|| format!("cannot write {}", public.display()))?;
-    println!("wrote {} (keep it secret) and {}", private.display(), public.display());
+    println!(
+        "wrote {} (keep it secret) and {}",
+        private.display(),
+        public.display()
+    );
     println!("key id: {}", bundle::key_id(&key.verifying_key()));
     Ok(ExitCode::SUCCESS)
 }
@@ -250,9 +268,9 @@ fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         return Ok(t.with_timezone(&Utc));
     }
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = number
-        .parse()
-        .with_context(|| format!("`{text}`: write a duration (`30d`, `12h`) or an RFC 3339 time"))?;
+    let n: i64 = number.parse().with_context(|| {
+        format!("`{text}`: write a duration (`30d`, `12h`) or an RFC 3339 time")
+    })?;
     let duration = match unit {
         "d" => Duration::days(n),
         "h" => Duration::hours(n),
@@ -295,19 +313,22 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         list_files,
     };
     // Refuse to sign what a card would refuse to install.
-    let lists: std::collections::HashMap<String, String> = bundle.list_files.iter().cloned().collect();
+    let lists: std::collections::HashMap<String, String> =
+        bundle.list_files.iter().cloned().collect();
     if let Err(errors) = RuleSet::compile(&bundle.rules.0, &policy, &lists) {
         eprintln!("{errors}");
         return Ok(ExitCode::FAILURE);
     }
-    std::fs::write(&args.out, bundle.sign(&key)).with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::write(&args.out, bundle.sign(&key))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!("signed {bundle} into {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let key = bundle::public_key_from_pem(&read(&args.key)?)?;
-    let bytes = std::fs::read(&args.bundle).with_context(|| format!("cannot read {}", args.bundle.display()))?;
+    let bytes = std::fs::read(&args.bundle)
+        .with_context(|| format!("cannot read {}", args.bundle.display()))?;
     let trust = Trust {
         key: &key,
         installed_version: args.installed,
