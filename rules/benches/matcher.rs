@@ -169,12 +169,21 @@ fn main() {
             .map(|i| match i % 3 {
                 0 => format!("allow https host www{i}.corp.example\n"),
                 1 => format!("deny any host *.t{i}.example\n"),
-                _ => format!("allow tcp dst 10.{}.{}.0/24 port {}\n", i % 250, (i / 250) % 250, 1 + i % 60000),
+                _ => format!(
+                    "allow tcp dst 10.{}.{}.0/24 port {}\n",
+                    i % 250,
+                    (i / 250) % 250,
+                    1 + i % 60000
+                ),
             })
             .collect();
         let set = RuleSet::from_text("scale.rules", &text, &rules::NoFiles).expect("valid");
-        let https = Request::new(Protocol::Https, at).host("www.other.example").port(443);
-        let tcp = Request::new(Protocol::Tcp, at).dst("10.7.0.9".parse().unwrap()).port(7);
+        let https = Request::new(Protocol::Https, at)
+            .host("www.other.example")
+            .port(443);
+        let tcp = Request::new(Protocol::Tcp, at)
+            .dst("10.7.0.9".parse().unwrap())
+            .port(7);
         group.bench_function(format!("https miss, {count} rules"), |b| {
             b.iter(|| black_box(set.decide(black_box(&https)).action))
         });
