@@ -139,17 +139,6 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
 }
 
 impl Parser<'_> {
-    fn error(
-        &mut self,
-        kind: ErrorKind,
-        line_no: u32,
-        col: u32,
-        line: &str,
-        message: impl Into<String>,
-    ) {
-        self.report.error(kind, line_no, col, line, message);
-    }
-
     /// Reports a value error at its place inside `token`.
     fn value_error(
         &mut self,
@@ -160,7 +149,7 @@ impl Parser<'_> {
         line: &str,
     ) {
         let col = token.col + (offset_in_token + e.offset) as u32;
-        self.error(e.kind, line_no, col, line, e.message);
+        self.report.error(e.kind, line_no, col, line, e.message);
     }
 
     fn line(&mut self, line_no: u32, line: &str) {
@@ -178,7 +167,7 @@ impl Parser<'_> {
     fn default_line(&mut self, line_no: u32, line: &str, tokens: &[Token<'_>]) {
         let action = match tokens.get(1) {
             None => {
-                self.error(
+                self.report.error(
                     ErrorKind::MissingValue,
                     line_no,
                     end_col(line),
@@ -191,13 +180,14 @@ impl Parser<'_> {
                 Some(a) => a,
                 None => {
                     let msg = unknown(t.text, "default", &["allow", "deny"]);
-                    self.error(ErrorKind::UnknownKeyword, line_no, t.col, line, msg);
+                    self.report
+                        .error(ErrorKind::UnknownKeyword, line_no, t.col, line, msg);
                     return;
                 }
             },
         };
         if let Some(extra) = tokens.get(2) {
-            self.error(
+            self.report.error(
                 ErrorKind::UnexpectedToken,
                 line_no,
                 extra.col,
@@ -208,7 +198,8 @@ impl Parser<'_> {
         }
         if let Some((_, first_line)) = self.policy.default {
             let msg = format!("`default` given twice; the first is on line {first_line}");
-            self.error(ErrorKind::Duplicate, line_no, tokens[0].col, line, msg);
+            self.report
+                .error(ErrorKind::Duplicate, line_no, tokens[0].col, line, msg);
             return;
         }
         self.policy.default = Some((action, line_no));
@@ -216,7 +207,7 @@ impl Parser<'_> {
 
     fn list_line(&mut self, line_no: u32, line: &str, tokens: &[Token<'_>]) {
         let Some(name) = tokens.get(1) else {
-            self.error(
+            self.report.error(
                 ErrorKind::MissingValue,
                 line_no,
                 end_col(line),
@@ -242,7 +233,7 @@ impl Parser<'_> {
             }
             Some("file") => match tokens.get(3) {
                 None => {
-                    self.error(
+                    self.report.error(
                         ErrorKind::MissingValue,
                         line_no,
                         end_col(line),
@@ -253,7 +244,7 @@ impl Parser<'_> {
                 }
                 Some(path) => {
                     if let Some(extra) = tokens.get(4) {
-                        self.error(
+                        self.report.error(
                             ErrorKind::UnexpectedToken,
                             line_no,
                             extra.col,
@@ -266,11 +257,12 @@ impl Parser<'_> {
             },
             Some(other) => {
                 let msg = format!("expected `=` or `file` after the list name, found `{other}`");
-                self.error(ErrorKind::UnknownKeyword, line_no, tokens[2].col, line, msg);
+                self.report
+                    .error(ErrorKind::UnknownKeyword, line_no, tokens[2].col, line, msg);
                 return;
             }
             None => {
-                self.error(
+                self.report.error(
                     ErrorKind::MissingValue,
                     line_no,
                     end_col(line),
@@ -285,7 +277,8 @@ impl Parser<'_> {
                 "list `{}` is already defined on line {}",
                 name.text, previous.line
             );
-            self.error(ErrorKind::DuplicateName, line_no, name.col, line, msg);
+            self.report
+                .error(ErrorKind::DuplicateName, line_no, name.col, line, msg);
             return;
         }
         self.policy.lists.push(ListDef {
@@ -305,7 +298,13 @@ impl Parser<'_> {
                 Ok(()) => match self.rule_names.get(label) {
                     Some(first) => {
                         let msg = format!("rule name `{label}` is already used on line {first}");
-                        self.error(ErrorKind::DuplicateName, line_no, rest[0].col, line, msg);
+                        self.report.error(
+                            ErrorKind::DuplicateName,
+                            line_no,
+                            rest[0].col,
+                            line,
+                            msg,
+                        );
                     }
                     None => {
                         self.rule_names.insert(label.to_string(), line_no);
@@ -316,7 +315,7 @@ impl Parser<'_> {
             rest = &rest[1..];
         }
         let Some(action_token) = rest.first() else {
-            self.error(
+            self.report.error(
                 ErrorKind::MissingValue,
                 line_no,
                 end_col(line),
@@ -331,7 +330,7 @@ impl Parser<'_> {
                 "keyword",
                 &["allow", "deny", "default", "list"],
             );
-            self.error(
+            self.report.error(
                 ErrorKind::UnknownKeyword,
                 line_no,
                 action_token.col,
@@ -341,7 +340,7 @@ impl Parser<'_> {
             return;
         };
         let Some(protocol_token) = rest.get(1) else {
-            self.error(
+            self.report.error(
                 ErrorKind::MissingValue,
                 line_no,
                 end_col(line),
@@ -356,7 +355,7 @@ impl Parser<'_> {
                 Some(p) => Some(*p),
                 None => {
                     let msg = unknown(text, "protocol", &["http", "https", "dns", "tcp", "any"]);
-                    self.error(
+                    self.report.error(
                         ErrorKind::UnknownKeyword,
                         line_no,
                         protocol_token.col,
@@ -388,14 +387,16 @@ impl Parser<'_> {
             i += 1;
             if !CONDITIONS.contains(&keyword.text) {
                 let msg = unknown(keyword.text, "condition", &CONDITIONS);
-                self.error(ErrorKind::UnknownKeyword, line_no, keyword.col, line, msg);
+                self.report
+                    .error(ErrorKind::UnknownKeyword, line_no, keyword.col, line, msg);
                 // Skip its value too, so one typo gives one error.
                 i += 1;
                 continue;
             }
             let Some(value) = rest.get(i).copied() else {
                 let msg = format!("`{}` needs a value", keyword.text);
-                self.error(ErrorKind::MissingValue, line_no, end_col(line), line, msg);
+                self.report
+                    .error(ErrorKind::MissingValue, line_no, end_col(line), line, msg);
                 break;
             };
             i += 1;
@@ -404,7 +405,8 @@ impl Parser<'_> {
                     "`{0}` given twice; list all values in one: `{0} a,b`",
                     keyword.text
                 );
-                self.error(ErrorKind::Duplicate, line_no, keyword.col, line, msg);
+                self.report
+                    .error(ErrorKind::Duplicate, line_no, keyword.col, line, msg);
                 continue;
             }
             seen.push(keyword.text);
@@ -414,7 +416,7 @@ impl Parser<'_> {
                 } else {
                     ErrorKind::NotForProtocol
                 };
-                self.error(kind, line_no, keyword.col, line, why);
+                self.report.error(kind, line_no, keyword.col, line, why);
                 continue;
             }
             match keyword.text {
@@ -497,7 +499,7 @@ impl Parser<'_> {
                     }
                 };
                 let msg = format!("no list named `{}`{hint}", used.name);
-                self.error(
+                self.report.error(
                     ErrorKind::UnknownList,
                     used.line_no,
                     used.col,
