@@ -1,3 +1,15 @@
-//! cardwall card firmware: the HTTP/HTTPS/DNS/TCP proxy firewall, rule store and card web page
+//! The card firmware: a proxy firewall. It never routes a packet; it terminates each
+//! connection, asks [`rules::RuleSet::decide`], and opens its own upstream connection from the
+//! card's outside address, or refuses.
 //!
-//! Nothing here yet: the proxy firewall is issue 3, the rule store and web page issue 5.
+//! - [`proxy::http`]: plain HTTP, transparent (port 80) and explicit (3128, with CONNECT).
+//! - [`proxy::tls`]: port 443, decided on the ClientHello's name without terminating TLS.
+//! - [`proxy::dns`]: the DNS forwarder.
+//! - [`proxy::tcp`]: other ports, decided on address and port.
+//! - [`wire`]: the byte formats read by hand (the TLS ClientHello).
+//! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
+
+pub mod card;
+pub mod config;
+pub mod proxy;
+pub mod wire;

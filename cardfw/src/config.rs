@@ -1,0 +1,247 @@
+//! `cardfw.toml`: every key, its default, and why it exists. A key that is not known is an
+//! error (a misspelt limit must not silently fall back to its default).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The rule file (list files it names are read from beside it).
+    pub rules: PathBuf,
+    /// The card's inside address: where the protected side reaches the explicit proxy, the
+    /// DNS forwarder and the status endpoint.
+    pub inside_address: IpAddr,
+    /// The card's outside address: every upstream connection and DNS query leaves from it,
+    /// so the appliance can tell card traffic from anything else.
+    pub outside_address: IpAddr,
+    /// The interface inside traffic arrives on. Transparent interception and the reject
+    /// rule apply to it only.
+    pub link: String,
+    /// Install the nftables TPROXY ruleset at start (and remove it at exit). Off only for
+    /// running the explicit proxy on a development machine.
+    pub transparent: bool,
+    pub ports: Ports,
+    pub dns: Dns,
+    pub limits: Limits,
+}
+
+/// Where the card listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    /// Explicit HTTP proxy (absolute-form and CONNECT) on the inside address.
+    pub explicit_proxy: u16,
+    /// Read-only JSON status on the inside address.
+    pub status: u16,
+    /// DNS on the inside address; inside DNS to any address is redirected here.
+    pub dns: u16,
+    /// Destination ports intercepted as plain HTTP.
+    pub http: Vec<u16>,
+    /// Destination ports intercepted as TLS (decided on the ClientHello).
+    pub https: Vec<u16>,
+    /// Other destination ports intercepted as plain TCP (decided on address and port).
+    pub tcp: Vec<u16>,
+    /// Local ports the transparent listeners use; traffic reaches them only through TPROXY.
+    pub transparent_http: u16,
+    pub transparent_https: u16,
+    pub transparent_tcp: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// The resolver allowed queries go to (the appliance's card-link address by default).
+    pub upstream: SocketAddr,
+    /// Answers kept, at most; the cache never grows past this.
+    pub cache_entries: usize,
+    /// Answer `use-application-dns.net` with NXDOMAIN, which tells browsers not to switch to
+    /// DNS over HTTPS behind the filter's back.
+    pub block_doh_canary: bool,
+    /// How long to wait for the upstream resolver.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections the card handles at once, all clients together; the next is refused.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_per_client: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head (or TLS ClientHello); slow-loris clients are
+    /// cut after it.
+    pub header_timeout_ms: u64,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Time allowed to connect upstream before answering 504.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rules: PathBuf::from("/etc/cardwall/rules.txt"),
+            inside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 2)),
+            outside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 3)),
+            link: "usb0".into(),
+            transparent: true,
+            ports: Ports::default(),
+            dns: Dns::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            explicit_proxy: 3128,
+            status: 8081,
+            dns: 53,
+            http: vec![80],
+            https: vec![443],
+            tcp: Vec::new(),
+            transparent_http: 10080,
+            transparent_https: 10443,
+            transparent_tcp: 10000,
+        }
+    }
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            upstream: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(172, 31, 77, 1)), 53),
+            cache_entries: 512,
+            block_doh_canary: true,
+            timeout_ms: 3000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_per_client: 256,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    fn check(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        if limits.max_connections == 0 || limits.max_per_client == 0 {
+            return Err("limits.max_connections and limits.max_per_client must be at least 1".into());
+        }
+        if limits.max_per_client > limits.max_connections {
+            return Err(format!(
+                "limits.max_per_client ({}) is larger than limits.max_connections ({})",
+                limits.max_per_client, limits.max_connections
+            ));
+        }
+        if limits.max_header_bytes < 1024 {
+            return Err("limits.max_header_bytes below 1024 refuses ordinary requests".into());
+        }
+        if self.dns.cache_entries == 0 {
+            return Err("dns.cache_entries must be at least 1".into());
+        }
+        let ports = &self.ports;
+        let intercepted = ports.http.iter().chain(&ports.https).chain(&ports.tcp);
+        let mut seen = std::collections::HashSet::new();
+        for port in intercepted {
+            if *port == 0 {
+                return Err("port 0 cannot be intercepted".into());
+            }
+            if !seen.insert(*port) {
+                return Err(format!("port {port} is listed twice among ports.http, ports.https, ports.tcp"));
+            }
+        }
+        if seen.contains(&53) {
+            return Err("port 53 is DNS; it is intercepted by the DNS forwarder, not as http/https/tcp".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = Config::parse("c.toml", "rules = \"/r\"\n[limits]\nmax_connections = 10\nmax_per_client = 2\n").unwrap();
+        assert_eq!(config.rules, PathBuf::from("/r"));
+        assert_eq!(config.limits.max_connections, 10);
+        assert_eq!(config.ports.explicit_proxy, 3128);
+        assert_eq!(Config::parse("c.toml", "").unwrap().limits.max_connections, 1024);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, needle) in [
+            ("rulez = \"/r\"", "unknown field `rulez`"),
+            ("[limits]\nmax_conections = 3", "unknown field `max_conections`"),
+            ("inside_address = \"300.1.1.1\"", "invalid"),
+            ("[limits]\nmax_connections = 2\nmax_per_client = 3", "larger than"),
+            ("[ports]\nhttp = [80]\ntcp = [80]", "listed twice"),
+            ("[ports]\ntcp = [53]", "DNS"),
+            ("[dns]\ncache_entries = 0", "cache_entries"),
+        ] {
+            let e = Config::parse("c.toml", text).unwrap_err().to_string();
+            assert!(e.starts_with("c.toml: "), "{e}");
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! DNS forwarder (being written).

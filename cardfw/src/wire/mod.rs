@@ -1,0 +1,4 @@
+//! Byte formats the card reads by hand, each a typed view with its malformed cases tested in
+//! the same file.
+
+pub mod client_hello;

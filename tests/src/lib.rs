@@ -1,0 +1,1 @@
+//! Origin servers for end-to-end tests (being written).
