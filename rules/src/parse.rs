@@ -11,6 +11,10 @@ use crate::value::{
     Cidr, MediaRange, PortRange, ValueError, check_name, parse_method, parse_path, parse_size,
 };
 
+/// The one flag a rule can carry: let a TLS hello that hides its real name with Encrypted
+/// Client Hello through (denied by default, since the name decided would be the cover name).
+const ALLOW_ECH: &str = "allow-ech";
+
 const CONDITIONS: [&str; 8] = [
     "host",
     "dst",
@@ -378,6 +382,7 @@ impl Parser<'_> {
             content_types: Vec::new(),
             max_body: None,
             time: None,
+            allow_ech: false,
             line: line_no,
         };
         let mut seen: Vec<&str> = Vec::new();
@@ -385,8 +390,26 @@ impl Parser<'_> {
         while i < rest.len() {
             let keyword = rest[i];
             i += 1;
+            if keyword.text == ALLOW_ECH {
+                if rule.allow_ech {
+                    let msg = format!("`{ALLOW_ECH}` given twice");
+                    self.report
+                        .error(ErrorKind::Duplicate, line_no, keyword.col, line, msg);
+                } else if let Some(why) = misfit(ALLOW_ECH, protocol, action) {
+                    let kind = if action == Action::Deny {
+                        ErrorKind::NotForAction
+                    } else {
+                        ErrorKind::NotForProtocol
+                    };
+                    self.report.error(kind, line_no, keyword.col, line, why);
+                } else {
+                    rule.allow_ech = true;
+                }
+                continue;
+            }
             if !CONDITIONS.contains(&keyword.text) {
-                let msg = unknown(keyword.text, "condition", &CONDITIONS);
+                let known: Vec<&str> = CONDITIONS.iter().copied().chain([ALLOW_ECH]).collect();
+                let msg = unknown(keyword.text, "condition", &known);
                 self.report
                     .error(ErrorKind::UnknownKeyword, line_no, keyword.col, line, msg);
                 // Skip its value too, so one typo gives one error.
@@ -542,6 +565,12 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         "method" | "path" | "content-type" | "max-body" if protocol != Some(Protocol::Http) => Some(format!(
             "`{keyword}` is only visible in plain http, not in `{proto}` rules (TLS hides it)"
         )),
+        ALLOW_ECH if protocol.is_some_and(|p| p != Protocol::Https) => Some(format!(
+            "`{ALLOW_ECH}` is about TLS hellos, so it only fits `https` or `any` rules"
+        )),
+        ALLOW_ECH if action == Action::Deny => Some(format!(
+            "`{ALLOW_ECH}` lets hellos with a hidden name through, so it belongs on an allow rule"
+        )),
         "max-body" if action == Action::Allow => Some(
             "`max-body` matches responses larger than the size, so it belongs on a deny rule".into(),
         ),
@@ -656,6 +685,21 @@ mod tests {
         assert_eq!(
             errors("allow tcp host example.com\nallow https path /x\nallow any method GET\nallow dns port 53\ndeny dns dst 10.0.0.0/8\n").kinds(),
             vec![ErrorKind::NotForProtocol; 5]
+        );
+        assert_eq!(
+            errors("allow tcp allow-ech\ndeny https allow-ech\nallow https allow-ech allow-ech\n")
+                .kinds(),
+            vec![
+                ErrorKind::NotForProtocol,
+                ErrorKind::NotForAction,
+                ErrorKind::Duplicate
+            ]
+        );
+        let ech = parse("r", "allow https host x.example allow-ech\n").unwrap();
+        assert!(ech.rules[0].allow_ech);
+        assert_eq!(
+            ech.rules[0].to_string(),
+            "allow https host x.example allow-ech"
         );
         assert_eq!(
             errors("allow http max-body 1M\n").kinds(),

@@ -77,6 +77,8 @@ pub struct Rule {
     /// Matches responses whose body is larger than this many bytes.
     pub max_body: Option<u64>,
     pub time: Option<TimeWindow>,
+    /// `allow-ech`: a TLS hello carrying Encrypted Client Hello may pass this rule.
+    pub allow_ech: bool,
     /// Where the rule was written (1-based); not part of what the rule means.
     pub line: u32,
 }
@@ -160,6 +162,9 @@ impl fmt::Display for Rule {
         }
         if let Some(window) = &self.time {
             write!(f, " time {window}")?;
+        }
+        if self.allow_ech {
+            f.write_str(" allow-ech")?;
         }
         Ok(())
     }

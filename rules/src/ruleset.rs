@@ -92,6 +92,9 @@ pub struct RuleInfo {
     pub action: Action,
     /// The rule as text, for block pages and logs.
     pub text: String,
+    /// The rule lets a TLS hello with Encrypted Client Hello through (`allow-ech`): the proxy
+    /// refuses such hellos unless the deciding rule says this.
+    pub allow_ech: bool,
 }
 
 impl fmt::Display for RuleInfo {
@@ -394,12 +397,14 @@ impl RuleSet {
                 location: format!("{file}:{line}"),
                 action,
                 text: format!("default {action}"),
+                allow_ech: false,
             },
             None => RuleInfo {
                 id: "default".into(),
                 location: file.to_string(),
                 action: Action::Deny,
                 text: "default deny (no default line)".into(),
+                allow_ech: false,
             },
         };
         Ok(RuleSet {
@@ -664,6 +669,7 @@ fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
             location,
             action: rule.action,
             text: rule.to_string(),
+            allow_ech: rule.allow_ech,
         },
         protocol: rule.protocol,
         hosts: rule.hosts.clone(),
