@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The rule file (list files it names are read from beside it).
@@ -30,7 +30,7 @@ pub struct Config {
 }
 
 /// Where the card listens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ports {
     /// Explicit HTTP proxy (absolute-form and CONNECT) on the inside address.
@@ -51,7 +51,7 @@ pub struct Ports {
     pub transparent_tcp: u16,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// The resolver allowed queries go to (the appliance's card-link address by default).
@@ -65,7 +65,7 @@ pub struct Dns {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Connections the card handles at once, all clients together; the next is refused.
@@ -191,8 +191,9 @@ impl Config {
                 limits.max_per_client, limits.max_connections
             ));
         }
-        if limits.max_header_bytes < 1024 {
-            return Err("limits.max_header_bytes below 1024 refuses ordinary requests".into());
+        // hyper's read buffer has this floor; ordinary requests need far less anyway.
+        if limits.max_header_bytes < 8192 {
+            return Err("limits.max_header_bytes must be at least 8192".into());
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());
@@ -226,6 +227,12 @@ mod tests {
         assert_eq!(config.limits.max_connections, 10);
         assert_eq!(config.ports.explicit_proxy, 3128);
         assert_eq!(Config::parse("c.toml", "").unwrap().limits.max_connections, 1024);
+    }
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example = Config::parse("cardfw.toml", include_str!("../cardfw.toml")).unwrap();
+        assert_eq!(example, Config::default());
     }
 
     #[test]

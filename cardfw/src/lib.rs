@@ -11,5 +11,8 @@
 
 pub mod card;
 pub mod config;
+pub mod intercept;
+pub mod status;
 pub mod proxy;
+pub mod run;
 pub mod wire;

@@ -4,3 +4,15 @@
 //! [`Card`]: crate::card::Card
 
 pub mod dns;
+pub mod http;
+pub mod pages;
+pub mod splice;
+pub mod tcp;
+pub mod tls;
+pub mod upstream;
+
+/// Errors a response body can end with (upstream failure, a size cap).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response the HTTP proxy sends: a page of its own, or the origin's body.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;

@@ -1,0 +1,162 @@
+//! Transparent interception on the card: the nftables ruleset that hands inside traffic for
+//! foreign addresses to the proxy sockets (TPROXY), the policy route that makes those packets
+//! local, and the listening sockets that may accept them (`IP_TRANSPARENT`).
+//!
+//! The card never forwards (`ip_forward=0`): a packet that no rule hands to a proxy is
+//! rejected with ICMP admin-prohibited, so a client learns at once that it is not allowed
+//! instead of hanging.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// The nftables table cardfw owns; created at start, deleted at exit.
+pub const TABLE: &str = "cardfw";
+/// Firewall mark for intercepted packets, and the routing table that delivers them locally.
+const MARK: u32 = 0xca7d;
+const ROUTE_TABLE: u32 = 0xca7d;
+
+/// The ruleset as `nft -f` reads it. Applied in one transaction: it is all in place, or
+/// nothing changed.
+pub fn ruleset(config: &Config) -> String {
+    let link = &config.link;
+    let ports = &config.ports;
+    let set = |ports: &[u16]| {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!("{{ {} }}", list.join(", "))
+    };
+    let mut intercept = String::new();
+    for (dports, listener) in [
+        (&ports.http, ports.transparent_http),
+        (&ports.https, ports.transparent_https),
+        (&ports.tcp, ports.transparent_tcp),
+    ] {
+        if !dports.is_empty() {
+            intercept += &format!(
+                "        meta nfproto ipv4 tcp dport {} tproxy ip to 127.0.0.1:{listener} meta mark set {MARK:#x} accept\n",
+                set(dports)
+            );
+        }
+    }
+    let inside = config.inside_address;
+    let local_tcp = set(&[ports.explicit_proxy, ports.status, ports.dns]);
+    format!(
+        "table inet {TABLE}
+delete table inet {TABLE}
+table inet {TABLE} {{
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+        iifname != \"{link}\" accept
+        fib daddr type local jump to_card
+        # DNS to any address: accepted here, redirected to the card's forwarder below.
+        meta nfproto ipv4 meta l4proto {{ tcp, udp }} th dport 53 accept
+{intercept}        reject with icmpx admin-prohibited
+    }}
+    chain to_card {{
+        ct state established,related accept
+        meta l4proto tcp tcp dport {local_tcp} accept
+        udp dport {dns} accept
+        meta l4proto icmp icmp type echo-request accept
+        reject with icmpx admin-prohibited
+    }}
+    chain dns_redirect {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname \"{link}\" fib daddr type != local meta nfproto ipv4 meta l4proto {{ tcp, udp }} th dport 53 dnat ip to {inside}:{dns}
+    }}
+}}
+",
+        dns = ports.dns,
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error("cannot run {command}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), InterceptError> {
+    let command = format!("{program} {}", args.join(" "));
+    let spawn_error = |source| InterceptError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
+    }
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(InterceptError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Installs the ruleset and the local-delivery route for marked packets.
+pub fn install(config: &Config) -> Result<(), InterceptError> {
+    run("nft", &["-f", "-"], Some(&ruleset(config)))?;
+    let mark = format!("{MARK:#x}");
+    let table = ROUTE_TABLE.to_string();
+    // Replace, not add, so a restart after a crash does not stack duplicate rules.
+    let _ = run("ip", &["rule", "del", "fwmark", &mark, "lookup", &table], None);
+    run("ip", &["rule", "add", "fwmark", &mark, "lookup", &table], None)?;
+    run("ip", &["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", &table], None)?;
+    Ok(())
+}
+
+/// Removes what [`install`] added. Without it nothing is intercepted, and since the card does
+/// not forward, nothing passes either.
+pub fn remove() {
+    let _ = run("nft", &["delete", "table", "inet", TABLE], None);
+    let _ = run("ip", &["rule", "del", "fwmark", &format!("{MARK:#x}"), "lookup", &ROUTE_TABLE.to_string()], None);
+    let _ = run("ip", &["route", "flush", "table", &ROUTE_TABLE.to_string()], None);
+}
+
+/// A listener that may accept connections addressed to any address (TPROXY's target).
+pub fn transparent_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_ip_transparent_v4(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_intercepts_the_configured_ports_and_rejects_the_rest() {
+        let mut config = Config::default();
+        config.ports.tcp = vec![22, 993];
+        let text = ruleset(&config);
+        assert!(text.contains("tcp dport { 80 } tproxy ip to 127.0.0.1:10080"), "{text}");
+        assert!(text.contains("tcp dport { 443 } tproxy ip to 127.0.0.1:10443"), "{text}");
+        assert!(text.contains("tcp dport { 22, 993 } tproxy ip to 127.0.0.1:10000"), "{text}");
+        assert!(text.contains("tcp dport { 3128, 8081, 53 } accept"), "{text}");
+        assert!(text.contains("dnat ip to 172.31.77.2:53"), "{text}");
+        let reject = text.find("reject with icmpx admin-prohibited").unwrap();
+        assert!(reject > text.find("tproxy").unwrap(), "reject comes after every intercept");
+        config.ports.tcp.clear();
+        assert!(!ruleset(&config).contains("10000"), "no empty set for no ports");
+    }
+}

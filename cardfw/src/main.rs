@@ -1,0 +1,59 @@
+//! `cardfw --config cardfw.toml`: the card's proxy firewall.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "cardwall card firmware: the proxy firewall")]
+struct Args {
+    /// The configuration file (see the README's configuration section).
+    #[arg(long, default_value = "/etc/cardwall/cardfw.toml")]
+    config: PathBuf,
+    /// Check the configuration and the rule file, print what is wrong, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = match cardfw::config::Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        return match cardfw::card::LoadedRules::from_file(&config.rules) {
+            Ok(rules) => {
+                println!("ok: {} ({} rules)", rules.version, rules.rules.stats().rules);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cardfw::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

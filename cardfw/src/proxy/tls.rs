@@ -1,0 +1,170 @@
+//! TLS without terminating it: port 443 (and other configured TLS ports) reads the
+//! ClientHello, decides on the name it carries and the destination, then either passes the
+//! bytes through unchanged or answers with a TLS alert.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rules::{Action, Decision, LocalTime, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{splice, upstream};
+use crate::card::{Card, Counters};
+use crate::wire::client_hello::{self, AlertDescription, ClientHello, HelloError, MAX_HELLO_BYTES};
+
+/// Whether the first bytes can start a TLS handshake record.
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    first.first() == Some(&0x16)
+}
+
+/// Why no hello could be read.
+#[derive(Debug)]
+pub enum HelloFailure {
+    TimedOut,
+    Closed,
+    Invalid(HelloError),
+}
+
+/// Reads until `buffered` holds a whole ClientHello (which may span several TCP segments and
+/// several TLS records). Returns the bytes read, to be passed on unchanged, and the hello.
+pub async fn read_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut buffered: Vec<u8>,
+    timeout: Duration,
+) -> Result<(Vec<u8>, ClientHello), HelloFailure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        match client_hello::parse(&buffered) {
+            Ok(hello) => return Ok((buffered, hello)),
+            Err(HelloError::Incomplete { .. }) => {}
+            Err(e) => return Err(HelloFailure::Invalid(e)),
+        }
+        // The parser caps the hello; the records around it add a little.
+        if buffered.len() > MAX_HELLO_BYTES + 1024 {
+            return Err(HelloFailure::Invalid(HelloError::TooLarge));
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Err(HelloFailure::TimedOut),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HelloFailure::Closed),
+            Ok(Ok(n)) => buffered.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Counts and logs a connection that never produced a usable hello.
+pub fn count_hello_failure(card: &Card, client: SocketAddr, failure: &HelloFailure) {
+    let counters = &card.events.counters;
+    match failure {
+        HelloFailure::TimedOut => {
+            Counters::bump(&counters.header_timeouts);
+            tracing::info!(client = %client, "closed: no TLS ClientHello in time");
+        }
+        HelloFailure::Closed => tracing::debug!(client = %client, "closed before the ClientHello"),
+        HelloFailure::Invalid(e) => {
+            Counters::bump(&counters.malformed);
+            tracing::info!(client = %client, error = ?e, "refused: not a valid TLS ClientHello");
+        }
+    }
+}
+
+/// Why an allowed-looking hello is still refused, if it is: the rules denied it; it hides its
+/// real name with ECH and the rule does not say `allow-ech`; or (in a CONNECT tunnel) it
+/// names another host than the one CONNECT asked for, which is domain fronting.
+pub fn refusal(hello: &ClientHello, connect_host: Option<&str>, decision: &Decision<'_>) -> Option<&'static str> {
+    if decision.action == Action::Deny {
+        return Some("denied by rule");
+    }
+    if hello.has_ech && !decision.rule.allow_ech {
+        return Some("encrypted client hello hides the name");
+    }
+    if let (Some(expected), Some(sni)) = (connect_host, hello.server_name.as_deref())
+        && !sni.trim_end_matches('.').eq_ignore_ascii_case(expected.trim_end_matches('.'))
+    {
+        return Some("TLS name differs from the CONNECT host");
+    }
+    None
+}
+
+/// Serves intercepted TLS on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, card: Arc<Card>) -> std::io::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let card = card.clone();
+        tokio::spawn(async move { connection(stream, peer, card).await });
+    }
+}
+
+async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
+    Counters::bump(&card.events.counters.connections);
+    let Ok(_slot) = card.slots.acquire(peer.ip()) else {
+        Counters::bump(&card.events.counters.refused_at_capacity);
+        tracing::info!(client = %peer, "connection refused: at capacity");
+        return;
+    };
+    // TPROXY keeps the address the client dialled as our local address.
+    let Ok(dst) = client.local_addr() else { return };
+    let limits = &card.config.limits;
+    let (buffered, hello) = match read_hello(&mut client, Vec::new(), limits.header_timeout()).await {
+        Ok(read) => read,
+        Err(failure) => {
+            count_hello_failure(&card, peer, &failure);
+            if matches!(failure, HelloFailure::Invalid(_)) {
+                let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::DecodeError)).await;
+            }
+            return;
+        }
+    };
+    let loaded = card.policy.current();
+    let name = hello.server_name.clone();
+    let target = format!("{}:{}", name.as_deref().unwrap_or(&dst.ip().to_string()), dst.port());
+    // With a name, the card connects where the name points, not where the packet was going,
+    // and decides with that address: a hello naming an allowed site cannot carry the
+    // connection to some other address.
+    let addresses = match &name {
+        Some(name) => match upstream::resolve(&card, name).await {
+            Ok(addresses) => addresses,
+            Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
+        },
+        None => vec![dst.ip()],
+    };
+    let mut ask = rules::Request::new(Protocol::Https, LocalTime::now()).dst(addresses[0]).port(dst.port());
+    if let Some(name) = &name {
+        ask = ask.host(name);
+    }
+    let decision = loaded.rules.decide(&ask);
+    if let Some(reason) = refusal(&hello, None, &decision) {
+        if decision.action == Action::Deny {
+            card.events.decision(peer.ip(), Protocol::Https, &target, &decision);
+        } else {
+            Counters::bump(&card.events.counters.denied);
+            tracing::info!(client = %peer, target, reason, rule = %decision.rule.id, verdict = "deny", "decision");
+        }
+        let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied)).await;
+        return;
+    }
+    card.events.decision(peer.ip(), Protocol::Https, &target, &decision);
+    let mut upstream = match upstream::connect_first(&card, &addresses, dst.port()).await {
+        Ok(stream) => stream,
+        Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
+    };
+    if upstream.write_all(&buffered).await.is_err() {
+        return;
+    }
+    splice::splice(client, upstream, limits.idle_timeout()).await;
+}
+
+async fn upstream_failed(card: &Card, peer: SocketAddr, target: &str, error: &upstream::UpstreamError, client: &mut TcpStream) {
+    Counters::bump(&card.events.counters.upstream_failures);
+    tracing::info!(client = %peer, target, error = %error, kind = error.kind(), "upstream failed");
+    let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::HandshakeFailure)).await;
+}
