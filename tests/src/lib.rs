@@ -1,1 +1,80 @@
-//! Origin servers for end-to-end tests (being written).
+//! cardwall end-to-end tests: real network namespaces, real servers, real clients.
+//!
+//! Topologies come from [`appliance::topology`] (the one namespace library, shared with
+//! `appliance lab`); [`origin`] provides the "outside world": HTTP and HTTPS origins, a DNS
+//! server and a TCP echo server, each running inside a namespace, plus a test CA.
+//!
+//! These tests need root (namespaces, veth links) and some programs (`ip` from iproute2,
+//! `curl`). Every test starts with [`require_root`] (and [`require_program`] for what it runs):
+//!
+//! - under `CI=true` a missing requirement **fails** the test loudly: CI must never pass by
+//!   skipping;
+//! - elsewhere the test prints `skipping: <reason>` and passes, so `cargo test` works for a
+//!   developer without root.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use appliance::topology::Lab;
+
+pub use appliance::topology;
+
+pub mod origin;
+
+/// Whether this run is CI (`CI=true`, or `CI=1`), where missing requirements are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Checks that the tests can build topologies: running as root, and `ip netns` actually
+/// creating a namespace (checked once per test binary). Returns true if so. Otherwise: under CI
+/// it panics with the reason; elsewhere it prints `skipping: <reason>` and returns false.
+pub fn require_root() -> bool {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    let probe = PROBE.get_or_init(|| {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("end-to-end tests need root (network namespaces, veth links)".to_owned());
+        }
+        probe_namespaces()
+    });
+    requirement(probe)
+}
+
+/// Checks that `program` can be run (it is on PATH and answers `--version`). Same policy as
+/// [`require_root`]: panics under CI, prints `skipping: <reason>` and returns false elsewhere.
+pub fn require_program(program: &str, apt_package: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let result = if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program}` is not installed (Debian package `{apt_package}`)"
+        ))
+    };
+    requirement(&result)
+}
+
+fn requirement(result: &Result<(), String>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(reason) if in_ci() => panic!("CI=true and a test requirement is missing: {reason}"),
+        Err(reason) => {
+            eprintln!("skipping: {reason}");
+            false
+        }
+    }
+}
+
+/// Creates (and removes) one namespace: proves `ip` exists and the kernel lets us.
+fn probe_namespaces() -> Result<(), String> {
+    let mut lab = Lab::new("probe").map_err(|e| e.to_string())?;
+    lab.namespace("probe")
+        .map(drop)
+        .map_err(|e| format!("`ip netns` does not work here: {e}"))
+}

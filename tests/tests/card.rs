@@ -53,7 +53,10 @@ struct CardLab {
 /// The `cardfw` binary built beside this test (`./x test` builds every binary first).
 fn cardfw_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     let binary = dir.join("cardfw");
     assert!(
         binary.exists(),
@@ -67,20 +70,41 @@ impl CardLab {
     /// Builds the topology, starts the origin servers and the card with `RULES` and
     /// `extra_config` appended to the base config. `None` when the tests cannot run here.
     fn start(tag: &str, extra_config: &str) -> Option<CardLab> {
-        if !e2e::require_root() || !e2e::require_program("curl", "curl") || !e2e::require_program("nft", "nftables") {
+        if !e2e::require_root()
+            || !e2e::require_program("curl", "curl")
+            || !e2e::require_program("nft", "nftables")
+        {
             return None;
         }
         let mut lab = Lab::new(tag).expect("lab");
         let client = lab.namespace("client").expect("client ns");
         let card = lab.namespace("card").expect("card ns");
         let origin_ns = lab.namespace("origin").expect("origin ns");
-        lab.link(&client, "eem0", &["172.31.77.1/29"], &card, "usb0", &["172.31.77.2/29"])
-            .expect("card link");
-        lab.link(&card, "out0", &["10.99.0.2/24"], &origin_ns, "o0", &["10.99.0.1/24", "203.0.113.10/32", "203.0.113.11/32"])
-            .expect("outside link");
-        client.route("default via 172.31.77.2").expect("client route");
-        card.route("203.0.113.0/24 via 10.99.0.1").expect("card route");
-        card.sysctl("net.ipv4.ip_forward", "0").expect("no forwarding on the card");
+        lab.link(
+            &client,
+            "eem0",
+            &["172.31.77.1/29"],
+            &card,
+            "usb0",
+            &["172.31.77.2/29"],
+        )
+        .expect("card link");
+        lab.link(
+            &card,
+            "out0",
+            &["10.99.0.2/24"],
+            &origin_ns,
+            "o0",
+            &["10.99.0.1/24", "203.0.113.10/32", "203.0.113.11/32"],
+        )
+        .expect("outside link");
+        client
+            .route("default via 172.31.77.2")
+            .expect("client route");
+        card.route("203.0.113.0/24 via 10.99.0.1")
+            .expect("card route");
+        card.sysctl("net.ipv4.ip_forward", "0")
+            .expect("no forwarding on the card");
 
         let ca = origin::test_ca();
         let dir = lab.dir().to_path_buf();
@@ -96,8 +120,15 @@ impl CardLab {
             origin::dns_server(&origin_ns, addr("10.99.0.1", 53), names).expect("dns"),
             origin::http_origin(&origin_ns, addr(ALLOWED, 80)).expect("http"),
             origin::http_origin(&origin_ns, addr(BLOCKED, 80)).expect("http blocked"),
-            origin::https_origin(&origin_ns, addr(ALLOWED, 443), &ca, &["allowed.test", "fronted.test"]).expect("https"),
-            origin::https_origin(&origin_ns, addr(BLOCKED, 443), &ca, &["blocked.test"]).expect("https blocked"),
+            origin::https_origin(
+                &origin_ns,
+                addr(ALLOWED, 443),
+                &ca,
+                &["allowed.test", "fronted.test"],
+            )
+            .expect("https"),
+            origin::https_origin(&origin_ns, addr(BLOCKED, 443), &ca, &["blocked.test"])
+                .expect("https blocked"),
             origin::tcp_echo(&origin_ns, addr(ALLOWED, 2222)).expect("echo"),
             origin::tcp_echo(&origin_ns, addr(ALLOWED, 2223)).expect("echo 2223"),
         ];
@@ -115,7 +146,11 @@ impl CardLab {
         )
         .unwrap();
         let card_pid = lab
-            .spawn(&card, cardfw_binary(), &["--config", config.to_str().unwrap()])
+            .spawn(
+                &card,
+                cardfw_binary(),
+                &["--config", config.to_str().unwrap()],
+            )
             .expect("cardfw starts");
         let mut this = CardLab {
             card_pid,
@@ -134,12 +169,26 @@ impl CardLab {
     /// Waits for the status endpoint and the interception ruleset.
     fn wait_ready(&mut self) {
         let status: SocketAddr = format!("{CARD_INSIDE}:8081").parse().unwrap();
-        if self.client.wait_for_tcp(status, Duration::from_secs(10)).is_err() {
+        if self
+            .client
+            .wait_for_tcp(status, Duration::from_secs(10))
+            .is_err()
+        {
             panic!("cardfw did not come up:\n{}", self.log());
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.card.run("nft", &["list", "table", "inet", "cardfw"]).unwrap().status.success() {
-            assert!(Instant::now() < deadline, "no interception ruleset:\n{}", self.log());
+        while !self
+            .card
+            .run("nft", &["list", "table", "inet", "cardfw"])
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no interception ruleset:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -153,14 +202,30 @@ impl CardLab {
         let mut all = vec!["-sS", "--max-time", "10"];
         all.extend_from_slice(args);
         let out: Output = self.client.run("curl", &all).expect("curl runs");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// GET over plain HTTP to a name, intercepted transparently. Returns (status, body).
     fn http(&self, name: &str, path: &str, extra: &[&str]) -> (String, String) {
-        let resolve = format!("{name}:80:{}", if name == "blocked.test" { BLOCKED } else { ALLOWED });
+        let resolve = format!(
+            "{name}:80:{}",
+            if name == "blocked.test" {
+                BLOCKED
+            } else {
+                ALLOWED
+            }
+        );
         let url = format!("http://{name}{path}");
-        let mut args = vec!["--resolve", resolve.as_str(), "-w", "\n%{http_code}", url.as_str()];
+        let mut args = vec![
+            "--resolve",
+            resolve.as_str(),
+            "-w",
+            "\n%{http_code}",
+            url.as_str(),
+        ];
         args.extend_from_slice(extra);
         let (_, out) = self.curl(&args);
         let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
@@ -174,15 +239,28 @@ impl CardLab {
     fn counter(&self, name: &str) -> u64 {
         let status = self.status();
         let needle = format!("\"{name}\": ");
-        let at = status.find(&needle).unwrap_or_else(|| panic!("no counter {name} in {status}")) + needle.len();
-        status[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        let at = status
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no counter {name} in {status}"))
+            + needle.len();
+        status[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
 #[test]
 fn http_is_decided_on_host_path_method_and_response() {
-    let Some(lab) = CardLab::start("http", "") else { return };
-    assert_eq!(lab.http("allowed.test", "/", &[]), ("200".into(), "hello from origin\n".into()));
+    let Some(lab) = CardLab::start("http", "") else {
+        return;
+    };
+    assert_eq!(
+        lab.http("allowed.test", "/", &[]),
+        ("200".into(), "hello from origin\n".into())
+    );
 
     let (code, body) = lab.http("blocked.test", "/", &[]);
     assert_eq!(code, "403");
@@ -209,43 +287,99 @@ fn http_is_decided_on_host_path_method_and_response() {
     assert!(body.contains("too-big"), "{body}");
 
     // Size not announced: the body is cut at the limit and the connection closed.
-    let (exit, out) = lab.curl(&["--resolve", &format!("allowed.test:80:{ALLOWED}"), "-o", "/dev/null", "-w", "%{size_download}", "http://allowed.test/chunked/400000"]);
+    let (exit, out) = lab.curl(&[
+        "--resolve",
+        &format!("allowed.test:80:{ALLOWED}"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        "http://allowed.test/chunked/400000",
+    ]);
     assert_ne!(exit, 0, "a cut transfer is an error for the client");
     let got: u64 = out.trim().parse().unwrap();
     assert!(got <= 110 * 1024 + 32 * 1024, "cut near 100 KiB, got {got}");
-    assert!(lab.log().contains("body cut at its size limit"), "{}", lab.log());
+    assert!(
+        lab.log().contains("body cut at its size limit"),
+        "{}",
+        lab.log()
+    );
 
     // Keep-alive: two requests, one connection, both answered.
-    let (_, out) = lab.curl(&["--resolve", &format!("allowed.test:80:{ALLOWED}"), "http://allowed.test/", "http://allowed.test/"]);
+    let (_, out) = lab.curl(&[
+        "--resolve",
+        &format!("allowed.test:80:{ALLOWED}"),
+        "http://allowed.test/",
+        "http://allowed.test/",
+    ]);
     assert_eq!(out, "hello from origin\nhello from origin\n");
     assert!(lab.counter("denied") >= 5);
 }
 
 #[test]
 fn explicit_proxy_and_connect() {
-    let Some(lab) = CardLab::start("conn", "") else { return };
+    let Some(lab) = CardLab::start("conn", "") else {
+        return;
+    };
     let proxy = format!("http://{CARD_INSIDE}:3128");
     let ca = lab.ca_file.to_str().unwrap();
     let (exit, body) = lab.curl(&["-x", &proxy, "http://allowed.test/"]);
-    assert_eq!((exit, body.as_str()), (0, "hello from origin\n"), "absolute-form, resolved by the card");
+    assert_eq!(
+        (exit, body.as_str()),
+        (0, "hello from origin\n"),
+        "absolute-form, resolved by the card"
+    );
     let (exit, body) = lab.curl(&["-x", &proxy, "--cacert", ca, "https://allowed.test/"]);
-    assert_eq!((exit, body.as_str()), (0, "hello from origin\n"), "CONNECT to an allowed host");
+    assert_eq!(
+        (exit, body.as_str()),
+        (0, "hello from origin\n"),
+        "CONNECT to an allowed host"
+    );
     let (exit, _) = lab.curl(&["-x", &proxy, "--cacert", ca, "https://blocked.test/"]);
-    assert_eq!(exit, 56, "CONNECT refused with 403 (curl: CONNECT tunnel failed)");
+    assert_eq!(
+        exit, 56,
+        "CONNECT refused with 403 (curl: CONNECT tunnel failed)"
+    );
     // CONNECT allowed.test, but the TLS hello inside names another host: domain fronting.
-    let (exit, _) = lab.curl(&["-x", &proxy, "--cacert", ca, "--connect-to", "fronted.test:443:allowed.test:443", "https://fronted.test/"]);
+    let (exit, _) = lab.curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        ca,
+        "--connect-to",
+        "fronted.test:443:allowed.test:443",
+        "https://fronted.test/",
+    ]);
     assert_ne!(exit, 0);
-    assert!(lab.log().contains("TLS name differs from the CONNECT host"), "{}", lab.log());
+    assert!(
+        lab.log().contains("TLS name differs from the CONNECT host"),
+        "{}",
+        lab.log()
+    );
 }
 
 #[test]
 fn https_is_decided_on_the_client_hello() {
-    let Some(lab) = CardLab::start("tls", "") else { return };
+    let Some(lab) = CardLab::start("tls", "") else {
+        return;
+    };
     let ca = lab.ca_file.to_str().unwrap();
     let allowed = format!("allowed.test:443:{ALLOWED}");
-    let (exit, body) = lab.curl(&["--cacert", ca, "--resolve", &allowed, "https://allowed.test/"]);
+    let (exit, body) = lab.curl(&[
+        "--cacert",
+        ca,
+        "--resolve",
+        &allowed,
+        "https://allowed.test/",
+    ]);
     assert_eq!((exit, body.as_str()), (0, "hello from origin\n"));
-    let (exit, _) = lab.curl(&["--cacert", ca, "--resolve", &format!("blocked.test:443:{BLOCKED}"), "https://blocked.test/"]);
+    let (exit, _) = lab.curl(&[
+        "--cacert",
+        ca,
+        "--resolve",
+        &format!("blocked.test:443:{BLOCKED}"),
+        "https://blocked.test/",
+    ]);
     assert_eq!(exit, 35, "denied by a TLS alert during the handshake");
     // No SNI (an address): only address rules could allow it, and none does.
     let (exit, _) = lab.curl(&["-k", &format!("https://{ALLOWED}/")]);
@@ -269,19 +403,27 @@ fn split_hello_request(ca_pem: &str) -> String {
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut tls = rustls::ClientConnection::new(Arc::new(config), "allowed.test".try_into().unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConnection::new(Arc::new(config), "allowed.test".try_into().unwrap())
+            .unwrap();
     let mut hello = Vec::new();
     tls.write_tls(&mut hello).unwrap();
     let mut tcp = TcpStream::connect((ALLOWED, 443)).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let third = hello.len() / 3;
-    for part in [&hello[..third], &hello[third..2 * third], &hello[2 * third..]] {
+    for part in [
+        &hello[..third],
+        &hello[third..2 * third],
+        &hello[2 * third..],
+    ] {
         tcp.write_all(part).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -296,7 +438,9 @@ fn split_hello_request(ca_pem: &str) -> String {
 
 #[test]
 fn dns_answers_allowed_names_and_nxdomain_for_denied_ones() {
-    let Some(lab) = CardLab::start("dns", "") else { return };
+    let Some(lab) = CardLab::start("dns", "") else {
+        return;
+    };
     if !e2e::require_program("dig", "dnsutils") {
         return;
     }
@@ -307,28 +451,42 @@ fn dns_answers_allowed_names_and_nxdomain_for_denied_ones() {
         String::from_utf8_lossy(&lab.client.run("dig", &args).unwrap().stdout).into_owned()
     };
     let answer = dig(CARD_INSIDE, "allowed.test", &[]);
-    assert!(answer.contains("status: NOERROR") && answer.contains(ALLOWED), "{answer}");
+    assert!(
+        answer.contains("status: NOERROR") && answer.contains(ALLOWED),
+        "{answer}"
+    );
     let answer = dig(CARD_INSIDE, "blocked.test", &[]);
     assert!(answer.contains("status: NXDOMAIN"), "{answer}");
     let answer = dig(CARD_INSIDE, "use-application-dns.net", &[]);
-    assert!(answer.contains("status: NXDOMAIN"), "the DoH canary: {answer}");
+    assert!(
+        answer.contains("status: NXDOMAIN"),
+        "the DoH canary: {answer}"
+    );
     let answer = dig(CARD_INSIDE, "allowed.test", &["+tcp"]);
     assert!(answer.contains(ALLOWED), "over TCP: {answer}");
     // DNS sent to any other address is answered by the card's forwarder all the same.
     let answer = dig("10.99.0.1", "blocked.test", &[]);
-    assert!(answer.contains("status: NXDOMAIN"), "redirected to the card: {answer}");
+    assert!(
+        answer.contains("status: NXDOMAIN"),
+        "redirected to the card: {answer}"
+    );
     let answer = dig("198.51.100.53", "allowed.test", &[]);
     assert!(answer.contains(ALLOWED), "redirected to the card: {answer}");
 }
 
 #[test]
 fn tcp_is_spliced_when_allowed_and_everything_else_is_rejected() {
-    let Some(lab) = CardLab::start("tcp", "") else { return };
+    let Some(lab) = CardLab::start("tcp", "") else {
+        return;
+    };
     let results = lab
         .client
         .enter(|| {
             let echo = |port: u16| -> std::io::Result<Vec<u8>> {
-                let mut s = TcpStream::connect_timeout(&SocketAddr::new(ALLOWED.parse().unwrap(), port), Duration::from_secs(2))?;
+                let mut s = TcpStream::connect_timeout(
+                    &SocketAddr::new(ALLOWED.parse().unwrap(), port),
+                    Duration::from_secs(2),
+                )?;
                 s.set_read_timeout(Some(Duration::from_secs(2)))?;
                 s.write_all(b"ping")?;
                 let mut buf = [0u8; 4];
@@ -339,7 +497,10 @@ fn tcp_is_spliced_when_allowed_and_everything_else_is_rejected() {
             let denied = echo(2223);
             // A port nobody intercepts: rejected with ICMP admin-prohibited, at once.
             let started = Instant::now();
-            let unproxied = TcpStream::connect_timeout(&SocketAddr::new(ALLOWED.parse().unwrap(), 2224), Duration::from_secs(3));
+            let unproxied = TcpStream::connect_timeout(
+                &SocketAddr::new(ALLOWED.parse().unwrap(), 2224),
+                Duration::from_secs(3),
+            );
             let tcp_reject = (unproxied.map(drop), started.elapsed());
             let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
             udp.connect((ALLOWED, 9999)).unwrap();
@@ -356,8 +517,15 @@ fn tcp_is_spliced_when_allowed_and_everything_else_is_rejected() {
     assert_eq!(allowed.unwrap(), b"ping");
     assert!(denied.is_err(), "no echo through a denied port");
     let tcp = tcp.unwrap_err();
-    assert_eq!(tcp.raw_os_error(), Some(113), "EHOSTUNREACH from ICMP admin-prohibited: {tcp}");
-    assert!(tcp_took < Duration::from_secs(1), "refused at once, took {tcp_took:?}");
+    assert_eq!(
+        tcp.raw_os_error(),
+        Some(113),
+        "EHOSTUNREACH from ICMP admin-prohibited: {tcp}"
+    );
+    assert!(
+        tcp_took < Duration::from_secs(1),
+        "refused at once, took {tcp_took:?}"
+    );
     let udp = udp.unwrap_err();
     assert_eq!(udp.raw_os_error(), Some(113), "{udp}");
     assert!(udp_took < Duration::from_secs(1), "took {udp_took:?}");
@@ -365,7 +533,9 @@ fn tcp_is_spliced_when_allowed_and_everything_else_is_rejected() {
 
 #[test]
 fn websocket_upgrade_passes_through() {
-    let Some(lab) = CardLab::start("ws", "") else { return };
+    let Some(lab) = CardLab::start("ws", "") else {
+        return;
+    };
     let reply = lab
         .client
         .enter(|| {
@@ -391,18 +561,43 @@ fn websocket_upgrade_passes_through() {
 
 #[test]
 fn reload_keeps_open_downloads_and_applies_new_rules() {
-    let Some(lab) = CardLab::start("reload", "") else { return };
+    let Some(lab) = CardLab::start("reload", "") else {
+        return;
+    };
     let client = lab.client.clone();
     let download = std::thread::spawn(move || {
         let out = client
-            .run("curl", &["-sS", "--max-time", "20", "--resolve", &format!("allowed.test:80:{ALLOWED}"), "-o", "/dev/null", "-w", "%{size_download}", "http://allowed.test/slow/61440"])
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "--resolve",
+                    &format!("allowed.test:80:{ALLOWED}"),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    "http://allowed.test/slow/61440",
+                ],
+            )
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     });
     std::thread::sleep(Duration::from_millis(700));
     let rules = lab.dir.join("rules.txt");
     std::fs::write(&rules, format!("late: deny http path /late\n{RULES}")).unwrap();
-    assert!(lab.card.run("kill", &["-HUP", &lab.card_pid.to_string()]).unwrap().status.success());
+    assert!(
+        lab.card
+            .run("kill", &["-HUP", &lab.card_pid.to_string()])
+            .unwrap()
+            .status
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while lab.counter("reloads") == 0 {
         assert!(Instant::now() < deadline, "no reload:\n{}", lab.log());
@@ -412,14 +607,24 @@ fn reload_keeps_open_downloads_and_applies_new_rules() {
     assert_eq!(code, "403", "the new rule is in force");
     assert!(body.contains("late"), "{body}");
     let (exit, size) = download.join().unwrap();
-    assert_eq!((exit, size.as_str()), (Some(0), "61440"), "the open download finished whole");
+    assert_eq!(
+        (exit, size.as_str()),
+        (Some(0), "61440"),
+        "the open download finished whole"
+    );
 
     // A broken rule file is refused; the rules in force stay.
     std::fs::write(&rules, "allow htp\n").unwrap();
-    lab.card.run("kill", &["-HUP", &lab.card_pid.to_string()]).unwrap();
+    lab.card
+        .run("kill", &["-HUP", &lab.card_pid.to_string()])
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while lab.counter("reload_failures") == 0 {
-        assert!(Instant::now() < deadline, "no failed reload:\n{}", lab.log());
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload:\n{}",
+            lab.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(lab.http("allowed.test", "/", &[]).0, "200");
@@ -428,13 +633,30 @@ fn reload_keeps_open_downloads_and_applies_new_rules() {
 
 #[test]
 fn connection_cap_refuses_the_next_while_existing_ones_finish() {
-    let Some(lab) = CardLab::start("cap", "[limits]\nmax_connections = 3\nmax_per_client = 3\n") else { return };
+    let Some(lab) = CardLab::start("cap", "[limits]\nmax_connections = 3\nmax_per_client = 3\n")
+    else {
+        return;
+    };
     let downloads: Vec<_> = (0..3)
         .map(|_| {
             let client = lab.client.clone();
             std::thread::spawn(move || {
                 let out = client
-                    .run("curl", &["-sS", "--max-time", "20", "--resolve", &format!("allowed.test:80:{ALLOWED}"), "-o", "/dev/null", "-w", "%{size_download}", "http://allowed.test/slow/40960"])
+                    .run(
+                        "curl",
+                        &[
+                            "-sS",
+                            "--max-time",
+                            "20",
+                            "--resolve",
+                            &format!("allowed.test:80:{ALLOWED}"),
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{size_download}",
+                            "http://allowed.test/slow/40960",
+                        ],
+                    )
                     .unwrap();
                 String::from_utf8_lossy(&out.stdout).into_owned()
             })
@@ -444,20 +666,32 @@ fn connection_cap_refuses_the_next_while_existing_ones_finish() {
     let (code, _) = lab.http("allowed.test", "/", &[]);
     assert_eq!(code, "503", "the fourth connection is refused");
     for download in downloads {
-        assert_eq!(download.join().unwrap(), "40960", "the three in progress finish");
+        assert_eq!(
+            download.join().unwrap(),
+            "40960",
+            "the three in progress finish"
+        );
     }
     assert!(lab.counter("refused_at_capacity") >= 1);
-    assert_eq!(lab.http("allowed.test", "/", &[]).0, "200", "slots come back");
+    assert_eq!(
+        lab.http("allowed.test", "/", &[]).0,
+        "200",
+        "slots come back"
+    );
 }
 
 #[test]
 fn slow_loris_is_cut_at_the_header_timeout_while_others_are_served() {
-    let Some(lab) = CardLab::start("loris", "[limits]\nheader_timeout_ms = 1000\n") else { return };
+    let Some(lab) = CardLab::start("loris", "[limits]\nheader_timeout_ms = 1000\n") else {
+        return;
+    };
     let loris = lab.client.enter(|| {
         let mut s = TcpStream::connect((ALLOWED, 80)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let started = Instant::now();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n")
+            .unwrap();
         let mut buf = [0u8; 64];
         while started.elapsed() < Duration::from_secs(5) {
             // A header line every 200 ms: never finishing the request head.
@@ -467,7 +701,9 @@ fn slow_loris_is_cut_at_the_header_timeout_while_others_are_served() {
             match s.read(&mut buf) {
                 Ok(0) => return started.elapsed(),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => return started.elapsed(),
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -475,8 +711,15 @@ fn slow_loris_is_cut_at_the_header_timeout_while_others_are_served() {
         started.elapsed()
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lab.http("allowed.test", "/", &[]).0, "200", "others are served meanwhile");
+    assert_eq!(
+        lab.http("allowed.test", "/", &[]).0,
+        "200",
+        "others are served meanwhile"
+    );
     let cut_after = loris.join().unwrap();
-    assert!(cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(3), "cut after {cut_after:?}");
+    assert!(
+        cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(3),
+        "cut after {cut_after:?}"
+    );
     assert!(lab.counter("header_timeouts") >= 1);
 }

@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{splice, upstream};
 use crate::card::{Card, Counters};
-use crate::wire::client_hello::{self, AlertDescription, ClientHello, HelloError, MAX_HELLO_BYTES};
+use crate::wire::client_hello::{
+    self, AlertDescription, ClientHello, HelloError, MAX_BUFFER_BYTES,
+};
 
 /// Whether the first bytes can start a TLS handshake record.
 pub fn looks_like_tls(first: &[u8]) -> bool {
@@ -42,8 +44,9 @@ pub async fn read_hello<S: AsyncRead + Unpin>(
             Err(HelloError::Incomplete { .. }) => {}
             Err(e) => return Err(HelloFailure::Invalid(e)),
         }
-        // The parser caps the hello; the records around it add a little.
-        if buffered.len() > MAX_HELLO_BYTES + 1024 {
+        // The parser decides TooLarge itself from the lengths it has seen; this only guards a
+        // peer that keeps sending bytes the parser has not asked for.
+        if buffered.len() > MAX_BUFFER_BYTES {
             return Err(HelloFailure::Invalid(HelloError::TooLarge));
         }
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
@@ -73,7 +76,11 @@ pub fn count_hello_failure(card: &Card, client: SocketAddr, failure: &HelloFailu
 /// Why an allowed-looking hello is still refused, if it is: the rules denied it; it hides its
 /// real name with ECH and the rule does not say `allow-ech`; or (in a CONNECT tunnel) it
 /// names another host than the one CONNECT asked for, which is domain fronting.
-pub fn refusal(hello: &ClientHello, connect_host: Option<&str>, decision: &Decision<'_>) -> Option<&'static str> {
+pub fn refusal(
+    hello: &ClientHello,
+    connect_host: Option<&str>,
+    decision: &Decision<'_>,
+) -> Option<&'static str> {
     if decision.action == Action::Deny {
         return Some("denied by rule");
     }
@@ -81,7 +88,9 @@ pub fn refusal(hello: &ClientHello, connect_host: Option<&str>, decision: &Decis
         return Some("encrypted client hello hides the name");
     }
     if let (Some(expected), Some(sni)) = (connect_host, hello.server_name.as_deref())
-        && !sni.trim_end_matches('.').eq_ignore_ascii_case(expected.trim_end_matches('.'))
+        && !sni
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(expected.trim_end_matches('.'))
     {
         return Some("TLS name differs from the CONNECT host");
     }
@@ -114,19 +123,26 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
     // TPROXY keeps the address the client dialled as our local address.
     let Ok(dst) = client.local_addr() else { return };
     let limits = &card.config.limits;
-    let (buffered, hello) = match read_hello(&mut client, Vec::new(), limits.header_timeout()).await {
+    let (buffered, hello) = match read_hello(&mut client, Vec::new(), limits.header_timeout()).await
+    {
         Ok(read) => read,
         Err(failure) => {
             count_hello_failure(&card, peer, &failure);
             if matches!(failure, HelloFailure::Invalid(_)) {
-                let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::DecodeError)).await;
+                let _ = client
+                    .write_all(&client_hello::fatal_alert(AlertDescription::DecodeError))
+                    .await;
             }
             return;
         }
     };
     let loaded = card.policy.current();
     let name = hello.server_name.clone();
-    let target = format!("{}:{}", name.as_deref().unwrap_or(&dst.ip().to_string()), dst.port());
+    let target = format!(
+        "{}:{}",
+        name.as_deref().unwrap_or(&dst.ip().to_string()),
+        dst.port()
+    );
     // With a name, the card connects where the name points, not where the packet was going,
     // and decides with that address: a hello naming an allowed site cannot carry the
     // connection to some other address.
@@ -137,22 +153,28 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         },
         None => vec![dst.ip()],
     };
-    let mut ask = rules::Request::new(Protocol::Https, LocalTime::now()).dst(addresses[0]).port(dst.port());
+    let mut ask = rules::Request::new(Protocol::Https, LocalTime::now())
+        .dst(addresses[0])
+        .port(dst.port());
     if let Some(name) = &name {
         ask = ask.host(name);
     }
     let decision = loaded.rules.decide(&ask);
     if let Some(reason) = refusal(&hello, None, &decision) {
         if decision.action == Action::Deny {
-            card.events.decision(peer.ip(), Protocol::Https, &target, &decision);
+            card.events
+                .decision(peer.ip(), Protocol::Https, &target, &decision);
         } else {
             Counters::bump(&card.events.counters.denied);
             tracing::info!(client = %peer, target, reason, rule = %decision.rule.id, verdict = "deny", "decision");
         }
-        let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied)).await;
+        let _ = client
+            .write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied))
+            .await;
         return;
     }
-    card.events.decision(peer.ip(), Protocol::Https, &target, &decision);
+    card.events
+        .decision(peer.ip(), Protocol::Https, &target, &decision);
     let mut upstream = match upstream::connect_first(&card, &addresses, dst.port()).await {
         Ok(stream) => stream,
         Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
@@ -163,8 +185,18 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
     splice::splice(client, upstream, limits.idle_timeout()).await;
 }
 
-async fn upstream_failed(card: &Card, peer: SocketAddr, target: &str, error: &upstream::UpstreamError, client: &mut TcpStream) {
+async fn upstream_failed(
+    card: &Card,
+    peer: SocketAddr,
+    target: &str,
+    error: &upstream::UpstreamError,
+    client: &mut TcpStream,
+) {
     Counters::bump(&card.events.counters.upstream_failures);
     tracing::info!(client = %peer, target, error = %error, kind = error.kind(), "upstream failed");
-    let _ = client.write_all(&client_hello::fatal_alert(AlertDescription::HandshakeFailure)).await;
+    let _ = client
+        .write_all(&client_hello::fatal_alert(
+            AlertDescription::HandshakeFailure,
+        ))
+        .await;
 }

@@ -1,0 +1,797 @@
+//! The "outside world" of end-to-end tests: real servers running inside a namespace.
+//!
+//! Each start function binds its sockets inside the namespace (on a thread started with
+//! [`Netns::enter`], running its own tokio runtime), returns once the server accepts
+//! connections, and gives back a [`Server`] handle with the bound address and a counter. The
+//! server stops when the handle is dropped, or soon after its namespace is removed (the lab
+//! ended first).
+//!
+//! - [`http_origin`] / [`https_origin`]: hyper HTTP/1.1 with keep-alive; the routes are listed
+//!   on [`http_origin`]. The counter counts requests.
+//! - [`dns_server`]: A records from a map over UDP and TCP, NXDOMAIN otherwise. Counts queries.
+//! - [`tcp_echo`]: echoes bytes back. Counts connections.
+//! - [`test_ca`]: a throwaway CA issuing server certificates, for the HTTPS origin and for
+//!   clients that must verify it (`curl --cacert`).
+//!
+//! [`query_a`] is the matching DNS client, for use inside [`Netns::enter`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream as AsyncTcpStream, UdpSocket as AsyncUdpSocket};
+use tokio::sync::oneshot;
+
+use appliance::topology::{Netns, panic_message};
+
+/// The body of `GET /` on the HTTP and HTTPS origins.
+pub const HELLO: &str = "hello from origin\n";
+/// Chunk size and pace of `/slow/N`.
+pub const SLOW_CHUNK: usize = 1024;
+/// Pause between two chunks of `/slow/N`.
+pub const SLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// TTL of the DNS server's answers.
+pub const DNS_TTL: u32 = 60;
+
+/// A running server. Dropping it stops the server (its thread is joined).
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    served: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the server is bound to (with the real port when port 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How much it has served so far: requests (HTTP, HTTPS), queries (DNS) or connections
+    /// (TCP echo).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// The counter behind [`Server::served`], to keep watching it after moving the handle.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.served)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a server on a new thread inside `ns`. `setup` runs there, inside a current-thread
+/// tokio runtime's context: it binds the sockets and returns the bound address and the future
+/// that serves. Errors from `setup` (address not available, port taken) are returned here.
+fn start<S, F>(ns: &Netns, what: &str, setup: S) -> Result<Server>
+where
+    S: FnOnce(Arc<AtomicU64>) -> Result<(SocketAddr, F)> + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let served = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr>>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let counter = Arc::clone(&served);
+    let netns = ns.clone();
+    let thread = ns.enter(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow!(e).context("building a tokio runtime")));
+                return;
+            }
+        };
+        let setup = {
+            let _context = runtime.enter();
+            setup(counter)
+        };
+        let serve = match setup {
+            Ok((addr, serve)) => {
+                let _ = ready_tx.send(Ok(addr));
+                serve
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            tokio::select! {
+                _ = stop_rx => {}
+                () = serve => {}
+                () = namespace_removed(&netns) => {}
+            }
+        });
+        // Dropping the runtime here cancels every connection task and closes the sockets.
+    });
+    match ready_rx.recv() {
+        Ok(Ok(addr)) => Ok(Server {
+            addr,
+            served,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e.context(format!("starting {what} in namespace {ns}")))
+        }
+        Err(_) => {
+            let reason = match thread.join() {
+                Err(panic) => panic_message(&*panic),
+                Ok(()) => "its thread ended before it was ready".to_owned(),
+            };
+            Err(anyhow!("starting {what} in namespace {ns}: {reason}"))
+        }
+    }
+}
+
+/// Resolves once the namespace is gone (its lab was dropped before the server handle).
+async fn namespace_removed(netns: &Netns) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !netns.exists() {
+            return;
+        }
+    }
+}
+
+/// Binds a TCP listener (std sets SO_REUSEADDR) and hands it to the current runtime.
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding TCP {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// Accepts connections for ever, each handled on its own task.
+async fn accept_loop<H, F>(listener: TcpListener, handle: H)
+where
+    H: Fn(AsyncTcpStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                tokio::spawn(handle(stream));
+            }
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test CA
+
+/// A throwaway certificate authority for one test run.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+}
+
+impl fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+/// Creates a new CA (fresh key, self-signed, "cardwall test CA").
+pub fn test_ca() -> TestCa {
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .expect("no subject alternative names cannot be invalid");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cardwall test CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().expect("generating a CA key");
+    let certificate = params.self_signed(&key).expect("self-signing the test CA");
+    TestCa {
+        issuer: Issuer::new(params, key),
+        ca_pem: certificate.pem(),
+    }
+}
+
+impl TestCa {
+    /// Issues a certificate for `names` (DNS names or IP addresses) with a fresh key, usable
+    /// by servers and clients. Returns (certificate chain PEM: leaf then CA, private key PEM).
+    ///
+    /// Panics if a name is not a valid DNS name or IP address (a bug in the test).
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone())
+            .unwrap_or_else(|e| panic!("invalid certificate names {names:?}: {e}"));
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("generating a key");
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing with the test CA");
+        (
+            format!("{}{}", certificate.pem(), self.ca_pem),
+            key.serialize_pem(),
+        )
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes the CA certificate (PEM) to `path`, e.g. for `curl --cacert <path>`.
+    pub fn write_ca_pem(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, &self.ca_pem)
+            .with_context(|| format!("writing the test CA to {}", path.display()))
+    }
+
+    /// A rustls server configuration (ring provider, ALPN `http/1.1`) with a fresh certificate
+    /// for `names`.
+    pub fn server_config(&self, names: &[&str]) -> Result<Arc<rustls::ServerConfig>> {
+        let (chain, key) = self.issue(names);
+        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the issued certificate chain")?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).context("reading the issued key")?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and HTTPS origins
+
+type OriginBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Starts an HTTP/1.1 origin (keep-alive, upgrades) on `addr` inside `ns`. Routes:
+///
+/// | path | response |
+/// |---|---|
+/// | `/` | 200 `text/plain` [`HELLO`] |
+/// | `/bytes/N` | N bytes of `x`, `application/octet-stream`, with Content-Length |
+/// | `/chunked/N` | N bytes of `x`, chunked transfer encoding (no Content-Length) |
+/// | `/video` | 200 `video/mp4`, a small body |
+/// | `/slow/N` | N bytes of `x` with Content-Length, 1 KiB every 50 ms |
+/// | `/echo` | `text/plain` lines `method M`, `path P` (with query), `host H` |
+/// | `/ws` | with `Connection: Upgrade` and `Upgrade: websocket`: 101, then raw bytes echoed; 426 otherwise |
+/// | other | 404 |
+///
+/// `/ws` is WebSocket-*style*: the upgrade handshake, but no `Sec-WebSocket-Accept` and no
+/// framing, enough to prove a proxy passes upgrades through.
+pub fn http_origin(ns: &Netns, addr: SocketAddr) -> Result<Server> {
+    start(ns, "HTTP origin", move |served| {
+        let listener = bind_tcp(addr)?;
+        let bound = listener.local_addr()?;
+        let serve = accept_loop(listener, move |stream| {
+            serve_http(stream, Arc::clone(&served))
+        });
+        Ok((bound, serve))
+    })
+}
+
+/// Starts the same origin as [`http_origin`] over TLS (rustls, ring), with a certificate for
+/// `names` issued by `ca`.
+pub fn https_origin(ns: &Netns, addr: SocketAddr, ca: &TestCa, names: &[&str]) -> Result<Server> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(names)?);
+    start(ns, "HTTPS origin", move |served| {
+        let listener = bind_tcp(addr)?;
+        let bound = listener.local_addr()?;
+        let serve = accept_loop(listener, move |stream| {
+            let acceptor = acceptor.clone();
+            let served = Arc::clone(&served);
+            async move {
+                // A failed handshake is the client's business (e.g. it rejected our certificate).
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    serve_http(tls, served).await;
+                }
+            }
+        });
+        Ok((bound, serve))
+    })
+}
+
+async fn serve_http<I>(io: I, served: Arc<AtomicU64>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        served.fetch_add(1, Ordering::SeqCst);
+        route(request)
+    });
+    // Errors here are the peer going away mid-request: nothing to report.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
+}
+
+async fn route(request: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let response = match path.as_str() {
+        "/" => text(StatusCode::OK, HELLO.to_owned()),
+        "/video" => video(),
+        "/echo" => echo(&request),
+        "/ws" => websocket(request),
+        _ => {
+            if let Some(count) = path.strip_prefix("/bytes/") {
+                xs(count, Pace::Full)
+            } else if let Some(count) = path.strip_prefix("/chunked/") {
+                xs(count, Pace::Chunked)
+            } else if let Some(count) = path.strip_prefix("/slow/") {
+                xs(count, Pace::Slow)
+            } else {
+                text(StatusCode::NOT_FOUND, format!("no route for {path}\n"))
+            }
+        }
+    };
+    Ok(response)
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: OriginBody,
+) -> Response<OriginBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<OriginBody> {
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        Full::new(Bytes::from(body)).boxed_unsync(),
+    )
+}
+
+fn video() -> Response<OriginBody> {
+    // The start of an MP4 file: an `ftyp` box, then padding. Enough for type filters.
+    let mut body = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41".to_vec();
+    body.resize(1024, 0);
+    response(
+        StatusCode::OK,
+        "video/mp4",
+        Full::new(Bytes::from(body)).boxed_unsync(),
+    )
+}
+
+fn echo(request: &Request<Incoming>) -> Response<OriginBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    text(
+        StatusCode::OK,
+        format!("method {}\npath {path}\nhost {host}\n", request.method()),
+    )
+}
+
+fn websocket(mut request: Request<Incoming>) -> Response<OriginBody> {
+    let headers = request.headers();
+    let wants_upgrade = has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket");
+    if !wants_upgrade {
+        let mut refusal = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "expected Connection: Upgrade and Upgrade: websocket\n".to_owned(),
+        );
+        refusal
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return refusal;
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            match io.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if io.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut switching = Response::new(Empty::new().boxed_unsync());
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = switching.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    switching
+}
+
+/// Whether a comma-separated header (`Connection`, `Upgrade`) holds `token`, ignoring case.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// As fast as possible, with Content-Length.
+    Full,
+    /// As fast as possible, chunked transfer encoding.
+    Chunked,
+    /// [`SLOW_CHUNK`] every [`SLOW_INTERVAL`], with Content-Length.
+    Slow,
+}
+
+fn xs(count: &str, pace: Pace) -> Response<OriginBody> {
+    let Ok(remaining) = count.parse::<u64>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("expected a byte count, got {count:?}\n"),
+        );
+    };
+    let (chunk, interval, known_length) = match pace {
+        Pace::Full => (XS.len(), None, true),
+        Pace::Chunked => (4096, None, false),
+        Pace::Slow => (SLOW_CHUNK, Some(SLOW_INTERVAL), true),
+    };
+    let body = Xs {
+        remaining,
+        chunk,
+        interval,
+        timer: None,
+        known_length,
+    };
+    response(
+        StatusCode::OK,
+        "application/octet-stream",
+        body.boxed_unsync(),
+    )
+}
+
+/// The bytes every `x` body is cut from.
+static XS: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// A body of `remaining` bytes of `x`, produced in chunks, optionally paced. Without a known
+/// length hyper sends it chunked; with one it sets Content-Length.
+struct Xs {
+    remaining: u64,
+    chunk: usize,
+    interval: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    known_length: bool,
+}
+
+impl Body for Xs {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        if let Some(timer) = this.timer.as_mut() {
+            ready!(timer.as_mut().poll(cx));
+            this.timer = None;
+        }
+        let size = usize::try_from(this.remaining).map_or(this.chunk, |r| r.min(this.chunk));
+        this.remaining -= size as u64;
+        if let (Some(interval), true) = (this.interval, this.remaining > 0) {
+            this.timer = Some(Box::pin(tokio::time::sleep(interval)));
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&XS[..size])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.known_length {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS
+
+/// Starts a DNS server on `addr` (UDP and TCP on the same port; port 53 is the usual choice)
+/// inside `ns`. It answers A queries for the names in `records` (case and a trailing dot do not
+/// matter), an empty NOERROR for other types of a known name, NXDOMAIN for unknown names.
+pub fn dns_server(
+    ns: &Netns,
+    addr: SocketAddr,
+    records: HashMap<String, Ipv4Addr>,
+) -> Result<Server> {
+    let records: Arc<HashMap<String, Ipv4Addr>> = Arc::new(
+        records
+            .into_iter()
+            .map(|(name, ip)| (normalize_name(&name), ip))
+            .collect(),
+    );
+    start(ns, "DNS server", move |served| {
+        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+        let bound = udp.local_addr()?;
+        udp.set_nonblocking(true)?;
+        let udp = AsyncUdpSocket::from_std(udp)?;
+        // Same port for TCP, also when the caller let the system pick the UDP port.
+        let tcp = bind_tcp(bound)?;
+        let serve = {
+            let records = Arc::clone(&records);
+            let served = Arc::clone(&served);
+            async move {
+                tokio::join!(
+                    serve_dns_udp(udp, Arc::clone(&records), Arc::clone(&served)),
+                    accept_loop(tcp, move |stream| {
+                        serve_dns_tcp(stream, Arc::clone(&records), Arc::clone(&served))
+                    }),
+                );
+            }
+        };
+        Ok((bound, serve))
+    })
+}
+
+async fn serve_dns_udp(
+    socket: AsyncUdpSocket,
+    records: Arc<HashMap<String, Ipv4Addr>>,
+    served: Arc<AtomicU64>,
+) {
+    let mut buffer = vec![0; 4096];
+    loop {
+        let Ok((length, peer)) = socket.recv_from(&mut buffer).await else {
+            continue;
+        };
+        served.fetch_add(1, Ordering::SeqCst);
+        if let Some(reply) = dns_answer(&records, &buffer[..length]) {
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    }
+}
+
+async fn serve_dns_tcp(
+    mut stream: AsyncTcpStream,
+    records: Arc<HashMap<String, Ipv4Addr>>,
+    served: Arc<AtomicU64>,
+) {
+    // RFC 1035 4.2.2: each message is preceded by its length, two bytes big-endian; a client
+    // may send several queries on one connection.
+    loop {
+        let Ok(length) = stream.read_u16().await else {
+            return;
+        };
+        let mut query = vec![0; usize::from(length)];
+        if stream.read_exact(&mut query).await.is_err() {
+            return;
+        }
+        served.fetch_add(1, Ordering::SeqCst);
+        let Some(reply) = dns_answer(&records, &query) else {
+            return;
+        };
+        let Ok(reply_length) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut framed = reply_length.to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The reply to one DNS message, or None if it is not a query we can even parse.
+fn dns_answer(records: &HashMap<String, Ipv4Addr>, query: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    if request.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+    reply.metadata.recursion_desired = request.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.metadata.authoritative = true;
+    let [question] = request.queries.as_slice() else {
+        reply.metadata.response_code = ResponseCode::FormErr;
+        return reply.to_vec().ok();
+    };
+    reply.add_query(question.clone());
+    if request.metadata.op_code != OpCode::Query {
+        reply.metadata.response_code = ResponseCode::NotImp;
+        return reply.to_vec().ok();
+    }
+    match records.get(&normalize_name(&question.name().to_ascii())) {
+        Some(address) if question.query_type() == RecordType::A => {
+            reply.add_answer(Record::from_rdata(
+                question.name().clone(),
+                DNS_TTL,
+                RData::A(A(*address)),
+            ));
+        }
+        Some(_) => {} // the name exists, without records of that type
+        None => reply.metadata.response_code = ResponseCode::NXDomain,
+    }
+    reply.to_vec().ok()
+}
+
+fn normalize_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// How [`query_a`] reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsTransport {
+    /// One datagram each way.
+    Udp,
+    /// One length-prefixed message each way over a TCP connection.
+    Tcp,
+}
+
+/// What a DNS server answered to [`query_a`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The response code (NoError, NXDomain, ...).
+    pub code: ResponseCode,
+    /// The A records in the answer section, in order.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// Asks `server` for the A records of `name` (blocking, 2 s timeout). Sockets are created in the
+/// calling thread's namespace: call it inside [`Netns::enter`].
+pub fn query_a(server: SocketAddr, name: &str, transport: DnsTransport) -> Result<DnsAnswer> {
+    let timeout = Duration::from_secs(2);
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    let name_parsed = Name::from_ascii(name).with_context(|| format!("invalid name {name:?}"))?;
+    query.add_query(Query::query(name_parsed, RecordType::A));
+    let bytes = query.to_vec()?;
+    let reply = match transport {
+        DnsTransport::Udp => {
+            let local: SocketAddr = match server.ip() {
+                IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let socket = UdpSocket::bind(local)?;
+            socket.set_read_timeout(Some(timeout))?;
+            socket.connect(server)?;
+            socket.send(&bytes)?;
+            let mut buffer = vec![0; 4096];
+            let length = socket
+                .recv(&mut buffer)
+                .with_context(|| format!("no DNS answer from {server} over UDP"))?;
+            buffer.truncate(length);
+            buffer
+        }
+        DnsTransport::Tcp => {
+            let mut stream = TcpStream::connect_timeout(&server, timeout)
+                .with_context(|| format!("connecting to DNS server {server} over TCP"))?;
+            stream.set_read_timeout(Some(timeout))?;
+            let length = u16::try_from(bytes.len())?;
+            let mut framed = length.to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            stream.write_all(&framed)?;
+            let mut length = [0; 2];
+            stream
+                .read_exact(&mut length)
+                .with_context(|| format!("no DNS answer from {server} over TCP"))?;
+            let mut buffer = vec![0; usize::from(u16::from_be_bytes(length))];
+            stream.read_exact(&mut buffer)?;
+            buffer
+        }
+    };
+    let reply = Message::from_vec(&reply).context("malformed DNS answer")?;
+    if reply.metadata.id != query.metadata.id {
+        bail!(
+            "DNS answer id {} does not match query id {}",
+            reply.metadata.id,
+            query.metadata.id
+        );
+    }
+    let addresses = reply
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::A(address) => Some(address.0),
+            _ => None,
+        })
+        .collect();
+    Ok(DnsAnswer {
+        code: reply.metadata.response_code,
+        addresses,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP echo
+
+/// Starts a TCP echo server on `addr` inside `ns`: every byte received is sent back, and the
+/// write side is closed when the client closes its own. Counts connections.
+pub fn tcp_echo(ns: &Netns, addr: SocketAddr) -> Result<Server> {
+    start(ns, "TCP echo server", move |served| {
+        let listener = bind_tcp(addr)?;
+        let bound = listener.local_addr()?;
+        let serve = accept_loop(listener, move |stream| {
+            served.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (mut reader, mut writer) = stream.into_split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                let _ = writer.shutdown().await;
+            }
+        });
+        Ok((bound, serve))
+    })
+}
