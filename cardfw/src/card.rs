@@ -137,7 +137,13 @@ pub struct Events {
 impl Events {
     /// Records a decision: one log line at info with the rule id, a counter, and a place in
     /// the recent-decisions ring.
-    pub fn decision(&self, client: IpAddr, protocol: Protocol, target: &str, decision: &Decision<'_>) {
+    pub fn decision(
+        &self,
+        client: IpAddr,
+        protocol: Protocol,
+        target: &str,
+        decision: &Decision<'_>,
+    ) {
         let action = match decision.action {
             Action::Allow => "allow",
             Action::Deny => "deny",
@@ -162,7 +168,10 @@ impl Events {
             action,
             rule: truncated(&decision.rule.id),
         };
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).write(record);
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(record);
     }
 
     /// The recent decisions, oldest first.
@@ -236,7 +245,10 @@ impl Slots {
             }
         }
         self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot { slots: self, client })
+        Ok(Slot {
+            slots: self,
+            client,
+        })
     }
 
     pub fn in_use(&self) -> usize {
@@ -246,7 +258,11 @@ impl Slots {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut per_client = self.slots.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_client = self
+            .slots
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = per_client.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
@@ -283,9 +299,16 @@ mod tests {
     fn client_table_is_bounded() {
         let slots = Slots::new(10_000, 1);
         let held: Vec<_> = (0..MAX_CLIENTS)
-            .map(|i| slots.acquire(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8])).unwrap())
+            .map(|i| {
+                slots
+                    .acquire(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))
+                    .unwrap()
+            })
             .collect();
-        assert_eq!(slots.acquire("10.9.9.9".parse().unwrap()).unwrap_err(), Refused::TooManyClients);
+        assert_eq!(
+            slots.acquire("10.9.9.9".parse().unwrap()).unwrap_err(),
+            Refused::TooManyClients
+        );
         drop(held);
         assert!(slots.acquire("10.9.9.9".parse().unwrap()).is_ok());
     }
@@ -297,7 +320,12 @@ mod tests {
         let decision = rules.decide(&request);
         let events = Events::default();
         for i in 0..150 {
-            events.decision("10.0.0.1".parse().unwrap(), Protocol::Dns, &format!("n{i}.example"), &decision);
+            events.decision(
+                "10.0.0.1".parse().unwrap(),
+                Protocol::Dns,
+                &format!("n{i}.example"),
+                &decision,
+            );
         }
         let recent = events.recent();
         assert_eq!(recent.len(), RECENT_DECISIONS);

@@ -155,7 +155,10 @@ impl Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -183,7 +186,9 @@ impl Config {
     fn check(&self) -> Result<(), String> {
         let limits = &self.limits;
         if limits.max_connections == 0 || limits.max_per_client == 0 {
-            return Err("limits.max_connections and limits.max_per_client must be at least 1".into());
+            return Err(
+                "limits.max_connections and limits.max_per_client must be at least 1".into(),
+            );
         }
         if limits.max_per_client > limits.max_connections {
             return Err(format!(
@@ -206,11 +211,16 @@ impl Config {
                 return Err("port 0 cannot be intercepted".into());
             }
             if !seen.insert(*port) {
-                return Err(format!("port {port} is listed twice among ports.http, ports.https, ports.tcp"));
+                return Err(format!(
+                    "port {port} is listed twice among ports.http, ports.https, ports.tcp"
+                ));
             }
         }
         if seen.contains(&53) {
-            return Err("port 53 is DNS; it is intercepted by the DNS forwarder, not as http/https/tcp".into());
+            return Err(
+                "port 53 is DNS; it is intercepted by the DNS forwarder, not as http/https/tcp"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -222,11 +232,18 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let config = Config::parse("c.toml", "rules = \"/r\"\n[limits]\nmax_connections = 10\nmax_per_client = 2\n").unwrap();
+        let config = Config::parse(
+            "c.toml",
+            "rules = \"/r\"\n[limits]\nmax_connections = 10\nmax_per_client = 2\n",
+        )
+        .unwrap();
         assert_eq!(config.rules, PathBuf::from("/r"));
         assert_eq!(config.limits.max_connections, 10);
         assert_eq!(config.ports.explicit_proxy, 3128);
-        assert_eq!(Config::parse("c.toml", "").unwrap().limits.max_connections, 1024);
+        assert_eq!(
+            Config::parse("c.toml", "").unwrap().limits.max_connections,
+            1024
+        );
     }
 
     #[test]
@@ -239,9 +256,15 @@ mod tests {
     fn mistakes_are_named() {
         for (text, needle) in [
             ("rulez = \"/r\"", "unknown field `rulez`"),
-            ("[limits]\nmax_conections = 3", "unknown field `max_conections`"),
+            (
+                "[limits]\nmax_conections = 3",
+                "unknown field `max_conections`",
+            ),
             ("inside_address = \"300.1.1.1\"", "invalid"),
-            ("[limits]\nmax_connections = 2\nmax_per_client = 3", "larger than"),
+            (
+                "[limits]\nmax_connections = 2\nmax_per_client = 3",
+                "larger than",
+            ),
             ("[ports]\nhttp = [80]\ntcp = [80]", "listed twice"),
             ("[ports]\ntcp = [53]", "DNS"),
             ("[dns]\ncache_entries = 0", "cache_entries"),

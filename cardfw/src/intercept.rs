@@ -77,7 +77,10 @@ table inet {TABLE} {{
 #[derive(Debug, thiserror::Error)]
 pub enum InterceptError {
     #[error("cannot run {command}: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("{command} failed: {stderr}")]
     Failed { command: String, stderr: String },
 }
@@ -90,7 +93,11 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), Intercep
     };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -115,9 +122,30 @@ pub fn install(config: &Config) -> Result<(), InterceptError> {
     let mark = format!("{MARK:#x}");
     let table = ROUTE_TABLE.to_string();
     // Replace, not add, so a restart after a crash does not stack duplicate rules.
-    let _ = run("ip", &["rule", "del", "fwmark", &mark, "lookup", &table], None);
-    run("ip", &["rule", "add", "fwmark", &mark, "lookup", &table], None)?;
-    run("ip", &["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", &table], None)?;
+    let _ = run(
+        "ip",
+        &["rule", "del", "fwmark", &mark, "lookup", &table],
+        None,
+    );
+    run(
+        "ip",
+        &["rule", "add", "fwmark", &mark, "lookup", &table],
+        None,
+    )?;
+    run(
+        "ip",
+        &[
+            "route",
+            "replace",
+            "local",
+            "0.0.0.0/0",
+            "dev",
+            "lo",
+            "table",
+            &table,
+        ],
+        None,
+    )?;
     Ok(())
 }
 
@@ -125,8 +153,23 @@ pub fn install(config: &Config) -> Result<(), InterceptError> {
 /// not forward, nothing passes either.
 pub fn remove() {
     let _ = run("nft", &["delete", "table", "inet", TABLE], None);
-    let _ = run("ip", &["rule", "del", "fwmark", &format!("{MARK:#x}"), "lookup", &ROUTE_TABLE.to_string()], None);
-    let _ = run("ip", &["route", "flush", "table", &ROUTE_TABLE.to_string()], None);
+    let _ = run(
+        "ip",
+        &[
+            "rule",
+            "del",
+            "fwmark",
+            &format!("{MARK:#x}"),
+            "lookup",
+            &ROUTE_TABLE.to_string(),
+        ],
+        None,
+    );
+    let _ = run(
+        "ip",
+        &["route", "flush", "table", &ROUTE_TABLE.to_string()],
+        None,
+    );
 }
 
 /// A listener that may accept connections addressed to any address (TPROXY's target).
@@ -149,14 +192,32 @@ mod tests {
         let mut config = Config::default();
         config.ports.tcp = vec![22, 993];
         let text = ruleset(&config);
-        assert!(text.contains("tcp dport { 80 } tproxy ip to 127.0.0.1:10080"), "{text}");
-        assert!(text.contains("tcp dport { 443 } tproxy ip to 127.0.0.1:10443"), "{text}");
-        assert!(text.contains("tcp dport { 22, 993 } tproxy ip to 127.0.0.1:10000"), "{text}");
-        assert!(text.contains("tcp dport { 3128, 8081, 53 } accept"), "{text}");
+        assert!(
+            text.contains("tcp dport { 80 } tproxy ip to 127.0.0.1:10080"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcp dport { 443 } tproxy ip to 127.0.0.1:10443"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcp dport { 22, 993 } tproxy ip to 127.0.0.1:10000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcp dport { 3128, 8081, 53 } accept"),
+            "{text}"
+        );
         assert!(text.contains("dnat ip to 172.31.77.2:53"), "{text}");
         let reject = text.find("reject with icmpx admin-prohibited").unwrap();
-        assert!(reject > text.find("tproxy").unwrap(), "reject comes after every intercept");
+        assert!(
+            reject > text.find("tproxy").unwrap(),
+            "reject comes after every intercept"
+        );
         config.ports.tcp.clear();
-        assert!(!ruleset(&config).contains("10000"), "no empty set for no ports");
+        assert!(
+            !ruleset(&config).contains("10000"),
+            "no empty set for no ports"
+        );
     }
 }

@@ -12,7 +12,7 @@
 pub mod card;
 pub mod config;
 pub mod intercept;
-pub mod status;
 pub mod proxy;
 pub mod run;
+pub mod status;
 pub mod wire;

@@ -33,7 +33,11 @@ fn main() -> ExitCode {
     if args.check {
         return match cardfw::card::LoadedRules::from_file(&config.rules) {
             Ok(rules) => {
-                println!("ok: {} ({} rules)", rules.version, rules.rules.stats().rules);
+                println!(
+                    "ok: {} ({} rules)",
+                    rules.version,
+                    rules.rules.stats().rules
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -26,27 +26,58 @@ pub async fn run(config: Config) -> Result<()> {
     let config = &card.config;
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);
-    let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}")) };
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(proxy::http::serve(bind(at(config.ports.explicit_proxy)).await?, card.clone(), Mode::Explicit));
-    tasks.spawn(status::serve(bind(at(config.ports.status)).await?, card.clone(), started));
+    tasks.spawn(proxy::http::serve(
+        bind(at(config.ports.explicit_proxy)).await?,
+        card.clone(),
+        Mode::Explicit,
+    ));
+    tasks.spawn(status::serve(
+        bind(at(config.ports.status)).await?,
+        card.clone(),
+        started,
+    ));
     let dns_udp = UdpSocket::bind(at(config.ports.dns))
         .await
         .with_context(|| format!("cannot listen on udp {}", at(config.ports.dns)))?;
     // One cache for both transports: a name asked over UDP is answered from it over TCP too.
     let cache = Arc::new(proxy::dns::Cache::new(config.dns.cache_entries));
-    tasks.spawn(proxy::dns::serve_udp_with_cache(dns_udp, card.clone(), cache.clone()));
-    tasks.spawn(proxy::dns::serve_tcp_with_cache(bind(at(config.ports.dns)).await?, card.clone(), cache));
+    tasks.spawn(proxy::dns::serve_udp_with_cache(
+        dns_udp,
+        card.clone(),
+        cache.clone(),
+    ));
+    tasks.spawn(proxy::dns::serve_tcp_with_cache(
+        bind(at(config.ports.dns)).await?,
+        card.clone(),
+        cache,
+    ));
 
     if config.transparent {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let listener = |port| {
-            intercept::transparent_listener(local(port)).with_context(|| format!("cannot listen transparently on {}", local(port)))
+            intercept::transparent_listener(local(port))
+                .with_context(|| format!("cannot listen transparently on {}", local(port)))
         };
-        tasks.spawn(proxy::http::serve(listener(config.ports.transparent_http)?, card.clone(), Mode::Transparent));
-        tasks.spawn(proxy::tls::serve(listener(config.ports.transparent_https)?, card.clone()));
-        tasks.spawn(proxy::tcp::serve(listener(config.ports.transparent_tcp)?, card.clone()));
+        tasks.spawn(proxy::http::serve(
+            listener(config.ports.transparent_http)?,
+            card.clone(),
+            Mode::Transparent,
+        ));
+        tasks.spawn(proxy::tls::serve(
+            listener(config.ports.transparent_https)?,
+            card.clone(),
+        ));
+        tasks.spawn(proxy::tcp::serve(
+            listener(config.ports.transparent_tcp)?,
+            card.clone(),
+        ));
         intercept::install(config).context("cannot install the interception ruleset")?;
         tracing::info!(link = %config.link, "transparent interception installed");
     }
@@ -60,7 +91,10 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Waits for a signal or a failed task; reloads the rules on SIGHUP or when the file changes.
-async fn watch(card: &Arc<Card>, tasks: &mut tokio::task::JoinSet<std::io::Result<()>>) -> Result<()> {
+async fn watch(
+    card: &Arc<Card>,
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -92,7 +126,9 @@ async fn watch(card: &Arc<Card>, tasks: &mut tokio::task::JoinSet<std::io::Resul
 }
 
 fn modified(card: &Card) -> Option<SystemTime> {
-    std::fs::metadata(&card.config.rules).and_then(|m| m.modified()).ok()
+    std::fs::metadata(&card.config.rules)
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// Loads the rule file again and swaps it in; on any error the running rules stay.

@@ -44,7 +44,11 @@ pub fn render(card: &Card, started: Instant) -> String {
 }
 
 /// Serves `GET /status` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, card: Arc<Card>, started: Instant) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    card: Arc<Card>,
+    started: Instant,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let card = card.clone();
@@ -65,8 +69,16 @@ pub async fn serve(listener: TcpListener, card: Arc<Card>, started: Instant) -> 
 fn respond(request: &Request<Incoming>, card: &Card, started: Instant) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/status") => (StatusCode::OK, "application/json", render(card, started)),
-        (_, "/status") => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "the card's status is at /status\n".to_string()),
+        (_, "/status") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the card's status is at /status\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)

@@ -92,7 +92,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mo
         let client = client.clone();
         async move { Ok::<_, Infallible>(client.handle(request).await) }
     });
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await {
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+    {
         if e.is_timeout() {
             Counters::bump(&card.events.counters.header_timeouts);
             tracing::info!(client = %peer, "closed: request head not received in time");
@@ -125,7 +129,10 @@ impl Client {
         if request.method() == Method::CONNECT {
             return match self.mode {
                 Mode::Explicit => self.connect_tunnel(request).await,
-                Mode::Transparent => pages::refused(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is only for the explicit proxy port"),
+                Mode::Transparent => pages::refused(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CONNECT is only for the explicit proxy port",
+                ),
             };
         }
         let target = match self.target(&request) {
@@ -148,7 +155,10 @@ impl Client {
             }
             let port = authority.port_u16().unwrap_or(80);
             return Ok(Target {
-                host: authority.host().trim_matches(['[', ']']).to_ascii_lowercase(),
+                host: authority
+                    .host()
+                    .trim_matches(['[', ']'])
+                    .to_ascii_lowercase(),
                 port,
                 path_and_query,
             });
@@ -156,10 +166,19 @@ impl Client {
         if self.mode == Mode::Explicit {
             return Err("this is a proxy: send the full URL (absolute-form), or CONNECT");
         }
-        let host = match request.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let host = match request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
             Some(value) => {
-                let authority: http::uri::Authority = value.parse().map_err(|_| "the Host header is not a host name")?;
-                authority.host().trim_matches(['[', ']']).to_ascii_lowercase()
+                let authority: http::uri::Authority = value
+                    .parse()
+                    .map_err(|_| "the Host header is not a host name")?;
+                authority
+                    .host()
+                    .trim_matches(['[', ']'])
+                    .to_ascii_lowercase()
             }
             // HTTP/1.0 without Host: the address the client connected to is all there is.
             None => self.original_dst.ip().to_string(),
@@ -171,7 +190,13 @@ impl Client {
         })
     }
 
-    fn rules_request<'a>(&self, protocol: Protocol, host: &'a str, port: u16, dst: Option<IpAddr>) -> rules::Request<'a> {
+    fn rules_request<'a>(
+        &self,
+        protocol: Protocol,
+        host: &'a str,
+        port: u16,
+        dst: Option<IpAddr>,
+    ) -> rules::Request<'a> {
         let mut request = rules::Request::new(protocol, LocalTime::now()).port(port);
         match host.parse::<IpAddr>() {
             Ok(ip) => request = request.dst(ip),
@@ -189,10 +214,15 @@ impl Client {
         let method = request.method().as_str().to_string();
         let url = target.url();
         let path = target.path_and_query.clone();
-        let ask = self.rules_request(Protocol::Http, &target.host, target.port, None).method(&method).path(&path);
+        let ask = self
+            .rules_request(Protocol::Http, &target.host, target.port, None)
+            .method(&method)
+            .path(&path);
         let decision = rules.decide(&ask);
         if decision.action == Action::Deny {
-            self.card.events.decision(self.peer.ip(), Protocol::Http, &url, &decision);
+            self.card
+                .events
+                .decision(self.peer.ip(), Protocol::Http, &url, &decision);
             return pages::blocked(&url, decision.rule);
         }
         // Allowed by name: now find where the name points, and decide again with the address,
@@ -203,7 +233,9 @@ impl Client {
         };
         let ask = ask.dst(addresses[0]);
         let decision = rules.decide(&ask);
-        self.card.events.decision(self.peer.ip(), Protocol::Http, &url, &decision);
+        self.card
+            .events
+            .decision(self.peer.ip(), Protocol::Http, &url, &decision);
         if decision.action == Action::Deny {
             return pages::blocked(&url, decision.rule);
         }
@@ -222,7 +254,10 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 Counters::bump(&self.card.events.counters.upstream_failures);
-                let error = UpstreamError::Other(SocketAddr::new(addresses[0], target.port), std::io::Error::other(e));
+                let error = UpstreamError::Other(
+                    SocketAddr::new(addresses[0], target.port),
+                    std::io::Error::other(e),
+                );
                 return pages::upstream_failed(&url, &error);
             }
         };
@@ -232,7 +267,9 @@ impl Client {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 let idle = self.card.config.limits.idle_timeout();
                 tokio::spawn(async move {
-                    if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                    if let (Ok(client), Ok(upstream)) =
+                        tokio::join!(client_upgrade, upstream_upgrade)
+                    {
                         splice::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
                     }
                 });
@@ -242,21 +279,38 @@ impl Client {
             return Response::from_parts(parts, boxed(body));
         }
         // The upstream connection serves the next request if this one ends cleanly.
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some((target.host.clone(), target.port, sender));
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((target.host.clone(), target.port, sender));
 
         let mut limit = None;
         if decision.response_check {
-            let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            let body_len = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-            let answer = rules::Response { content_type, body_len };
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let body_len = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let answer = rules::Response {
+                content_type,
+                body_len,
+            };
             let decision = rules.decide_response(&ask, &answer);
             if decision.action == Action::Deny {
-                self.card.events.decision(self.peer.ip(), Protocol::Http, &url, &decision);
+                self.card
+                    .events
+                    .decision(self.peer.ip(), Protocol::Http, &url, &decision);
                 // The unread body makes the upstream connection useless for the next request.
-                self.upstream.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.upstream
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
                 return pages::blocked(&url, decision.rule);
             }
-            limit = decision.body_limit.map(|(bytes, rule)| (bytes, rule.id.clone()));
+            limit = decision
+                .body_limit
+                .map(|(bytes, rule)| (bytes, rule.id.clone()));
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
@@ -285,8 +339,16 @@ impl Client {
     }
 
     /// The kept upstream connection if it goes to the same place and is free, else a new one.
-    async fn upstream_for(&self, target: &Target, addresses: &[IpAddr]) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let kept = self.upstream.lock().unwrap_or_else(|e| e.into_inner()).take();
+    async fn upstream_for(
+        &self,
+        target: &Target,
+        addresses: &[IpAddr],
+    ) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let kept = self
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some((host, port, mut sender)) = kept
             && host == target.host
             && port == target.port
@@ -326,21 +388,35 @@ impl Client {
             Counters::bump(&self.card.events.counters.malformed);
             return pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
         };
-        let host = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
+        let host = authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
         let target = format!("{host}:{port}");
         let loaded = self.card.policy.current();
-        let decision = loaded.rules.decide(&self.rules_request(Protocol::Https, &host, port, None));
+        let decision = loaded
+            .rules
+            .decide(&self.rules_request(Protocol::Https, &host, port, None));
         if decision.action == Action::Deny {
-            self.card.events.decision(self.peer.ip(), Protocol::Https, &target, &decision);
+            self.card
+                .events
+                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
             return pages::blocked(&target, decision.rule);
         }
         let addresses = match upstream::resolve(&self.card, &host).await {
             Ok(a) => a,
             Err(e) => return self.upstream_failed(&target, &e),
         };
-        let decision = loaded.rules.decide(&self.rules_request(Protocol::Https, &host, port, Some(addresses[0])));
+        let decision = loaded.rules.decide(&self.rules_request(
+            Protocol::Https,
+            &host,
+            port,
+            Some(addresses[0]),
+        ));
         if decision.action == Action::Deny {
-            self.card.events.decision(self.peer.ip(), Protocol::Https, &target, &decision);
+            self.card
+                .events
+                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
             return pages::blocked(&target, decision.rule);
         }
         let upstream = match upstream::connect_first(&self.card, &addresses, port).await {
@@ -352,13 +428,20 @@ impl Client {
         let dst = SocketAddr::new(addresses[0], port);
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
-                Ok(tunnel) => tunnel_after_connect(card, peer, host, dst, TokioIo::new(tunnel), upstream).await,
+                Ok(tunnel) => {
+                    tunnel_after_connect(card, peer, host, dst, TokioIo::new(tunnel), upstream)
+                        .await
+                }
                 Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
             }
         });
         Response::builder()
             .status(StatusCode::OK)
-            .body(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .body(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .expect("static response")
     }
 }
@@ -374,7 +457,8 @@ async fn tunnel_after_connect(
 ) {
     let limits = &card.config.limits;
     let mut first = vec![0u8; 4096];
-    let peeked = match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await {
+    let peeked = match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await
+    {
         Ok(Ok(n)) if n > 0 => n,
         Ok(_) => return,
         Err(_) => {
@@ -386,13 +470,14 @@ async fn tunnel_after_connect(
     let loaded = card.policy.current();
     let target = format!("{connect_host}:{}", dst.port());
     let buffered = if tls::looks_like_tls(&first) {
-        let (buffered, hello) = match tls::read_hello(&mut tunnel, first, limits.header_timeout()).await {
-            Ok(read) => read,
-            Err(why) => {
-                tls::count_hello_failure(&card, peer, &why);
-                return;
-            }
-        };
+        let (buffered, hello) =
+            match tls::read_hello(&mut tunnel, first, limits.header_timeout()).await {
+                Ok(read) => read,
+                Err(why) => {
+                    tls::count_hello_failure(&card, peer, &why);
+                    return;
+                }
+            };
         let ask = rules::Request::new(Protocol::Https, LocalTime::now())
             .host(&connect_host)
             .dst(dst.ip())
@@ -401,15 +486,22 @@ async fn tunnel_after_connect(
         if let Some(refusal) = tls::refusal(&hello, Some(&connect_host), &decision) {
             Counters::bump(&card.events.counters.denied);
             tracing::info!(client = %peer, target, reason = refusal, rule = %decision.rule.id, verdict = "deny", "decision");
-            let _ = tunnel.write_all(&crate::wire::client_hello::fatal_alert(crate::wire::client_hello::AlertDescription::AccessDenied)).await;
+            let _ = tunnel
+                .write_all(&crate::wire::client_hello::fatal_alert(
+                    crate::wire::client_hello::AlertDescription::AccessDenied,
+                ))
+                .await;
             return;
         }
         buffered
     } else {
         // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
-        let ask = rules::Request::new(Protocol::Tcp, LocalTime::now()).dst(dst.ip()).port(dst.port());
+        let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
+            .dst(dst.ip())
+            .port(dst.port());
         let decision = loaded.rules.decide(&ask);
-        card.events.decision(peer.ip(), Protocol::Tcp, &target, &decision);
+        card.events
+            .decision(peer.ip(), Protocol::Tcp, &target, &decision);
         if decision.action == Action::Deny {
             return;
         }
@@ -445,7 +537,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named {
         headers.remove(name.as_str());
     }
-    for name in ["keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding"] {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -458,14 +558,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// The client's request rewritten for the origin: origin-form URI, Host set, hop-by-hop
 /// headers gone.
-fn upstream_request(request: Request<Incoming>, target: &Target, upgrade: bool) -> Result<Request<Incoming>, &'static str> {
+fn upstream_request(
+    request: Request<Incoming>,
+    target: &Target,
+    upgrade: bool,
+) -> Result<Request<Incoming>, &'static str> {
     let (mut parts, body) = request.into_parts();
-    parts.uri = Uri::try_from(target.path_and_query.as_str()).map_err(|_| "the request path is not valid")?;
+    parts.uri = Uri::try_from(target.path_and_query.as_str())
+        .map_err(|_| "the request path is not valid")?;
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     if !parts.headers.contains_key(header::HOST) {
-        let host = if target.port == 80 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
-        let value = HeaderValue::from_str(&host).map_err(|_| "the host is not a valid header value")?;
+        let host = if target.port == 80 {
+            target.host.clone()
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        let value =
+            HeaderValue::from_str(&host).map_err(|_| "the host is not a valid header value")?;
         parts.headers.insert(header::HOST, value);
     }
     Ok(Request::from_parts(parts, body))
@@ -492,7 +602,10 @@ impl Body for CappedBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -510,7 +623,11 @@ impl Body for CappedBody {
                                 "decision: body cut at its size limit"
                             );
                         }
-                        return Poll::Ready(Some(Err(format!("body larger than {} bytes", this.max).into())));
+                        return Poll::Ready(Some(Err(format!(
+                            "body larger than {} bytes",
+                            this.max
+                        )
+                        .into())));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -37,7 +37,11 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response<ProxyBody>
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(html)).map_err(|never| match never {}).boxed_unsync())
+        .body(
+            Full::new(Bytes::from(html))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("static headers are valid")
 }
 
@@ -60,7 +64,10 @@ pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Response<ProxyBody> {
 /// 502 or 504: the request was allowed but the destination could not be reached.
 pub fn upstream_failed(target: &str, error: &UpstreamError) -> Response<ProxyBody> {
     let (status, title) = if error.is_timeout() {
-        (StatusCode::GATEWAY_TIMEOUT, "The site did not answer in time")
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "The site did not answer in time",
+        )
     } else {
         (StatusCode::BAD_GATEWAY, "The site could not be reached")
     };
@@ -77,7 +84,11 @@ pub fn upstream_failed(target: &str, error: &UpstreamError) -> Response<ProxyBod
 
 /// 400, or another client error: the request itself cannot be handled.
 pub fn refused(status: StatusCode, why: &str) -> Response<ProxyBody> {
-    page(status, "Request refused", &format!("<p>{}</p>", escape(why)))
+    page(
+        status,
+        "Request refused",
+        &format!("<p>{}</p>", escape(why)),
+    )
 }
 
 #[cfg(test)]
@@ -102,7 +113,10 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("Rule <strong>no-ads</strong> (r.rules:1)"), "{text}");
+        assert!(
+            text.contains("Rule <strong>no-ads</strong> (r.rules:1)"),
+            "{text}"
+        );
         assert!(text.contains("http://ads.example/&lt;b&gt;"), "{text}");
     }
 }

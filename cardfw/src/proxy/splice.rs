@@ -28,8 +28,20 @@ where
     let last_activity = AtomicU64::new(0);
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let up = pump(&mut client_read, &mut upstream_write, idle, started, &last_activity);
-    let down = pump(&mut upstream_read, &mut client_write, idle, started, &last_activity);
+    let up = pump(
+        &mut client_read,
+        &mut upstream_write,
+        idle,
+        started,
+        &last_activity,
+    );
+    let down = pump(
+        &mut upstream_read,
+        &mut client_write,
+        idle,
+        started,
+        &last_activity,
+    );
     let (client_to_upstream, upstream_to_client) = tokio::join!(up, down);
     Moved {
         client_to_upstream,
@@ -37,7 +49,13 @@ where
     }
 }
 
-async fn pump<R, W>(from: &mut R, to: &mut W, idle: Duration, started: Instant, last: &AtomicU64) -> u64
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    idle: Duration,
+    started: Instant,
+    last: &AtomicU64,
+) -> u64
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -92,7 +110,13 @@ mod tests {
         client_peer.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"a longer response");
         let moved = task.await.unwrap();
-        assert_eq!(moved, Moved { client_to_upstream: 7, upstream_to_client: 17 });
+        assert_eq!(
+            moved,
+            Moved {
+                client_to_upstream: 7,
+                upstream_to_client: 17
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

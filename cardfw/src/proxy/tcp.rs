@@ -36,10 +36,13 @@ async fn connection(client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         return;
     };
     let Ok(dst) = client.local_addr() else { return };
-    let ask = rules::Request::new(Protocol::Tcp, LocalTime::now()).dst(dst.ip()).port(dst.port());
+    let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
+        .dst(dst.ip())
+        .port(dst.port());
     let loaded = card.policy.current();
     let decision = loaded.rules.decide(&ask);
-    card.events.decision(peer.ip(), Protocol::Tcp, &dst.to_string(), &decision);
+    card.events
+        .decision(peer.ip(), Protocol::Tcp, &dst.to_string(), &decision);
     if decision.action == Action::Deny {
         refuse(client);
         return;

@@ -71,7 +71,10 @@ pub async fn resolve(card: &Card, host: &str) -> Result<Vec<IpAddr>, UpstreamErr
         .connect(card.config.dns.upstream)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    socket.send(&bytes).await.map_err(|e| failed(e.to_string()))?;
+    socket
+        .send(&bytes)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let timeout = Duration::from_millis(card.config.dns.timeout_ms);
     let mut buf = vec![0u8; 4096];
     let answer = loop {
@@ -140,7 +143,11 @@ pub async fn connect(card: &Card, addr: SocketAddr) -> Result<TcpStream, Upstrea
 }
 
 /// Connects to the first of `addresses` that answers on `port`.
-pub async fn connect_first(card: &Card, addresses: &[IpAddr], port: u16) -> Result<TcpStream, UpstreamError> {
+pub async fn connect_first(
+    card: &Card,
+    addresses: &[IpAddr],
+    port: u16,
+) -> Result<TcpStream, UpstreamError> {
     let mut last = None;
     for ip in addresses {
         match connect(card, SocketAddr::new(*ip, port)).await {
@@ -154,7 +161,9 @@ pub async fn connect_first(card: &Card, addresses: &[IpAddr], port: u16) -> Resu
 fn classify(addr: SocketAddr, e: io::Error) -> UpstreamError {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => UpstreamError::Refused(addr),
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => UpstreamError::Unreachable(addr),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            UpstreamError::Unreachable(addr)
+        }
         io::ErrorKind::TimedOut => UpstreamError::Timeout(addr, Duration::ZERO),
         _ => match e.raw_os_error() {
             // EHOSTUNREACH, ENETUNREACH, EACCES (an ICMP admin-prohibited answer)
