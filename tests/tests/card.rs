@@ -95,7 +95,8 @@ impl CardLab {
             &["10.99.0.2/24"],
             &origin_ns,
             "o0",
-            &["10.99.0.1/24", "203.0.113.10/32", "203.0.113.11/32"],
+            // 203.0.113.12 exists but serves nothing: connections to it are refused.
+            &["10.99.0.1/24", "203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"],
         )
         .expect("outside link");
         client
@@ -328,6 +329,18 @@ fn explicit_proxy_and_connect() {
         (exit, body.as_str()),
         (0, "hello from origin\n"),
         "absolute-form, resolved by the card"
+    );
+    // A Host header naming another site is replaced by the URL's host (no fronting).
+    let (_, echoed) = lab.curl(&[
+        "-x",
+        &proxy,
+        "-H",
+        "Host: blocked.test",
+        "http://allowed.test/echo",
+    ]);
+    assert!(
+        echoed.contains("allowed.test") && !echoed.contains("blocked.test"),
+        "{echoed}"
     );
     let (exit, body) = lab.curl(&["-x", &proxy, "--cacert", ca, "https://allowed.test/"]);
     assert_eq!(
@@ -722,4 +735,30 @@ fn slow_loris_is_cut_at_the_header_timeout_while_others_are_served() {
         "cut after {cut_after:?}"
     );
     assert!(lab.counter("header_timeouts") >= 1);
+}
+
+#[test]
+fn upstream_failures_say_why() {
+    let Some(lab) = CardLab::start("fail", "[limits]\nconnect_timeout_ms = 1000\n") else {
+        return;
+    };
+    let proxy = format!("http://{CARD_INSIDE}:3128");
+    let fetch = |url: &str| {
+        let (_, out) = lab.curl(&["-x", &proxy, "-w", "\n%{http_code}", url]);
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    for (url, code, why) in [
+        ("http://nosuch.test/", "502", "does not exist"),
+        ("http://203.0.113.12/", "502", "refused the connection"),
+        // The card has no route to this network at all.
+        ("http://192.0.2.1/", "502", "unreachable"),
+        // Routed to the origin side, where nothing answers for it.
+        ("http://203.0.113.99/", "504", "did not answer"),
+    ] {
+        let (got, body) = fetch(url);
+        assert_eq!(got, code, "{url}: {body}");
+        assert!(body.contains(why), "{url}: {body}");
+    }
+    assert!(lab.counter("upstream_failures") >= 4);
 }

@@ -413,10 +413,10 @@ impl Client {
             port,
             Some(addresses[0]),
         ));
+        self.card
+            .events
+            .decision(self.peer.ip(), Protocol::Https, &target, &decision);
         if decision.action == Action::Deny {
-            self.card
-                .events
-                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
             return pages::blocked(&target, decision.rule);
         }
         let upstream = match upstream::connect_first(&self.card, &addresses, port).await {
@@ -564,11 +564,14 @@ fn upstream_request(
     upgrade: bool,
 ) -> Result<Request<Incoming>, &'static str> {
     let (mut parts, body) = request.into_parts();
+    // An absolute-form target names the host; a Host header that says otherwise would reach
+    // another site on the same server (fronting), so the proxy replaces it (RFC 9112 3.2.2).
+    let absolute_form = parts.uri.authority().is_some();
     parts.uri = Uri::try_from(target.path_and_query.as_str())
         .map_err(|_| "the request path is not valid")?;
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    if !parts.headers.contains_key(header::HOST) {
+    if absolute_form || !parts.headers.contains_key(header::HOST) {
         let host = if target.port == 80 {
             target.host.clone()
         } else {

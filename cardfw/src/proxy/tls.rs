@@ -200,3 +200,82 @@ async fn upstream_failed(
         ))
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rules::{NoFiles, RuleSet};
+
+    fn hello(name: Option<&str>, has_ech: bool) -> ClientHello {
+        ClientHello {
+            server_name: name.map(str::to_string),
+            has_ech,
+            alpn: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let rules = RuleSet::from_text(
+            "t.rules",
+            "ech-ok: allow https host ech.example allow-ech\nallow https host plain.example\n",
+            &NoFiles,
+        )
+        .unwrap();
+        let decide = |name: &str| {
+            let at = LocalTime::new(0, 12, 0).unwrap();
+            rules.decide(
+                &rules::Request::new(Protocol::Https, at)
+                    .host(name)
+                    .port(443),
+            )
+        };
+        let plain = decide("plain.example");
+        assert_eq!(
+            refusal(&hello(Some("plain.example"), false), None, &plain),
+            None
+        );
+        assert_eq!(
+            refusal(&hello(Some("plain.example"), true), None, &plain),
+            Some("encrypted client hello hides the name"),
+            "ECH is refused unless the rule says allow-ech"
+        );
+        let ech = decide("ech.example");
+        assert_eq!(refusal(&hello(Some("ech.example"), true), None, &ech), None);
+        assert_eq!(
+            refusal(
+                &hello(Some("other.example"), false),
+                None,
+                &decide("other.example")
+            ),
+            Some("denied by rule")
+        );
+        assert_eq!(
+            refusal(
+                &hello(Some("evil.example"), false),
+                Some("plain.example"),
+                &plain
+            ),
+            Some("TLS name differs from the CONNECT host")
+        );
+        assert_eq!(
+            refusal(
+                &hello(Some("PLAIN.example."), false),
+                Some("plain.example"),
+                &plain
+            ),
+            None
+        );
+        assert_eq!(
+            refusal(&hello(None, false), Some("plain.example"), &plain),
+            None
+        );
+    }
+
+    #[test]
+    fn only_handshake_records_look_like_tls() {
+        assert!(looks_like_tls(&[0x16, 3, 1]));
+        assert!(!looks_like_tls(b"GET / HTTP/1.1"));
+        assert!(!looks_like_tls(&[]));
+    }
+}
