@@ -1,10 +1,23 @@
-//! cardwall appliance daemon: links, policy routing and nftables so all traffic goes via the card; status UI; the lab
+//! The appliance: the two-port box between the protected computer and the untrusted network.
+//! It owns no firewall decision (the card makes every one); its job is that no packet can
+//! reach the outside except the card's own, and that when the card is gone nothing passes.
 //!
-//! The appliance daemon itself is issue 4: nothing of it is here yet.
-//!
-//! [`topology`] is the network-namespace library that `appliance lab` and every end-to-end
-//! test (the `e2e` crate in `tests/`) share: namespaces, veth links, addresses, routes,
-//! processes and in-process code run inside a namespace, all removed when the [`topology::Lab`]
-//! is dropped. Topology code is written once, there.
+//! - [`config`]: `appliance.toml`.
+//! - [`firewall`]: the nftables rulesets (base fail-closed, and full) and their application.
+//! - [`netlink`]: links, addresses, routes and policy rules over rtnetlink; link events.
+//! - [`daemon`]: the control loop: find links, configure, watch the card, fail closed.
+//! - [`services`]: dnsmasq (inside DHCP, card-link DNS) and the outside DHCP client, supervised.
+//! - [`state`] and [`status`]: what the status page and `/api/status` show.
+//! - [`topology`], [`origin`], [`lab`]: the network-namespace lab that `appliance lab` runs and
+//!   every end-to-end test builds on. Topology code is written once, there.
 
+pub mod origin;
+pub mod state;
 pub mod topology;
+pub mod config;
+pub mod daemon;
+pub mod firewall;
+pub mod lab;
+pub mod netlink;
+pub mod services;
+pub mod status;

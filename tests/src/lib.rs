@@ -19,7 +19,8 @@ use appliance::topology::Lab;
 
 pub use appliance::topology;
 
-pub mod origin;
+pub use appliance::origin;
+pub mod packets;
 
 /// Whether this run is CI (`CI=true`, or `CI=1`), where missing requirements are failures.
 pub fn in_ci() -> bool {

@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream as AsyncTcpStream, UdpSocket as AsyncUdpSocket};
 use tokio::sync::oneshot;
 
-use appliance::topology::{Netns, panic_message};
+use crate::topology::{Netns, panic_message};
 
 /// The body of `GET /` on the HTTP and HTTPS origins.
 pub const HELLO: &str = "hello from origin\n";
