@@ -1,1 +1,302 @@
-//! (being written)
+//! `appliance.toml`: every key, its default, and why. A key the daemon does not know is an
+//! error, and an invalid file leaves the fail-closed base ruleset in place.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub inside: Inside,
+    pub outside: Outside,
+    pub card: Card,
+    pub status: Status,
+    pub paths: Paths,
+}
+
+/// The link to the protected computer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inside {
+    pub interface: String,
+    /// The appliance's address on it, with the prefix length.
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// First and last address DHCP hands out.
+    pub dhcp_first: Ipv4Addr,
+    pub dhcp_last: Ipv4Addr,
+    pub dhcp_lease: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsideMode {
+    /// Address, gateway and resolvers from a DHCP client (busybox `udhcpc`).
+    Dhcp,
+    /// Address, gateway and resolvers from this file.
+    Static,
+}
+
+/// The link to the untrusted network.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outside {
+    pub interface: String,
+    pub mode: OutsideMode,
+    /// Static mode only.
+    pub address: Option<Ipv4Addr>,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// The link to the card (CDC-EEM on the real box).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Card {
+    /// The card link by name; empty means "the interface whose driver is `driver`".
+    pub interface: String,
+    pub driver: String,
+    /// The appliance's address on the card link.
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// The card's inside address: the next hop for everything from the inside.
+    pub inside_address: Ipv4Addr,
+    /// The card's outside address: the only source the appliance forwards outside.
+    pub outside_address: Ipv4Addr,
+    /// The card's status endpoint port (on its inside address).
+    pub status_port: u16,
+    /// How often the card is asked whether it is alive.
+    pub probe_interval_ms: u64,
+    /// Failed probes in a row after which the card counts as absent and traffic stops.
+    pub probe_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Status {
+    /// The status page's port, on the inside address only.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Where generated files (dnsmasq config, leases, DHCP results) live.
+    pub run_dir: PathBuf,
+    pub dnsmasq: PathBuf,
+    /// The DHCP client: busybox (`busybox udhcpc …`).
+    pub busybox: PathBuf,
+}
+
+impl Default for Inside {
+    fn default() -> Self {
+        Inside {
+            interface: "lan0".into(),
+            address: Ipv4Addr::new(192, 168, 77, 1),
+            prefix: 24,
+            dhcp_first: Ipv4Addr::new(192, 168, 77, 100),
+            dhcp_last: Ipv4Addr::new(192, 168, 77, 200),
+            dhcp_lease: "12h".into(),
+        }
+    }
+}
+
+impl Default for Outside {
+    fn default() -> Self {
+        Outside {
+            interface: "wan0".into(),
+            mode: OutsideMode::Dhcp,
+            address: None,
+            prefix: 24,
+            gateway: None,
+            dns: Vec::new(),
+        }
+    }
+}
+
+impl Default for Card {
+    fn default() -> Self {
+        Card {
+            interface: String::new(),
+            driver: "cdc_eem".into(),
+            address: Ipv4Addr::new(172, 31, 77, 1),
+            prefix: 29,
+            inside_address: Ipv4Addr::new(172, 31, 77, 2),
+            outside_address: Ipv4Addr::new(172, 31, 77, 3),
+            status_port: 8081,
+            probe_interval_ms: 300,
+            probe_failures: 2,
+        }
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status { port: 80 }
+    }
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            run_dir: PathBuf::from("/run/cardwall"),
+            dnsmasq: PathBuf::from("dnsmasq"),
+            busybox: PathBuf::from("busybox"),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            inside: Inside::default(),
+            outside: Outside::default(),
+            card: Card::default(),
+            status: Status::default(),
+            paths: Paths::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Whether `a` is in the network `net/prefix`.
+fn in_network(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (what, prefix) in [
+            ("inside", self.inside.prefix),
+            ("outside", self.outside.prefix),
+            ("card", self.card.prefix),
+        ] {
+            if !(1..=32).contains(&prefix) {
+                return Err(format!("{what}.prefix must be 1 to 32, not {prefix}"));
+            }
+        }
+        let inside = &self.inside;
+        for (what, a) in [
+            ("inside.dhcp_first", inside.dhcp_first),
+            ("inside.dhcp_last", inside.dhcp_last),
+        ] {
+            if !in_network(a, inside.address, inside.prefix) {
+                return Err(format!(
+                    "{what} {a} is not in the inside network {}/{}",
+                    inside.address, inside.prefix
+                ));
+            }
+        }
+        if u32::from(inside.dhcp_first) > u32::from(inside.dhcp_last) {
+            return Err("inside.dhcp_first comes after inside.dhcp_last".into());
+        }
+        let card = &self.card;
+        for (what, a) in [
+            ("card.inside_address", card.inside_address),
+            ("card.outside_address", card.outside_address),
+        ] {
+            if !in_network(a, card.address, card.prefix) {
+                return Err(format!(
+                    "{what} {a} is not on the card link {}/{}",
+                    card.address, card.prefix
+                ));
+            }
+        }
+        if card.inside_address == card.outside_address {
+            return Err("the card's inside and outside addresses must differ: the appliance tells the card's own traffic from relayed traffic by them".into());
+        }
+        if in_network(card.address, inside.address, inside.prefix) {
+            return Err("the card link and the inside network overlap".into());
+        }
+        let names = [&inside.interface, &self.outside.interface];
+        if names.iter().any(|n| n.is_empty()) {
+            return Err("inside.interface and outside.interface must be named".into());
+        }
+        if inside.interface == self.outside.interface
+            || (!card.interface.is_empty()
+                && [&inside.interface, &self.outside.interface].contains(&&card.interface))
+        {
+            return Err("inside, outside and card must be three different interfaces".into());
+        }
+        if card.interface.is_empty() && card.driver.is_empty() {
+            return Err("name card.interface, or give card.driver to find it by".into());
+        }
+        if self.outside.mode == OutsideMode::Static
+            && (self.outside.address.is_none() || self.outside.gateway.is_none())
+        {
+            return Err(
+                "outside.mode = \"static\" needs outside.address and outside.gateway".into(),
+            );
+        }
+        if card.probe_failures == 0 || card.probe_interval_ms == 0 {
+            return Err("card.probe_failures and card.probe_interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example = Config::parse("appliance.toml", include_str!("../appliance.toml")).unwrap();
+        assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, needle) in [
+            ("[inside]\ninterfce = \"x\"", "unknown field `interfce`"),
+            (
+                "[inside]\ndhcp_first = \"10.0.0.5\"",
+                "not in the inside network",
+            ),
+            (
+                "[card]\ninside_address = \"10.1.1.1\"",
+                "not on the card link",
+            ),
+            ("[card]\noutside_address = \"172.31.77.2\"", "must differ"),
+            ("[outside]\ninterface = \"lan0\"", "three different"),
+            ("[outside]\nmode = \"static\"", "needs outside.address"),
+            ("[outside]\nmode = \"pppoe\"", "unknown variant"),
+            ("[card]\nprefix = 40", "1 to 32"),
+        ] {
+            let e = Config::parse("a.toml", text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

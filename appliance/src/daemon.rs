@@ -1,1 +1,531 @@
-//! (being written)
+//! The control loop. In order: the fail-closed base ruleset; the inside and outside links; the
+//! policy rules that send all inside traffic to the card table and *prohibit* it when that
+//! table is empty; dnsmasq and the DHCP client; the status page. Then it watches: link events
+//! and a probe of the card's status endpoint decide whether the card is present, and only
+//! while it is does the card table hold a route.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::{Config, OutsideMode};
+use crate::netlink::{self, LinkEvent, Netlink, PolicyRule};
+use crate::services::{self, Lease};
+use crate::state::{ApplianceState, Block, CardState, LinkState, RECENT_BLOCKS, Role, Snapshot};
+use crate::{firewall, status};
+
+/// The routing table that holds the one route to the card; empty means nothing passes.
+pub const CARD_TABLE: u32 = 77;
+/// Priorities of the two policy rules for inside traffic: look up the card table, else prohibit.
+pub const RULE_PRIORITY: u32 = 1000;
+/// The name the full ruleset uses for the card link before one is found: matches nothing.
+const NO_CARD: &str = "no-card-link";
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+const LEASE_POLL: Duration = Duration::from_millis(500);
+
+/// Runs the appliance until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    // Before anything else: nothing forwarded.
+    firewall::apply(&firewall::base_ruleset()).context("cannot apply the base ruleset")?;
+    tracing::info!("base ruleset applied: nothing is forwarded");
+    let started = Instant::now();
+    let run_dir = config.paths.run_dir.clone();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let nl = Netlink::connect().await?;
+    sysctl("net/ipv4/ip_forward", "1")?;
+    sysctl("net/ipv6/conf/all/forwarding", "0")?;
+    // Replies from the card carry the outside addresses they answer for; loose reverse-path
+    // filtering lets them in on the card link.
+    sysctl("net/ipv4/conf/all/rp_filter", "2")?;
+    sysctl("net/ipv4/conf/default/rp_filter", "2")?;
+
+    let inside = &config.inside;
+    nl.link_up(&inside.interface).await?;
+    nl.set_addresses(
+        &inside.interface,
+        &[(IpAddr::V4(inside.address), inside.prefix)],
+    )
+    .await?;
+    nl.link_up(&config.outside.interface).await?;
+    // Fail closed by routing: inside traffic looks up the card table; when it is empty the
+    // next rule prohibits instead of falling through to the main table (and out).
+    nl.flush_table(CARD_TABLE).await?;
+    for rule in PolicyRule::fail_closed_pair(&inside.interface, CARD_TABLE, RULE_PRIORITY) {
+        nl.ensure_rule(&rule).await?;
+    }
+
+    let mut card_link = find_card_link(&config);
+    firewall::apply(&firewall::full_ruleset(
+        &config,
+        card_link.as_deref().unwrap_or(NO_CARD),
+    ))?;
+    tracing::info!(card = ?card_link, "full ruleset applied");
+    if let Some(name) = &card_link {
+        configure_card_link(&nl, &config, name).await;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut services = tokio::task::JoinSet::new();
+    let dnsmasq_conf = run_dir.join("dnsmasq.conf");
+    services::write_atomically(
+        &dnsmasq_conf,
+        services::dnsmasq_config(&config, card_link.as_deref().unwrap_or(NO_CARD)).as_bytes(),
+    )?;
+    if !run_dir.join("resolv.conf").exists() {
+        services::write_resolvers(&run_dir, &config.outside.dns)?;
+    }
+    services.spawn(services::supervise(
+        "dnsmasq",
+        config.paths.dnsmasq.clone(),
+        vec![format!("--conf-file={}", dnsmasq_conf.display())],
+        stop_rx.clone(),
+    ));
+    match config.outside.mode {
+        OutsideMode::Dhcp => {
+            let script = run_dir.join("udhcpc.script");
+            services::write_atomically(&script, services::udhcpc_script(&run_dir).as_bytes())?;
+            set_executable(&script)?;
+            services.spawn(services::supervise(
+                "udhcpc",
+                config.paths.busybox.clone(),
+                [
+                    "udhcpc",
+                    "-f",
+                    "-R",
+                    "-t",
+                    "0",
+                    "-T",
+                    "1",
+                    "-i",
+                    &config.outside.interface,
+                    "-s",
+                    &script.display().to_string(),
+                ]
+                .map(String::from)
+                .to_vec(),
+                stop_rx.clone(),
+            ));
+        }
+        OutsideMode::Static => {
+            let (address, gateway) = (
+                config.outside.address.expect("checked"),
+                config.outside.gateway.expect("checked"),
+            );
+            apply_lease(
+                &nl,
+                &config,
+                &Lease {
+                    address,
+                    prefix: config.outside.prefix,
+                    router: Some(gateway),
+                    dns: config.outside.dns.clone(),
+                },
+            )
+            .await;
+        }
+    }
+
+    let state = Arc::new(ApplianceState::new(Snapshot {
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        uptime_secs: 0,
+        links: Vec::new(),
+        card: CardState {
+            absent_reason: Some("not seen yet".into()),
+            since: unix_now(),
+            ..CardState::default()
+        },
+        history: Vec::new(),
+    }));
+    let status_addr = SocketAddr::new(IpAddr::V4(inside.address), config.status.port);
+    let listener = tokio::net::TcpListener::bind(status_addr)
+        .await
+        .with_context(|| format!("cannot listen on {status_addr}"))?;
+    services.spawn({
+        let state = state.clone();
+        async move {
+            if let Err(e) = status::serve(listener, state).await {
+                tracing::error!(error = %e, "status page stopped");
+            }
+        }
+    });
+    tracing::info!(status = %status_addr, "appliance running");
+
+    let mut events = netlink::watch_links().await?;
+    let mut probe = tokio::time::interval(Duration::from_millis(config.card.probe_interval_ms));
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    let mut lease_poll = tokio::time::interval(LEASE_POLL);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut card = CardWatch::default();
+    let mut lease: Option<Lease> = None;
+    let lease_file = run_dir.join("outside.lease");
+    loop {
+        tokio::select! {
+            Some(event) = events.next_event() => {
+                match event {
+                    LinkEvent::Changed { name, up, .. } => {
+                        let is_card = card_link.as_deref() == Some(name.as_str()) || (card_link.is_none() && is_card_link(&config, &name));
+                        if !is_card {
+                            continue;
+                        }
+                        if card_link.as_deref() != Some(name.as_str()) {
+                            tracing::info!(link = %name, "card link appeared");
+                            card_link = Some(name.clone());
+                            apply_or_log(&firewall::full_ruleset(&config, &name));
+                            let _ = services::write_atomically(&dnsmasq_conf, services::dnsmasq_config(&config, &name).as_bytes());
+                            configure_card_link(&nl, &config, &name).await;
+                        }
+                        if !up {
+                            card.absent(&nl, &state, "the card link is down").await;
+                        }
+                    }
+                    LinkEvent::Lost => {
+                        // Some change went unseen. The probe re-reads the card link's state
+                        // every interval; a card link that appeared unseen is looked for here.
+                        tracing::warn!("link events were lost; looking at the links again");
+                        if card_link.is_none() && let Some(name) = find_card_link(&config) {
+                            card_link = Some(name.clone());
+                            apply_or_log(&firewall::full_ruleset(&config, &name));
+                            let _ = services::write_atomically(&dnsmasq_conf, services::dnsmasq_config(&config, &name).as_bytes());
+                            configure_card_link(&nl, &config, &name).await;
+                        }
+                    }
+                    LinkEvent::Removed { name, .. } => {
+                        if card_link.as_deref() == Some(name.as_str()) {
+                            card.absent(&nl, &state, "the card was unplugged").await;
+                            card_link = None;
+                        }
+                    }
+                }
+            }
+            _ = probe.tick() => {
+                let Some(name) = card_link.clone() else { continue };
+                let link_up = nl.link_is_up(&name).await.unwrap_or(false);
+                match probe_card(&config).await {
+                    Ok(report) if link_up => card.alive(&nl, &config, &name, &state, report).await,
+                    Ok(_) => card.absent(&nl, &state, "the card link is down").await,
+                    Err(why) => card.failed_probe(&nl, &config, &state, &why).await,
+                }
+            }
+            _ = lease_poll.tick(), if config.outside.mode == OutsideMode::Dhcp => {
+                let now = services::read_lease(&lease_file);
+                if now != lease {
+                    match &now {
+                        Some(l) => apply_lease(&nl, &config, l).await,
+                        None => {
+                            tracing::warn!("outside lease lost");
+                            let _ = nl.set_addresses(&config.outside.interface, &[]).await;
+                        }
+                    }
+                    lease = now;
+                }
+            }
+            _ = sample.tick() => {
+                refresh_links(&nl, &config, card_link.as_deref(), &state, started).await;
+                state.sample_traffic(unix_now());
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    // Leaving: no one watches the card any more, so nothing may pass.
+    let _ = nl.flush_table(CARD_TABLE).await;
+    let _ = stop_tx.send(true);
+    while services.join_next().await.is_some() {}
+    tracing::info!("stopped; the card route is removed and the ruleset stays closed");
+    Ok(())
+}
+
+/// What the card's status endpoint says (the part the appliance shows).
+#[derive(Debug, Deserialize)]
+struct CardReport {
+    firmware: Option<String>,
+    rules_version: Option<String>,
+    counters: Option<CardCounters>,
+    #[serde(default)]
+    recent: Vec<CardDecision>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CardCounters {
+    allowed: u64,
+    denied: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CardDecision {
+    at: u64,
+    client: String,
+    protocol: String,
+    target: String,
+    action: String,
+    rule: String,
+}
+
+/// Presence bookkeeping: consecutive failed probes, and whether the route is in place.
+#[derive(Debug, Default)]
+struct CardWatch {
+    failures: u32,
+    present: bool,
+}
+
+impl CardWatch {
+    async fn alive(
+        &mut self,
+        nl: &Netlink,
+        config: &Config,
+        link: &str,
+        state: &ApplianceState,
+        report: CardReport,
+    ) {
+        self.failures = 0;
+        if !self.present {
+            match nl
+                .replace_default_route(CARD_TABLE, config.card.inside_address, link)
+                .await
+            {
+                Ok(()) => {
+                    self.present = true;
+                    tracing::info!(link, "card present: inside traffic goes to the card");
+                    state.update(|s| {
+                        s.card.present = true;
+                        s.card.since = unix_now();
+                        s.card.absent_reason = None;
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "cannot route to the card"),
+            }
+        }
+        let blocks: Vec<Block> = report
+            .recent
+            .iter()
+            .rev()
+            .filter(|d| d.action == "deny")
+            .take(RECENT_BLOCKS)
+            .map(|d| Block {
+                at: d.at,
+                client: d.client.clone(),
+                protocol: d.protocol.clone(),
+                target: d.target.clone(),
+                rule: d.rule.clone(),
+            })
+            .collect();
+        state.update(|s| {
+            s.card.firmware = report.firmware;
+            s.card.rules_version = report.rules_version;
+            if let Some(c) = report.counters {
+                s.card.allowed = c.allowed;
+                s.card.denied = c.denied;
+            }
+            s.card.recent_blocks = blocks;
+        });
+    }
+
+    async fn failed_probe(
+        &mut self,
+        nl: &Netlink,
+        config: &Config,
+        state: &ApplianceState,
+        why: &str,
+    ) {
+        self.failures += 1;
+        if self.failures >= config.card.probe_failures {
+            self.absent(nl, state, &format!("the card does not answer ({why})"))
+                .await;
+        }
+    }
+
+    async fn absent(&mut self, nl: &Netlink, state: &ApplianceState, why: &str) {
+        // Flushed even when already absent: cheap, and it repairs a route someone added by hand.
+        if let Err(e) = nl.flush_table(CARD_TABLE).await {
+            tracing::error!(error = %e, "cannot remove the card route; the prohibit rule still holds");
+        }
+        if self.present {
+            tracing::warn!(reason = why, "card absent: nothing passes");
+        }
+        self.present = false;
+        let why = why.to_string();
+        state.update(|s| {
+            if s.card.present || s.card.absent_reason.as_deref() != Some(why.as_str()) {
+                s.card.since = unix_now();
+            }
+            s.card.present = false;
+            s.card.absent_reason = Some(why);
+        });
+    }
+}
+
+/// Asks the card's status endpoint; any failure (refused, timeout, not JSON) is a reason.
+async fn probe_card(config: &Config) -> Result<CardReport, String> {
+    let addr = SocketAddr::new(
+        IpAddr::V4(config.card.inside_address),
+        config.card.status_port,
+    );
+    let timeout = Duration::from_millis(config.card.probe_interval_ms.max(200));
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /status HTTP/1.0\r\nHost: card\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reply = Vec::new();
+        stream
+            .take(1 << 20)
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(reply)
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))??;
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("a reply without a body")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "status endpoint answered {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    serde_json::from_str(body).map_err(|e| format!("status is not the card's JSON: {e}"))
+}
+
+fn is_card_link(config: &Config, name: &str) -> bool {
+    if config.card.interface.is_empty() {
+        netlink::find_by_driver(&config.card.driver).as_deref() == Some(name)
+    } else {
+        config.card.interface == name
+    }
+}
+
+fn find_card_link(config: &Config) -> Option<String> {
+    if config.card.interface.is_empty() {
+        netlink::find_by_driver(&config.card.driver)
+    } else if PathBuf::from("/sys/class/net")
+        .join(&config.card.interface)
+        .exists()
+    {
+        Some(config.card.interface.clone())
+    } else {
+        None
+    }
+}
+
+async fn configure_card_link(nl: &Netlink, config: &Config, name: &str) {
+    let address = [(IpAddr::V4(config.card.address), config.card.prefix)];
+    if let Err(e) = async {
+        nl.link_up(name).await?;
+        nl.set_addresses(name, &address).await
+    }
+    .await
+    {
+        tracing::error!(link = name, error = %e, "cannot configure the card link");
+    }
+}
+
+async fn apply_lease(nl: &Netlink, config: &Config, lease: &Lease) {
+    let outside = &config.outside.interface;
+    tracing::info!(address = %lease.address, prefix = lease.prefix, router = ?lease.router, dns = ?lease.dns, "outside address");
+    if let Err(e) = nl
+        .set_addresses(outside, &[(IpAddr::V4(lease.address), lease.prefix)])
+        .await
+    {
+        tracing::error!(error = %e, "cannot set the outside address");
+    }
+    if let Some(router) = lease.router
+        && let Err(e) = nl.replace_default_route(MAIN_TABLE, router, outside).await
+    {
+        tracing::error!(error = %e, "cannot set the outside default route");
+    }
+    let servers = if lease.dns.is_empty() {
+        config.outside.dns.clone()
+    } else {
+        lease.dns.clone()
+    };
+    if let Err(e) = services::write_resolvers(&config.paths.run_dir, &servers) {
+        tracing::error!(error = %e, "cannot write the resolvers for dnsmasq");
+    }
+}
+
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
+
+async fn refresh_links(
+    nl: &Netlink,
+    config: &Config,
+    card: Option<&str>,
+    state: &ApplianceState,
+    started: Instant,
+) {
+    let mut links = Vec::new();
+    for (role, name) in [
+        (Role::Inside, Some(config.inside.interface.as_str())),
+        (Role::Outside, Some(config.outside.interface.as_str())),
+        (Role::Card, card),
+    ] {
+        let name = name.unwrap_or("");
+        let up = !name.is_empty() && nl.link_is_up(name).await.unwrap_or(false);
+        let addresses = if name.is_empty() {
+            Vec::new()
+        } else {
+            nl.addresses(name)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|(a, p)| format!("{a}/{p}"))
+                .collect()
+        };
+        let (rx_bytes, tx_bytes) = netlink::counters(name).unwrap_or((0, 0));
+        links.push(LinkState {
+            role,
+            name: name.to_string(),
+            up,
+            addresses,
+            rx_bytes,
+            tx_bytes,
+        });
+    }
+    state.update(|s| {
+        s.links = links;
+        s.uptime_secs = started.elapsed().as_secs();
+    });
+}
+
+fn apply_or_log(ruleset: &str) {
+    if let Err(e) = firewall::apply(ruleset) {
+        tracing::error!(error = %e, "cannot apply the full ruleset; the previous one stays");
+    }
+}
+
+fn sysctl(key: &str, value: &str) -> Result<()> {
+    let path = PathBuf::from("/proc/sys").join(key);
+    std::fs::write(&path, value).with_context(|| format!("cannot set {}", path.display()))
+}
+
+fn set_executable(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,1 +1,420 @@
-//! (being written)
+//! The whole system on one machine: the protected computer, the appliance, the card and the
+//! outside world, each in its own network namespace, wired like the real thing. `appliance
+//! lab` runs it for people; the end-to-end tests start it the same way.
+//!
+//! ```text
+//!  pc ──eth0/lan0── appliance ──wan0/w0── world (DHCP+DNS: dnsmasq; origins 203.0.113.10/.11)
+//!  DHCP 192.168.77.x    │ card0
+//!                       │ 172.31.77.1/29
+//!                  usb0 │
+//!                     card 172.31.77.2 + .3 (cardfw, ip_forward=0)
+//! ```
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::origin::{self, Server, TestCa};
+use crate::topology::{Lab, Netns};
+
+pub const ALLOWED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const BLOCKED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+pub const WORLD: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+pub const APPLIANCE_INSIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const CARD_INSIDE: Ipv4Addr = Ipv4Addr::new(172, 31, 77, 2);
+pub const CARD_OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 31, 77, 3);
+
+/// The demo rule set the lab's card runs.
+pub const DEMO_RULES: &str = "\
+# The lab's demo rules: try allowed.test and blocked.test from the protected computer.
+no-blocked: deny any host blocked.test
+no-video:   deny http content-type video/*
+dns:        allow dns
+web:        allow http
+tls:        allow https host allowed.test
+echo:       allow tcp dst 203.0.113.10 port 2222
+default deny
+";
+
+/// How to start the lab.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the `cardfw` and `appliance` binaries are.
+    pub bin_dir: PathBuf,
+    /// A short tag for the namespace names.
+    pub tag: String,
+    pub rules: String,
+}
+
+/// A running lab; dropping it removes everything it created.
+#[derive(Debug)]
+pub struct SystemLab {
+    // Drop order: servers and processes (in `lab`) before the namespaces (also in `lab`).
+    servers: Vec<Server>,
+    pub card_pid: Option<u32>,
+    pub appliance_pid: Option<u32>,
+    pub pc: Netns,
+    pub appliance: Netns,
+    pub card: Netns,
+    pub world: Netns,
+    pub dir: PathBuf,
+    pub ca_file: PathBuf,
+    pub ca: TestCa,
+    pub bin_dir: PathBuf,
+    /// `/etc/netns/<pc>/`: the protected computer's resolv.conf, which `ip netns exec` shows it.
+    pc_etc: PathBuf,
+    pub lab: Lab,
+}
+
+impl SystemLab {
+    pub fn start(options: &Options) -> Result<SystemLab> {
+        let mut lab = Lab::new(&options.tag)?;
+        let pc = lab.namespace("pc")?;
+        let appliance = lab.namespace("appl")?;
+        let card = lab.namespace("card")?;
+        let world = lab.namespace("world")?;
+        lab.link(&pc, "eth0", &[], &appliance, "lan0", &[])?;
+        lab.link(
+            &appliance,
+            "wan0",
+            &[],
+            &world,
+            "w0",
+            &["10.200.0.1/24", "203.0.113.10/32", "203.0.113.11/32"],
+        )?;
+        lab.link(
+            &appliance,
+            "card0",
+            &[],
+            &card,
+            "usb0",
+            &["172.31.77.2/29", "172.31.77.3/29"],
+        )?;
+        card.route("default via 172.31.77.1")?;
+        card.sysctl("net.ipv4.ip_forward", "0")?;
+        pc.sysctl("net.ipv6.conf.all.disable_ipv6", "0")?;
+
+        let dir = lab.dir().to_path_buf();
+        let ca = origin::test_ca();
+        let ca_file = dir.join("ca.pem");
+        ca.write_ca_pem(&ca_file)?;
+        let at = |ip: Ipv4Addr, port| SocketAddr::new(ip.into(), port);
+        let servers = vec![
+            origin::http_origin(&world, at(ALLOWED, 80))?,
+            origin::http_origin(&world, at(BLOCKED, 80))?,
+            origin::https_origin(&world, at(ALLOWED, 443), &ca, &["allowed.test"])?,
+            origin::https_origin(&world, at(BLOCKED, 443), &ca, &["blocked.test"])?,
+            origin::tcp_echo(&world, at(ALLOWED, 2222))?,
+        ];
+
+        // The outside world's DHCP and DNS: a real dnsmasq, as a hotel network would run.
+        let world_conf = dir.join("world-dnsmasq.conf");
+        std::fs::write(
+            &world_conf,
+            format!(
+                "keep-in-foreground\nlog-facility=-\nno-hosts\nno-resolv\npid-file=\ninterface=w0\nbind-interfaces\n\
+                 dhcp-range=10.200.0.50,10.200.0.60,255.255.255.0,1h\ndhcp-option=option:router,10.200.0.1\n\
+                 dhcp-option=option:dns-server,10.200.0.1\ndhcp-leasefile={}\n\
+                 address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\n",
+                dir.join("world.leases").display()
+            ),
+        )?;
+        lab.spawn(
+            &world,
+            "dnsmasq",
+            &[&format!("--conf-file={}", world_conf.display())],
+        )?;
+
+        let pc_etc = PathBuf::from("/etc/netns").join(pc.name());
+        std::fs::create_dir_all(&pc_etc)?;
+        std::fs::write(
+            pc_etc.join("resolv.conf"),
+            format!("nameserver {CARD_INSIDE}\n"),
+        )?;
+
+        let mut system = SystemLab {
+            servers,
+            card_pid: None,
+            appliance_pid: None,
+            pc,
+            appliance,
+            card,
+            world,
+            dir,
+            ca_file,
+            ca,
+            bin_dir: options.bin_dir.clone(),
+            pc_etc,
+            lab,
+        };
+        std::fs::write(system.dir.join("rules.txt"), &options.rules)?;
+        system.start_card()?;
+        system.start_appliance()?;
+        system.wait_for(
+            "the appliance to see the card",
+            Duration::from_secs(15),
+            |s| s.card_present(),
+        )?;
+        // The outside lease brings the resolvers the card's DNS goes through.
+        system.wait_for("the outside DHCP lease", Duration::from_secs(15), |s| {
+            s.appliance
+                .run_ok("ip", &["-4", "-o", "addr", "show", "dev", "wan0"])
+                .is_ok_and(|a| a.contains("inet "))
+        })?;
+        system.pc_dhcp()?;
+        Ok(system)
+    }
+
+    fn binary(&self, name: &str) -> Result<PathBuf> {
+        let path = self.bin_dir.join(name);
+        if !path.exists() {
+            bail!(
+                "{} is missing: build it first (`cargo build --workspace --bins`)",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+
+    /// Starts `cardfw` in the card namespace and waits for its status endpoint.
+    pub fn start_card(&mut self) -> Result<()> {
+        let config = self.dir.join("cardfw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
+                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n",
+                self.dir.join("rules.txt").display()
+            ),
+        )?;
+        let binary = self.binary("cardfw")?;
+        let pid = self.lab.spawn(
+            &self.card,
+            binary,
+            &["--config", config.to_str().context("path")?],
+        )?;
+        self.card_pid = Some(pid);
+        self.card
+            .wait_for_tcp(
+                SocketAddr::new(CARD_INSIDE.into(), 8081),
+                Duration::from_secs(10),
+            )
+            .with_context(|| format!("cardfw did not start:\n{}", self.lab.log_of(pid)))?;
+        Ok(())
+    }
+
+    /// Stops `cardfw` (SIGKILL when `hard`, as a crash would).
+    pub fn stop_card(&mut self, hard: bool) -> Result<()> {
+        let Some(pid) = self.card_pid.take() else {
+            return Ok(());
+        };
+        if hard {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.lab.stop(pid)?;
+        Ok(())
+    }
+
+    pub fn start_appliance(&mut self) -> Result<()> {
+        let run_dir = self.dir.join("appliance-run");
+        let config = self.dir.join("appliance.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[inside]\ninterface = \"lan0\"\n[outside]\ninterface = \"wan0\"\n[card]\ninterface = \"card0\"\n\
+                 [paths]\nrun_dir = \"{}\"\n",
+                run_dir.display()
+            ),
+        )?;
+        let binary = self.binary("appliance")?;
+        let pid = self.lab.spawn(
+            &self.appliance,
+            binary,
+            &["run", "--config", config.to_str().context("path")?],
+        )?;
+        self.appliance_pid = Some(pid);
+        self.pc_reachable_status()?;
+        Ok(())
+    }
+
+    pub fn stop_appliance(&mut self, hard: bool) -> Result<()> {
+        let Some(pid) = self.appliance_pid.take() else {
+            return Ok(());
+        };
+        if hard {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.lab.stop(pid)?;
+        Ok(())
+    }
+
+    fn pc_reachable_status(&self) -> Result<()> {
+        self.appliance
+            .wait_for_tcp(
+                SocketAddr::new(APPLIANCE_INSIDE.into(), 80),
+                Duration::from_secs(10),
+            )
+            .with_context(|| format!("the appliance did not start:\n{}", self.appliance_log()))
+    }
+
+    /// The protected computer asks for its address by DHCP, as a laptop would.
+    fn pc_dhcp(&self) -> Result<()> {
+        let script = self.dir.join("pc-udhcpc.script");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr flush dev \"$interface\"\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  \
+             ip route replace default via \"${router%% *}\" dev \"$interface\"\n;; esac\nexit 0\n",
+        )?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let out = self.pc.run(
+            "busybox",
+            &[
+                "udhcpc",
+                "-i",
+                "eth0",
+                "-q",
+                "-f",
+                "-n",
+                "-t",
+                "10",
+                "-T",
+                "1",
+                "-s",
+                script.to_str().context("path")?,
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "the protected computer got no DHCP lease: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.appliance_log()
+            );
+        }
+        Ok(())
+    }
+
+    /// The protected computer's address (from DHCP).
+    pub fn pc_address(&self) -> Option<Ipv4Addr> {
+        let out = self
+            .pc
+            .run_ok("ip", &["-4", "-o", "addr", "show", "dev", "eth0"])
+            .ok()?;
+        let cidr = out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+        cidr.split('/').next()?.parse().ok()
+    }
+
+    /// The appliance's status page JSON, read from the protected computer's side.
+    pub fn api_status(&self) -> Option<String> {
+        let out = self
+            .appliance
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    &format!("http://{APPLIANCE_INSIDE}/api/status"),
+                ],
+            )
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn card_present(&self) -> bool {
+        self.api_status()
+            .is_some_and(|s| s.contains("\"present\":true") || s.contains("\"present\": true"))
+    }
+
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&SystemLab) -> bool,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        while !ready(self) {
+            if started.elapsed() > timeout {
+                bail!(
+                    "timed out waiting for {what} after {timeout:?}\n{}",
+                    self.appliance_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(started.elapsed())
+    }
+
+    pub fn appliance_log(&self) -> String {
+        self.appliance_pid
+            .map(|pid| self.lab.log_of(pid))
+            .unwrap_or_default()
+    }
+
+    pub fn card_log(&self) -> String {
+        self.card_pid
+            .map(|pid| self.lab.log_of(pid))
+            .unwrap_or_default()
+    }
+
+    /// What to try, printed by `appliance lab`.
+    pub fn instructions(&self) -> String {
+        let pc = self.pc.name();
+        let ca = self.ca_file.display();
+        format!(
+            "The cardwall lab is running. The protected computer is namespace `{pc}` (address {addr} by DHCP).
+Try, as root:
+  ip netns exec {pc} curl http://allowed.test/                     # allowed: the origin answers
+  ip netns exec {pc} curl http://blocked.test/                     # blocked: the card's block page
+  ip netns exec {pc} curl --cacert {ca} https://allowed.test/      # TLS allowed by its name
+  ip netns exec {pc} curl --cacert {ca} https://blocked.test/      # TLS refused with an alert
+  ip netns exec {pc} dig blocked.test                              # NXDOMAIN from the card
+  ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/               # the appliance status page
+  ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/api/status     # the same as JSON
+Pull the card: kill the cardfw process ({card_pid:?}) and watch traffic stop.
+Rules: {rules} (the card reloads them when the file changes). Logs: {dir}
+Ctrl-C stops the lab and removes everything it created.",
+            addr = self.pc_address().map_or("?".to_string(), |a| a.to_string()),
+            card_pid = self.card_pid,
+            rules = self.dir.join("rules.txt").display(),
+            dir = self.dir.display(),
+        )
+    }
+
+    /// Names the lab's servers answer, for tests.
+    pub fn names() -> HashMap<&'static str, Ipv4Addr> {
+        HashMap::from([("allowed.test", ALLOWED), ("blocked.test", BLOCKED)])
+    }
+
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+}
+
+impl Drop for SystemLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pc_etc);
+    }
+}
+
+/// The directory of the running executable: where `cargo build` put its sibling binaries.
+pub fn sibling_binaries() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // Test binaries live one level down, in `deps/`.
+    if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}

@@ -11,13 +11,13 @@
 //! - [`topology`], [`origin`], [`lab`]: the network-namespace lab that `appliance lab` runs and
 //!   every end-to-end test builds on. Topology code is written once, there.
 
-pub mod origin;
-pub mod state;
-pub mod topology;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
 pub mod lab;
 pub mod netlink;
+pub mod origin;
 pub mod services;
+pub mod state;
 pub mod status;
+pub mod topology;

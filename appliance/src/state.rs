@@ -161,6 +161,9 @@ mod tests {
         let s = state.snapshot();
         assert_eq!(s.history.len(), HISTORY);
         assert_eq!(s.history[0].at, 10);
-        assert_eq!(s.history.last().unwrap().links[0].rx_bytes, (HISTORY as u64 + 9) * 100);
+        assert_eq!(
+            s.history.last().unwrap().links[0].rx_bytes,
+            (HISTORY as u64 + 9) * 100
+        );
     }
 }

@@ -20,6 +20,7 @@ use appliance::topology::Lab;
 pub use appliance::topology;
 
 pub use appliance::origin;
+pub mod browser;
 pub mod packets;
 
 /// Whether this run is CI (`CI=true`, or `CI=1`), where missing requirements are failures.

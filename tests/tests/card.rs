@@ -96,7 +96,12 @@ impl CardLab {
             &origin_ns,
             "o0",
             // 203.0.113.12 exists but serves nothing: connections to it are refused.
-            &["10.99.0.1/24", "203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"],
+            &[
+                "10.99.0.1/24",
+                "203.0.113.10/32",
+                "203.0.113.11/32",
+                "203.0.113.12/32",
+            ],
         )
         .expect("outside link");
         client

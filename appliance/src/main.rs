@@ -1,0 +1,82 @@
+//! `appliance run --config appliance.toml`: the appliance daemon.
+//! `appliance lab`: the whole system in network namespaces on this machine, until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "cardwall appliance: routes everything via the card, fails closed"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance daemon.
+    Run {
+        #[arg(long, default_value = "/etc/cardwall/appliance.toml")]
+        config: PathBuf,
+    },
+    /// Build the whole system in network namespaces and keep it running until Ctrl-C.
+    Lab,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match Args::parse().command {
+        Command::Run { config } => match appliance::config::Config::load(&config) {
+            Ok(config) => runtime.block_on(appliance::daemon::run(config)),
+            Err(e) => {
+                // An invalid configuration still closes everything before giving up.
+                let closed = appliance::firewall::apply(&appliance::firewall::base_ruleset());
+                eprintln!("error: {e}");
+                if let Err(nft) = closed {
+                    eprintln!(
+                        "error: and the fail-closed base ruleset could not be applied: {nft}"
+                    );
+                }
+                return ExitCode::from(2);
+            }
+        },
+        Command::Lab => lab(&runtime),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn lab(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let options = appliance::lab::Options {
+        bin_dir: appliance::lab::sibling_binaries(),
+        tag: "lab".into(),
+        rules: appliance::lab::DEMO_RULES.into(),
+    };
+    eprintln!("starting the lab (namespaces, links, dnsmasq, origins, cardfw, appliance)…");
+    let lab = appliance::lab::SystemLab::start(&options)?;
+    println!("{}", lab.instructions());
+    runtime.block_on(tokio::signal::ctrl_c())?;
+    eprintln!("stopping the lab and removing what it created…");
+    drop(lab);
+    Ok(())
+}
