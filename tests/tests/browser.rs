@@ -224,7 +224,7 @@ async fn status_page_in_chromium() -> Result<()> {
     );
     browser.screenshot(&screenshot("graph.png")).await?;
 
-    browser.close().await?;
+    drop(browser);
     server.abort();
     Ok(())
 }
