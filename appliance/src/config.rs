@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub inside: Inside,
@@ -145,18 +145,6 @@ impl Default for Paths {
             run_dir: PathBuf::from("/run/cardwall"),
             dnsmasq: PathBuf::from("dnsmasq"),
             busybox: PathBuf::from("busybox"),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            inside: Inside::default(),
-            outside: Outside::default(),
-            card: Card::default(),
-            status: Status::default(),
-            paths: Paths::default(),
         }
     }
 }

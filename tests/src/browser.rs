@@ -41,7 +41,6 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
-    "--disable-crash-reporter",
     "--window-size=1280,900",
 ];
 

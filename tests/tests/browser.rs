@@ -215,16 +215,14 @@ async fn status_page_in_chromium() -> Result<()> {
     // The graph alone, as a standalone SVG document.
     browser.goto(&format!("{url}graph.svg")).await?;
     ensure!(browser.count("polyline").await? == 6);
+    let title = browser.client().title().await?;
     ensure!(
-        browser
-            .client()
-            .title()
-            .await?
-            .starts_with("Traffic per link")
+        title.starts_with("Traffic per link"),
+        "graph title {title:?}"
     );
     browser.screenshot(&screenshot("graph.png")).await?;
 
-    drop(browser);
+    browser.close().await?;
     server.abort();
     Ok(())
 }
