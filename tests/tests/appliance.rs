@@ -347,3 +347,92 @@ fn crafted_packets_never_reach_the_outside() {
         0
     );
 }
+
+/// A real browser on the protected computer opens the appliance's status page: the card is
+/// present and the traffic graphs render; pull the card and the page says so.
+#[test]
+fn the_status_page_in_a_browser_follows_the_card() {
+    use e2e::browser::{Browser, require_browser};
+    if !require_browser() {
+        return;
+    }
+    let Some(mut lab) = start("web") else { return };
+    // Some traffic for the graphs, and a block for the table.
+    for _ in 0..3 {
+        curl(&lab, &["http://allowed.test/"]);
+    }
+    curl(
+        &lab,
+        &[
+            "--resolve",
+            "blocked.test:80:203.0.113.11",
+            "http://blocked.test/",
+        ],
+    );
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let url = format!("http://{}/", lab::APPLIANCE_INSIDE);
+
+    // The browser runs inside the protected computer's namespace, as a user's would.
+    let session = {
+        let shots = shots.clone();
+        let url = url.clone();
+        lab.pc.enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let browser = Browser::open(&url).await?;
+                let present = browser
+                    .wait_until(Duration::from_secs(10), async |b: &Browser| {
+                        Ok(b.text("#card-status").await?.contains("CARD PRESENT")
+                            && b.count("#links svg polyline").await? > 0)
+                    })
+                    .await?;
+                browser
+                    .screenshot(&shots.join("lab-status-present.png"))
+                    .await?;
+                let blocked = browser.text("#blocks").await?;
+                browser.close().await?;
+                anyhow::Ok((present, blocked))
+            })
+        })
+    }
+    .join()
+    .unwrap()
+    .unwrap();
+    assert!(session.0, "the page shows the card present with graphs");
+    assert!(
+        session.1.contains("blocked.test"),
+        "the card's blocks are listed: {}",
+        session.1
+    );
+
+    lab.stop_card(true).unwrap();
+    let absent = lab
+        .pc
+        .enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let browser = Browser::open(&url).await?;
+                let absent = browser
+                    .wait_until(Duration::from_secs(10), async |b: &Browser| {
+                        Ok(b.text("#card-status").await?.contains("CARD ABSENT"))
+                    })
+                    .await?;
+                browser
+                    .screenshot(&shots.join("lab-status-absent.png"))
+                    .await?;
+                browser.close().await?;
+                anyhow::Ok(absent)
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(absent, "the page shows the card absent");
+}
