@@ -208,17 +208,8 @@ impl SystemLab {
 
     /// Stops `cardfw` (SIGKILL when `hard`, as a crash would).
     pub fn stop_card(&mut self, hard: bool) -> Result<()> {
-        let Some(pid) = self.card_pid.take() else {
-            return Ok(());
-        };
-        if hard {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        self.lab.stop(pid)?;
-        Ok(())
+        let pid = self.card_pid.take();
+        self.stop(pid, hard)
     }
 
     pub fn start_appliance(&mut self) -> Result<()> {
@@ -243,10 +234,14 @@ impl SystemLab {
         Ok(())
     }
 
+    /// Stops the appliance daemon (SIGKILL when `hard`: it gets no chance to clean up).
     pub fn stop_appliance(&mut self, hard: bool) -> Result<()> {
-        let Some(pid) = self.appliance_pid.take() else {
-            return Ok(());
-        };
+        let pid = self.appliance_pid.take();
+        self.stop(pid, hard)
+    }
+
+    fn stop(&mut self, pid: Option<u32>, hard: bool) -> Result<()> {
+        let Some(pid) = pid else { return Ok(()) };
         if hard {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),

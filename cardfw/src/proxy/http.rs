@@ -35,19 +35,10 @@ pub enum Mode {
 
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, card: Arc<Card>, mode: Mode) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: refuse this one, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let card = card.clone();
-        tokio::spawn(async move { connection(stream, peer, card, mode).await });
-    }
+    super::accept_each(listener, card, move |stream, peer, card| {
+        connection(stream, peer, card, mode)
+    })
+    .await
 }
 
 /// What one client connection keeps between its requests.

@@ -16,3 +16,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every response the HTTP proxy sends: a page of its own, or the origin's body.
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// Accepts connections on `listener` until the task is dropped, handing each to `handle` on
+/// its own task. An accept error (out of file descriptors, say) refuses that one connection
+/// and the loop goes on after a short pause, rather than ending the listener.
+pub(crate) async fn accept_each<F, Fut>(
+    listener: tokio::net::TcpListener,
+    card: std::sync::Arc<crate::card::Card>,
+    handle: F,
+) -> std::io::Result<()>
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, std::sync::Arc<crate::card::Card>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(stream, peer, card.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rules::{Action, LocalTime, Protocol};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,18 +12,7 @@ use crate::card::{Card, Counters};
 
 /// Serves intercepted TCP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, card: Arc<Card>) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let card = card.clone();
-        tokio::spawn(async move { connection(stream, peer, card).await });
-    }
+    super::accept_each(listener, card, connection).await
 }
 
 async fn connection(client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
