@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use appliance::lab::{self, Options, SystemLab};
+use appliance::topology::Netns;
 
 fn start(tag: &str) -> Option<SystemLab> {
     start_with(tag, lab::DEMO_RULES)
@@ -170,7 +171,9 @@ fn nothing_passes_without_the_card_and_it_comes_back() {
         "a route to the card while it is present"
     );
 
-    // The card process dies (as a crash would): within a second the route is gone.
+    // The card process dies (as a crash would): within a second the route is gone, and a
+    // capture in the outside world sees none of the protected computer's tries.
+    let capture = e2e::packets::start_capture(&lab.world, "w0").unwrap();
     lab.stop_card(true).unwrap();
     let took = lab
         .wait_for("the card route to go", Duration::from_secs(1), |l| {
@@ -192,6 +195,17 @@ fn nothing_passes_without_the_card_and_it_comes_back() {
         .run("curl", &["-sS", "--max-time", "2", "http://203.0.113.10/"])
         .unwrap();
     assert!(!direct.status.success(), "not even straight to the address");
+    let to_origin: Vec<String> = capture
+        .stop()
+        .iter()
+        .filter(|f| f.ip_destination() == Some(lab::ALLOWED.into()))
+        .map(|f| f.summary())
+        .collect();
+    assert!(
+        to_origin.is_empty(),
+        "reached the outside without the card:\n{}",
+        to_origin.join("\n")
+    );
 
     lab.start_card().unwrap();
     let took = lab
@@ -435,4 +449,111 @@ fn the_status_page_in_a_browser_follows_the_card() {
         .unwrap()
         .unwrap();
     assert!(absent, "the page shows the card absent");
+}
+
+/// The card link is unplugged and a card plugged in again later: the appliance notices both
+/// from link events, configures the new link, and traffic flows once the card answers. Also:
+/// dnsmasq is restarted when it dies.
+#[test]
+fn a_card_plugged_in_later_is_configured_and_services_are_supervised() {
+    let Some(mut lab) = start("plug") else { return };
+    lab.stop_card(false).unwrap();
+    lab.appliance
+        .run_ok("ip", &["link", "del", "card0"])
+        .unwrap();
+    lab.wait_for("the card to count as absent", Duration::from_secs(1), |l| {
+        !l.card_present() && table_routes(l).is_empty()
+    })
+    .unwrap();
+    assert_ne!(curl(&lab, &["http://allowed.test/"]).0, 0);
+
+    // Plug it back: a new link, as a USB card re-enumerating would give.
+    let card_ns = lab.card.name().to_string();
+    lab.appliance
+        .run_ok(
+            "ip",
+            &[
+                "link", "add", "card0", "type", "veth", "peer", "name", "usb0", "netns", &card_ns,
+            ],
+        )
+        .unwrap();
+    lab.card
+        .sh("ip addr add 172.31.77.2/29 dev usb0 && ip addr add 172.31.77.3/29 dev usb0 && ip link set usb0 up && ip route replace default via 172.31.77.1")
+        .unwrap();
+    lab.appliance
+        .run_ok("ip", &["link", "set", "card0", "up"])
+        .unwrap();
+    let configured = lab
+        .wait_for(
+            "the appliance to configure the new card link",
+            Duration::from_secs(1),
+            |l| {
+                l.appliance
+                    .run_ok("ip", &["-4", "-o", "addr", "show", "dev", "card0"])
+                    .is_ok_and(|a| a.contains("172.31.77.1/29"))
+            },
+        )
+        .unwrap();
+    eprintln!("new card link configured in {configured:?}");
+    lab.start_card().unwrap();
+    lab.wait_for("the card to be present", Duration::from_secs(3), |l| {
+        l.card_present()
+    })
+    .unwrap();
+    assert_eq!(curl(&lab, &["http://allowed.test/"]).0, 0);
+
+    // dnsmasq dies: the appliance starts it again, and the next DHCP request is answered.
+    let dnsmasq = pids_named(&lab.appliance, "dnsmasq");
+    assert_eq!(dnsmasq.len(), 1, "one dnsmasq in the appliance");
+    lab.appliance
+        .run_ok("kill", &["-9", &dnsmasq[0].to_string()])
+        .unwrap();
+    lab.wait_for("dnsmasq to be restarted", Duration::from_secs(3), |l| {
+        let now = pids_named(&l.appliance, "dnsmasq");
+        now.len() == 1 && now[0] != dnsmasq[0]
+    })
+    .unwrap();
+}
+
+/// The pids of processes called `name` running in `ns`.
+fn pids_named(ns: &Netns, name: &str) -> Vec<u32> {
+    let pids = ns
+        .run_ok("ip", &["netns", "pids", ns.name()])
+        .unwrap_or_default();
+    pids.split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+/// An invalid configuration is an error naming the problem, and leaves the fail-closed base
+/// ruleset in place.
+#[test]
+fn an_invalid_configuration_closes_everything() {
+    if !e2e::require_root() || !e2e::require_program("nft", "nftables") {
+        return;
+    }
+    let mut topology = appliance::topology::Lab::new("badcfg").unwrap();
+    let ns = topology.namespace("appl").unwrap();
+    let config = topology.dir().join("appliance.toml");
+    std::fs::write(&config, "[inside]\ninterfce = \"lan0\"\n").unwrap();
+    let binary = lab::sibling_binaries().join("appliance");
+    let out = ns
+        .run(
+            binary.to_str().unwrap(),
+            &["run", "--config", config.to_str().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `interfce`"), "{stderr}");
+    let ruleset = ns
+        .run_ok("nft", &["list", "table", "inet", "cardwall"])
+        .unwrap();
+    assert!(
+        ruleset.contains("hook forward priority filter; policy drop;"),
+        "{ruleset}"
+    );
 }
