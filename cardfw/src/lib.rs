@@ -8,6 +8,7 @@
 //! - [`proxy::tcp`]: other ports, decided on address and port.
 //! - [`wire`]: the byte formats read by hand (the TLS ClientHello).
 //! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
+//! - [`store`]: the PIN-protected, sealed rule store (the web page that uses it comes later).
 
 pub mod card;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod intercept;
 pub mod proxy;
 pub mod run;
 pub mod status;
+pub mod store;
 pub mod wire;

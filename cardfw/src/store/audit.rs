@@ -1,0 +1,232 @@
+//! The audit log: who did what when. The whole log is one sealed file (`audit.sealed`), holding
+//! at most [`CAPACITY`] entries; the oldest is dropped when a new one would exceed it. Entries
+//! hold event kinds and numbers only, so no PIN or PUK can end up in the log.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const CAPACITY: usize = 256;
+const ENTRY_LEN: usize = 8 + 1 + 8;
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// Whoever typed the PIN (or tried to).
+    Admin,
+    /// Whoever typed the PUK.
+    PukHolder,
+    /// The card itself (first start, factory reset).
+    Card,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEvent {
+    /// First start: device key, default PIN, PUK and rules v1 created.
+    Created,
+    LoginOk,
+    LoginFailed {
+        tries_left: u8,
+    },
+    /// A login attempt while the PIN was blocked (no try spent, nothing checked).
+    LoginWhileBlocked,
+    RulesChanged {
+        version: u64,
+    },
+    RolledBack {
+        version: u64,
+    },
+    PinChanged,
+    Unblocked,
+    UnblockFailed {
+        tries_left: u8,
+    },
+    /// Everything wiped and created anew (this is the first entry of the new log).
+    FactoryReset,
+}
+
+impl AuditEvent {
+    pub fn actor(self) -> Actor {
+        match self {
+            AuditEvent::Created | AuditEvent::FactoryReset => Actor::Card,
+            AuditEvent::Unblocked | AuditEvent::UnblockFailed { .. } => Actor::PukHolder,
+            _ => Actor::Admin,
+        }
+    }
+
+    fn code(self) -> (u8, u64) {
+        match self {
+            AuditEvent::Created => (1, 0),
+            AuditEvent::LoginOk => (2, 0),
+            AuditEvent::LoginFailed { tries_left } => (3, tries_left.into()),
+            AuditEvent::LoginWhileBlocked => (4, 0),
+            AuditEvent::RulesChanged { version } => (5, version),
+            AuditEvent::RolledBack { version } => (6, version),
+            AuditEvent::PinChanged => (7, 0),
+            AuditEvent::Unblocked => (8, 0),
+            AuditEvent::UnblockFailed { tries_left } => (9, tries_left.into()),
+            AuditEvent::FactoryReset => (10, 0),
+        }
+    }
+
+    fn from_code(kind: u8, arg: u64) -> Option<AuditEvent> {
+        let tries_left = u8::try_from(arg).ok();
+        Some(match kind {
+            1 => AuditEvent::Created,
+            2 => AuditEvent::LoginOk,
+            3 => AuditEvent::LoginFailed {
+                tries_left: tries_left?,
+            },
+            4 => AuditEvent::LoginWhileBlocked,
+            5 => AuditEvent::RulesChanged { version: arg },
+            6 => AuditEvent::RolledBack { version: arg },
+            7 => AuditEvent::PinChanged,
+            8 => AuditEvent::Unblocked,
+            9 => AuditEvent::UnblockFailed {
+                tries_left: tries_left?,
+            },
+            10 => AuditEvent::FactoryReset,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditEvent::Created => f.write_str("card initialised"),
+            AuditEvent::LoginOk => f.write_str("login ok"),
+            AuditEvent::LoginFailed { tries_left } => {
+                write!(f, "login failed, {tries_left} tries left")
+            }
+            AuditEvent::LoginWhileBlocked => f.write_str("login refused: PIN blocked"),
+            AuditEvent::RulesChanged { version } => write!(f, "rules changed to version {version}"),
+            AuditEvent::RolledBack { version } => {
+                write!(f, "rules rolled back (now version {version})")
+            }
+            AuditEvent::PinChanged => f.write_str("PIN changed"),
+            AuditEvent::Unblocked => f.write_str("PIN unblocked with the PUK"),
+            AuditEvent::UnblockFailed { tries_left } => {
+                write!(f, "unblock failed, {tries_left} PUK tries left")
+            }
+            AuditEvent::FactoryReset => f.write_str("factory reset"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: SystemTime,
+    pub event: AuditEvent,
+}
+
+impl AuditEntry {
+    pub fn now(event: AuditEvent) -> AuditEntry {
+        AuditEntry {
+            at: SystemTime::now(),
+            event,
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        self.event.actor()
+    }
+}
+
+/// Serialises the entries, oldest first: per entry 8 bytes of seconds since 1970, one kind
+/// byte, 8 bytes of argument (a version or a try count).
+pub fn emit(entries: &[AuditEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for entry in entries {
+        let secs = entry
+            .at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (kind, arg) = entry.event.code();
+        out.extend_from_slice(&secs.to_be_bytes());
+        out.push(kind);
+        out.extend_from_slice(&arg.to_be_bytes());
+    }
+    out
+}
+
+/// `None` when the bytes are not a log this firmware wrote.
+pub fn parse(bytes: &[u8]) -> Option<Vec<AuditEntry>> {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) || bytes.len() / ENTRY_LEN > CAPACITY {
+        return None;
+    }
+    bytes
+        .chunks_exact(ENTRY_LEN)
+        .map(|chunk| {
+            let secs = u64::from_be_bytes(chunk[0..8].try_into().ok()?);
+            let arg = u64::from_be_bytes(chunk[9..17].try_into().ok()?);
+            Some(AuditEntry {
+                at: UNIX_EPOCH + Duration::from_secs(secs),
+                event: AuditEvent::from_code(chunk[8], arg)?,
+            })
+        })
+        .collect()
+}
+
+/// Appends, dropping the oldest entries beyond [`CAPACITY`].
+pub fn push_bounded(entries: &mut Vec<AuditEntry>, entry: AuditEntry) {
+    entries.push(entry);
+    if entries.len() > CAPACITY {
+        let excess = entries.len() - CAPACITY;
+        entries.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_event() {
+        let events = [
+            AuditEvent::Created,
+            AuditEvent::LoginOk,
+            AuditEvent::LoginFailed { tries_left: 2 },
+            AuditEvent::LoginWhileBlocked,
+            AuditEvent::RulesChanged { version: 7 },
+            AuditEvent::RolledBack { version: 8 },
+            AuditEvent::PinChanged,
+            AuditEvent::Unblocked,
+            AuditEvent::UnblockFailed { tries_left: 9 },
+            AuditEvent::FactoryReset,
+        ];
+        let entries: Vec<_> = events
+            .iter()
+            .map(|&event| AuditEntry {
+                at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                event,
+            })
+            .collect();
+        assert_eq!(parse(&emit(&entries)), Some(entries));
+    }
+
+    #[test]
+    fn malformed_logs() {
+        let one = emit(&[AuditEntry::now(AuditEvent::LoginOk)]);
+        assert_eq!(parse(&one[..ENTRY_LEN - 1]), None);
+        let mut unknown = one.clone();
+        unknown[8] = 99;
+        assert_eq!(parse(&unknown), None);
+        let mut too_many_tries =
+            emit(&[AuditEntry::now(AuditEvent::LoginFailed { tries_left: 1 })]);
+        too_many_tries[9] = 1;
+        assert_eq!(parse(&too_many_tries), None);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut entries = Vec::new();
+        for version in 0..(CAPACITY as u64 + 10) {
+            push_bounded(
+                &mut entries,
+                AuditEntry::now(AuditEvent::RulesChanged { version }),
+            );
+        }
+        assert_eq!(entries.len(), CAPACITY);
+        assert_eq!(entries[0].event, AuditEvent::RulesChanged { version: 10 });
+    }
+}

@@ -1,0 +1,530 @@
+//! Store behaviour, including crash tests that kill a real child process: the child is this
+//! test binary run again with `CHILD_ENV` set, running only [`child_process`].
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::*;
+
+const RULES_V1: &str = "deny any\n";
+const RULES_V2: &str = "allow https host example.com\ndeny any\n";
+const BAD_RULES: &str = "this is not a rule\n";
+const NEW_PIN: &str = "4711";
+
+fn open(dir: &Path) -> Store {
+    Store::open_or_create(dir, RULES_V1, PinCost::INSECURE_FAST_FOR_TESTS).unwrap()
+}
+
+/// A store whose default PIN was already changed to [`NEW_PIN`].
+fn ready(dir: &Path) -> Store {
+    let store = open(dir);
+    store
+        .login(pin::DEFAULT_PIN)
+        .unwrap()
+        .change_pin(NEW_PIN)
+        .unwrap();
+    store
+}
+
+fn puk_of(store: &Store) -> String {
+    store.take_puk_notice().unwrap().unwrap().to_string()
+}
+
+#[test]
+fn first_start_creates_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rules = store.rules().unwrap();
+    assert_eq!((rules.version, rules.text.as_str()), (1, RULES_V1));
+    assert_eq!(rules.source, RulesSource::Current);
+    assert_eq!(
+        store.pin_state().unwrap(),
+        PinState {
+            tries_left: 3,
+            blocked: false,
+            puk_tries_left: 10,
+            puk_blocked: false,
+            must_change: true
+        }
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for name in [KEY_FILE, PIN_FILE, RULES_FILE, AUDIT_FILE, PUK_NOTICE_FILE] {
+        let mode = fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let puk = puk_of(&store);
+    assert!(pin::check_puk_format(&puk).is_ok());
+    assert!(
+        store.take_puk_notice().unwrap().is_none(),
+        "the PUK is shown once"
+    );
+    // Reopening keeps everything.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.rules().unwrap().text, RULES_V1);
+    assert_eq!(store.audit().unwrap()[0].event, AuditEvent::Created);
+}
+
+#[test]
+fn bad_initial_rules_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let error =
+        Store::open_or_create(dir.path(), BAD_RULES, PinCost::INSECURE_FAST_FOR_TESTS).unwrap_err();
+    assert!(matches!(error, StoreError::Rules(_)), "{error:?}");
+    assert!(!dir.path().join(KEY_FILE).exists());
+}
+
+#[test]
+fn default_pin_must_be_changed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let session = store.login("1234").unwrap();
+    assert!(session.must_change_pin());
+    assert!(matches!(
+        session.save_rules(RULES_V2),
+        Err(StoreError::MustChangePin)
+    ));
+    assert!(matches!(session.rollback(), Err(StoreError::MustChangePin)));
+    assert!(matches!(
+        session.change_pin("1234"),
+        Err(StoreError::BadPin(_))
+    ));
+    session.change_pin(NEW_PIN).unwrap();
+    assert!(!session.must_change_pin());
+    assert_eq!(session.save_rules(RULES_V2).unwrap(), 2);
+    assert!(!store.pin_state().unwrap().must_change);
+    assert!(matches!(
+        store.login("1234"),
+        Err(StoreError::WrongPin { tries_left: 2 })
+    ));
+    store.login(NEW_PIN).unwrap();
+}
+
+#[test]
+fn pin_format_is_checked_without_spending_a_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    for bad in ["", "123", "12345678901234567", "12a4", "1234 "] {
+        assert!(
+            matches!(store.login(bad), Err(StoreError::BadPin(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store.pin_state().unwrap().tries_left, 3);
+    let session = store.login(NEW_PIN).unwrap();
+    assert!(matches!(
+        session.change_pin("12"),
+        Err(StoreError::BadPin(_))
+    ));
+    assert!(matches!(
+        session.change_pin("abcd"),
+        Err(StoreError::BadPin(_))
+    ));
+    session.change_pin("1234567890123456").unwrap();
+}
+
+#[test]
+fn three_wrong_pins_block_then_puk_unblocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let puk = puk_of(&store);
+    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    assert!(matches!(
+        store.login("0000"),
+        Err(StoreError::WrongPin { tries_left: 2 })
+    ));
+    assert!(matches!(
+        store.login("0000"),
+        Err(StoreError::WrongPin { tries_left: 1 })
+    ));
+    // A right PIN resets the counter.
+    store.login(NEW_PIN).unwrap();
+    assert_eq!(store.pin_state().unwrap().tries_left, 3);
+    for _ in 0..2 {
+        let _ = store.login("0000");
+    }
+    assert!(matches!(store.login("0000"), Err(StoreError::Blocked)));
+    let state = store.pin_state().unwrap();
+    assert!(state.blocked && state.tries_left == 0);
+    assert!(
+        matches!(store.login(NEW_PIN), Err(StoreError::Blocked)),
+        "the right PIN is refused too"
+    );
+
+    assert!(matches!(
+        store.unblock("00000000", "2468"),
+        Err(StoreError::WrongPuk { tries_left: 9 })
+    ));
+    assert!(matches!(
+        store.unblock("0000000", "2468"),
+        Err(StoreError::BadPuk(_))
+    ));
+    assert!(matches!(
+        store.unblock(&puk, "1234"),
+        Err(StoreError::BadPin(_))
+    ));
+    store.unblock(&puk, "2468").unwrap();
+    let state = store.pin_state().unwrap();
+    assert_eq!(
+        (state.tries_left, state.puk_tries_left, state.blocked),
+        (3, 10, false)
+    );
+    assert!(matches!(
+        store.login(NEW_PIN),
+        Err(StoreError::WrongPin { .. })
+    ));
+    assert_eq!(
+        store.login("2468").unwrap().save_rules(RULES_V2).unwrap(),
+        2
+    );
+}
+
+#[test]
+fn ten_wrong_puks_block_until_factory_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let puk = puk_of(&store);
+    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
+    for _ in 0..3 {
+        let _ = store.login("0000");
+    }
+    for tries_left in (1..10).rev() {
+        assert!(matches!(
+            store.unblock("99999999", "2468"),
+            Err(StoreError::WrongPuk { tries_left: t }) if t == tries_left
+        ));
+    }
+    assert!(matches!(
+        store.unblock("99999999", "2468"),
+        Err(StoreError::PukBlocked)
+    ));
+    assert!(
+        matches!(store.unblock(&puk, "2468"), Err(StoreError::PukBlocked)),
+        "even the right PUK"
+    );
+    assert!(matches!(store.login(NEW_PIN), Err(StoreError::PukBlocked)));
+    assert!(store.pin_state().unwrap().puk_blocked);
+    // The firewall keeps running on the rules.
+    assert_eq!(store.rules().unwrap().text, RULES_V2);
+
+    let old_key = fs::read(dir.path().join(KEY_FILE)).unwrap();
+    let store = store.factory_reset(RULES_V1).unwrap();
+    assert_ne!(fs::read(dir.path().join(KEY_FILE)).unwrap(), old_key);
+    let rules = store.rules().unwrap();
+    assert_eq!((rules.version, rules.text.as_str()), (1, RULES_V1));
+    assert!(store.previous_rules().unwrap().is_none());
+    assert!(store.pin_state().unwrap().must_change);
+    let events: Vec<_> = store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(events, [AuditEvent::FactoryReset]);
+    assert_ne!(puk_of(&store), puk);
+    store.login("1234").unwrap();
+}
+
+#[test]
+fn bad_rules_never_replace_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    let session = store.login(NEW_PIN).unwrap();
+    let Err(StoreError::Rules(diagnostics)) = session.save_rules(BAD_RULES) else {
+        panic!("bad rules accepted");
+    };
+    assert!(!diagnostics.is_empty());
+    assert_eq!(store.rules().unwrap().text, RULES_V1);
+    assert_eq!(store.version().unwrap(), 1);
+}
+
+#[test]
+fn versions_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    let session = store.login(NEW_PIN).unwrap();
+    assert!(matches!(
+        session.rollback(),
+        Err(StoreError::NoPreviousVersion)
+    ));
+    assert_eq!(session.save_rules(RULES_V2).unwrap(), 2);
+    assert_eq!(store.previous_rules().unwrap().unwrap().text, RULES_V1);
+    assert_eq!(session.rollback().unwrap(), 3);
+    let rules = store.rules().unwrap();
+    assert_eq!((rules.version, rules.text.as_str()), (3, RULES_V1));
+    assert_eq!(session.rollback().unwrap(), 4);
+    assert_eq!(store.rules().unwrap().text, RULES_V2);
+}
+
+#[test]
+fn tampered_rules_fall_back_to_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
+    let path = dir.path().join(RULES_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+
+    let error = store
+        .read_rules_file(RULES_FILE, RulesSource::Current)
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { file } if file == RULES_FILE),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(RULES_FILE));
+    let rules = store.rules().unwrap();
+    assert_eq!((rules.version, rules.text.as_str()), (1, RULES_V1));
+    assert_eq!(rules.source, RulesSource::PreviousFallback);
+    // Saving from there works and heals the current file.
+    assert_eq!(
+        store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap(),
+        2
+    );
+    assert_eq!(store.rules().unwrap().source, RulesSource::Current);
+
+    // Both bad: the error names the current file.
+    fs::write(dir.path().join(PREVIOUS_RULES_FILE), b"garbage").unwrap();
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(store.rules(), Err(StoreError::Tampered { file }) if file == RULES_FILE));
+}
+
+#[test]
+fn tampered_pin_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    let path = dir.path().join(PIN_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[sealed::HEADER_LEN + 1] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(store.login(NEW_PIN), Err(StoreError::Tampered { file }) if file == PIN_FILE));
+    fs::write(&path, b"CWSL").unwrap();
+    assert!(matches!(
+        store.pin_state(),
+        Err(StoreError::Malformed { file, error: WireError::Truncated { len: 4 } }) if file == PIN_FILE
+    ));
+}
+
+#[test]
+fn files_swapped_between_purposes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
+    let d = dir.path();
+    // The previous rules as current (a downgrade by file copy) is refused...
+    fs::copy(d.join(PREVIOUS_RULES_FILE), d.join(RULES_FILE)).unwrap();
+    assert!(matches!(
+        store.read_rules_file(RULES_FILE, RulesSource::Current),
+        Err(StoreError::Tampered { .. })
+    ));
+    // ...and so is the PIN file as the rules, and the rules as the PIN file.
+    fs::copy(d.join(PIN_FILE), d.join(PREVIOUS_RULES_FILE)).unwrap();
+    assert!(matches!(store.rules(), Err(StoreError::Tampered { file }) if file == RULES_FILE));
+    fs::copy(d.join(AUDIT_FILE), d.join(PIN_FILE)).unwrap();
+    assert!(matches!(store.pin_state(), Err(StoreError::Tampered { file }) if file == PIN_FILE));
+    // A file from another card (another key) does not open either.
+    let other = tempfile::tempdir().unwrap();
+    let _other_store = open(other.path());
+    fs::copy(other.path().join(RULES_FILE), d.join(RULES_FILE)).unwrap();
+    assert!(matches!(store.rules(), Err(StoreError::Tampered { .. })));
+}
+
+#[test]
+fn audit_log_records_events_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let puk = puk_of(&store);
+    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    let _ = store.login("9999");
+    store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
+    for _ in 0..3 {
+        let _ = store.login("9999");
+    }
+    for _ in 0..5 {
+        let _ = store.login(NEW_PIN);
+    }
+    store.unblock(&puk, "2468").unwrap();
+    let events: Vec<_> = store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    use AuditEvent::*;
+    assert_eq!(
+        events,
+        [
+            Created,
+            LoginOk,
+            PinChanged,
+            LoginFailed { tries_left: 2 },
+            LoginOk,
+            RulesChanged { version: 2 },
+            LoginFailed { tries_left: 2 },
+            LoginFailed { tries_left: 1 },
+            LoginFailed { tries_left: 0 },
+            LoginWhileBlocked,
+            Unblocked,
+        ]
+    );
+    assert_eq!(store.audit().unwrap()[10].actor(), Actor::PukHolder);
+    // The plaintext of the log holds kinds and numbers only.
+    let plain = store.read_sealed(AUDIT_FILE).unwrap();
+    for secret in ["1234", NEW_PIN, "9999", "2468", puk.as_str()] {
+        assert!(
+            !plain.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret}"
+        );
+    }
+    // Bounded.
+    let session = store.login("2468").unwrap();
+    for _ in 0..audit::CAPACITY {
+        session.rollback().unwrap();
+    }
+    assert_eq!(store.audit().unwrap().len(), audit::CAPACITY);
+}
+
+// ---- crash tests ----
+
+const CHILD_ENV: &str = "CARDFW_STORE_TEST_CHILD";
+const DIR_ENV: &str = "CARDFW_STORE_TEST_DIR";
+
+/// Runs only in the child (when `CHILD_ENV` is set); in a normal test run it does nothing.
+#[test]
+fn child_process() {
+    let Some(role) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var_os(DIR_ENV).unwrap());
+    let store = open(&dir);
+    match role.to_str().unwrap() {
+        "login-wrong-pin" => {
+            let _ = store.login("0000");
+            unreachable!("the crash hook aborts before the PIN is checked");
+        }
+        "unblock-wrong-puk" => {
+            let _ = store.unblock("00000000", "2468");
+            unreachable!("the crash hook aborts before the PUK is checked");
+        }
+        "save-loop" => {
+            let session = store.login(NEW_PIN).unwrap();
+            loop {
+                // Each text names the version it becomes, so the parent can check the pair.
+                let next = store.version().unwrap() + 1;
+                assert_eq!(session.save_rules(&saved_text(next)).unwrap(), next);
+            }
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn saved_text(version: u64) -> String {
+    format!("# version {version}\nallow https host example.com\ndeny any\n")
+}
+
+fn child(role: &str, dir: &Path, crash_at: Option<&str>) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "store::tests::child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, role)
+        .env(DIR_ENV, dir)
+        .env_remove(CRASH_HOOK_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = crash_at {
+        command.env(CRASH_HOOK_ENV, point);
+    }
+    command
+}
+
+#[test]
+fn a_try_is_spent_even_when_the_check_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    for expected in [2, 1] {
+        let status = child("login-wrong-pin", dir.path(), Some("after-pin-decrement"))
+            .status()
+            .unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "the child aborted at the hook: {status:?}"
+        );
+        assert_eq!(store.pin_state().unwrap().tries_left, expected);
+    }
+    // The audit log has no entry for the killed attempts, but the counter is what protects.
+    store.login(NEW_PIN).unwrap();
+    assert_eq!(store.pin_state().unwrap().tries_left, 3);
+
+    let status = child("unblock-wrong-puk", dir.path(), Some("after-puk-decrement"))
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(6), "{status:?}");
+    assert_eq!(store.pin_state().unwrap().puk_tries_left, 9);
+}
+
+#[test]
+fn rules_survive_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    drop(store);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut last_version = 1;
+    let mut runs_that_saved = 0;
+    for run in 0..200 {
+        // xorshift: a spread of delays from 0 to 30 ms, the same every run of the test.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_micros(seed % 30_000);
+        let mut process = child("save-loop", dir.path(), None).spawn().unwrap();
+        std::thread::sleep(delay);
+        process.kill().unwrap();
+        let status = process.wait().unwrap();
+        assert!(
+            status.signal() == Some(9) || !status.success(),
+            "run {run}: {status:?}"
+        );
+
+        let store = open(dir.path());
+        let rules = store.rules().unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(rules.source, RulesSource::Current, "run {run}");
+        assert!(
+            rules.version >= last_version,
+            "run {run}: went back from {last_version}"
+        );
+        let ok = (rules.version == 1 && rules.text == RULES_V1)
+            || rules.text == saved_text(rules.version);
+        assert!(
+            ok,
+            "run {run}: version {} has text {:?}",
+            rules.version, rules.text
+        );
+        rules::parse("rules", &rules.text).unwrap();
+        if let Some(previous) = store.previous_rules().unwrap() {
+            assert!(previous.version + 1 >= rules.version, "run {run}");
+        }
+        store.pin_state().unwrap();
+        store.audit().unwrap();
+        runs_that_saved += usize::from(rules.version > last_version);
+        last_version = rules.version;
+    }
+    // Most children are killed mid-save; some before their first save (start-up takes a few
+    // ms). A loaded machine may shift that, so only a few runs that saved are required.
+    assert!(
+        runs_that_saved >= 10,
+        "only {runs_that_saved} of 200 children saved anything"
+    );
+}
