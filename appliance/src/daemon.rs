@@ -253,6 +253,8 @@ pub async fn run(config: Config) -> Result<()> {
 struct CardReport {
     firmware: Option<String>,
     rules_version: Option<String>,
+    #[serde(default)]
+    tls_fingerprint: Option<String>,
     counters: Option<CardCounters>,
     #[serde(default)]
     recent: Vec<CardDecision>,
@@ -324,6 +326,7 @@ impl CardWatch {
             .collect();
         state.update(|s| {
             s.card.firmware = report.firmware;
+            s.card.tls_fingerprint = report.tls_fingerprint;
             s.card.rules_version = report.rules_version;
             if let Some(c) = report.counters {
                 s.card.allowed = c.allowed;

@@ -60,6 +60,9 @@ pub struct CardState {
     pub absent_reason: Option<String>,
     pub rules_version: Option<String>,
     pub firmware: Option<String>,
+    /// SHA-256 of the card web page's certificate, as the card reports it.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
     pub allowed: u64,
     pub denied: u64,
     pub recent_blocks: Vec<Block>,

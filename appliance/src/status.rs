@@ -127,6 +127,7 @@ fn status_page(snapshot: &Snapshot) -> StatusPage {
             absent_reason: card.absent_reason.clone(),
             rules_version: card.rules_version.clone(),
             firmware: card.firmware.clone(),
+            tls_fingerprint: card.tls_fingerprint.clone(),
             allowed: card.allowed,
             denied: card.denied,
         },
@@ -255,6 +256,7 @@ mod tests {
                 absent_reason: None,
                 rules_version: Some("2026-11-25.3".into()),
                 firmware: Some("cardfw 0.1.0".into()),
+                tls_fingerprint: Some("12:34:AB".into()),
                 allowed: 1200,
                 denied: 34,
                 recent_blocks: vec![Block {

@@ -28,6 +28,9 @@ pub struct Card {
     pub policy: LivePolicy,
     pub events: Events,
     pub slots: Slots,
+    /// SHA-256 of the card web page's certificate, once it has one: the appliance shows it, so
+    /// a user can check what the browser is shown.
+    pub tls_fingerprint: std::sync::OnceLock<String>,
 }
 
 impl Card {
@@ -38,6 +41,7 @@ impl Card {
             policy: LivePolicy(ArcSwap::from_pointee(rules)),
             events: Events::default(),
             slots,
+            tls_fingerprint: std::sync::OnceLock::new(),
         })
     }
 }
@@ -59,6 +63,31 @@ impl LoadedRules {
         Ok(LoadedRules {
             rules,
             version: format!("{} #{:016x}", path.display(), fnv1a(&text)),
+            loaded_at: unix_now(),
+        })
+    }
+}
+
+impl LoadedRules {
+    /// The rule set the store holds now. Reading needs no PIN: the firewall must run.
+    pub fn from_store(store: &crate::store::Store) -> Result<LoadedRules, String> {
+        let current = store.rules().map_err(|e| e.to_string())?;
+        let name = format!("store v{}", current.version);
+        let rules = RuleSet::from_text(
+            &name,
+            &current.text,
+            &rules::DirLoader(store.dir().to_path_buf()),
+        )
+        .map_err(|e| e.to_string())?;
+        let version = match current.source {
+            crate::store::RulesSource::Current => name,
+            crate::store::RulesSource::PreviousFallback => {
+                format!("{name} (the newest version is damaged)")
+            }
+        };
+        Ok(LoadedRules {
+            rules,
+            version,
             loaded_at: unix_now(),
         })
     }

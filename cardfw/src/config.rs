@@ -10,8 +10,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The rule file (list files it names are read from beside it).
+    /// The rule file (list files it names are read from beside it). With a `store`, only the
+    /// first rule set written into a new store.
     pub rules: PathBuf,
+    /// The card's data directory: the sealed, PIN-protected rule store, and the key of the
+    /// card's own web page. When set, the rules come from the store and are changed on the
+    /// card's web page; when absent, from the plain `rules` file.
+    pub store: Option<PathBuf>,
     /// The card's inside address: where the protected side reaches the explicit proxy, the
     /// DNS forwarder and the status endpoint.
     pub inside_address: IpAddr,
@@ -37,6 +42,8 @@ pub struct Ports {
     pub explicit_proxy: u16,
     /// Read-only JSON status on the inside address.
     pub status: u16,
+    /// The card's own web page (HTTPS), on the inside address, when a `store` is set.
+    pub admin: u16,
     /// DNS on the inside address; inside DNS to any address is redirected here.
     pub dns: u16,
     /// Destination ports intercepted as plain HTTP.
@@ -87,6 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             rules: PathBuf::from("/etc/cardwall/rules.txt"),
+            store: None,
             inside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 2)),
             outside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 3)),
             link: "usb0".into(),
@@ -103,6 +111,7 @@ impl Default for Ports {
         Ports {
             explicit_proxy: 3128,
             status: 8081,
+            admin: 443,
             dns: 53,
             http: vec![80],
             https: vec![443],

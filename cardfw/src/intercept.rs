@@ -44,7 +44,7 @@ pub fn ruleset(config: &Config) -> String {
         }
     }
     let inside = config.inside_address;
-    let local_tcp = set(&[ports.explicit_proxy, ports.status, ports.dns]);
+    let local_tcp = set(&[ports.explicit_proxy, ports.status, ports.dns, ports.admin]);
     format!(
         "table inet {TABLE}
 delete table inet {TABLE}
@@ -205,7 +205,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("tcp dport { 3128, 8081, 53 } accept"),
+            text.contains("tcp dport { 3128, 8081, 53, 443 } accept"),
             "{text}"
         );
         assert!(text.contains("dnat ip to 172.31.77.2:53"), "{text}");

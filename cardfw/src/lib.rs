@@ -8,8 +8,9 @@
 //! - [`proxy::tcp`]: other ports, decided on address and port.
 //! - [`wire`]: the byte formats read by hand (the TLS ClientHello).
 //! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
-//! - [`store`]: the PIN-protected, sealed rule store (the web page that uses it comes later).
+//! - [`store`]: the PIN-protected, sealed rule store; [`admin`]: the card's web page over it.
 
+pub mod admin;
 pub mod card;
 pub mod config;
 pub mod intercept;

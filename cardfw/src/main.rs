@@ -14,6 +14,10 @@ struct Args {
     /// Check the configuration and the rule file, print what is wrong, and exit.
     #[arg(long)]
     check: bool,
+    /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use)
+    /// and exit, to compare with what a browser shows.
+    #[arg(long)]
+    fingerprint: bool,
 }
 
 fn main() -> ExitCode {
@@ -30,8 +34,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.fingerprint {
+        let identity = cardfw::run::open_store(&config).and_then(|store| {
+            let store = store.ok_or_else(|| {
+                anyhow::anyhow!("no `store` in the configuration: the card has no web page")
+            })?;
+            Ok(cardfw::store::tls::tls_identity(
+                &store,
+                config.inside_address,
+            )?)
+        });
+        return match identity {
+            Ok(identity) => {
+                println!("{}", identity.fingerprint());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.check {
-        return match cardfw::card::LoadedRules::from_file(&config.rules) {
+        let loaded = cardfw::run::open_store(&config)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|store| cardfw::run::load_rules(&config, store.as_ref()));
+        return match loaded {
             Ok(rules) => {
                 println!(
                     "ok: {} ({} rules)",

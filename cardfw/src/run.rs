@@ -9,18 +9,80 @@ use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::admin::AdminState;
 use crate::card::{Card, Counters, LoadedRules};
 use crate::config::Config;
 use crate::proxy::{self, http::Mode};
+use crate::store::{PinCost, Store};
 use crate::{intercept, status};
 
 /// How often the rule file is checked for changes (the store rewrites it atomically).
 const RULES_POLL: Duration = Duration::from_secs(2);
 
+/// The first rule set of a new store when the configured rule file cannot be read: name
+/// lookups only, everything else denied, until someone logs in and writes rules.
+const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
+
+/// Where the rules come from, and how to tell they changed.
+#[derive(Debug, Clone)]
+pub enum RuleSource {
+    File(std::path::PathBuf),
+    /// The sealed store, owned by the card's web page, which is where it changes.
+    Store(Arc<AdminState>),
+}
+
+/// What changes when the rules do: a file's modification time, or the store's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    Modified(Option<SystemTime>),
+    Version(Option<u64>),
+}
+
+/// Opens the configured store (creating it on a first start), if there is one.
+pub fn open_store(config: &Config) -> Result<Option<Store>> {
+    let Some(dir) = &config.store else {
+        return Ok(None);
+    };
+    let first = std::fs::read_to_string(&config.rules).unwrap_or_else(|_| FIRST_RULES.to_string());
+    let store = Store::open_or_create(dir, &first, PinCost::PRODUCTION)
+        .with_context(|| format!("cannot open the rule store in {}", dir.display()))?;
+    if dir.join("puk.txt").exists() {
+        tracing::warn!(file = %dir.join("puk.txt").display(), "a new card: its PUK is in this file; keep it somewhere safe and delete the file");
+    }
+    Ok(Some(store))
+}
+
+/// The rules from the store if there is one, else from the rule file.
+pub fn load_rules(config: &Config, store: Option<&Store>) -> Result<LoadedRules, String> {
+    match store {
+        Some(store) => LoadedRules::from_store(store),
+        None => LoadedRules::from_file(&config.rules).map_err(|e| e.to_string()),
+    }
+}
+
+impl RuleSource {
+    pub fn load(&self) -> Result<LoadedRules, String> {
+        match self {
+            RuleSource::File(path) => LoadedRules::from_file(path).map_err(|e| e.to_string()),
+            RuleSource::Store(admin) => LoadedRules::from_store(admin.store()),
+        }
+    }
+
+    fn stamp(&self) -> Stamp {
+        match self {
+            RuleSource::File(path) => {
+                Stamp::Modified(std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            }
+            RuleSource::Store(admin) => Stamp::Version(admin.store().version().ok()),
+        }
+    }
+}
+
 /// Runs the card until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
-    let rules = LoadedRules::from_file(&config.rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = open_store(&config)?;
+    let rules = load_rules(&config, store.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules loaded");
     let card = Card::new(config, rules);
     let config = &card.config;
@@ -59,6 +121,24 @@ pub async fn run(config: Config) -> Result<()> {
         cache,
     ));
 
+    let source = match store {
+        None => RuleSource::File(config.rules.clone()),
+        Some(store) => {
+            let identity = crate::store::tls::tls_identity(&store, inside)
+                .context("cannot make the web page's TLS identity")?;
+            let fingerprint = identity.fingerprint();
+            tracing::info!(%fingerprint, "the card's web page certificate");
+            let _ = card.tls_fingerprint.set(fingerprint);
+            let admin = AdminState::new(store, card.clone());
+            tasks.spawn(crate::admin::serve(
+                bind(at(config.ports.admin)).await?,
+                identity.server_config(),
+                admin.clone(),
+            ));
+            RuleSource::Store(admin)
+        }
+    };
+
     if config.transparent {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let listener = |port| {
@@ -83,7 +163,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!(inside = %inside, outside = %config.outside_address, "card firewall running");
 
-    let outcome = watch(&card, &mut tasks).await;
+    let outcome = watch(&card, &source, &mut tasks).await;
     if card.config.transparent {
         intercept::remove();
     }
@@ -93,21 +173,22 @@ pub async fn run(config: Config) -> Result<()> {
 /// Waits for a signal or a failed task; reloads the rules on SIGHUP or when the file changes.
 async fn watch(
     card: &Arc<Card>,
+    source: &RuleSource,
     tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(RULES_POLL);
-    let mut seen = modified(card);
+    let mut seen = source.stamp();
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(card),
+            _ = hangup.recv() => reload(card, source),
             _ = poll.tick() => {
-                let now = modified(card);
+                let now = source.stamp();
                 if now != seen {
                     seen = now;
-                    reload(card);
+                    reload(card, source);
                 }
             }
             _ = terminate.recv() => return Ok(()),
@@ -125,15 +206,9 @@ async fn watch(
     }
 }
 
-fn modified(card: &Card) -> Option<SystemTime> {
-    std::fs::metadata(&card.config.rules)
-        .and_then(|m| m.modified())
-        .ok()
-}
-
-/// Loads the rule file again and swaps it in; on any error the running rules stay.
-pub fn reload(card: &Card) {
-    match LoadedRules::from_file(&card.config.rules) {
+/// Loads the rules again and swaps them in; on any error the running rules stay.
+pub fn reload(card: &Card, source: &RuleSource) {
+    match source.load() {
         Ok(rules) => {
             tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules reloaded");
             card.policy.replace(rules);

@@ -19,6 +19,8 @@ use crate::card::{Card, Counters, DecisionRecord};
 pub struct Status<'a> {
     pub firmware: &'static str,
     pub rules_version: &'a str,
+    /// The card web page's certificate fingerprint, when the card has a store and so a page.
+    pub tls_fingerprint: Option<&'a str>,
     pub rules_loaded_at: u64,
     pub rules: usize,
     pub uptime_secs: u64,
@@ -33,6 +35,7 @@ pub fn render(card: &Card, started: Instant) -> String {
     let status = Status {
         firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")),
         rules_version: &loaded.version,
+        tls_fingerprint: card.tls_fingerprint.get().map(String::as_str),
         rules_loaded_at: loaded.loaded_at,
         rules: loaded.rules.stats().rules,
         uptime_secs: started.elapsed().as_secs(),

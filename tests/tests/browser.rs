@@ -79,6 +79,7 @@ fn snapshot() -> Snapshot {
             absent_reason: None,
             rules_version: Some("2026-11-25.3".into()),
             firmware: Some("cardfw 0.1.0".into()),
+            tls_fingerprint: Some("AB:CD:EF".into()),
             allowed: 18_234,
             denied: 412,
             recent_blocks: vec![

@@ -70,6 +70,12 @@ impl CardLab {
     /// Builds the topology, starts the origin servers and the card with `RULES` and
     /// `extra_config` appended to the base config. `None` when the tests cannot run here.
     fn start(tag: &str, extra_config: &str) -> Option<CardLab> {
+        CardLab::start_with(tag, "", extra_config)
+    }
+
+    /// Like [`CardLab::start`], with top-level config keys too (`{dir}` stands for the lab's
+    /// directory).
+    fn start_with(tag: &str, top_level: &str, extra_config: &str) -> Option<CardLab> {
         if !e2e::require_root()
             || !e2e::require_program("curl", "curl")
             || !e2e::require_program("nft", "nftables")
@@ -145,9 +151,10 @@ impl CardLab {
         std::fs::write(
             &config,
             format!(
-                "rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
+                "{top}rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
                  [ports]\ntcp = [2222, 2223]\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n{extra_config}",
-                rules.display()
+                rules.display(),
+                top = top_level.replace("{dir}", &dir.display().to_string()),
             ),
         )
         .unwrap();
@@ -766,4 +773,58 @@ fn upstream_failures_say_why() {
         assert!(body.contains(why), "{url}: {body}");
     }
     assert!(lab.counter("upstream_failures") >= 4);
+}
+
+#[test]
+fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
+    use cardfw::store::{PinCost, Store};
+    let Some(lab) = CardLab::start_with("store", "store = \"{dir}/store\"\n", "") else {
+        return;
+    };
+    assert_eq!(
+        lab.http("allowed.test", "/", &[]).0,
+        "200",
+        "a new store starts with the rule file"
+    );
+    assert!(lab.status().contains("store v1"), "{}", lab.status());
+    // With a store the card serves its web page, over HTTPS with its own certificate, whose
+    // fingerprint the status reports (for the appliance to show).
+    let (exit, page) = lab.curl(&["-k", &format!("https://{CARD_INSIDE}/")]);
+    assert_eq!(exit, 0);
+    assert!(page.contains("PIN"), "the login page: {page}");
+    assert!(
+        lab.status().contains("\"tls_fingerprint\": \""),
+        "{}",
+        lab.status()
+    );
+
+    // What the card's web page does for an admin: log in with the PIN, change the default
+    // PIN, save new rules.
+    let store = Store::open_or_create(&lab.dir.join("store"), "", PinCost::PRODUCTION).unwrap();
+    store.login("1234").unwrap().change_pin("2580").unwrap();
+    let admin = store.login("2580").unwrap();
+    admin
+        .save_rules(&format!("late: deny http host allowed.test\n{RULES}"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab.http("allowed.test", "/", &[]).0 != "403" {
+        assert!(
+            Instant::now() < deadline,
+            "the saved rules did not apply:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lab.status().contains("store v2"), "{}", lab.status());
+
+    admin.rollback().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab.http("allowed.test", "/", &[]).0 != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "the rollback did not apply:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -32,6 +32,8 @@ pub struct CardView {
     pub absent_reason: Option<String>,
     pub rules_version: Option<String>,
     pub firmware: Option<String>,
+    /// SHA-256 of the card web page's certificate, to compare with what the browser shows.
+    pub tls_fingerprint: Option<String>,
     pub allowed: u64,
     pub denied: u64,
 }
@@ -140,6 +142,7 @@ mod tests {
                 absent_reason: (!present).then(|| "card link down".to_owned()),
                 rules_version: Some("2026-11-25.3".into()),
                 firmware: Some("cardfw 0.1.0".into()),
+                tls_fingerprint: None,
                 allowed: 1234,
                 denied: 56,
             },

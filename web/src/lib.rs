@@ -15,6 +15,7 @@
 //! their own state into these. With the `axum` feature a page struct is an axum response.
 
 pub mod appliance;
+pub mod card;
 pub mod format;
 pub mod graph;
 

@@ -25,6 +25,7 @@
 pub mod audit;
 pub mod pin;
 pub mod sealed;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,807 @@
+//! The card's own web page: HTTPS only, on the card's inside address, with the card's own key
+//! ([`crate::store::tls`]). Log in with the PIN, then see the rules, counters, recent
+//! decisions and the audit log, edit and test the rules, roll back, change the PIN.
+//!
+//! | route | what | needs |
+//! |---|---|---|
+//! | `GET /` | the login form (PUK form when blocked), or the dashboard | — |
+//! | `POST /login` | PIN → session cookie, then back to `/` | pre-session CSRF token |
+//! | `POST /unblock` | PUK and a new PIN | pre-session CSRF token |
+//! | `POST /logout` | ends the session | session, CSRF token |
+//! | `POST /explain` | the decision tester, on the text in the editor (nothing saved) | session, CSRF token |
+//! | `POST /rules` | validates, then saves the rules as the next version | session, CSRF token, PIN |
+//! | `POST /rules/rollback` | the previous version becomes current again | session, CSRF token, PIN |
+//! | `POST /pin` | changes the PIN | session, CSRF token, PIN |
+//! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
+//!
+//! # A PIN with every change
+//!
+//! The store's [`AdminSession`](crate::store::AdminSession) borrows the store and exists only
+//! after a correct PIN; keeping one alive between requests would mean keeping the PIN (or a
+//! PIN-equivalent) in memory. Instead, the session cookie only opens the page (and the CSRF
+//! token); every request that changes something carries the PIN, and the handler opens an
+//! `AdminSession` for that one change with [`Store::login`]. A stolen cookie therefore shows the
+//! rules but changes nothing, each change is audited with its own login, and a wrong PIN on any
+//! form costs a try like at the login, so guessing through the forms blocks the PIN too.
+//!
+//! # Cookies and CSRF
+//!
+//! See [`session`]: session and login cookies are `HttpOnly; Secure; SameSite=Strict; Path=/`,
+//! and every POST carries a token bound to its cookie; a missing or wrong token is a 403.
+//! PINs, PUKs and session ids are never logged.
+
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rules::{Action, DirLoader, LocalTime, Protocol, Request, RuleSet};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use web::card::{
+    AuditView, CounterView, DashboardPage, DecisionView, ExplanationView, LoginPage, RuleError,
+};
+use zeroize::Zeroize;
+
+use crate::card::Card;
+use crate::store::{Store, StoreError};
+use session::{
+    PRE_SESSION_COOKIE, PRE_SESSION_LIFETIME, SESSION_COOKIE, Sessions, clear_cookie, cookie,
+    set_cookie, tokens_match,
+};
+
+/// How long a session lasts without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Time for a client to finish the TLS handshake, then to send its request headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest form accepted: a rule text is a few kilobytes.
+const MAX_BODY: usize = 256 * 1024;
+/// The name the rule text has in error messages.
+const RULES_NAME: &str = "rules";
+
+/// What the page works on: the store, the running card, the sessions.
+#[derive(Debug)]
+pub struct AdminState {
+    store: Store,
+    card: Arc<Card>,
+    sessions: Sessions,
+}
+
+impl AdminState {
+    pub fn new(store: Store, card: Arc<Card>) -> Arc<AdminState> {
+        AdminState::with_idle_timeout(store, card, IDLE_TIMEOUT)
+    }
+
+    /// Like [`AdminState::new`] with another idle timeout (tests use a short one).
+    pub fn with_idle_timeout(store: Store, card: Arc<Card>, idle: Duration) -> Arc<AdminState> {
+        Arc::new(AdminState {
+            store,
+            card,
+            sessions: Sessions::new(idle),
+        })
+    }
+
+    /// The store, for the caller's reload loop (its version tells when the rules changed).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The page's routes over the shared state.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/unblock", post(unblock))
+        .route("/logout", post(logout))
+        .route("/explain", post(explain))
+        .route("/rules", post(save_rules))
+        .route("/rules/rollback", post(rollback))
+        .route("/pin", post(change_pin))
+        .route("/static/style.css", get(|| static_css(web::STYLE_CSS)))
+        .route("/static/card.css", get(|| static_css(web::card::CARD_CSS)))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(protect))
+        .with_state(state)
+}
+
+/// Serves the page over TLS on `listener` until accepting fails or the task is dropped. Bind
+/// the listener to the card's inside address only.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AdminState>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(state);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let (tcp, _) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "admin page: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                app.clone().oneshot(request)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Headers of every response: never cached (it shows the rules and the audit log), no
+/// framing, no script, forms post only to the card.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(web::card::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn static_css(body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+}
+
+async fn not_found(uri: Uri) -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        web::NotFoundPage {
+            path: uri.path().to_owned(),
+        },
+    )
+}
+
+fn forbidden(why: &'static str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{why}\nReload the card's page and try again.\n"),
+    )
+        .into_response()
+}
+
+/// Runs store work (Argon2, fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<AdminState>,
+    work: impl FnOnce(&AdminState) -> T + Send + 'static,
+) -> T {
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || work(&state)).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+// ---- forms. Secrets are wiped when the form is dropped; none derives Debug. ----
+
+/// A PIN or PUK from a form, wiped when dropped.
+#[derive(Deserialize, Default)]
+#[serde(transparent)]
+struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CsrfForm {
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PinForm {
+    csrf: String,
+    pin: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UnblockForm {
+    csrf: String,
+    puk: Secret,
+    new_pin: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RulesForm {
+    csrf: String,
+    rules: String,
+    target: String,
+    pin: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ChangePinForm {
+    csrf: String,
+    pin: Secret,
+    new_pin: Secret,
+    confirm_pin: Secret,
+}
+
+// ---- sessions ----
+
+/// The live session of the request, if any (and its idle clock restarted).
+fn live_session(state: &AdminState, headers: &HeaderMap) -> Option<String> {
+    let id = cookie(headers, SESSION_COOKIE)?;
+    state.sessions.touch(id).then(|| id.to_owned())
+}
+
+/// A POST from a logged-in page: the session must be live and the token its own.
+fn check_session(
+    state: &AdminState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<String, &'static str> {
+    let Some(id) = live_session(state, headers) else {
+        return Err("Your session has ended: log in again.");
+    };
+    if !tokens_match(csrf, &state.sessions.session_token(&id)) {
+        return Err("The form's security token is missing or wrong.");
+    }
+    Ok(id)
+}
+
+/// A POST from the login page: the pre-session cookie must be fresh and the token its own.
+fn check_pre_session(
+    state: &AdminState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), &'static str> {
+    let Some(value) = cookie(headers, PRE_SESSION_COOKIE) else {
+        return Err("The login form has expired.");
+    };
+    if !state.sessions.pre_session_fresh(value)
+        || !tokens_match(csrf, &state.sessions.pre_session_token(value))
+    {
+        return Err("The form's security token is missing, wrong or expired.");
+    }
+    Ok(())
+}
+
+// ---- pages ----
+
+async fn index(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    match live_session(&state, &headers) {
+        Some(id) => dashboard(&state, &id, View::default()),
+        None => login_page(&state, StatusCode::OK, None, None),
+    }
+}
+
+/// The login page, with a new pre-session cookie and its token.
+fn login_page(
+    state: &AdminState,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Response {
+    let pre = state.sessions.new_pre_session();
+    let pin = state.store.pin_state();
+    let page = LoginPage {
+        csrf: state.sessions.pre_session_token(&pre),
+        tries_left: pin.as_ref().map_or(0, |p| p.tries_left),
+        blocked: pin.as_ref().is_ok_and(|p| p.blocked),
+        puk_tries_left: pin.as_ref().map_or(0, |p| p.puk_tries_left),
+        puk_blocked: pin.as_ref().is_ok_and(|p| p.puk_blocked),
+        error: error.or_else(|| pin.err().map(|e| e.to_string())),
+        notice,
+        fingerprint: crate::store::tls::stored_fingerprint(&state.store).unwrap_or_default(),
+    };
+    (
+        status,
+        [(
+            header::SET_COOKIE,
+            set_cookie(PRE_SESSION_COOKIE, &pre, PRE_SESSION_LIFETIME),
+        )],
+        page,
+    )
+        .into_response()
+}
+
+/// What one dashboard rendering shows beyond the stored state.
+#[derive(Default)]
+struct View {
+    notice: Option<String>,
+    error: Option<String>,
+    /// The editor's text when it is not the stored one (refused, or being tested).
+    rules_text: Option<String>,
+    rule_errors: Vec<RuleError>,
+    explain_target: String,
+    explanation: Option<ExplanationView>,
+}
+
+fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
+    let store = &state.store;
+    let mut error = view.error;
+    let mut note = |e: StoreError| {
+        error.get_or_insert_with(|| e.to_string());
+    };
+    let must_change = match store.pin_state() {
+        Ok(pin) => pin.must_change,
+        Err(e) => {
+            note(e);
+            true
+        }
+    };
+    let (rules_version, rules_saved_at, stored_text) = match store.rules() {
+        Ok(rules) => (
+            rules.version,
+            web::format::date_time(
+                rules
+                    .saved_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            ),
+            rules.text,
+        ),
+        Err(e) => {
+            note(e);
+            (0, "?".to_owned(), String::new())
+        }
+    };
+    let previous_version = store.previous_rules().ok().flatten().map(|r| r.version);
+    let audit = store
+        .audit()
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .map(|entry| AuditView {
+            at: web::format::date_time(
+                entry
+                    .at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            ),
+            event: entry.event.to_string(),
+        })
+        .collect();
+    let counters = &state.card.events.counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let page = DashboardPage {
+        csrf: state.sessions.session_token(id),
+        must_change,
+        notice: view.notice,
+        error,
+        rules_version,
+        rules_saved_at,
+        running_version: state.card.policy.current().version.clone(),
+        rules_text: view.rules_text.unwrap_or(stored_text),
+        rule_errors: view.rule_errors,
+        previous_version,
+        counters: vec![
+            CounterView {
+                label: "Connections",
+                value: load(&counters.connections),
+            },
+            CounterView {
+                label: "Allowed",
+                value: load(&counters.allowed),
+            },
+            CounterView {
+                label: "Denied",
+                value: load(&counters.denied),
+            },
+            CounterView {
+                label: "DNS questions",
+                value: load(&counters.dns_queries),
+            },
+            CounterView {
+                label: "Refused at capacity",
+                value: load(&counters.refused_at_capacity),
+            },
+            CounterView {
+                label: "Rule reloads",
+                value: load(&counters.reloads),
+            },
+        ],
+        recent: state
+            .card
+            .events
+            .recent()
+            .into_iter()
+            .rev()
+            .map(|d| DecisionView {
+                clock: web::format::clock(d.at),
+                client: d.client.to_string(),
+                protocol: d.protocol.to_owned(),
+                target: d.target.to_string(),
+                action: d.action.to_owned(),
+                rule: d.rule.to_string(),
+            })
+            .collect(),
+        explain_target: view.explain_target,
+        explanation: view.explanation,
+        audit,
+        fingerprint: crate::store::tls::stored_fingerprint(store).unwrap_or_default(),
+    };
+    page.into_response()
+}
+
+// ---- actions ----
+
+async fn login(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<PinForm>,
+) -> Response {
+    if let Err(why) = check_pre_session(&state, &headers, &form.csrf) {
+        return forbidden(why);
+    }
+    let pin = form.pin.0.clone();
+    let result = blocking(&state, move |state| {
+        let pin = zeroizing(pin);
+        state.store.login(&pin).map(|_| ())
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: login");
+            let id = state.sessions.create();
+            let mut response = Redirect::to("/").into_response();
+            let headers = response.headers_mut();
+            for value in [
+                set_cookie(
+                    SESSION_COOKIE,
+                    &id,
+                    IDLE_TIMEOUT.max(Duration::from_secs(60)),
+                ),
+                clear_cookie(PRE_SESSION_COOKIE),
+            ] {
+                headers.append(
+                    header::SET_COOKIE,
+                    HeaderValue::from_str(&value).expect("cookie values are ASCII"),
+                );
+            }
+            response
+        }
+        Err(error) => {
+            tracing::info!("admin page: login refused: {error}");
+            login_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                Some(error.to_string()),
+                None,
+            )
+        }
+    }
+}
+
+async fn unblock(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<UnblockForm>,
+) -> Response {
+    if let Err(why) = check_pre_session(&state, &headers, &form.csrf) {
+        return forbidden(why);
+    }
+    let (puk, new_pin) = (form.puk.0.clone(), form.new_pin.0.clone());
+    let result = blocking(&state, move |state| {
+        let (puk, new_pin) = (zeroizing(puk), zeroizing(new_pin));
+        state.store.unblock(&puk, &new_pin)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: PIN unblocked with the PUK");
+            login_page(
+                &state,
+                StatusCode::OK,
+                None,
+                Some("The PIN is unblocked: log in with the new PIN.".into()),
+            )
+        }
+        Err(error) => {
+            tracing::info!("admin page: unblock refused: {error}");
+            login_page(&state, StatusCode::OK, Some(error.to_string()), None)
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    state.sessions.remove(&id);
+    tracing::info!("admin page: logout");
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&clear_cookie(SESSION_COOKIE)).expect("ASCII"),
+    );
+    response
+}
+
+async fn explain(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<RulesForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    let mut view = View {
+        rules_text: Some(form.rules.clone()),
+        explain_target: form.target.clone(),
+        ..View::default()
+    };
+    match compile(&state, &form.rules) {
+        Err(errors) => view.rule_errors = errors,
+        Ok(rules) => match ask(&rules, form.target.trim()) {
+            Ok(explanation) => view.explanation = Some(explanation),
+            Err(why) => view.error = Some(why),
+        },
+    }
+    dashboard(&state, &id, view)
+}
+
+async fn save_rules(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<RulesForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    if let Err(errors) = compile(&state, &form.rules) {
+        return dashboard(
+            &state,
+            &id,
+            View {
+                rules_text: Some(form.rules.clone()),
+                rule_errors: errors,
+                explain_target: form.target.clone(),
+                ..View::default()
+            },
+        );
+    }
+    let (pin, text) = (form.pin.0.clone(), form.rules.clone());
+    let result = with_pin(&state, pin, move |session| session.save_rules(&text)).await;
+    match result {
+        Ok(version) => {
+            tracing::info!(version, "admin page: rules saved");
+            let notice =
+                format!("Saved as version {version}. The firewall loads it within a few seconds.");
+            dashboard(&state, &id, notice_view(notice))
+        }
+        Err(error) => action_failed(&state, &id, error, Some(form.rules.clone())),
+    }
+}
+
+async fn rollback(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<PinForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    let result = with_pin(&state, form.pin.0.clone(), |session| session.rollback()).await;
+    match result {
+        Ok(version) => {
+            tracing::info!(version, "admin page: rules rolled back");
+            let notice = format!("Rolled back: the previous rules are now version {version}.");
+            dashboard(&state, &id, notice_view(notice))
+        }
+        Err(error) => action_failed(&state, &id, error, None),
+    }
+}
+
+async fn change_pin(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<ChangePinForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    if form.new_pin.0 != form.confirm_pin.0 {
+        let view = View {
+            error: Some("The two new PINs differ: nothing was changed.".into()),
+            ..View::default()
+        };
+        return dashboard(&state, &id, view);
+    }
+    let new_pin = form.new_pin.0.clone();
+    let result = with_pin(&state, form.pin.0.clone(), move |session| {
+        let new_pin = zeroizing(new_pin);
+        session.change_pin(&new_pin)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: PIN changed");
+            dashboard(&state, &id, notice_view("The PIN is changed.".into()))
+        }
+        Err(error) => action_failed(&state, &id, error, None),
+    }
+}
+
+fn notice_view(notice: String) -> View {
+    View {
+        notice: Some(notice),
+        ..View::default()
+    }
+}
+
+fn zeroizing(secret: String) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(secret)
+}
+
+/// Opens an admin session with `pin` for one change (see the module documentation).
+async fn with_pin<T: Send + 'static>(
+    state: &Arc<AdminState>,
+    pin: String,
+    change: impl FnOnce(&crate::store::AdminSession<'_>) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    blocking(state, move |state| {
+        let pin = zeroizing(pin);
+        let session = state.store.login(&pin)?;
+        change(&session)
+    })
+    .await
+}
+
+/// A refused change: a blocked PIN ends the session (the page shows the PUK form); anything
+/// else is said on the dashboard, with the edited text kept.
+fn action_failed(
+    state: &AdminState,
+    id: &str,
+    error: StoreError,
+    rules_text: Option<String>,
+) -> Response {
+    tracing::info!("admin page: change refused: {error}");
+    if matches!(error, StoreError::Blocked | StoreError::PukBlocked) {
+        state.sessions.remove(id);
+        let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None);
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&clear_cookie(SESSION_COOKIE)).expect("ASCII"),
+        );
+        return response;
+    }
+    let view = View {
+        error: Some(format!("Nothing was changed: {error}.")),
+        rules_text,
+        ..View::default()
+    };
+    dashboard(state, id, view)
+}
+
+/// Compiles the edited text as the firewall would (list files beside the store), or says
+/// where it is wrong.
+fn compile(state: &AdminState, text: &str) -> Result<RuleSet, Vec<RuleError>> {
+    let lists = DirLoader(state.store.dir().to_path_buf());
+    RuleSet::from_text(RULES_NAME, text, &lists).map_err(|diagnostics| {
+        diagnostics
+            .iter()
+            .map(|d| RuleError {
+                line: d.line,
+                col: d.col,
+                message: if d.file == RULES_NAME {
+                    d.message.clone()
+                } else {
+                    format!("in {}: {}", d.file, d.message)
+                },
+                source_line: d.source_line.clone(),
+            })
+            .collect()
+    })
+}
+
+/// The decision tester: a URL (`http://…`, `https://…`) or a bare name (asked as HTTPS).
+fn ask(rules: &RuleSet, target: &str) -> Result<ExplanationView, String> {
+    if target.is_empty() {
+        return Err("Enter a URL or a name to test.".into());
+    }
+    let (protocol, host, port, path) = if target.contains("://") {
+        let uri: Uri = target
+            .parse()
+            .map_err(|_| format!("{target} is not a URL."))?;
+        let (protocol, default_port) = match uri.scheme_str() {
+            Some("http") => (Protocol::Http, 80),
+            Some("https") => (Protocol::Https, 443),
+            _ => return Err("Only http:// and https:// URLs can be tested.".into()),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{target} has no host."))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let path = (protocol == Protocol::Http).then(|| uri.path().to_owned());
+        (protocol, host, uri.port_u16().unwrap_or(default_port), path)
+    } else {
+        (Protocol::Https, target.to_owned(), 443, None)
+    };
+    let mut request = Request::new(protocol, LocalTime::now()).port(port);
+    let address = host.parse::<IpAddr>().ok();
+    match address {
+        Some(address) => request = request.dst(address),
+        None => request = request.host(&host),
+    }
+    if let Some(path) = &path {
+        request = request.method("GET").path(path);
+    }
+    let explanation = rules.explain(&request, None);
+    let decision = explanation.decision;
+    Ok(ExplanationView {
+        asked: format!(
+            "{} {host}:{port}{}",
+            protocol.name(),
+            path.as_deref().unwrap_or("")
+        ),
+        verdict: decision.to_string(),
+        allowed: decision.action == Action::Allow,
+        rule_text: decision.rule.text.clone(),
+        reasons: explanation.reasons,
+    })
+}
+
+// The service type `serve` builds must never fail: the router answers every request.
+const _: fn() = || {
+    fn infallible<S: tower::Service<http::Request<Incoming>, Error = Infallible>>() {}
+    infallible::<Router>();
+};

@@ -1,0 +1,489 @@
+//! The page driven through the router, as a browser would: cookies, CSRF tokens, forms.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use rules::{NoFiles, RuleSet};
+use tower::ServiceExt;
+
+use super::*;
+use crate::card::{Card, LoadedRules};
+use crate::config::Config;
+use crate::store::PinCost;
+
+const PIN: &str = "98765432101";
+const GOOD_RULES: &str = "web: allow https host example.com\ndefault deny\n";
+
+struct Page {
+    status: StatusCode,
+    cookies: Vec<String>,
+    body: String,
+}
+
+struct Browser {
+    app: Router,
+    state: Arc<AdminState>,
+    /// name=value pairs sent back.
+    jar: Vec<(String, String)>,
+    bodies: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn card() -> Arc<Card> {
+    Card::new(
+        Config::default(),
+        LoadedRules {
+            rules: RuleSet::from_text("rules", "deny any\n", &NoFiles).unwrap(),
+            version: "test".into(),
+            loaded_at: 0,
+        },
+    )
+}
+
+/// A card whose PIN is already changed to [`PIN`] (or still the default).
+fn browser(change_default_pin: bool, idle: Duration) -> Browser {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open_or_create(dir.path(), "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
+    if change_default_pin {
+        store.login("1234").unwrap().change_pin(PIN).unwrap();
+    }
+    let state = AdminState::with_idle_timeout(store, card(), idle);
+    Browser {
+        app: router(state.clone()),
+        state,
+        jar: Vec::new(),
+        bodies: Vec::new(),
+        _dir: dir,
+    }
+}
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of the first `name="csrf"` hidden field.
+fn csrf_of(body: &str) -> String {
+    let start = body.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+impl Browser {
+    async fn send(&mut self, request: Request<Body>) -> Page {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        assert!(
+            response
+                .headers()
+                .get(header::CONTENT_SECURITY_POLICY)
+                .is_some()
+        );
+        let cookies: Vec<String> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        for cookie in &cookies {
+            let (pair, _) = cookie.split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.jar.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.jar.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        self.bodies.push(body.clone());
+        Page {
+            status,
+            cookies,
+            body,
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = Request::get(path)
+            .header(header::COOKIE, self.cookie_header())
+            .body(Body::empty())
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = Request::post(path)
+            .header(header::COOKIE, self.cookie_header())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(form)))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Loads the login page and posts `pin` with its token.
+    async fn login(&mut self, pin: &str) -> Page {
+        let page = self.get("/").await;
+        let csrf = csrf_of(&page.body);
+        self.post("/login", &[("csrf", &csrf), ("pin", pin)]).await
+    }
+
+    /// Logs in and returns the dashboard's CSRF token.
+    async fn logged_in(&mut self, pin: &str) -> String {
+        let page = self.login(pin).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        let page = self.get("/").await;
+        assert!(page.body.contains("Log out"), "{}", page.body);
+        csrf_of(&page.body)
+    }
+
+    fn version(&self) -> u64 {
+        self.state.store().version().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn admin_wrong_pin_shows_the_tries_left_counting_down() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let page = browser.get("/").await;
+    assert!(page.body.contains("3 tries left"), "{}", page.body);
+    let page = browser.login("0000").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        page.body.contains("wrong PIN, 2 tries left"),
+        "{}",
+        page.body
+    );
+    let page = browser.login("0000").await;
+    assert!(
+        page.body.contains("wrong PIN, 1 tries left"),
+        "{}",
+        page.body
+    );
+    let page = browser.login("0000").await;
+    assert!(page.body.contains("PUK"), "{}", page.body);
+    assert!(browser.state.store().pin_state().unwrap().blocked);
+}
+
+#[tokio::test]
+async fn admin_blocked_pin_is_unblocked_with_the_puk() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let puk = browser.state.store().take_puk_notice().unwrap().unwrap();
+    for _ in 0..3 {
+        browser.login("0000").await;
+    }
+    let page = browser.get("/").await;
+    assert!(page.body.contains("The PIN is blocked"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let page = browser
+        .post(
+            "/unblock",
+            &[("csrf", &csrf), ("puk", &puk), ("new_pin", "24681357")],
+        )
+        .await;
+    assert!(page.body.contains("unblocked"), "{}", page.body);
+    browser.logged_in("24681357").await;
+}
+
+#[tokio::test]
+async fn admin_right_pin_sets_a_protected_session_cookie() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let page = browser.login(PIN).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let session = page
+        .cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{}=", session::SESSION_COOKIE)))
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    // 32 random bytes, hex.
+    let value = session
+        .split_once('=')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(value.len(), 64);
+    let page = browser.get("/").await;
+    assert!(page.body.contains("Rule text"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn admin_posts_without_the_right_csrf_token_are_forbidden() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    // Login without a token, and with a token from another cookie.
+    let page = browser.post("/login", &[("pin", PIN)]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let csrf = browser.logged_in(PIN).await;
+    let before = browser.version();
+    let page = browser
+        .post("/rules", &[("rules", GOOD_RULES), ("pin", PIN)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let wrong = csrf.replace(|c: char| c != '0', "0");
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &wrong), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = browser.post("/logout", &[("csrf", "")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(browser.version(), before);
+    // The right token works.
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(browser.version(), before + 1);
+}
+
+#[tokio::test]
+async fn admin_invalid_rules_are_shown_with_line_and_column_and_not_saved() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let csrf = browser.logged_in(PIN).await;
+    let bad = "deny any\nallow https hots example.com\n";
+    let page = browser
+        .post("/rules", &[("csrf", &csrf), ("rules", bad), ("pin", PIN)])
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("line 2:13"), "{}", page.body);
+    assert!(page.body.contains("Not saved"), "{}", page.body);
+    // The refused text stays in the editor; the store is unchanged.
+    assert!(page.body.contains("hots example.com"));
+    let stored = browser.state.store().rules().unwrap();
+    assert_eq!((stored.version, stored.text.as_str()), (1, "deny any\n"));
+}
+
+#[tokio::test]
+async fn admin_valid_rules_are_saved_and_rolled_back() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let csrf = browser.logged_in(PIN).await;
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    assert!(page.body.contains("Saved as version 2"), "{}", page.body);
+    assert_eq!(browser.state.store().rules().unwrap().text, GOOD_RULES);
+    // A wrong PIN on the form changes nothing and costs a try.
+    let page = browser
+        .post("/rules/rollback", &[("csrf", &csrf), ("pin", "0000")])
+        .await;
+    assert!(
+        page.body.contains("wrong PIN, 2 tries left"),
+        "{}",
+        page.body
+    );
+    assert_eq!(browser.version(), 2);
+    let page = browser
+        .post("/rules/rollback", &[("csrf", &csrf), ("pin", PIN)])
+        .await;
+    assert!(page.body.contains("Rolled back"), "{}", page.body);
+    assert_eq!(browser.version(), 3);
+    assert_eq!(browser.state.store().rules().unwrap().text, "deny any\n");
+}
+
+#[tokio::test]
+async fn admin_decision_tester_explains_the_edited_text_without_saving() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let csrf = browser.logged_in(PIN).await;
+    let page = browser
+        .post(
+            "/explain",
+            &[
+                ("csrf", &csrf),
+                ("rules", GOOD_RULES),
+                ("target", "https://example.com/page"),
+            ],
+        )
+        .await;
+    assert!(page.body.contains("allow by web"), "{}", page.body);
+    let page = browser
+        .post(
+            "/explain",
+            &[
+                ("csrf", &csrf),
+                ("rules", GOOD_RULES),
+                ("target", "other.org"),
+            ],
+        )
+        .await;
+    assert!(page.body.contains("deny by default"), "{}", page.body);
+    assert_eq!(browser.version(), 1);
+}
+
+#[tokio::test]
+async fn admin_logout_ends_the_session() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let csrf = browser.logged_in(PIN).await;
+    let old = browser.jar.clone();
+    let page = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    // Even with the old cookie sent again, the session is gone.
+    browser.jar = old;
+    let page = browser.get("/").await;
+    assert!(page.body.contains("Log in"), "{}", page.body);
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn admin_idle_session_expires() {
+    let mut browser = browser(true, Duration::from_millis(200));
+    browser.logged_in(PIN).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let page = browser.get("/").await;
+    assert!(page.body.contains("Log in"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn admin_default_pin_allows_only_changing_it() {
+    let mut browser = browser(false, IDLE_TIMEOUT);
+    let csrf = browser.logged_in("1234").await;
+    let page = browser.get("/").await;
+    assert!(page.body.contains("Choose your own PIN first"));
+    assert!(!page.body.contains("Rule text"));
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", "1234")],
+        )
+        .await;
+    assert!(page.body.contains("must be changed"), "{}", page.body);
+    assert_eq!(browser.version(), 1);
+    let page = browser
+        .post(
+            "/pin",
+            &[
+                ("csrf", &csrf),
+                ("pin", "1234"),
+                ("new_pin", PIN),
+                ("confirm_pin", PIN),
+            ],
+        )
+        .await;
+    assert!(page.body.contains("The PIN is changed"), "{}", page.body);
+    assert!(page.body.contains("Rule text"));
+}
+
+#[tokio::test]
+async fn admin_rule_text_is_escaped() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let csrf = browser.logged_in(PIN).await;
+    let rules = "# <script>alert(1)</script>\ndeny any\n";
+    browser
+        .post("/rules", &[("csrf", &csrf), ("rules", rules), ("pin", PIN)])
+        .await;
+    assert_eq!(browser.version(), 2);
+    let page = browser.get("/").await;
+    assert!(
+        page.body.contains("&#60;script&#62;alert(1)"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>"));
+}
+
+/// A writer for the test's log lines.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn admin_no_pin_or_session_id_in_any_page_or_log() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut browser = browser(false, IDLE_TIMEOUT);
+    browser.login("24242424").await;
+    let csrf = browser.logged_in("1234").await;
+    browser
+        .post(
+            "/pin",
+            &[
+                ("csrf", &csrf),
+                ("pin", "1234"),
+                ("new_pin", PIN),
+                ("confirm_pin", PIN),
+            ],
+        )
+        .await;
+    browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    browser
+        .post("/rules/rollback", &[("csrf", &csrf), ("pin", "13579135")])
+        .await;
+    browser.post("/logout", &[("csrf", &csrf)]).await;
+    let session = browser
+        .jar
+        .iter()
+        .find(|(n, _)| n == session::SESSION_COOKIE)
+        .map(|(_, v)| v.clone());
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("rules saved"), "the log is captured: {log}");
+    for secret in [PIN, "24242424", "13579135"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+        for body in &browser.bodies {
+            assert!(!body.contains(secret), "{secret} in a page");
+        }
+    }
+    if let Some(session) = session {
+        assert!(!log.contains(&session));
+    }
+}

@@ -1,0 +1,136 @@
+//! The card's own web page (served by `cardfw::admin` over HTTPS on the card's inside address):
+//! the PIN login, and once logged in the rules, a decision tester, the recent decisions, the
+//! counters, the PIN change and the audit log.
+//!
+//! The page has no script at all; every form posts to the card itself and carries a CSRF token.
+
+use askama::Template;
+#[cfg(feature = "axum")]
+use askama_web::WebTemplate;
+
+/// The `Content-Security-Policy` of the card's page: like [`crate::CONTENT_SECURITY_POLICY`],
+/// but forms may post to the card itself, and no script runs at all.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+    img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The card page's few extra rules (forms), for `/static/card.css`, after the shared stylesheet.
+pub const CARD_CSS: &str = include_str!("../templates/card/card.css");
+
+/// `GET /` without a session: the PIN form, or the PUK form when the PIN is blocked.
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/login.html")]
+pub struct LoginPage {
+    /// The pre-session CSRF token for the login and unblock forms.
+    pub csrf: String,
+    pub tries_left: u8,
+    pub blocked: bool,
+    pub puk_tries_left: u8,
+    pub puk_blocked: bool,
+    /// What went wrong with the last attempt, in words.
+    pub error: Option<String>,
+    pub notice: Option<String>,
+    /// SHA-256 of the card's certificate, for the owner to compare with the browser's.
+    pub fingerprint: String,
+}
+
+/// `GET /` with a session.
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/dashboard.html")]
+pub struct DashboardPage {
+    pub csrf: String,
+    /// The PIN is still the default one: only the PIN form is shown.
+    pub must_change: bool,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// The stored rules' version and when it was saved (UTC).
+    pub rules_version: u64,
+    pub rules_saved_at: String,
+    /// What the firewall runs right now (it reloads the store's version shortly after a save).
+    pub running_version: String,
+    /// The editor's text: the stored rules, or the text just submitted when it was refused.
+    pub rules_text: String,
+    pub rule_errors: Vec<RuleError>,
+    pub previous_version: Option<u64>,
+    pub counters: Vec<CounterView>,
+    /// Newest first.
+    pub recent: Vec<DecisionView>,
+    pub explain_target: String,
+    pub explanation: Option<ExplanationView>,
+    /// Newest first.
+    pub audit: Vec<AuditView>,
+    pub fingerprint: String,
+}
+
+/// One parse error of the edited rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+    pub source_line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterView {
+    pub label: &'static str,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionView {
+    /// UTC, `HH:MM:SS`.
+    pub clock: String,
+    pub client: String,
+    pub protocol: String,
+    pub target: String,
+    /// `allow` or `deny`.
+    pub action: String,
+    pub rule: String,
+}
+
+/// The decision tester's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplanationView {
+    /// What was asked, as understood: `https example.com:443`.
+    pub asked: String,
+    pub verdict: String,
+    pub allowed: bool,
+    pub rule_text: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditView {
+    /// UTC, `YYYY-MM-DD HH:MM:SS`.
+    pub at: String,
+    pub event: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_page_labels_every_input_and_escapes() {
+        let page = LoginPage {
+            csrf: "t\"<x>".into(),
+            tries_left: 2,
+            blocked: false,
+            puk_tries_left: 10,
+            puk_blocked: false,
+            error: Some("<b>".into()),
+            notice: None,
+            fingerprint: "AB:CD".into(),
+        };
+        let html = page.render().unwrap();
+        assert!(html.contains("2 tries left"));
+        assert!(html.contains("&#60;b&#62;"));
+        assert!(!html.contains("<x>"));
+        assert_eq!(
+            html.matches("<label").count(),
+            html.matches("<input").count() - html.matches("type=\"hidden\"").count()
+        );
+    }
+}
