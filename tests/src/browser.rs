@@ -74,6 +74,16 @@ impl std::fmt::Debug for Browser {
 impl Browser {
     /// Starts chromedriver and chromium, and opens `url`.
     pub async fn open(url: &str) -> Result<Browser> {
+        Browser::start(url, false).await
+    }
+
+    /// Like [`Browser::open`], accepting a self-signed certificate (the card's own page). The
+    /// tests that use it check the certificate's fingerprint with their own TLS client.
+    pub async fn open_self_signed(url: &str) -> Result<Browser> {
+        Browser::start(url, true).await
+    }
+
+    async fn start(url: &str, accept_self_signed: bool) -> Result<Browser> {
         let profile = tempfile::Builder::new()
             .prefix("cardwall-chromium-")
             .tempdir()?;
@@ -100,6 +110,7 @@ impl Browser {
         args.push(format!("--user-data-dir={}", user_data_dir.display()));
         let capabilities = json!({
             "browserName": "chrome",
+            "acceptInsecureCerts": accept_self_signed,
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         });
         let Value::Object(capabilities) = capabilities else {

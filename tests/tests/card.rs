@@ -828,3 +828,90 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The card's web page in a real browser on the protected side: a wrong PIN shows the tries
+/// left, the default PIN must be changed, then the admin blocks a name in the rule editor and
+/// the protected computer's next request for it is blocked.
+#[test]
+fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
+    use e2e::browser::{Browser, require_browser};
+    use fantoccini::Locator;
+    if !require_browser() {
+        return;
+    }
+    let Some(lab) = CardLab::start_with("cweb", "store = \"{dir}/store\"\n", "") else {
+        return;
+    };
+    assert_eq!(lab.http("allowed.test", "/", &[]).0, "200");
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let new_rules = format!("no-allowed: deny any host allowed.test\n{RULES}");
+    let outcome = lab
+        .client
+        .enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let b = Browser::open_self_signed(&format!("https://{CARD_INSIDE}/")).await?;
+                let type_into = async |b: &Browser, id: &str, text: &str| -> anyhow::Result<()> {
+                    let field = b.client().find(Locator::Id(id)).await?;
+                    field.clear().await?;
+                    field.send_keys(text).await?;
+                    Ok(())
+                };
+                let submit = async |b: &Browser, form_action: &str| -> anyhow::Result<()> {
+                    let css = format!("form[action='{form_action}'] button:not([formaction])");
+                    b.client().find(Locator::Css(&css)).await?.click().await?;
+                    Ok(())
+                };
+                // A wrong PIN costs a try, and the page says how many are left.
+                type_into(&b, "pin", "9999").await?;
+                submit(&b, "/login").await?;
+                let tries = b.text("main").await?;
+                b.screenshot(&shots.join("card-wrong-pin.png")).await?;
+                // The default PIN works once, to change it.
+                type_into(&b, "pin", "1234").await?;
+                submit(&b, "/login").await?;
+                type_into(&b, "current-pin", "1234").await?;
+                type_into(&b, "new-pin", "2580").await?;
+                type_into(&b, "confirm-pin", "2580").await?;
+                submit(&b, "/pin").await?;
+                b.goto(&format!("https://{CARD_INSIDE}/")).await?;
+                if b.count("#pin").await? > 0 {
+                    type_into(&b, "pin", "2580").await?;
+                    submit(&b, "/login").await?;
+                }
+                // The rule editor: block allowed.test, confirm with the PIN.
+                type_into(&b, "rules", &new_rules).await?;
+                type_into(&b, "rules-pin", "2580").await?;
+                b.screenshot(&shots.join("card-editor.png")).await?;
+                submit(&b, "/rules").await?;
+                let after = b.text("main").await?;
+                b.screenshot(&shots.join("card-saved.png")).await?;
+                b.close().await?;
+                anyhow::Ok((tries, after))
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(outcome.0.contains("2 tries left"), "{}", outcome.0);
+    assert!(
+        outcome.1.contains("no-allowed"),
+        "the saved rules are shown: {}",
+        outcome.1
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab.http("allowed.test", "/", &[]).0 != "403" {
+        assert!(
+            Instant::now() < deadline,
+            "the rules saved in the browser did not apply:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, page) = lab.http("allowed.test", "/", &[]);
+    assert!(page.contains("no-allowed"), "{page}");
+}
