@@ -370,9 +370,10 @@ impl SystemLab {
             "The cardwall lab is running. The protected computer is namespace `{pc}` (address {addr} by DHCP).
 Try, as root:
   ip netns exec {pc} curl http://allowed.test/                     # allowed: the origin answers
-  ip netns exec {pc} curl http://blocked.test/                     # blocked: the card's block page
+  ip netns exec {pc} curl http://blocked.test/                     # blocked: the card answers NXDOMAIN
+  ip netns exec {pc} curl --resolve blocked.test:80:{BLOCKED} http://blocked.test/   # by address: the block page
   ip netns exec {pc} curl --cacert {ca} https://allowed.test/      # TLS allowed by its name
-  ip netns exec {pc} curl --cacert {ca} https://blocked.test/      # TLS refused with an alert
+  ip netns exec {pc} curl --cacert {ca} --resolve blocked.test:443:{BLOCKED} https://blocked.test/   # TLS refused with an alert
   ip netns exec {pc} dig blocked.test                              # NXDOMAIN from the card
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/               # the appliance status page
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/api/status     # the same as JSON

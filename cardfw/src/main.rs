@@ -1,9 +1,11 @@
 //! `cardfw --config cardfw.toml`: the card's proxy firewall.
+//! `cardfw --config cardfw.toml check`: check the configuration and the rules, and exit.
+//! `cardfw --config cardfw.toml fingerprint`: the card web page certificate's SHA-256.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about = "cardwall card firmware: the proxy firewall")]
@@ -11,17 +13,22 @@ struct Args {
     /// The configuration file (see the README's configuration section).
     #[arg(long, default_value = "/etc/cardwall/cardfw.toml")]
     config: PathBuf,
-    /// Check the configuration and the rule file, print what is wrong, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use)
-    /// and exit, to compare with what a browser shows.
-    #[arg(long)]
-    fingerprint: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and the rules, print what is wrong, and exit.
+    Check,
+    /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use),
+    /// to compare with what a browser shows.
+    Fingerprint,
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -34,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.fingerprint {
+    if matches!(args.command, Some(Command::Fingerprint)) {
         let identity = cardfw::run::open_store(&config).and_then(|store| {
             let store = store.ok_or_else(|| {
                 anyhow::anyhow!("no `store` in the configuration: the card has no web page")
@@ -55,7 +62,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.check {
+    if matches!(args.command, Some(Command::Check)) {
         let loaded = cardfw::run::open_store(&config)
             .map_err(|e| format!("{e:#}"))
             .and_then(|store| cardfw::run::load_rules(&config, store.as_ref()));

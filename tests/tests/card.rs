@@ -792,10 +792,25 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
     let (exit, page) = lab.curl(&["-k", &format!("https://{CARD_INSIDE}/")]);
     assert_eq!(exit, 0);
     assert!(page.contains("PIN"), "the login page: {page}");
-    assert!(
-        lab.status().contains("\"tls_fingerprint\": \""),
-        "{}",
-        lab.status()
+    let status = lab.status();
+    let reported = status
+        .split("\"tls_fingerprint\": \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or("");
+    assert_eq!(reported.len(), 95, "SHA-256 as 32 hex pairs: {status}");
+    let config = lab.dir.join("cardfw.toml");
+    let printed = lab
+        .card
+        .run_ok(
+            cardfw_binary().to_str().unwrap(),
+            &["--config", config.to_str().unwrap(), "fingerprint"],
+        )
+        .unwrap();
+    assert_eq!(
+        printed.trim(),
+        reported,
+        "`cardfw fingerprint` prints what the status reports"
     );
 
     // What the card's web page does for an admin: log in with the PIN, change the default
