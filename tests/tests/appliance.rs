@@ -387,68 +387,58 @@ fn the_status_page_in_a_browser_follows_the_card() {
     std::fs::create_dir_all(&shots).unwrap();
     let url = format!("http://{}/", lab::APPLIANCE_INSIDE);
 
-    // The browser runs inside the protected computer's namespace, as a user's would.
-    let session = {
-        let shots = shots.clone();
-        let url = url.clone();
-        lab.pc.enter(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let browser = Browser::open(&url).await?;
-                let present = browser
-                    .wait_until(Duration::from_secs(10), async |b: &Browser| {
-                        Ok(b.text("#card-status").await?.contains("CARD PRESENT")
-                            && b.count("#links svg polyline").await? > 0)
-                    })
-                    .await?;
-                browser
-                    .screenshot(&shots.join("lab-status-present.png"))
-                    .await?;
-                let blocked = browser.text("#blocks").await?;
-                browser.close().await?;
-                anyhow::Ok((present, blocked))
+    let present_shot = shots.join("lab-status-present.png");
+    let (present, blocked) = browse(&lab.pc, url.clone(), async move |browser| {
+        let present = browser
+            .wait_until(Duration::from_secs(10), async |b: &Browser| {
+                Ok(b.text("#card-status").await?.contains("CARD PRESENT")
+                    && b.count("#links svg polyline").await? > 0)
             })
-        })
-    }
-    .join()
-    .unwrap()
-    .unwrap();
-    assert!(session.0, "the page shows the card present with graphs");
+            .await?;
+        browser.screenshot(&present_shot).await?;
+        let blocked = browser.text("#blocks").await?;
+        browser.close().await?;
+        Ok((present, blocked))
+    });
+    assert!(present, "the page shows the card present with graphs");
     assert!(
-        session.1.contains("blocked.test"),
-        "the card's blocks are listed: {}",
-        session.1
+        blocked.contains("blocked.test"),
+        "the card's blocks are listed: {blocked}"
     );
 
     lab.stop_card(true).unwrap();
-    let absent = lab
-        .pc
-        .enter(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let browser = Browser::open(&url).await?;
-                let absent = browser
-                    .wait_until(Duration::from_secs(10), async |b: &Browser| {
-                        Ok(b.text("#card-status").await?.contains("CARD ABSENT"))
-                    })
-                    .await?;
-                browser
-                    .screenshot(&shots.join("lab-status-absent.png"))
-                    .await?;
-                browser.close().await?;
-                anyhow::Ok(absent)
+    let absent_shot = shots.join("lab-status-absent.png");
+    let absent = browse(&lab.pc, url, async move |browser| {
+        let absent = browser
+            .wait_until(Duration::from_secs(10), async |b: &Browser| {
+                Ok(b.text("#card-status").await?.contains("CARD ABSENT"))
             })
-        })
-        .join()
-        .unwrap()
-        .unwrap();
+            .await?;
+        browser.screenshot(&absent_shot).await?;
+        browser.close().await?;
+        Ok(absent)
+    });
     assert!(absent, "the page shows the card absent");
+}
+
+/// Opens `url` in headless chromium inside `ns` (the protected computer's namespace, where a
+/// user's browser would be) and runs `visit` with it; `visit` closes the browser.
+fn browse<T, F, Fut>(ns: &Netns, url: String, visit: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(e2e::browser::Browser) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    ns.enter(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move { visit(e2e::browser::Browser::open(&url).await?).await })
+    })
+    .join()
+    .unwrap()
+    .unwrap()
 }
 
 /// The card link is unplugged and a card plugged in again later: the appliance notices both

@@ -584,35 +584,39 @@ fn websocket_upgrade_passes_through() {
     assert_eq!(reply.1, b"over the upgraded connection");
 }
 
+/// Starts a slow download of `bytes` from the origin (1 KiB every 50 ms) on its own thread;
+/// joins to (curl's exit code, bytes received).
+fn slow_download(client: &Netns, bytes: usize) -> std::thread::JoinHandle<(Option<i32>, String)> {
+    let client = client.clone();
+    std::thread::spawn(move || {
+        let resolve = format!("allowed.test:80:{ALLOWED}");
+        let url = format!("http://allowed.test/slow/{bytes}");
+        let args = [
+            "-sS",
+            "--max-time",
+            "20",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url,
+        ];
+        let out = client.run("curl", &args).unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+}
+
 #[test]
 fn reload_keeps_open_downloads_and_applies_new_rules() {
     let Some(lab) = CardLab::start("reload", "") else {
         return;
     };
-    let client = lab.client.clone();
-    let download = std::thread::spawn(move || {
-        let out = client
-            .run(
-                "curl",
-                &[
-                    "-sS",
-                    "--max-time",
-                    "20",
-                    "--resolve",
-                    &format!("allowed.test:80:{ALLOWED}"),
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{size_download}",
-                    "http://allowed.test/slow/61440",
-                ],
-            )
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    });
+    let download = slow_download(&lab.client, 61440);
     std::thread::sleep(Duration::from_millis(700));
     let rules = lab.dir.join("rules.txt");
     std::fs::write(&rules, format!("late: deny http path /late\n{RULES}")).unwrap();
@@ -662,38 +666,14 @@ fn connection_cap_refuses_the_next_while_existing_ones_finish() {
     else {
         return;
     };
-    let downloads: Vec<_> = (0..3)
-        .map(|_| {
-            let client = lab.client.clone();
-            std::thread::spawn(move || {
-                let out = client
-                    .run(
-                        "curl",
-                        &[
-                            "-sS",
-                            "--max-time",
-                            "20",
-                            "--resolve",
-                            &format!("allowed.test:80:{ALLOWED}"),
-                            "-o",
-                            "/dev/null",
-                            "-w",
-                            "%{size_download}",
-                            "http://allowed.test/slow/40960",
-                        ],
-                    )
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            })
-        })
-        .collect();
+    let downloads: Vec<_> = (0..3).map(|_| slow_download(&lab.client, 40960)).collect();
     std::thread::sleep(Duration::from_millis(600));
     let (code, _) = lab.http("allowed.test", "/", &[]);
     assert_eq!(code, "503", "the fourth connection is refused");
     for download in downloads {
         assert_eq!(
             download.join().unwrap(),
-            "40960",
+            (Some(0), "40960".to_string()),
             "the three in progress finish"
         );
     }
