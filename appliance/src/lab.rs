@@ -377,11 +377,11 @@ Try, as root:
   ip netns exec {pc} dig blocked.test                              # NXDOMAIN from the card
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/               # the appliance status page
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/api/status     # the same as JSON
-Pull the card: kill the cardfw process ({card_pid:?}) and watch traffic stop.
+Pull the card: kill the cardfw process (pid {card_pid}) and watch traffic stop.
 Rules: {rules} (the card reloads them when the file changes). Logs: {dir}
 Ctrl-C stops the lab and removes everything it created.",
             addr = self.pc_address().map_or("?".to_string(), |a| a.to_string()),
-            card_pid = self.card_pid,
+            card_pid = self.card_pid.map_or("?".to_string(), |p| p.to_string()),
             rules = self.dir.join("rules.txt").display(),
             dir = self.dir.display(),
         )
