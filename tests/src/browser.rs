@@ -196,7 +196,10 @@ impl Browser {
         Ok(self.client.execute(script, Vec::new()).await?)
     }
 
-    /// Polls `check` every 200 ms until it returns true or `timeout` passes.
+    /// Polls `check` every 200 ms until it returns true or `timeout` passes. A check that
+    /// fails counts as "not yet": while a page loads or updates itself, the element it just
+    /// found can be replaced under it (a stale element). At the deadline the last failure, if
+    /// the last try failed, is returned.
     pub async fn wait_until(
         &self,
         timeout: Duration,
@@ -204,11 +207,12 @@ impl Browser {
     ) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
-            if check(self).await? {
+            let outcome = check(self).await;
+            if matches!(outcome, Ok(true)) {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
-                return Ok(false);
+                return outcome;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -850,8 +850,14 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 .unwrap();
             runtime.block_on(async move {
                 let b = Browser::open_self_signed(&format!("https://{CARD_INSIDE}/")).await?;
+                // A click returns before the next page has loaded: wait for the field.
                 let type_into = async |b: &Browser, id: &str, text: &str| -> anyhow::Result<()> {
-                    let field = b.client().find(Locator::Id(id)).await?;
+                    let field = b
+                        .client()
+                        .wait()
+                        .at_most(Duration::from_secs(10))
+                        .for_element(Locator::Id(id))
+                        .await?;
                     field.clear().await?;
                     field.send_keys(text).await?;
                     Ok(())
@@ -864,6 +870,10 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 // A wrong PIN costs a try, and the page says how many are left.
                 type_into(&b, "pin", "9999").await?;
                 submit(&b, "/login").await?;
+                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
+                    Ok(b.text("main").await?.contains("2 tries left"))
+                })
+                .await?;
                 let tries = b.text("main").await?;
                 b.screenshot(&shots.join("card-wrong-pin.png")).await?;
                 // The default PIN works once, to change it.
@@ -873,6 +883,11 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 type_into(&b, "new-pin", "2580").await?;
                 type_into(&b, "confirm-pin", "2580").await?;
                 submit(&b, "/pin").await?;
+                // The change is done when the page no longer asks for it.
+                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
+                    Ok(!b.text("main").await?.contains("Choose your own PIN first"))
+                })
+                .await?;
                 b.goto(&format!("https://{CARD_INSIDE}/")).await?;
                 if b.count("#pin").await? > 0 {
                     type_into(&b, "pin", "2580").await?;
@@ -883,6 +898,10 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 type_into(&b, "rules-pin", "2580").await?;
                 b.screenshot(&shots.join("card-editor.png")).await?;
                 submit(&b, "/rules").await?;
+                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
+                    Ok(b.text("main").await?.contains("Saved as version"))
+                })
+                .await?;
                 let after = b.text("main").await?;
                 b.screenshot(&shots.join("card-saved.png")).await?;
                 b.close().await?;
