@@ -205,9 +205,9 @@ impl Config {
                 limits.max_per_client, limits.max_connections
             ));
         }
-        // hyper's read buffer has this floor; ordinary requests need far less anyway.
-        if limits.max_header_bytes < 8192 {
-            return Err("limits.max_header_bytes must be at least 8192".into());
+        // Below this, ordinary browser requests (cookies, user agent) would be refused.
+        if limits.max_header_bytes < 4096 {
+            return Err("limits.max_header_bytes must be at least 4096".into());
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());

@@ -2,27 +2,34 @@
 //! port 80, delivered by TPROXY, in origin-form) and explicitly (absolute-form and CONNECT to
 //! the proxy port). Every request is decided on host, port, method and path; responses are
 //! decided again on content type and size when a rule asks about them.
+//!
+//! One client connection is one task running [`Client::serve`]: read a request head, decide,
+//! pass the request on, read the response head, decide again if a rule asks, pass the response
+//! on. Bodies are passed on as they came (framing included, see [`crate::wire::http1`]); a body
+//! of known length moves socket to socket in the kernel ([`Pipe::relay`]). A connection holds
+//! two small buffers, and none while it waits for its next request.
 
-use std::convert::Infallible;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rules::{Action, LocalTime, Protocol};
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use rules::{Action, Decision, LocalTime, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
+use super::pages::{self, Page};
+use super::splice::{self, Pipe};
+use super::tls;
 use super::upstream::{self, UpstreamError};
-use super::{BoxError, ProxyBody, pages, splice, tls};
 use crate::card::{Card, Counters};
+use crate::wire::client_hello;
+use crate::wire::http1::{
+    self, ChunkedTracker, Framing, HeadError, Headers, ParseHead, RequestHead, ResponseHead,
+};
 
 /// How requests reach this listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,18 +48,6 @@ pub async fn serve(listener: TcpListener, card: Arc<Card>, mode: Mode) -> std::i
     .await
 }
 
-/// What one client connection keeps between its requests.
-struct Client {
-    card: Arc<Card>,
-    peer: SocketAddr,
-    mode: Mode,
-    /// Where the client sent its packets (for transparent mode, the foreign address).
-    original_dst: SocketAddr,
-    /// The upstream connection of the previous request, reused while the client keeps asking
-    /// the same host: keep-alive on both sides without a global pool.
-    upstream: Mutex<Option<(String, u16, SendRequest<Incoming>)>>,
-}
-
 async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mode: Mode) {
     Counters::bump(&card.events.counters.connections);
     let Ok(slot) = card.slots.acquire(peer.ip()) else {
@@ -65,40 +60,135 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mo
     };
     let _ = stream.set_nodelay(true);
     let original_dst = stream.local_addr().unwrap_or(peer);
-    let limits = &card.config.limits;
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout())
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true);
-    let client = Arc::new(Client {
+    let mut client = Client {
         card: card.clone(),
         peer,
         mode,
         original_dst,
-        upstream: Mutex::new(None),
-    });
-    let service = hyper::service::service_fn(move |request| {
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(client.handle(request).await) }
-    });
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await
-    {
-        if e.is_timeout() {
-            Counters::bump(&card.events.counters.header_timeouts);
-            tracing::info!(client = %peer, "closed: request head not received in time");
-        } else if e.is_parse() || e.is_parse_too_large() {
-            Counters::bump(&card.events.counters.malformed);
-            tracing::info!(client = %peer, error = %e, "closed: malformed request");
-        } else {
-            tracing::debug!(client = %peer, error = %e, "connection ended");
+        conn: Conn::new(stream),
+        upstream: None,
+        pipe: None,
+    };
+    client.serve().await;
+    drop(slot);
+}
+
+/// Bytes first read from a buffer that was empty; a head larger than this grows it.
+const READ_CHUNK: usize = 4096;
+
+/// A socket and the bytes read from it that are not used yet.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Why no head was read.
+enum HeadRead {
+    /// The peer closed (or reset) before sending a byte of it: the normal end of keep-alive.
+    Closed,
+    /// The head did not arrive in time; `partial` if some of it did.
+    TimedOut { partial: bool },
+    TooLarge,
+    Malformed(HeadError),
+    /// The peer closed in the middle of the head.
+    Cut,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
         }
     }
-    drop(slot);
+
+    async fn read_more(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Reads one message head, which must be complete by `deadline` and within `max` bytes.
+    async fn read_head<T>(
+        &mut self,
+        parse: ParseHead<T>,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<T, HeadRead> {
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf) {
+                    Ok(Some((head, len))) => {
+                        self.buf.advance(len);
+                        return Ok(head);
+                    }
+                    Ok(None) if self.buf.len() >= max => return Err(HeadRead::TooLarge),
+                    Ok(None) => {}
+                    Err(e) => return Err(HeadRead::Malformed(e)),
+                }
+            }
+            let partial = !self.buf.is_empty();
+            match tokio::time::timeout_at(deadline, self.read_more()).await {
+                Err(_) => return Err(HeadRead::TimedOut { partial }),
+                Ok(Ok(0)) | Ok(Err(_)) if !partial => return Err(HeadRead::Closed),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadRead::Cut),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Gives the buffer's memory back while the connection waits for its next message.
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
+/// The upstream connection of the previous request, reused while the client keeps asking the
+/// same host: keep-alive on both sides without a global pool.
+struct Upstream {
+    host: String,
+    port: u16,
+    conn: Conn,
+}
+
+impl Upstream {
+    /// Whether an idle kept connection can take another request: nothing unread, not closed.
+    fn still_open(&mut self) -> bool {
+        self.conn.buf.is_empty()
+            && matches!(self.conn.stream.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// What one client connection keeps between its requests.
+struct Client {
+    card: Arc<Card>,
+    peer: SocketAddr,
+    mode: Mode,
+    /// Where the client sent its packets (for transparent mode, the foreign address).
+    original_dst: SocketAddr,
+    conn: Conn,
+    upstream: Option<Upstream>,
+    /// Made on first use; dropped after a failed relay, since it may still hold bytes.
+    pipe: Option<Pipe>,
+}
+
+/// Whether the client connection goes on after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Why moving a body stopped early.
+enum RelayError {
+    Io(io::Error),
+    Malformed(http1::ChunkError),
+    /// More payload than a `max-body` rule allows.
+    OverLimit,
 }
 
 /// Where a request goes, as the rules see it.
@@ -113,63 +203,438 @@ impl Target {
     fn url(&self) -> String {
         format!("http://{}:{}{}", self.host, self.port, self.path_and_query)
     }
+
+    /// The Host header for the origin: the port only when it is not the default.
+    fn host_header(&self) -> String {
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A response head to pass on, and how its body is limited.
+struct Answer {
+    head: ResponseHead,
+    framing: Framing,
+    /// `max-body`: payload bytes allowed, and the rule that says so.
+    limit: Option<(u64, String)>,
 }
 
 impl Client {
-    async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        if request.method() == Method::CONNECT {
+    async fn serve(&mut self) {
+        let limits = &self.card.config.limits;
+        let (max_head, header_timeout) = (limits.max_header_bytes, limits.header_timeout());
+        loop {
+            self.conn.release_if_empty();
+            let deadline = Instant::now() + header_timeout;
+            let head = match self
+                .conn
+                .read_head(http1::parse_request, max_head, deadline)
+                .await
+            {
+                Ok(head) => head,
+                Err(HeadRead::Closed | HeadRead::Cut) => return,
+                Err(HeadRead::TimedOut { partial }) => {
+                    if partial {
+                        Counters::bump(&self.card.events.counters.header_timeouts);
+                        tracing::info!(client = %self.peer, "closed: request head not received in time");
+                    }
+                    return;
+                }
+                Err(HeadRead::TooLarge) => {
+                    let page = pages::refused(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "the request head is larger than this proxy accepts",
+                    );
+                    return self.malformed(page, "request head too large").await;
+                }
+                Err(HeadRead::Malformed(e)) => {
+                    let page = pages::refused(StatusCode::BAD_REQUEST, &e.to_string());
+                    return self.malformed(page, &e.to_string()).await;
+                }
+            };
+            if self.exchange(head).await == Next::Close {
+                return;
+            }
+        }
+    }
+
+    /// Answers a request that cannot be understood, counts it, and ends the connection.
+    async fn malformed(&mut self, page: Page, why: &str) {
+        Counters::bump(&self.card.events.counters.malformed);
+        tracing::info!(client = %self.peer, error = why, "closed: malformed request");
+        let _ = self.conn.stream.write_all(&page.to_http(true, true)).await;
+    }
+
+    /// Writes one of the proxy's own pages. The connection survives it only if the client
+    /// wants that and no unread request body is in the way.
+    async fn answer(&mut self, page: Page, request: &RequestHead, body_unread: bool) -> Next {
+        let close = request.closes() || body_unread;
+        let bytes = page.to_http(close, request.method != "HEAD");
+        if self.conn.stream.write_all(&bytes).await.is_err() || close {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    fn upstream_failed(&self, url: &str, error: &UpstreamError) -> Page {
+        Counters::bump(&self.card.events.counters.upstream_failures);
+        tracing::info!(client = %self.peer, url, error = %error, kind = error.kind(), "upstream failed");
+        pages::upstream_failed(url, error)
+    }
+
+    async fn exchange(&mut self, mut request: RequestHead) -> Next {
+        let framing = match request.framing() {
+            Ok(framing) => framing,
+            Err(e) => {
+                let page = pages::refused(StatusCode::BAD_REQUEST, &e.to_string());
+                self.malformed(page, &e.to_string()).await;
+                return Next::Close;
+            }
+        };
+        let body_unread = framing != Framing::Empty;
+        if request.method == "CONNECT" {
             return match self.mode {
-                Mode::Explicit => self.connect_tunnel(request).await,
-                Mode::Transparent => pages::refused(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "CONNECT is only for the explicit proxy port",
-                ),
+                Mode::Explicit => self.connect_tunnel(&request).await,
+                Mode::Transparent => {
+                    let page = pages::refused(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "CONNECT is only for the explicit proxy port",
+                    );
+                    self.answer(page, &request, body_unread).await
+                }
             };
         }
         let target = match self.target(&request) {
             Ok(target) => target,
             Err(why) => {
                 Counters::bump(&self.card.events.counters.malformed);
-                return pages::refused(StatusCode::BAD_REQUEST, why);
+                let page = pages::refused(StatusCode::BAD_REQUEST, why);
+                return self.answer(page, &request, body_unread).await;
             }
         };
-        self.forward(request, target).await
+
+        let loaded = self.card.policy.current();
+        let rules = &loaded.rules;
+        let url = target.url();
+        let method = request.method.clone();
+        let ask = rules_request(Protocol::Http, &target.host, target.port)
+            .method(&method)
+            .path(&target.path_and_query);
+        let decision = rules.decide(&ask);
+        if decision.action == Action::Deny {
+            self.record(&url, &decision);
+            let page = pages::blocked(&url, decision.rule);
+            return self.answer(page, &request, body_unread).await;
+        }
+        // Allowed by name: now find where the name points, and decide again with the address,
+        // so a rule on addresses (say, no private ranges) holds for names that resolve there.
+        let addresses = match upstream::resolve(&self.card, &target.host).await {
+            Ok(addresses) => addresses,
+            Err(e) => {
+                let page = self.upstream_failed(&url, &e);
+                return self.answer(page, &request, body_unread).await;
+            }
+        };
+        let ask = ask.dst(addresses[0]);
+        let decision = rules.decide(&ask);
+        self.record(&url, &decision);
+        if decision.action == Action::Deny {
+            let page = pages::blocked(&url, decision.rule);
+            return self.answer(page, &request, body_unread).await;
+        }
+
+        // The proxy has decided, so it answers the client's "may I send the body?" itself.
+        if request.headers.has_token("expect", "100-continue") {
+            request.headers.remove("expect");
+            if self
+                .conn
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Next::Close;
+            }
+        }
+        let client_closes = request.closes();
+        let wants_upgrade = is_upgrade(&request.headers);
+        let head = upstream_head(request, &target, wants_upgrade);
+        let (mut upstream, response) = match self
+            .send(&target, &addresses, &head, framing, &url)
+            .await
+        {
+            Ok(sent) => sent,
+            Err(Some(page)) => return self.answer_after_body(page, client_closes).await,
+            Err(None) => return Next::Close,
+        };
+
+        if response.status == 101 && wants_upgrade {
+            return self.upgrade(upstream, response).await;
+        }
+        let answer = match self.check_response(response, &method, &ask, &decision, &url) {
+            Ok(answer) => answer,
+            Err(page) => return self.answer_after_body(page, client_closes).await,
+        };
+        let closes = client_closes || answer.framing == Framing::UntilClose;
+        let upstream_reusable = !answer.head.closes() && answer.framing != Framing::UntilClose;
+        let mut head = answer.head;
+        head.headers.strip_hop_by_hop(false);
+        if closes {
+            head.headers.set("Connection", "close");
+        }
+        let mut out = Vec::with_capacity(512);
+        head.write_to(&mut out);
+        let idle = self.card.config.limits.idle_timeout();
+        let relayed = relay_body(
+            &mut upstream.conn,
+            &self.conn.stream,
+            &mut self.pipe,
+            answer.framing,
+            answer.limit.as_ref().map(|(max, _)| *max),
+            out,
+            idle,
+        )
+        .await;
+        match relayed {
+            Ok(_) => {
+                if upstream_reusable && upstream.conn.buf.is_empty() {
+                    upstream.conn.release_if_empty();
+                    self.upstream = Some(upstream);
+                }
+                if closes { Next::Close } else { Next::KeepAlive }
+            }
+            Err(RelayError::OverLimit) => {
+                let (max, rule) = answer.limit.expect("only a limit cuts a body");
+                Counters::bump(&self.card.events.counters.bodies_cut);
+                tracing::info!(client = %self.peer, url, rule, limit = max, verdict = "deny",
+                    "decision: body cut at its size limit");
+                Next::Close
+            }
+            Err(RelayError::Malformed(e)) => {
+                Counters::bump(&self.card.events.counters.upstream_failures);
+                tracing::info!(client = %self.peer, url, error = %e, "upstream sent a malformed body");
+                Next::Close
+            }
+            Err(RelayError::Io(_)) => Next::Close,
+        }
     }
 
-    /// Reads host, port and path from an absolute-form URI or the Host header.
-    fn target(&self, request: &Request<Incoming>) -> Result<Target, &'static str> {
-        let uri = request.uri();
+    fn record(&self, target: &str, decision: &Decision<'_>) {
+        self.card
+            .events
+            .decision(self.peer.ip(), Protocol::Http, target, decision);
+    }
+
+    /// A page sent once the request (and its body) has gone upstream: nothing unread remains.
+    async fn answer_after_body(&mut self, page: Page, client_closes: bool) -> Next {
+        let bytes = page.to_http(client_closes, true);
+        if self.conn.stream.write_all(&bytes).await.is_err() || client_closes {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Sends the request head and body upstream, on the kept connection when it fits, and
+    /// reads the response head (passing interim 1xx responses on). A kept connection the
+    /// origin closed in the meantime is replaced once, when no body has been sent. `Err(None)`
+    /// means the client connection is beyond answering.
+    async fn send(
+        &mut self,
+        target: &Target,
+        addresses: &[IpAddr],
+        head: &[u8],
+        framing: Framing,
+        url: &str,
+    ) -> Result<(Upstream, ResponseHead), Option<Page>> {
+        let mut kept = self
+            .upstream
+            .take()
+            .filter(|u| u.host == target.host && u.port == target.port)
+            .and_then(|mut u| u.still_open().then_some(u));
+        loop {
+            let reused = kept.is_some();
+            let mut upstream = match kept.take() {
+                Some(upstream) => upstream,
+                None => match upstream::connect_first(&self.card, addresses, target.port).await {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        Upstream {
+                            host: target.host.clone(),
+                            port: target.port,
+                            conn: Conn::new(stream),
+                        }
+                    }
+                    Err(e) => return Err(Some(self.upstream_failed(url, &e))),
+                },
+            };
+            let idle = self.card.config.limits.idle_timeout();
+            let sent = relay_body(
+                &mut self.conn,
+                &upstream.conn.stream,
+                &mut self.pipe,
+                framing,
+                None,
+                head.to_vec(),
+                idle,
+            )
+            .await;
+            if let Err(e) = sent {
+                if reused && framing == Framing::Empty {
+                    continue;
+                }
+                return Err(match e {
+                    // The client's own body failed: nobody is left to answer.
+                    RelayError::Malformed(_) | RelayError::OverLimit => None,
+                    RelayError::Io(e) => Some(self.upstream_failed(
+                        url,
+                        &UpstreamError::Other(upstream_addr(&upstream, target), e),
+                    )),
+                });
+            }
+            match self.read_response_head(&mut upstream).await {
+                Ok(response) => return Ok((upstream, response)),
+                Err(HeadRead::Closed) if reused && framing == Framing::Empty => continue,
+                Err(why) => {
+                    let addr = upstream_addr(&upstream, target);
+                    let error = match why {
+                        HeadRead::TimedOut { .. } => UpstreamError::Timeout(addr, idle),
+                        HeadRead::Malformed(e) => UpstreamError::Other(addr, io::Error::other(e)),
+                        HeadRead::TooLarge => UpstreamError::Other(
+                            addr,
+                            io::Error::other("response head larger than the proxy accepts"),
+                        ),
+                        HeadRead::Closed | HeadRead::Cut => UpstreamError::Other(
+                            addr,
+                            io::Error::other("closed the connection without a full response"),
+                        ),
+                    };
+                    return Err(Some(self.upstream_failed(url, &error)));
+                }
+            }
+        }
+    }
+
+    /// The final response head; interim 1xx heads (other than 101) go to the client as they are.
+    async fn read_response_head(&mut self, upstream: &mut Upstream) -> Result<ResponseHead, HeadRead> {
+        let limits = &self.card.config.limits;
+        loop {
+            let deadline = Instant::now() + limits.idle_timeout();
+            let head = upstream
+                .conn
+                .read_head(http1::parse_response, limits.max_header_bytes, deadline)
+                .await?;
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                return Ok(head);
+            }
+            let mut out = Vec::new();
+            head.write_to(&mut out);
+            if self.conn.stream.write_all(&out).await.is_err() {
+                return Err(HeadRead::Cut);
+            }
+        }
+    }
+
+    /// The response decided on what the rules ask of it (content type, announced size).
+    fn check_response(
+        &self,
+        head: ResponseHead,
+        method: &str,
+        ask: &rules::Request<'_>,
+        decision: &Decision<'_>,
+        url: &str,
+    ) -> Result<Answer, Page> {
+        let framing = match head.framing(method) {
+            Ok(framing) => framing,
+            Err(e) => {
+                Counters::bump(&self.card.events.counters.upstream_failures);
+                tracing::info!(client = %self.peer, url, error = %e, "upstream sent a malformed head");
+                return Err(pages::refused(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the site's response is malformed: {e}"),
+                ));
+            }
+        };
+        let mut limit = None;
+        if decision.response_check {
+            let answer = rules::Response {
+                content_type: head.headers.get_str("content-type"),
+                body_len: match framing {
+                    Framing::Length(n) => Some(n),
+                    Framing::Empty => Some(0),
+                    Framing::Chunked | Framing::UntilClose => None,
+                },
+            };
+            let loaded = self.card.policy.current();
+            let decision = loaded.rules.decide_response(ask, &answer);
+            if decision.action == Action::Deny {
+                self.record(url, &decision);
+                return Err(pages::blocked(url, decision.rule));
+            }
+            limit = decision
+                .body_limit
+                .map(|(bytes, rule)| (bytes, rule.id.clone()));
+        }
+        Ok(Answer {
+            head,
+            framing,
+            limit,
+        })
+    }
+
+    /// 101 Switching Protocols: from here on the connection carries another protocol, passed
+    /// both ways as bytes.
+    async fn upgrade(&mut self, mut upstream: Upstream, mut head: ResponseHead) -> Next {
+        head.headers.strip_hop_by_hop(true);
+        let mut out = Vec::new();
+        head.write_to(&mut out);
+        out.extend_from_slice(&upstream.conn.buf);
+        if self.conn.stream.write_all(&out).await.is_err()
+            || upstream
+                .conn
+                .stream
+                .write_all(&self.conn.buf)
+                .await
+                .is_err()
+        {
+            return Next::Close;
+        }
+        let idle = self.card.config.limits.idle_timeout();
+        splice::splice(&mut self.conn.stream, &mut upstream.conn.stream, idle).await;
+        Next::Close
+    }
+
+    /// Reads host, port and path from an absolute-form target or the Host header.
+    fn target(&self, request: &RequestHead) -> Result<Target, &'static str> {
+        let uri: http::Uri = request
+            .target
+            .parse()
+            .map_err(|_| "the request target is not a valid URL or path")?;
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         if let Some(authority) = uri.authority() {
             if uri.scheme_str() != Some("http") {
                 return Err("only http:// URLs go through this port; HTTPS goes through CONNECT");
             }
-            let port = authority.port_u16().unwrap_or(80);
             return Ok(Target {
-                host: authority
-                    .host()
-                    .trim_matches(['[', ']'])
-                    .to_ascii_lowercase(),
-                port,
+                host: bare_host(authority),
+                port: authority.port_u16().unwrap_or(80),
                 path_and_query,
             });
+        }
+        if !path_and_query.starts_with('/') {
+            return Err("the request target must be a path starting with /");
         }
         if self.mode == Mode::Explicit {
             return Err("this is a proxy: send the full URL (absolute-form), or CONNECT");
         }
-        let host = match request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
+        let host = match request.headers.get_str("host") {
             Some(value) => {
                 let authority: http::uri::Authority = value
                     .parse()
                     .map_err(|_| "the Host header is not a host name")?;
-                authority
-                    .host()
-                    .trim_matches(['[', ']'])
-                    .to_ascii_lowercase()
+                bare_host(&authority)
             }
             // HTTP/1.0 without Host: the address the client connected to is all there is.
             None => self.original_dst.ip().to_string(),
@@ -181,305 +646,278 @@ impl Client {
         })
     }
 
-    fn rules_request<'a>(
-        &self,
-        protocol: Protocol,
-        host: &'a str,
-        port: u16,
-        dst: Option<IpAddr>,
-    ) -> rules::Request<'a> {
-        let mut request = rules::Request::new(protocol, LocalTime::now()).port(port);
-        match host.parse::<IpAddr>() {
-            Ok(ip) => request = request.dst(ip),
-            Err(_) => request.host = Some(host),
-        }
-        if let Some(ip) = dst {
-            request = request.dst(ip);
-        }
-        request
-    }
-
-    async fn forward(&self, mut request: Request<Incoming>, target: Target) -> Response<ProxyBody> {
-        let loaded = self.card.policy.current();
-        let rules = &loaded.rules;
-        let method = request.method().as_str().to_string();
-        let url = target.url();
-        let path = target.path_and_query.clone();
-        let ask = self
-            .rules_request(Protocol::Http, &target.host, target.port, None)
-            .method(&method)
-            .path(&path);
-        let decision = rules.decide(&ask);
-        if decision.action == Action::Deny {
-            self.card
-                .events
-                .decision(self.peer.ip(), Protocol::Http, &url, &decision);
-            return pages::blocked(&url, decision.rule);
-        }
-        // Allowed by name: now find where the name points, and decide again with the address,
-        // so a rule on addresses (say, no private ranges) holds for names that resolve there.
-        let addresses = match upstream::resolve(&self.card, &target.host).await {
-            Ok(addresses) => addresses,
-            Err(e) => return self.upstream_failed(&url, &e),
-        };
-        let ask = ask.dst(addresses[0]);
-        let decision = rules.decide(&ask);
-        self.card
-            .events
-            .decision(self.peer.ip(), Protocol::Http, &url, &decision);
-        if decision.action == Action::Deny {
-            return pages::blocked(&url, decision.rule);
-        }
-
-        let wants_upgrade = is_upgrade(request.headers());
-        let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
-        let mut sender = match self.upstream_for(&target, &addresses).await {
-            Ok(sender) => sender,
-            Err(e) => return self.upstream_failed(&url, &e),
-        };
-        let upstream_request = match upstream_request(request, &target, wants_upgrade) {
-            Ok(r) => r,
-            Err(why) => return pages::refused(StatusCode::BAD_REQUEST, why),
-        };
-        let mut response = match sender.send_request(upstream_request).await {
-            Ok(response) => response,
-            Err(e) => {
-                Counters::bump(&self.card.events.counters.upstream_failures);
-                let error = UpstreamError::Other(
-                    SocketAddr::new(addresses[0], target.port),
-                    std::io::Error::other(e),
-                );
-                return pages::upstream_failed(&url, &error);
-            }
-        };
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut response);
-                let idle = self.card.config.limits.idle_timeout();
-                tokio::spawn(async move {
-                    if let (Ok(client), Ok(upstream)) =
-                        tokio::join!(client_upgrade, upstream_upgrade)
-                    {
-                        splice::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
-                    }
-                });
-            }
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, true);
-            return Response::from_parts(parts, boxed(body));
-        }
-        // The upstream connection serves the next request if this one ends cleanly.
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((target.host.clone(), target.port, sender));
-
-        let mut limit = None;
-        if decision.response_check {
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            let body_len = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            let answer = rules::Response {
-                content_type,
-                body_len,
-            };
-            let decision = rules.decide_response(&ask, &answer);
-            if decision.action == Action::Deny {
-                self.card
-                    .events
-                    .decision(self.peer.ip(), Protocol::Http, &url, &decision);
-                // The unread body makes the upstream connection useless for the next request.
-                self.upstream
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                return pages::blocked(&url, decision.rule);
-            }
-            limit = decision
-                .body_limit
-                .map(|(bytes, rule)| (bytes, rule.id.clone()));
-        }
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let body = match limit {
-            None => boxed(body),
-            Some((max, rule)) => CappedBody {
-                inner: body,
-                seen: 0,
-                max,
-                on_cut: Some(CutReport {
-                    card: self.card.clone(),
-                    client: self.peer.ip(),
-                    url,
-                    rule,
-                }),
-            }
-            .boxed_unsync(),
-        };
-        Response::from_parts(parts, body)
-    }
-
-    fn upstream_failed(&self, url: &str, error: &UpstreamError) -> Response<ProxyBody> {
-        Counters::bump(&self.card.events.counters.upstream_failures);
-        tracing::info!(client = %self.peer, url, error = %error, kind = error.kind(), "upstream failed");
-        pages::upstream_failed(url, error)
-    }
-
-    /// The kept upstream connection if it goes to the same place and is free, else a new one.
-    async fn upstream_for(
-        &self,
-        target: &Target,
-        addresses: &[IpAddr],
-    ) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let kept = self
-            .upstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some((host, port, mut sender)) = kept
-            && host == target.host
-            && port == target.port
-            && sender.ready().await.is_ok()
-        {
-            return Ok(sender);
-        }
-        let mut last = None;
-        for ip in addresses {
-            let addr = SocketAddr::new(*ip, target.port);
-            match upstream::connect(&self.card, addr).await {
-                Ok(stream) => {
-                    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-                        .handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|e| UpstreamError::Other(addr, std::io::Error::other(e)))?;
-                    tokio::spawn(async move {
-                        let _ = connection.with_upgrades().await;
-                    });
-                    return Ok(sender);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("resolve returns at least one address"))
-    }
-
     /// CONNECT host:port: decided on the name and port, then on what the tunnel carries. A TLS
     /// hello in it must name the same host (no domain fronting); anything else is decided as
     /// plain TCP to that address and port.
-    async fn connect_tunnel(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let Some(authority) = request.uri().authority().cloned() else {
+    async fn connect_tunnel(&mut self, request: &RequestHead) -> Next {
+        let authority = request.target.parse::<http::uri::Authority>().ok();
+        let Some((authority, port)) = authority.and_then(|a| Some((a.clone(), a.port_u16()?)))
+        else {
             Counters::bump(&self.card.events.counters.malformed);
-            return pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+            let page = pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+            return self.answer(page, request, true).await;
         };
-        let Some(port) = authority.port_u16() else {
-            Counters::bump(&self.card.events.counters.malformed);
-            return pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-        };
-        let host = authority
-            .host()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let host = bare_host(&authority);
         let target = format!("{host}:{port}");
         let loaded = self.card.policy.current();
-        let decision = loaded
-            .rules
-            .decide(&self.rules_request(Protocol::Https, &host, port, None));
+        let ask = rules_request(Protocol::Https, &host, port);
+        let decision = loaded.rules.decide(&ask);
         if decision.action == Action::Deny {
             self.card
                 .events
                 .decision(self.peer.ip(), Protocol::Https, &target, &decision);
-            return pages::blocked(&target, decision.rule);
+            return self
+                .answer(pages::blocked(&target, decision.rule), request, true)
+                .await;
         }
         let addresses = match upstream::resolve(&self.card, &host).await {
             Ok(a) => a,
-            Err(e) => return self.upstream_failed(&target, &e),
+            Err(e) => {
+                let page = self.upstream_failed(&target, &e);
+                return self.answer(page, request, true).await;
+            }
         };
-        let decision = loaded.rules.decide(&self.rules_request(
-            Protocol::Https,
-            &host,
-            port,
-            Some(addresses[0]),
-        ));
+        let decision = loaded.rules.decide(&ask.dst(addresses[0]));
         self.card
             .events
             .decision(self.peer.ip(), Protocol::Https, &target, &decision);
         if decision.action == Action::Deny {
-            return pages::blocked(&target, decision.rule);
+            return self
+                .answer(pages::blocked(&target, decision.rule), request, true)
+                .await;
         }
         let upstream = match upstream::connect_first(&self.card, &addresses, port).await {
             Ok(stream) => stream,
-            Err(e) => return self.upstream_failed(&target, &e),
-        };
-        let card = self.card.clone();
-        let peer = self.peer;
-        let dst = SocketAddr::new(addresses[0], port);
-        tokio::spawn(async move {
-            match hyper::upgrade::on(request).await {
-                Ok(tunnel) => {
-                    tunnel_after_connect(card, peer, host, dst, TokioIo::new(tunnel), upstream)
-                        .await
-                }
-                Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
+            Err(e) => {
+                let page = self.upstream_failed(&target, &e);
+                return self.answer(page, request, true).await;
             }
-        });
-        Response::builder()
-            .status(StatusCode::OK)
-            .body(
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            )
-            .expect("static response")
+        };
+        if self
+            .conn
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        let first = self.conn.buf.split().to_vec();
+        let dst = SocketAddr::new(addresses[0], port);
+        tunnel_after_connect(
+            &self.card,
+            self.peer,
+            &host,
+            dst,
+            &mut self.conn.stream,
+            first,
+            upstream,
+        )
+        .await;
+        Next::Close
     }
+}
+
+fn rules_request(protocol: Protocol, host: &str, port: u16) -> rules::Request<'_> {
+    let request = rules::Request::new(protocol, LocalTime::now()).port(port);
+    match host.parse::<IpAddr>() {
+        Ok(ip) => request.dst(ip),
+        Err(_) => request.host(host),
+    }
+}
+
+fn bare_host(authority: &http::uri::Authority) -> String {
+    authority
+        .host()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase()
+}
+
+fn upstream_addr(upstream: &Upstream, target: &Target) -> SocketAddr {
+    upstream
+        .conn
+        .stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), target.port))
+}
+
+fn is_upgrade(headers: &Headers) -> bool {
+    headers.contains("upgrade") && headers.has_token("connection", "upgrade")
+}
+
+/// The client's request rewritten for the origin: origin-form target, Host set, hop-by-hop
+/// fields gone, the client's HTTP version kept (so an HTTP/1.0 client never gets a chunked
+/// answer it cannot read).
+fn upstream_head(mut request: RequestHead, target: &Target, upgrade: bool) -> Vec<u8> {
+    // An absolute-form target names the host; a Host header that says otherwise would reach
+    // another site on the same server (fronting), so the proxy replaces it (RFC 9112 3.2.2).
+    let absolute_form = !request.target.starts_with('/');
+    request.target.clone_from(&target.path_and_query);
+    request.headers.strip_hop_by_hop(upgrade);
+    if absolute_form || !request.headers.contains("host") {
+        request.headers.set("Host", &target.host_header());
+    }
+    let mut out = Vec::with_capacity(512);
+    request.write_to(&mut out);
+    out
+}
+
+/// Writes `head`, then passes one body from `from` to `to` as `framing` says, framing bytes
+/// included. The first body bytes already buffered go out with the head in one write; the
+/// rest of a body of known length moves through `pipe` without being copied here. `limit`
+/// caps the payload; past it the relay stops with [`RelayError::OverLimit`].
+async fn relay_body(
+    from: &mut Conn,
+    to: &TcpStream,
+    pipe: &mut Option<Pipe>,
+    framing: Framing,
+    limit: Option<u64>,
+    mut head: Vec<u8>,
+    idle: Duration,
+) -> Result<u64, RelayError> {
+    let limit = limit.unwrap_or(u64::MAX);
+    let (total, buffered) = match framing {
+        Framing::Empty => (0, 0),
+        Framing::Length(n) => (n, n.min(from.buf.len() as u64)),
+        Framing::UntilClose => (u64::MAX, from.buf.len() as u64),
+        Framing::Chunked => return relay_chunked(from, to, limit, head, idle).await,
+    };
+    if buffered > limit {
+        return Err(RelayError::OverLimit);
+    }
+    head.extend_from_slice(&from.buf[..buffered as usize]);
+    from.buf.advance(buffered as usize);
+    write_all(to, &head, idle).await?;
+    let rest = total - buffered;
+    if rest == 0 {
+        return Ok(buffered);
+    }
+    let pipe = match pipe {
+        Some(pipe) => pipe,
+        None => pipe.insert(Pipe::new().map_err(RelayError::Io)?),
+    };
+    // One byte over the limit is enough to know the body is too large.
+    let allowed = rest.min((limit - buffered).saturating_add(1));
+    let moved = match pipe.relay(&from.stream, to, allowed, idle).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            return Err(RelayError::Io(e));
+        }
+    };
+    if buffered + moved > limit {
+        return Err(RelayError::OverLimit);
+    }
+    if framing != Framing::UntilClose && moved < rest {
+        return Err(RelayError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(buffered + moved)
+}
+
+/// A chunked body, passed on as it comes through a [`ChunkedTracker`] that finds its end.
+async fn relay_chunked(
+    from: &mut Conn,
+    to: &TcpStream,
+    limit: u64,
+    mut pending: Vec<u8>,
+    idle: Duration,
+) -> Result<u64, RelayError> {
+    let mut tracker = ChunkedTracker::default();
+    let mut payload = 0u64;
+    loop {
+        if !from.buf.is_empty() {
+            let advance = tracker
+                .advance(&from.buf)
+                .map_err(RelayError::Malformed)?;
+            payload += advance.payload;
+            if payload > limit {
+                return Err(RelayError::OverLimit);
+            }
+            pending.extend_from_slice(&from.buf[..advance.consumed]);
+            from.buf.advance(advance.consumed);
+        }
+        if !pending.is_empty() {
+            write_all(to, &pending, idle).await?;
+            pending.clear();
+        }
+        if tracker.is_done() {
+            return Ok(payload);
+        }
+        match tokio::time::timeout(idle, from.read_more()).await {
+            Ok(Ok(0)) => return Err(RelayError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(RelayError::Io(e)),
+            Err(_) => return Err(RelayError::Io(io::ErrorKind::TimedOut.into())),
+        }
+    }
+}
+
+/// `write_all` on a shared reference (the relay borrows both sockets), bounded by `idle`.
+async fn write_all(to: &TcpStream, mut bytes: &[u8], idle: Duration) -> Result<(), RelayError> {
+    while !bytes.is_empty() {
+        let wait = async {
+            loop {
+                to.writable().await?;
+                match to.try_write(bytes) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    done => return done,
+                }
+            }
+        };
+        match tokio::time::timeout(idle, wait).await {
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => return Err(RelayError::Io(e)),
+            Err(_) => return Err(RelayError::Io(io::ErrorKind::TimedOut.into())),
+        }
+    }
+    Ok(())
 }
 
 /// Inside an accepted CONNECT tunnel: look at the first bytes before passing anything on.
 async fn tunnel_after_connect(
-    card: Arc<Card>,
+    card: &Card,
     peer: SocketAddr,
-    connect_host: String,
+    connect_host: &str,
     dst: SocketAddr,
-    mut tunnel: TokioIo<hyper::upgrade::Upgraded>,
+    tunnel: &mut TcpStream,
+    mut first: Vec<u8>,
     mut upstream: TcpStream,
 ) {
     let limits = &card.config.limits;
-    let mut first = vec![0u8; 4096];
-    let peeked = match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await
-    {
-        Ok(Ok(n)) if n > 0 => n,
-        Ok(_) => return,
-        Err(_) => {
-            Counters::bump(&card.events.counters.header_timeouts);
-            return;
-        }
-    };
-    first.truncate(peeked);
+    if first.is_empty() {
+        first = vec![0u8; 4096];
+        let peeked =
+            match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(_) => return,
+                Err(_) => {
+                    Counters::bump(&card.events.counters.header_timeouts);
+                    return;
+                }
+            };
+        first.truncate(peeked);
+    }
     let loaded = card.policy.current();
     let target = format!("{connect_host}:{}", dst.port());
     let buffered = if tls::looks_like_tls(&first) {
         let (buffered, hello) =
-            match tls::read_hello(&mut tunnel, first, limits.header_timeout()).await {
+            match tls::read_hello(&mut *tunnel, first, limits.header_timeout()).await {
                 Ok(read) => read,
                 Err(why) => {
-                    tls::count_hello_failure(&card, peer, &why);
+                    tls::count_hello_failure(card, peer, &why);
                     return;
                 }
             };
         let ask = rules::Request::new(Protocol::Https, LocalTime::now())
-            .host(&connect_host)
+            .host(connect_host)
             .dst(dst.ip())
             .port(dst.port());
         let decision = loaded.rules.decide(&ask);
-        if let Some(refusal) = tls::refusal(&hello, Some(&connect_host), &decision) {
+        if let Some(refusal) = tls::refusal(&hello, Some(connect_host), &decision) {
             Counters::bump(&card.events.counters.denied);
             tracing::info!(client = %peer, target, reason = refusal, rule = %decision.rule.id, verdict = "deny", "decision");
             let _ = tunnel
-                .write_all(&crate::wire::client_hello::fatal_alert(
-                    crate::wire::client_hello::AlertDescription::AccessDenied,
+                .write_all(&client_hello::fatal_alert(
+                    client_hello::AlertDescription::AccessDenied,
                 ))
                 .await;
             return;
@@ -502,140 +940,4 @@ async fn tunnel_after_connect(
         return;
     }
     splice::splice(tunnel, upstream, limits.idle_timeout()).await;
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Headers that describe one hop, not the message (RFC 9110 7.6.1); never passed on. For an
-/// upgrade, `Connection: upgrade` and `Upgrade` are kept so the next hop sees the request.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !(keep_upgrade && t == "upgrade"))
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-    ] {
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// The client's request rewritten for the origin: origin-form URI, Host set, hop-by-hop
-/// headers gone.
-fn upstream_request(
-    request: Request<Incoming>,
-    target: &Target,
-    upgrade: bool,
-) -> Result<Request<Incoming>, &'static str> {
-    let (mut parts, body) = request.into_parts();
-    // An absolute-form target names the host; a Host header that says otherwise would reach
-    // another site on the same server (fronting), so the proxy replaces it (RFC 9112 3.2.2).
-    let absolute_form = parts.uri.authority().is_some();
-    parts.uri = Uri::try_from(target.path_and_query.as_str())
-        .map_err(|_| "the request path is not valid")?;
-    parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    if absolute_form || !parts.headers.contains_key(header::HOST) {
-        let host = if target.port == 80 {
-            target.host.clone()
-        } else {
-            format!("{}:{}", target.host, target.port)
-        };
-        let value =
-            HeaderValue::from_str(&host).map_err(|_| "the host is not a valid header value")?;
-        parts.headers.insert(header::HOST, value);
-    }
-    Ok(Request::from_parts(parts, body))
-}
-
-/// Logged once when a body is cut at its size limit.
-struct CutReport {
-    card: Arc<Card>,
-    client: IpAddr,
-    url: String,
-    rule: String,
-}
-
-/// A response body that fails once it grows past `max` bytes: hyper then closes the client
-/// connection mid-body, so the client sees a cut transfer rather than a complete file.
-struct CappedBody {
-    inner: Incoming,
-    seen: u64,
-    max: u64,
-    on_cut: Option<CutReport>,
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if this.seen > this.max {
-                        if let Some(report) = this.on_cut.take() {
-                            Counters::bump(&report.card.events.counters.bodies_cut);
-                            tracing::info!(
-                                client = %report.client,
-                                url = report.url,
-                                rule = report.rule,
-                                limit = this.max,
-                                verdict = "deny",
-                                "decision: body cut at its size limit"
-                            );
-                        }
-                        return Poll::Ready(Some(Err(format!(
-                            "body larger than {} bytes",
-                            this.max
-                        )
-                        .into())));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-}
-
-fn boxed(body: Incoming) -> ProxyBody {
-    body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
 }

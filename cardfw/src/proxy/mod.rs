@@ -11,12 +11,6 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
-/// Errors a response body can end with (upstream failure, a size cap).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Every response the HTTP proxy sends: a page of its own, or the origin's body.
-pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
-
 /// Accepts connections on `listener` until the task is dropped, handing each to `handle` on
 /// its own task. An accept error (out of file descriptors, say) refuses that one connection
 /// and the loop goes on after a short pause, rather than ending the listener.

@@ -1,11 +1,8 @@
 //! The small HTML pages the proxy answers with instead of the page asked for: blocked by a
 //! rule, upstream unreachable, request refused. Each says what happened and why.
 
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 
-use super::ProxyBody;
 use crate::proxy::upstream::UpstreamError;
 
 /// Escapes text for HTML, so a hostile host name or path cannot inject markup.
@@ -24,7 +21,34 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response<ProxyBody> {
+/// A page the proxy answers with, ready to be written as a whole HTTP/1.1 response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: StatusCode,
+    pub html: String,
+}
+
+impl Page {
+    /// The response bytes. `close` says the connection ends after it; `with_body` is false
+    /// for an answer to HEAD, which has the headers of the page but not the page.
+    pub fn to_http(&self, close: bool, with_body: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\n\
+             Cache-Control: no-store\r\nContent-Length: {}\r\n{}\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.html.len(),
+            if close { "Connection: close\r\n" } else { "" },
+        )
+        .into_bytes();
+        if with_body {
+            out.extend_from_slice(self.html.as_bytes());
+        }
+        out
+    }
+}
+
+fn page(status: StatusCode, title: &str, body_html: &str) -> Page {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -33,20 +57,11 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response<ProxyBody>
          h1{{font-size:1.4rem}}code{{background:#eee;padding:.1rem .3rem;border-radius:3px;word-break:break-all}}</style>\
          </head><body><h1>{title}</h1>{body_html}<p><small>cardwall card firewall</small></p></body></html>\n"
     );
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(
-            Full::new(Bytes::from(html))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("static headers are valid")
+    Page { status, html }
 }
 
 /// 403: a rule denied the request. Names the rule so the user can ask for the right change.
-pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Response<ProxyBody> {
+pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
     page(
         StatusCode::FORBIDDEN,
         "Blocked by the card's rules",
@@ -62,7 +77,7 @@ pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Response<ProxyBody> {
 }
 
 /// 502 or 504: the request was allowed but the destination could not be reached.
-pub fn upstream_failed(target: &str, error: &UpstreamError) -> Response<ProxyBody> {
+pub fn upstream_failed(target: &str, error: &UpstreamError) -> Page {
     let (status, title) = if error.is_timeout() {
         (
             StatusCode::GATEWAY_TIMEOUT,
@@ -83,7 +98,7 @@ pub fn upstream_failed(target: &str, error: &UpstreamError) -> Response<ProxyBod
 }
 
 /// 400, or another client error: the request itself cannot be handled.
-pub fn refused(status: StatusCode, why: &str) -> Response<ProxyBody> {
+pub fn refused(status: StatusCode, why: &str) -> Page {
     page(
         status,
         "Request refused",
@@ -100,8 +115,8 @@ mod tests {
         assert_eq!(escape("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
     }
 
-    #[tokio::test]
-    async fn block_page_names_the_rule() {
+    #[test]
+    fn block_page_names_the_rule() {
         let info = rules::RuleInfo {
             id: "no-ads".into(),
             location: "r.rules:1".into(),
@@ -109,14 +124,19 @@ mod tests {
             text: "deny http host ads.example".into(),
             allow_ech: false,
         };
-        let response = blocked("http://ads.example/<b>", &info);
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(body.to_vec()).unwrap();
+        let page = blocked("http://ads.example/<b>", &info);
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
         assert!(
-            text.contains("Rule <strong>no-ads</strong> (r.rules:1)"),
-            "{text}"
+            page.html.contains("Rule <strong>no-ads</strong> (r.rules:1)"),
+            "{}",
+            page.html
         );
-        assert!(text.contains("http://ads.example/&lt;b&gt;"), "{text}");
+        assert!(page.html.contains("http://ads.example/&lt;b&gt;"));
+        let http = String::from_utf8(page.to_http(true, true)).unwrap();
+        assert!(http.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{http}");
+        assert!(http.contains(&format!("Content-Length: {}\r\n", page.html.len())));
+        assert!(http.contains("Connection: close\r\n\r\n<!doctype html>"));
+        let head_only = page.to_http(false, false);
+        assert!(head_only.ends_with(b"\r\n\r\n"));
     }
 }

@@ -2,3 +2,4 @@
 //! the same file.
 
 pub mod client_hello;
+pub mod http1;
