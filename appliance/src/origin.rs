@@ -313,7 +313,7 @@ type OriginBody = UnsyncBoxBody<Bytes, Infallible>;
 /// | `/chunked/N` | N bytes of `x`, chunked transfer encoding (no Content-Length) |
 /// | `/video` | 200 `video/mp4`, a small body |
 /// | `/slow/N` | N bytes of `x` with Content-Length, 1 KiB every 50 ms |
-/// | `/echo` | `text/plain` lines `method M`, `path P` (with query), `host H` |
+/// | `/echo` | `text/plain` lines `method M`, `path P` (with query), `host H`, `body N bytes` |
 /// | `/ws` | with `Connection: Upgrade` and `Upgrade: websocket`: 101, then raw bytes echoed; 426 otherwise |
 /// | other | 404 |
 ///
@@ -371,7 +371,7 @@ async fn route(request: Request<Incoming>) -> Result<Response<OriginBody>, Infal
     let response = match path.as_str() {
         "/" => text(StatusCode::OK, HELLO.to_owned()),
         "/video" => video(),
-        "/echo" => echo(&request),
+        "/echo" => echo(request).await,
         "/ws" => websocket(request),
         _ => {
             if let Some(count) = path.strip_prefix("/bytes/") {
@@ -420,17 +420,19 @@ fn video() -> Response<OriginBody> {
     )
 }
 
-fn echo(request: &Request<Incoming>) -> Response<OriginBody> {
+async fn echo(request: Request<Incoming>) -> Response<OriginBody> {
     let host = request
         .headers()
         .get(header::HOST)
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         .unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    text(
-        StatusCode::OK,
-        format!("method {}\npath {path}\nhost {host}\n", request.method()),
-    )
+    let head = format!("method {}\npath {path}\nhost {host}\n", request.method());
+    let body = match request.into_body().collect().await {
+        Ok(body) => format!("body {} bytes\n", body.to_bytes().len()),
+        Err(e) => format!("body unreadable: {e}\n"),
+    };
+    text(StatusCode::OK, head + &body)
 }
 
 fn websocket(mut request: Request<Incoming>) -> Response<OriginBody> {

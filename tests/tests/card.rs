@@ -329,6 +329,99 @@ fn http_is_decided_on_host_path_method_and_response() {
     assert!(lab.counter("denied") >= 5);
 }
 
+/// Sends `request` as raw bytes from the client to the allowed origin's address (intercepted
+/// on port 80) and returns everything the card answers until it closes.
+fn raw_http(lab: &CardLab, request: &[u8]) -> String {
+    let request = request.to_vec();
+    lab.client
+        .enter(move || {
+            let mut stream = TcpStream::connect((ALLOWED, 80)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream.write_all(&request).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn http_bodies_and_framing_pass_intact_and_ambiguous_ones_are_refused() {
+    let Some(lab) = CardLab::start("frame", "") else {
+        return;
+    };
+    let upload = lab.dir.join("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 300_000]).unwrap();
+    let data = format!("@{}", upload.display());
+    let resolve = format!("allowed.test:80:{ALLOWED}");
+    let post = |extra: &[&str]| {
+        let mut args = vec!["--resolve", &resolve, "--data-binary", &data];
+        args.extend_from_slice(extra);
+        args.push("http://allowed.test/echo");
+        lab.curl(&args)
+    };
+    // A body of known length (moved by splice), and a chunked one (followed chunk by chunk).
+    let (exit, out) = post(&[]);
+    assert_eq!(exit, 0, "{out}");
+    assert!(out.contains("body 300000 bytes"), "{out}");
+    let (exit, out) = post(&["-H", "Transfer-Encoding: chunked"]);
+    assert_eq!(exit, 0, "{out}");
+    assert!(out.contains("body 300000 bytes"), "{out}");
+    // The card answers "100 Continue" itself once the request is allowed; without it curl
+    // would wait out its 5 s and the 3 s limit would fail the transfer.
+    let (exit, out) = post(&[
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "5",
+        "--max-time",
+        "3",
+    ]);
+    assert_eq!(exit, 0, "{out}");
+    assert!(out.contains("body 300000 bytes"), "{out}");
+
+    // An HTTP/1.0 client gets a body it can read (no chunked framing) and all of it.
+    let (exit, out) = lab.curl(&[
+        "--http1.0",
+        "--resolve",
+        &resolve,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        "http://allowed.test/chunked/5000",
+    ]);
+    assert_eq!((exit, out.as_str()), (0, "5000"));
+
+    // Two requests in one write (pipelining): both answered, in order.
+    let answer = raw_http(
+        &lab,
+        b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n\
+          GET /echo?second HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+    );
+    let first = answer.find("hello from origin").expect(&answer);
+    let second = answer.find("path /echo?second").expect(&answer);
+    assert!(first < second, "{answer}");
+
+    // Content-Length and Transfer-Encoding together could be read two ways (smuggling).
+    let malformed_before = lab.counter("malformed");
+    let answer = raw_http(
+        &lab,
+        b"POST /echo HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    // A head over the configured size gets 431 and the connection closes.
+    let big = format!("X-Big: {}", "b".repeat(20_000));
+    let (code, _) = lab.http("allowed.test", "/", &["-H", &big]);
+    assert_eq!(code, "431");
+    assert!(lab.counter("malformed") >= malformed_before + 2);
+}
+
 #[test]
 fn explicit_proxy_and_connect() {
     let Some(lab) = CardLab::start("conn", "") else {

@@ -87,7 +87,9 @@ enum HeadRead {
     /// The peer closed (or reset) before sending a byte of it: the normal end of keep-alive.
     Closed,
     /// The head did not arrive in time; `partial` if some of it did.
-    TimedOut { partial: bool },
+    TimedOut {
+        partial: bool,
+    },
     TooLarge,
     Malformed(HeadError),
     /// The peer closed in the middle of the head.
@@ -362,14 +364,12 @@ impl Client {
         let client_closes = request.closes();
         let wants_upgrade = is_upgrade(&request.headers);
         let head = upstream_head(request, &target, wants_upgrade);
-        let (mut upstream, response) = match self
-            .send(&target, &addresses, &head, framing, &url)
-            .await
-        {
-            Ok(sent) => sent,
-            Err(Some(page)) => return self.answer_after_body(page, client_closes).await,
-            Err(None) => return Next::Close,
-        };
+        let (mut upstream, response) =
+            match self.send(&target, &addresses, &head, framing, &url).await {
+                Ok(sent) => sent,
+                Err(Some(page)) => return self.answer_after_body(page, client_closes).await,
+                Err(None) => return Next::Close,
+            };
 
         if response.status == 101 && wants_upgrade {
             return self.upgrade(upstream, response).await;
@@ -518,7 +518,10 @@ impl Client {
     }
 
     /// The final response head; interim 1xx heads (other than 101) go to the client as they are.
-    async fn read_response_head(&mut self, upstream: &mut Upstream) -> Result<ResponseHead, HeadRead> {
+    async fn read_response_head(
+        &mut self,
+        upstream: &mut Upstream,
+    ) -> Result<ResponseHead, HeadRead> {
         let limits = &self.card.config.limits;
         loop {
             let deadline = Instant::now() + limits.idle_timeout();
@@ -825,9 +828,7 @@ async fn relay_chunked(
     let mut payload = 0u64;
     loop {
         if !from.buf.is_empty() {
-            let advance = tracker
-                .advance(&from.buf)
-                .map_err(RelayError::Malformed)?;
+            let advance = tracker.advance(&from.buf).map_err(RelayError::Malformed)?;
             payload += advance.payload;
             if payload > limit {
                 return Err(RelayError::OverLimit);

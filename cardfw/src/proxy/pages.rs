@@ -127,7 +127,8 @@ mod tests {
         let page = blocked("http://ads.example/<b>", &info);
         assert_eq!(page.status, StatusCode::FORBIDDEN);
         assert!(
-            page.html.contains("Rule <strong>no-ads</strong> (r.rules:1)"),
+            page.html
+                .contains("Rule <strong>no-ads</strong> (r.rules:1)"),
             "{}",
             page.html
         );

@@ -212,9 +212,15 @@ mod tests {
         });
         let pipe = Pipe::new().unwrap();
         let idle = Duration::from_secs(5);
-        assert_eq!(pipe.relay(&from, &to, 200_000, idle).await.unwrap(), 200_000);
+        assert_eq!(
+            pipe.relay(&from, &to, 200_000, idle).await.unwrap(),
+            200_000
+        );
         // Asking for more than is left stops where the sender ended.
-        assert_eq!(pipe.relay(&from, &to, u64::MAX, idle).await.unwrap(), 100_000);
+        assert_eq!(
+            pipe.relay(&from, &to, u64::MAX, idle).await.unwrap(),
+            100_000
+        );
         drop(to);
         let mut got = Vec::new();
         sink.read_to_end(&mut got).await.unwrap();
