@@ -538,12 +538,7 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
         .unwrap()
         .expect("frames sent");
     std::thread::sleep(Duration::from_secs(2));
-    let leaked: Vec<String> = capture
-        .stop()
-        .iter()
-        .filter(|f| !f.outgoing && f.carries_marker(marker))
-        .map(|f| f.summary())
-        .collect();
+    let leaked = packets::leaks(&capture.stop(), marker);
     assert!(
         leaked.is_empty(),
         "crafted frames arrived outside:\n{}",
