@@ -214,8 +214,12 @@ fn image_dir() -> PathBuf {
     repo().join("target/image")
 }
 
-/// The binaries the image carries: the ones `cargo test` was built beside.
+/// The binaries the image carries: `CARDWALL_IMAGE_BINARIES` if set (e.g. `target/release`
+/// for the figures in BENCHMARKS.md), else the ones `cargo test` was built beside.
 fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARDWALL_IMAGE_BINARIES") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().unwrap();
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
@@ -439,6 +443,15 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     .unwrap();
     let _remove_pc_etc = RemoveOnDrop(pc_etc);
 
+    // The boot scripts ran in the images' order: closed before the daemon or any link.
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    let closed = console.find("closing the firewall (base ruleset): OK");
+    let daemon = console.find("starting the appliance daemon: OK");
+    assert!(
+        closed.is_some() && closed < daemon,
+        "the base ruleset was not applied before the daemon started:\n{console}"
+    );
+
     // DHCP gives the protected computer an address (dnsmasq supervised by the appliance).
     lab::dhcp_client(&pc, "eth0", &lab_dir).expect("the protected computer gets a lease");
     let card_seen = within(Duration::from_secs(60), || card_present(&pc) == Some(true));
@@ -483,15 +496,21 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
         ],
     );
     assert_ne!(code, 0, "blocked.test over HTTPS came through");
-    let resolved = pc
-        .run(
-            "busybox",
-            &["nslookup", "allowed.test", &CARD_INSIDE.to_string()],
-        )
-        .unwrap();
+    let lookup = |name: &str| {
+        let out = pc
+            .run("busybox", &["nslookup", name, &CARD_INSIDE.to_string()])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = lookup("allowed.test");
     assert!(
-        String::from_utf8_lossy(&resolved.stdout).contains(&ALLOWED.to_string()),
-        "DNS through the card: {resolved:?}"
+        answer.contains(&ALLOWED.to_string()),
+        "DNS through the card: {answer}"
+    );
+    let answer = lookup("blocked.test");
+    assert!(
+        !answer.contains(&lab::BLOCKED.to_string()),
+        "the card resolved a blocked name: {answer}"
     );
     // A port nothing proxies is rejected at once by the card.
     let (code, _) = curl(&pc, &[&format!("http://{ALLOWED}:2222/")]);
