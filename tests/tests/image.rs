@@ -411,6 +411,7 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     }
     let booted = Instant::now();
     let mut vm = boot(&dir, [&taps[0], &taps[1]]);
+    let boot_scripts_done = booted.elapsed();
     // QEMU holds the taps open; they move into the namespaces they belong to.
     for (tap, ns, name) in [(&taps[0], &pc, "eth0"), (&taps[1], &world, "w0")] {
         let out = Command::new("ip")
@@ -627,7 +628,7 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     let logs = log(&mut vm);
     std::fs::write(dir.join("devices.log"), &logs).unwrap();
     let report = format!(
-        "image (initramfs.cpio): {image_bytes} bytes\nboot to traffic: {boot_to_traffic:?}\n\
+        "image (initramfs.cpio): {image_bytes} bytes\nboot scripts done (control channel ready): {boot_scripts_done:?}\nboot to traffic: {boot_to_traffic:?}\n\
          card seen after: {card_seen:?} (from the pc's DHCP lease)\n1 MiB download through the EEM link: {download:?}\n\
          status page said the card is absent after: {said_absent:?}\ntraffic back after replug: {restored:?}\n"
     );
