@@ -101,32 +101,7 @@ impl SystemLab {
         let ca = origin::test_ca();
         let ca_file = dir.join("ca.pem");
         ca.write_ca_pem(&ca_file)?;
-        let at = |ip: Ipv4Addr, port| SocketAddr::new(ip.into(), port);
-        let servers = vec![
-            origin::http_origin(&world, at(ALLOWED, 80))?,
-            origin::http_origin(&world, at(BLOCKED, 80))?,
-            origin::https_origin(&world, at(ALLOWED, 443), &ca, &["allowed.test"])?,
-            origin::https_origin(&world, at(BLOCKED, 443), &ca, &["blocked.test"])?,
-            origin::tcp_echo(&world, at(ALLOWED, 2222))?,
-        ];
-
-        // The outside world's DHCP and DNS: a real dnsmasq, as a hotel network would run.
-        let world_conf = dir.join("world-dnsmasq.conf");
-        std::fs::write(
-            &world_conf,
-            format!(
-                "keep-in-foreground\nlog-facility=-\nno-hosts\nno-resolv\npid-file=\ninterface=w0\nbind-interfaces\n\
-                 dhcp-range=10.200.0.50,10.200.0.60,255.255.255.0,1h\ndhcp-option=option:router,10.200.0.1\n\
-                 dhcp-option=option:dns-server,10.200.0.1\ndhcp-leasefile={}\n\
-                 address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\n",
-                dir.join("world.leases").display()
-            ),
-        )?;
-        lab.spawn(
-            &world,
-            "dnsmasq",
-            &[&format!("--conf-file={}", world_conf.display())],
-        )?;
+        let servers = start_world(&mut lab, &world, "w0", &dir, &ca)?;
 
         let pc_etc = PathBuf::from("/etc/netns").join(pc.name());
         std::fs::create_dir_all(&pc_etc)?;
@@ -263,38 +238,8 @@ impl SystemLab {
 
     /// The protected computer asks for its address by DHCP, as a laptop would.
     fn pc_dhcp(&self) -> Result<()> {
-        let script = self.dir.join("pc-udhcpc.script");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr flush dev \"$interface\"\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  \
-             ip route replace default via \"${router%% *}\" dev \"$interface\"\n;; esac\nexit 0\n",
-        )?;
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let out = self.pc.run(
-            "busybox",
-            &[
-                "udhcpc",
-                "-i",
-                "eth0",
-                "-q",
-                "-f",
-                "-n",
-                "-t",
-                "10",
-                "-T",
-                "1",
-                "-s",
-                script.to_str().context("path")?,
-            ],
-        )?;
-        if !out.status.success() {
-            bail!(
-                "the protected computer got no DHCP lease: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.appliance_log()
-            );
-        }
-        Ok(())
+        dhcp_client(&self.pc, "eth0", &self.dir)
+            .with_context(|| format!("the appliance's log:\n{}", self.appliance_log()))
     }
 
     /// The protected computer's address (from DHCP).
@@ -413,4 +358,79 @@ pub fn sibling_binaries() -> PathBuf {
     } else {
         dir.to_path_buf()
     }
+}
+
+/// Starts the outside world in `world` (whose link `interface` holds [`WORLD`]/24, [`ALLOWED`]
+/// and [`BLOCKED`]): HTTP and HTTPS origins on both addresses, a TCP echo on the allowed one,
+/// and a real dnsmasq handing out DHCP leases (router and resolver [`WORLD`]) and answering
+/// `allowed.test` / `blocked.test`, as a hotel network would. The processes belong to `lab`.
+pub fn start_world(
+    lab: &mut Lab,
+    world: &Netns,
+    interface: &str,
+    dir: &Path,
+    ca: &TestCa,
+) -> Result<Vec<Server>> {
+    let at = |ip: Ipv4Addr, port| SocketAddr::new(ip.into(), port);
+    let servers = vec![
+        origin::http_origin(world, at(ALLOWED, 80))?,
+        origin::http_origin(world, at(BLOCKED, 80))?,
+        origin::https_origin(world, at(ALLOWED, 443), ca, &["allowed.test"])?,
+        origin::https_origin(world, at(BLOCKED, 443), ca, &["blocked.test"])?,
+        origin::tcp_echo(world, at(ALLOWED, 2222))?,
+    ];
+    let world_conf = dir.join("world-dnsmasq.conf");
+    std::fs::write(
+        &world_conf,
+        format!(
+            "keep-in-foreground\nlog-facility=-\nno-hosts\nno-resolv\npid-file=\ninterface={interface}\nbind-interfaces\n\
+             dhcp-range=10.200.0.50,10.200.0.60,255.255.255.0,1h\ndhcp-option=option:router,{WORLD}\n\
+             dhcp-option=option:dns-server,{WORLD}\ndhcp-leasefile={}\n\
+             address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\n",
+            dir.join("world.leases").display()
+        ),
+    )?;
+    lab.spawn(
+        world,
+        "dnsmasq",
+        &[&format!("--conf-file={}", world_conf.display())],
+    )?;
+    Ok(servers)
+}
+
+/// Asks for an address on `interface` in `ns` by DHCP (busybox udhcpc, as a laptop would) and
+/// applies it: address, default route. Fails if no lease comes within about 10 s.
+pub fn dhcp_client(ns: &Netns, interface: &str, dir: &Path) -> Result<()> {
+    let script = dir.join(format!("{}-udhcpc.script", ns.name()));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr flush dev \"$interface\"\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  \
+         ip route replace default via \"${router%% *}\" dev \"$interface\"\n;; esac\nexit 0\n",
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = ns.run(
+        "busybox",
+        &[
+            "udhcpc",
+            "-i",
+            interface,
+            "-q",
+            "-f",
+            "-n",
+            "-t",
+            "10",
+            "-T",
+            "1",
+            "-s",
+            script.to_str().context("path")?,
+        ],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "{} got no DHCP lease on {interface}: {}",
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! `appliance run --config appliance.toml`: the appliance daemon.
 //! `appliance lab`: the whole system in network namespaces on this machine, until Ctrl-C.
+//! `appliance base-ruleset`: print the fail-closed base ruleset (for `nft -f`), so a boot
+//! script can close everything before any link is up, with no daemon running yet.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ enum Command {
     },
     /// Build the whole system in network namespaces and keep it running until Ctrl-C.
     Lab,
+    /// Print the fail-closed base ruleset (nothing forwarded, only loopback delivered) for
+    /// `nft -f`; the boot scripts apply it before any link comes up.
+    BaseRuleset,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab => lab(&runtime),
+        Command::BaseRuleset => {
+            print!("{}", appliance::firewall::base_ruleset());
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

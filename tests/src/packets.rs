@@ -1124,6 +1124,15 @@ impl Capture {
     }
 }
 
+/// The frames in `seen` that arrived (not sent from the capturing side) carrying `marker`:
+/// crafted frames that leaked, one summary each. The bypass checks assert it is empty.
+pub fn leaks(seen: &[CapturedFrame], marker: u32) -> Vec<String> {
+    seen.iter()
+        .filter(|f| !f.outgoing && f.carries_marker(marker))
+        .map(CapturedFrame::summary)
+        .collect()
+}
+
 /// Internet checksum (RFC 1071) over `chunks` taken as one byte string.
 pub fn internet_checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;

@@ -318,11 +318,7 @@ fn crafted_packets_never_reach_the_outside() {
     std::thread::sleep(Duration::from_millis(700));
     let seen = capture.stop();
 
-    let leaked: Vec<String> = seen
-        .iter()
-        .filter(|f| !f.outgoing && f.carries_marker(marker))
-        .map(|f| f.summary())
-        .collect();
+    let leaked = packets::leaks(&seen, marker);
     assert!(
         leaked.is_empty(),
         "crafted frames reached the outside:\n{}",
