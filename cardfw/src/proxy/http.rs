@@ -111,13 +111,24 @@ impl Conn {
         self.stream.read_buf(&mut self.buf).await
     }
 
-    /// Reads one message head, which must be complete by `deadline` and within `max` bytes.
+    /// Reads one message head of at most `max` bytes. Its first byte may take up to `idle`
+    /// (a kept-alive connection waiting for its next request); from then on the whole head
+    /// must arrive within `header_timeout`, however slowly it trickles in.
     async fn read_head<T>(
         &mut self,
         parse: ParseHead<T>,
         max: usize,
-        deadline: Instant,
+        idle: Duration,
+        header_timeout: Duration,
     ) -> Result<T, HeadRead> {
+        if self.buf.is_empty() {
+            match tokio::time::timeout(idle, self.stream.readable()).await {
+                Err(_) => return Err(HeadRead::TimedOut { partial: false }),
+                Ok(Err(_)) => return Err(HeadRead::Closed),
+                Ok(Ok(())) => {}
+            }
+        }
+        let deadline = Instant::now() + header_timeout;
         loop {
             if !self.buf.is_empty() {
                 match parse(&self.buf) {
@@ -227,13 +238,16 @@ struct Answer {
 impl Client {
     async fn serve(&mut self) {
         let limits = &self.card.config.limits;
-        let (max_head, header_timeout) = (limits.max_header_bytes, limits.header_timeout());
+        let (max_head, idle, header_timeout) = (
+            limits.max_header_bytes,
+            limits.idle_timeout(),
+            limits.header_timeout(),
+        );
         loop {
             self.conn.release_if_empty();
-            let deadline = Instant::now() + header_timeout;
             let head = match self
                 .conn
-                .read_head(http1::parse_request, max_head, deadline)
+                .read_head(http1::parse_request, max_head, idle, header_timeout)
                 .await
             {
                 Ok(head) => head,
@@ -524,10 +538,14 @@ impl Client {
     ) -> Result<ResponseHead, HeadRead> {
         let limits = &self.card.config.limits;
         loop {
-            let deadline = Instant::now() + limits.idle_timeout();
             let head = upstream
                 .conn
-                .read_head(http1::parse_response, limits.max_header_bytes, deadline)
+                .read_head(
+                    http1::parse_response,
+                    limits.max_header_bytes,
+                    limits.idle_timeout(),
+                    limits.header_timeout(),
+                )
                 .await?;
             if !(100..200).contains(&head.status) || head.status == 101 {
                 return Ok(head);
