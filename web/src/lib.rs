@@ -9,6 +9,8 @@
 //!   in place; [`CONTENT_SECURITY_POLICY`] is the header a page is served with.
 //! - [`graph`]: traffic graphs as inline SVG, laid out here, on the server.
 //! - [`appliance`]: the appliance's status page.
+//! - [`proxy`]: the pages the card's proxy answers with (blocked, unreachable, refused),
+//!   self-contained because they are served in the name of any site.
 //! - [`format`]: bytes, rates, durations and times in human units.
 //!
 //! Page structs are plain data: the crates that serve them (the appliance, later the card) map
@@ -18,6 +20,7 @@ pub mod appliance;
 pub mod card;
 pub mod format;
 pub mod graph;
+pub mod proxy;
 
 /// For `render()` on the page structs without depending on askama directly.
 pub use askama;

@@ -185,7 +185,7 @@ struct Client {
     original_dst: SocketAddr,
     conn: Conn,
     upstream: Option<Upstream>,
-    /// Made on first use; dropped after a failed relay, since it may still hold bytes.
+    /// For bodies moved by `splice(2)`; made when the first one needs it.
     pipe: Option<Pipe>,
 }
 
@@ -623,7 +623,7 @@ impl Client {
             return Next::Close;
         }
         let idle = self.card.config.limits.idle_timeout();
-        splice::splice(&mut self.conn.stream, &mut upstream.conn.stream, idle).await;
+        splice::splice(&self.conn.stream, &upstream.conn.stream, idle).await;
         Next::Close
     }
 
@@ -819,12 +819,10 @@ async fn relay_body(
     };
     // One byte over the limit is enough to know the body is too large.
     let allowed = rest.min((limit - buffered).saturating_add(1));
-    let moved = match pipe.relay(&from.stream, to, allowed, idle).await {
-        Ok(moved) => moved,
-        Err(e) => {
-            return Err(RelayError::Io(e));
-        }
-    };
+    let moved = pipe
+        .relay(&from.stream, to, allowed, idle)
+        .await
+        .map_err(RelayError::Io)?;
     if buffered + moved > limit {
         return Err(RelayError::OverLimit);
     }
@@ -958,5 +956,5 @@ async fn tunnel_after_connect(
     if upstream.write_all(&buffered).await.is_err() {
         return;
     }
-    splice::splice(tunnel, upstream, limits.idle_timeout()).await;
+    splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
 }

@@ -2,24 +2,10 @@
 //! rule, upstream unreachable, request refused. Each says what happened and why.
 
 use http::StatusCode;
+use web::askama::Template;
+use web::proxy::{ProxyPage, Reason};
 
 use crate::proxy::upstream::UpstreamError;
-
-/// Escapes text for HTML, so a hostile host name or path cannot inject markup.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A page the proxy answers with, ready to be written as a whole HTTP/1.1 response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +20,11 @@ impl Page {
     pub fn to_http(&self, close: bool, with_body: bool) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\n\
+             Content-Security-Policy: {}\r\n\
              Cache-Control: no-store\r\nContent-Length: {}\r\n{}\r\n",
             self.status.as_u16(),
             self.status.canonical_reason().unwrap_or(""),
+            web::proxy::CONTENT_SECURITY_POLICY,
             self.html.len(),
             if close { "Connection: close\r\n" } else { "" },
         )
@@ -48,15 +36,14 @@ impl Page {
     }
 }
 
-fn page(status: StatusCode, title: &str, body_html: &str) -> Page {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}\
-         h1{{font-size:1.4rem}}code{{background:#eee;padding:.1rem .3rem;border-radius:3px;word-break:break-all}}</style>\
-         </head><body><h1>{title}</h1>{body_html}<p><small>cardwall card firewall</small></p></body></html>\n"
-    );
+/// Renders the page (the `web` crate's template escapes every text in it).
+fn page(status: StatusCode, reason: Reason<'_>) -> Page {
+    let page = ProxyPage { reason };
+    let html = page.render().unwrap_or_else(|error| {
+        // Only a failing formatter gets here; the status still says what happened.
+        tracing::error!(%error, "rendering a proxy page");
+        page.title().to_owned()
+    });
     Page { status, html }
 }
 
@@ -64,56 +51,41 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Page {
 pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
     page(
         StatusCode::FORBIDDEN,
-        "Blocked by the card's rules",
-        &format!(
-            "<p>The request for <code>{}</code> was denied.</p>\
-             <p>Rule <strong>{}</strong> ({}):<br><code>{}</code></p>",
-            escape(target),
-            escape(&rule.id),
-            escape(&rule.location),
-            escape(&rule.text)
-        ),
+        Reason::Blocked {
+            target,
+            rule_id: &rule.id,
+            rule_location: &rule.location,
+            rule_text: &rule.text,
+        },
     )
 }
 
 /// 502 or 504: the request was allowed but the destination could not be reached.
 pub fn upstream_failed(target: &str, error: &UpstreamError) -> Page {
-    let (status, title) = if error.is_timeout() {
-        (
-            StatusCode::GATEWAY_TIMEOUT,
-            "The site did not answer in time",
-        )
+    let timed_out = error.is_timeout();
+    let status = if timed_out {
+        StatusCode::GATEWAY_TIMEOUT
     } else {
-        (StatusCode::BAD_GATEWAY, "The site could not be reached")
+        StatusCode::BAD_GATEWAY
     };
     page(
         status,
-        title,
-        &format!(
-            "<p>The request for <code>{}</code> was allowed, but: {}.</p>",
-            escape(target),
-            escape(&error.to_string())
-        ),
+        Reason::Unreachable {
+            target,
+            error: &error.to_string(),
+            timed_out,
+        },
     )
 }
 
 /// 400, or another client error: the request itself cannot be handled.
 pub fn refused(status: StatusCode, why: &str) -> Page {
-    page(
-        status,
-        "Request refused",
-        &format!("<p>{}</p>", escape(why)),
-    )
+    page(status, Reason::Refused { why })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_text_is_escaped() {
-        assert_eq!(escape("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
-    }
 
     #[test]
     fn block_page_names_the_rule() {
@@ -132,12 +104,45 @@ mod tests {
             "{}",
             page.html
         );
-        assert!(page.html.contains("http://ads.example/&lt;b&gt;"));
+        assert!(
+            page.html.contains("http://ads.example/&#60;b&#62;"),
+            "{}",
+            page.html
+        );
+        assert!(!page.html.contains("<b>"), "{}", page.html);
         let http = String::from_utf8(page.to_http(true, true)).unwrap();
         assert!(http.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{http}");
         assert!(http.contains(&format!("Content-Length: {}\r\n", page.html.len())));
-        assert!(http.contains("Connection: close\r\n\r\n<!doctype html>"));
+        assert!(
+            http.contains("Content-Security-Policy: default-src 'none'; "),
+            "{http}"
+        );
+        assert!(http.contains("Connection: close\r\n\r\n<!DOCTYPE html>"));
         let head_only = page.to_http(false, false);
         assert!(head_only.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_timeout_is_504_and_says_so() {
+        let addr = "203.0.113.99:80".parse().unwrap();
+        let timeout = UpstreamError::Timeout(addr, std::time::Duration::from_secs(1));
+        let page = upstream_failed("http://203.0.113.99/", &timeout);
+        assert_eq!(page.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            page.html.contains(
+                "<code>http://203.0.113.99/</code> was allowed, but: \
+                 203.0.113.99:80 did not answer within 1s."
+            ),
+            "{}",
+            page.html
+        );
+        let refused = UpstreamError::Refused(addr);
+        let page = upstream_failed("http://203.0.113.99/", &refused);
+        assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+        assert!(
+            page.html.contains("<h1>The site could not be reached</h1>"),
+            "{}",
+            page.html
+        );
     }
 }

@@ -44,7 +44,7 @@ async fn connection(client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
             return;
         }
     };
-    splice::splice(client, upstream, card.config.limits.idle_timeout()).await;
+    splice::splice(&client, &upstream, card.config.limits.idle_timeout()).await;
 }
 
 /// Closes with a reset, so the client's connect or first read fails at once instead of

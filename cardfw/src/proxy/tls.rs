@@ -171,7 +171,7 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
     if upstream.write_all(&buffered).await.is_err() {
         return;
     }
-    splice::splice(client, upstream, limits.idle_timeout()).await;
+    splice::splice(&client, &upstream, limits.idle_timeout()).await;
 }
 
 async fn upstream_failed(
