@@ -605,6 +605,43 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile bytes are an error or a head, never a panic, and neither is its framing.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(Some((head, len))) = parse_request(&bytes) {
+                prop_assert!(len <= bytes.len());
+                let _ = head.framing();
+                let _ = head.closes();
+            }
+            if let Ok(Some((head, len))) = parse_response(&bytes) {
+                prop_assert!(len <= bytes.len());
+                let _ = head.framing("GET");
+            }
+            let mut tracker = ChunkedTracker::default();
+            if let Ok(advance) = tracker.advance(&bytes) {
+                prop_assert!(advance.consumed <= bytes.len());
+                prop_assert!(advance.payload <= advance.consumed as u64);
+            }
+        }
+
+        /// Heads built from any field values survive a write and a parse unchanged.
+        #[test]
+        fn written_heads_parse_back(
+            target in "/[a-zA-Z0-9/?=&%._~-]{0,40}",
+            values in proptest::collection::vec("[ -~]{0,30}", 0..8),
+        ) {
+            let headers = Headers(values.iter().enumerate().map(|(i, v)| Header {
+                name: format!("X-F{i}"),
+                value: v.trim().as_bytes().to_vec(),
+            }).collect());
+            let head = RequestHead { method: "GET".into(), target, minor_version: 1, headers };
+            let mut out = Vec::new();
+            head.write_to(&mut out);
+            let (parsed, len) = parse_request(&out).unwrap().unwrap();
+            prop_assert_eq!(len, out.len());
+            prop_assert_eq!(parsed, head);
+        }
+
         /// However a valid body is cut into reads, the tracker finds the same end and payload.
         #[test]
         fn any_split_of_a_body_gives_the_same_answer(
