@@ -1,0 +1,19 @@
+//! ISO 7816-4 APDUs, read and written by hand (no crate does it well), and the identifiers of
+//! the cardwall card application and its Peer I/O link.
+//!
+//! This crate is shared by the card (`cardfw`, which parses commands and answers them), the
+//! host tool (`cardctl`) and the appliance's Peer I/O server (which build commands and read
+//! responses). It is its own crate so the host side gets the codec without the proxy.
+//!
+//! - [`Command`]: a command APDU, all four ISO 7816-3 cases, short and extended lengths.
+//! - [`Response`] and [`StatusWord`]: a response APDU and the status words the card uses.
+//! - [`app`]: the cardwall application's AID, file, data tags and PIN blocks.
+//! - [`peerio`]: the Peer I/O class and instructions (seed 003, §7.3).
+
+pub mod app;
+mod command;
+pub mod peerio;
+mod response;
+
+pub use command::{Command, ParseError};
+pub use response::{Response, StatusWord};
