@@ -76,10 +76,7 @@ pub fn split_secret_pair(data: &[u8]) -> Option<(&str, &str)> {
         }
         std::str::from_utf8(&block[..end]).ok()
     }
-    Some((
-        unpad(&data[..SECRET_BLOCK])?,
-        unpad(&data[SECRET_BLOCK..])?,
-    ))
+    Some((unpad(&data[..SECRET_BLOCK])?, unpad(&data[SECRET_BLOCK..])?))
 }
 
 /// What GET DATA [`TAG_STATUS`] answers: simple TLVs (one-byte tag, one-byte length).
@@ -192,7 +189,11 @@ mod tests {
         let mut bytes = status.emit();
         assert_eq!(CardStatus::parse(&bytes), Some(status));
         bytes.extend_from_slice(&[0x99, 1, 0]);
-        assert_eq!(CardStatus::parse(&bytes), Some(status), "unknown tag skipped");
+        assert_eq!(
+            CardStatus::parse(&bytes),
+            Some(status),
+            "unknown tag skipped"
+        );
         assert_eq!(CardStatus::parse(&bytes[..bytes.len() - 4]), None);
         assert_eq!(CardStatus::parse(&bytes[3..]), None, "version missing");
     }

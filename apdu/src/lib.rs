@@ -15,5 +15,5 @@ mod command;
 pub mod peerio;
 mod response;
 
-pub use command::{Command, ParseError};
+pub use command::{CLA_CHAINING, Command, ParseError};
 pub use response::{Response, StatusWord};

@@ -26,7 +26,13 @@ pub fn ready_write(len: usize) -> StatusWord {
 
 /// The bytes a READY-WRITE announces, or `None` for any other status word.
 pub fn as_ready_write(sw: StatusWord) -> Option<usize> {
-    (sw.sw1() == 0x6C).then(|| if sw.sw2() == 0 { 256 } else { usize::from(sw.sw2()) })
+    (sw.sw1() == 0x6C).then(|| {
+        if sw.sw2() == 0 {
+            256
+        } else {
+            usize::from(sw.sw2())
+        }
+    })
 }
 
 pub fn poll() -> Command {

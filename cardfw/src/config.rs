@@ -32,6 +32,16 @@ pub struct Config {
     pub ports: Ports,
     pub dns: Dns,
     pub limits: Limits,
+    pub iso7816: Iso7816,
+}
+
+/// The card's ISO 7816 face ([`crate::iso7816`]): the PIN and the rule file over APDUs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Iso7816 {
+    /// The vsmartcard `vpcd` reader to connect to as a virtual card (its first reader listens
+    /// on port 35963), so the card is reached through PC/SC. Needs `store`. Not set: no APDUs.
+    pub vpcd: Option<SocketAddr>,
 }
 
 /// Where the card listens.
@@ -102,6 +112,7 @@ impl Default for Config {
             ports: Ports::default(),
             dns: Dns::default(),
             limits: Limits::default(),
+            iso7816: Iso7816::default(),
         }
     }
 }
@@ -209,6 +220,11 @@ impl Config {
         if limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes must be at least 8192".into());
         }
+        if self.iso7816.vpcd.is_some() && self.store.is_none() {
+            return Err(
+                "iso7816.vpcd needs a `store`: the PIN and the rule file live there".into(),
+            );
+        }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());
         }
@@ -277,6 +293,7 @@ mod tests {
             ("[ports]\nhttp = [80]\ntcp = [80]", "listed twice"),
             ("[ports]\ntcp = [53]", "DNS"),
             ("[dns]\ncache_entries = 0", "cache_entries"),
+            ("[iso7816]\nvpcd = \"127.0.0.1:35963\"", "needs a `store`"),
         ] {
             let e = Config::parse("c.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("c.toml: "), "{e}");

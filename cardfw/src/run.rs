@@ -130,6 +130,10 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::info!(%fingerprint, "the card's web page certificate");
             let _ = card.tls_fingerprint.set(fingerprint);
             let admin = AdminState::new(store, card.clone());
+            if let Some(reader) = config.iso7816.vpcd {
+                crate::iso7816::vpcd::spawn(reader, admin.clone())
+                    .context("cannot start the vpcd card thread")?;
+            }
             tasks.spawn(crate::admin::serve(
                 bind(at(config.ports.admin)).await?,
                 identity.server_config(),

@@ -22,6 +22,7 @@ pub use appliance::topology;
 pub use appliance::origin;
 pub mod browser;
 pub mod packets;
+pub mod pcsc;
 
 /// Whether this run is CI (`CI=true`, or `CI=1`), where missing requirements are failures.
 pub fn in_ci() -> bool {

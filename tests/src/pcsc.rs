@@ -1,0 +1,138 @@
+//! A private PC/SC stack for a test: its own `pcscd` with the `vpcd` virtual reader, and the
+//! card firmware plugged into it as a virtual card, all in one lab namespace.
+//!
+//! `pcscd` 1.9 always serves `/run/pcscd/pcscd.comm`. To give every test its own daemon, it
+//! runs in a private mount namespace (`unshare -m`) where a directory of the lab is
+//! bind-mounted on `/run/pcscd`; its socket therefore appears in that directory on the host,
+//! and clients (`cardctl`) are pointed at it with `PCSCLITE_CSOCK_NAME`. Its reader
+//! configuration (`-c`) is the lab's too, and the `vpcd` port it opens (35963 for reader
+//! "Virtual PCD 00 00") is inside the lab namespace, so tests never collide with each other or
+//! with a system `pcscd`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use appliance::topology::{Lab, Netns};
+
+/// The `vpcd` port of reader "Virtual PCD 00 00" (the second reader, "00 01", is the next).
+pub const VPCD_PORT: u16 = 35963;
+pub const READER: &str = "Virtual PCD 00 00";
+
+/// The stack of one test.
+#[derive(Debug)]
+pub struct CardReader {
+    /// The `pcscd` socket to give clients as `PCSCLITE_CSOCK_NAME`.
+    pub socket: PathBuf,
+    /// The card's data directory (its `puk.txt` holds the PUK of a new card).
+    pub store: PathBuf,
+    pub pcscd: u32,
+    pub card: u32,
+}
+
+/// Starts `pcscd` and the card (`cardfw` with a store and the APDU face) in `ns`, and waits
+/// until `cardctl status` reaches the card.
+pub fn start(lab: &mut Lab, ns: &Netns, rules: &str) -> anyhow::Result<CardReader> {
+    let dir = lab.dir().to_path_buf();
+    let run = dir.join("pcscd-run");
+    let conf = dir.join("reader.conf.d");
+    std::fs::create_dir_all(&run)?;
+    std::fs::create_dir_all(&conf)?;
+    // The mount point must exist on the host for the private bind mount.
+    std::fs::create_dir_all("/run/pcscd")?;
+    std::fs::write(
+        conf.join("vpcd"),
+        format!(
+            "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:{VPCD_PORT:#06X}\n\
+             LIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID {VPCD_PORT:#06X}\n"
+        ),
+    )?;
+    let script = format!(
+        "mount --bind '{}' /run/pcscd && exec pcscd --foreground --apdu -c '{}'",
+        run.display(),
+        conf.display()
+    );
+    let pcscd = lab.spawn(ns, "unshare", &["--mount", "sh", "-c", &script])?;
+    let socket = run.join("pcscd.comm");
+
+    let store = dir.join("store");
+    std::fs::write(dir.join("rules.txt"), rules)?;
+    let config = dir.join("cardfw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"127.0.0.1\"\ntransparent = false\n\
+             [iso7816]\nvpcd = \"127.0.0.1:{VPCD_PORT}\"\n",
+            dir.join("rules.txt").display(),
+            store.display()
+        ),
+    )?;
+    let cardfw = appliance::lab::sibling_binaries().join("cardfw");
+    let card = lab.spawn(ns, &cardfw, &["--config", &config.to_string_lossy()])?;
+    let reader = CardReader {
+        socket,
+        store,
+        pcscd,
+        card,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = reader.cardctl(&["status"], "")?;
+        if status.status.success() {
+            return Ok(reader);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the card never answered in the reader: {}\n{}\n{}",
+                String::from_utf8_lossy(&status.stderr),
+                lab.log_of(pcscd),
+                lab.log_of(reader.card)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl CardReader {
+    /// Runs `cardctl args…` against this stack, with `stdin` as its standard input (where it
+    /// reads PINs when that is not a terminal).
+    pub fn cardctl(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
+        run_with_input(
+            Command::new(appliance::lab::sibling_binaries().join("cardctl"))
+                .args(args)
+                .env("PCSCLITE_CSOCK_NAME", &self.socket),
+            stdin,
+        )
+    }
+
+    /// The PUK the new card wrote for its owner.
+    pub fn puk(&self) -> anyhow::Result<String> {
+        let notice = std::fs::read_to_string(self.store.join("puk.txt"))?;
+        notice
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cardwall card PUK: "))
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no PUK in {}", self.store.display()))
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+fn run_with_input(command: &mut Command, stdin: &str) -> anyhow::Result<Output> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // A child that exits before reading (it failed early) closes the pipe: its output says why.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes());
+    Ok(child.wait_with_output()?)
+}
