@@ -8,7 +8,8 @@
 //! - [`Command`]: a command APDU, all four ISO 7816-3 cases, short and extended lengths.
 //! - [`Response`] and [`StatusWord`]: a response APDU and the status words the card uses.
 //! - [`app`]: the cardwall application's AID, file, data tags and PIN blocks.
-//! - [`peerio`]: the Peer I/O class and instructions (seed 003, §7.3).
+//! - [`peerio`]: Peer I/O (seed 003, §7): its commands, and the client and server state
+//!   machines, free of I/O so they are tested against each other here.
 
 pub mod app;
 mod command;
