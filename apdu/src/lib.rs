@@ -10,11 +10,14 @@
 //! - [`app`]: the cardwall application's AID, file, data tags and PIN blocks.
 //! - [`peerio`]: Peer I/O (seed 003, §7): its commands, and the client and server state
 //!   machines, free of I/O so they are tested against each other here.
+//! - [`tap`] (feature `tap`): the bridge between a Peer I/O end and a TAP device.
 
 pub mod app;
 mod command;
 pub mod peerio;
 mod response;
+#[cfg(feature = "tap")]
+pub mod tap;
 
 pub use command::{CLA_CHAINING, Command, ParseError};
 pub use response::{Response, StatusWord};

@@ -1,5 +1,6 @@
 //! `appliance run --config appliance.toml`: the appliance daemon.
 //! `appliance lab`: the whole system in network namespaces on this machine, until Ctrl-C.
+//! `appliance peer-io --reader NAME --tap NAME`: the Peer I/O link to an ISO 7816-only card.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,16 @@ enum Command {
     },
     /// Build the whole system in network namespaces and keep it running until Ctrl-C.
     Lab,
+    /// Run the Peer I/O server for the card in a PC/SC reader, bridged to a TAP device that
+    /// stands for the card link.
+    PeerIo {
+        /// The PC/SC reader the card is in.
+        #[arg(long)]
+        reader: String,
+        /// The TAP device to create (or attach to) for the card link.
+        #[arg(long)]
+        tap: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab => lab(&runtime),
+        Command::PeerIo { reader, tap } => runtime.block_on(async move {
+            let link = apdu::tap::open(&tap)?;
+            tokio::task::spawn_blocking(move || appliance::peerio::run(&reader, link)).await?
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,10 @@ pub struct Iso7816 {
     /// The vsmartcard `vpcd` reader to connect to as a virtual card (its first reader listens
     /// on port 35963), so the card is reached through PC/SC. Needs `store`. Not set: no APDUs.
     pub vpcd: Option<SocketAddr>,
+    /// A TAP device (created if missing) bridged to the Peer I/O link on the same vpcd
+    /// connection: the card's network link for a host that reaches it only by APDUs. Needs
+    /// `vpcd`. Not set: class-12 commands are refused.
+    pub peer_io_tap: Option<String>,
 }
 
 /// Where the card listens.
@@ -224,6 +228,9 @@ impl Config {
             return Err(
                 "iso7816.vpcd needs a `store`: the PIN and the rule file live there".into(),
             );
+        }
+        if self.iso7816.peer_io_tap.is_some() && self.iso7816.vpcd.is_none() {
+            return Err("iso7816.peer_io_tap needs iso7816.vpcd: Peer I/O runs over it".into());
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());

@@ -131,7 +131,14 @@ pub async fn run(config: Config) -> Result<()> {
             let _ = card.tls_fingerprint.set(fingerprint);
             let admin = AdminState::new(store, card.clone());
             if let Some(reader) = config.iso7816.vpcd {
-                crate::iso7816::vpcd::spawn(reader, admin.clone())
+                let peer = match &config.iso7816.peer_io_tap {
+                    Some(tap) => Some(crate::iso7816::peerio::PeerLink::new(
+                        apdu::tap::open(tap)
+                            .with_context(|| format!("cannot open TAP device {tap}"))?,
+                    )),
+                    None => None,
+                };
+                crate::iso7816::vpcd::spawn(reader, admin.clone(), peer)
                     .context("cannot start the vpcd card thread")?;
             }
             tasks.spawn(crate::admin::serve(

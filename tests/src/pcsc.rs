@@ -30,9 +30,20 @@ pub struct CardReader {
     pub card: u32,
 }
 
-/// Starts `pcscd` and the card (`cardfw` with a store and the APDU face) in `ns`, and waits
-/// until `cardctl status` reaches the card.
+/// Starts `pcscd` and the card (`cardfw` with a store and the APDU face, its listeners on
+/// 127.0.0.1) in `ns`, and waits until `cardctl status` reaches the card.
 pub fn start(lab: &mut Lab, ns: &Netns, rules: &str) -> anyhow::Result<CardReader> {
+    start_with(lab, ns, rules, "127.0.0.1", "")
+}
+
+/// Like [`start`], with the card's inside address and more keys of its `[iso7816]` section.
+pub fn start_with(
+    lab: &mut Lab,
+    ns: &Netns,
+    rules: &str,
+    inside_address: &str,
+    iso7816: &str,
+) -> anyhow::Result<CardReader> {
     let dir = lab.dir().to_path_buf();
     let run = dir.join("pcscd-run");
     let conf = dir.join("reader.conf.d");
@@ -61,8 +72,8 @@ pub fn start(lab: &mut Lab, ns: &Netns, rules: &str) -> anyhow::Result<CardReade
     std::fs::write(
         &config,
         format!(
-            "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"127.0.0.1\"\ntransparent = false\n\
-             [iso7816]\nvpcd = \"127.0.0.1:{VPCD_PORT}\"\n",
+            "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"{inside_address}\"\n\
+             transparent = false\n[iso7816]\nvpcd = \"127.0.0.1:{VPCD_PORT}\"\n{iso7816}",
             dir.join("rules.txt").display(),
             store.display()
         ),

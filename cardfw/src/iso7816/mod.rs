@@ -6,6 +6,7 @@
 //!   [`AdminSession`] needed for every change, the same parser refusing a bad rule set.
 //! - [`vpcd`]: the virtual-ICC side of vsmartcard's `vpcd` reader driver, so `pcscd` shows
 //!   the card as a reader with a card in it.
+//! - [`peerio`]: the Peer I/O client (class 12): network frames over the same connection.
 //!
 //! # Security status
 //!
@@ -16,6 +17,7 @@
 //! program on the host inherits a verified state. READ BINARY needs the PIN too: the web page
 //! shows the rules only after login as well.
 
+pub mod peerio;
 #[cfg(test)]
 mod tests;
 pub mod vpcd;

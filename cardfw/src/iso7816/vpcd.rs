@@ -13,9 +13,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use apdu::Command;
+
 use crate::admin::AdminState;
 
 use super::Application;
+use super::peerio::PeerLink;
 
 pub const POWER_OFF: u8 = 0;
 pub const POWER_ON: u8 = 1;
@@ -37,13 +40,30 @@ pub trait Icc {
     fn transmit(&mut self, command: &[u8]) -> Vec<u8>;
 }
 
-impl Icc for Application<'_> {
+/// The card in the reader: the cardwall application, and the Peer I/O client if the card
+/// has a Peer I/O link (class 12 goes there; everything else to the application).
+#[derive(Debug)]
+pub struct Card<'store, 'link> {
+    pub application: Application<'store>,
+    pub peer: Option<&'link mut PeerLink>,
+}
+
+impl Icc for Card<'_, '_> {
     fn reset(&mut self) {
-        Application::reset(self);
+        self.application.reset();
+        if let Some(peer) = self.peer.as_deref_mut() {
+            peer.reset();
+        }
     }
 
-    fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
-        Application::transmit(self, command).emit()
+    fn transmit(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if let Some(peer) = self.peer.as_deref_mut()
+            && bytes.first() == Some(&apdu::peerio::CLA)
+            && let Ok(command) = Command::parse(bytes)
+        {
+            return peer.handle(&command).emit();
+        }
+        self.application.transmit(bytes).emit()
     }
 }
 
@@ -84,9 +104,10 @@ fn write_message(stream: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Connects to the reader at `reader` and serves the cardwall application over `admin`'s
-/// store, again and again: when the reader goes away the card waits and reconnects, like a
-/// card pulled out and put back. Blocking: run it on its own thread ([`spawn`]).
-pub fn run(reader: SocketAddr, admin: Arc<AdminState>) -> ! {
+/// store (and the Peer I/O client, with `peer`), again and again: when the reader goes away
+/// the card waits and reconnects, like a card pulled out and put back. Blocking: run it on
+/// its own thread ([`spawn`]).
+pub fn run(reader: SocketAddr, admin: Arc<AdminState>, mut peer: Option<PeerLink>) -> ! {
     let mut reported = false;
     loop {
         match TcpStream::connect(reader) {
@@ -94,8 +115,14 @@ pub fn run(reader: SocketAddr, admin: Arc<AdminState>) -> ! {
                 reported = false;
                 let _ = stream.set_nodelay(true);
                 tracing::info!(%reader, "vpcd: in the reader");
-                let mut application = Application::new(admin.store());
-                match serve_connection(&mut stream, &mut application) {
+                if let Some(peer) = peer.as_mut() {
+                    peer.reset();
+                }
+                let mut card = Card {
+                    application: Application::new(admin.store()),
+                    peer: peer.as_mut(),
+                };
+                match serve_connection(&mut QuickAck(&mut stream), &mut card) {
                     Ok(()) => tracing::info!(%reader, "vpcd: the reader closed the connection"),
                     Err(error) => tracing::warn!(%reader, %error, "vpcd: connection lost"),
                 }
@@ -110,11 +137,34 @@ pub fn run(reader: SocketAddr, admin: Arc<AdminState>) -> ! {
     }
 }
 
+/// The reader sends a message's length and its payload in two writes, and its socket has
+/// Nagle on: without an immediate ACK of the first, the second waits for the delayed-ACK
+/// timer (40 ms), once per APDU. Quick ACK is a one-shot flag, so it is set after every read.
+struct QuickAck<'a>(&'a mut TcpStream);
+
+impl Read for QuickAck<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.0.read(buf)?;
+        let _ = socket2::SockRef::from(&*self.0).set_tcp_quickack(true);
+        Ok(read)
+    }
+}
+
+impl Write for QuickAck<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Starts [`run`] on a thread of its own (APDUs are one at a time, and the store's PIN check
 /// blocks for the Argon2 hash).
-pub fn spawn(reader: SocketAddr, admin: Arc<AdminState>) -> io::Result<()> {
+pub fn spawn(reader: SocketAddr, admin: Arc<AdminState>, peer: Option<PeerLink>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("vpcd".into())
-        .spawn(move || run(reader, admin))
+        .spawn(move || run(reader, admin, peer))
         .map(drop)
 }
