@@ -337,7 +337,7 @@ mod link_tests {
         assert_eq!(client.state(), ClientState::WaitServerReadyWrite);
         let mut from_card = Vec::new();
         let mut steps = 0;
-        while from_card.len() < frames.len() || server.to_card.len() > 0 {
+        while from_card.len() < frames.len() || !server.to_card.is_empty() {
             let step = server
                 .step(|command| {
                     let bytes = command.emit();
