@@ -40,7 +40,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Iso7816 {
     /// The vsmartcard `vpcd` reader to connect to as a virtual card (its first reader listens
-    /// on port 35963), so the card is reached through PC/SC. Needs `store`. Not set: no APDUs.
+    /// on port 35963), so the card is reached through PC/SC. The cardwall application needs
+    /// `store`; without one the card answers only Peer I/O. Not set: no APDUs.
     pub vpcd: Option<SocketAddr>,
     /// A TAP device (created if missing) bridged to the Peer I/O link on the same vpcd
     /// connection: the card's network link for a host that reaches it only by APDUs. Needs
@@ -224,10 +225,9 @@ impl Config {
         if limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes must be at least 8192".into());
         }
-        if self.iso7816.vpcd.is_some() && self.store.is_none() {
-            return Err(
-                "iso7816.vpcd needs a `store`: the PIN and the rule file live there".into(),
-            );
+        let iso = &self.iso7816;
+        if iso.vpcd.is_some() && self.store.is_none() && iso.peer_io_tap.is_none() {
+            return Err("iso7816.vpcd needs a `store` (the PIN and the rule file live there) or iso7816.peer_io_tap".into());
         }
         if self.iso7816.peer_io_tap.is_some() && self.iso7816.vpcd.is_none() {
             return Err("iso7816.peer_io_tap needs iso7816.vpcd: Peer I/O runs over it".into());
@@ -301,6 +301,7 @@ mod tests {
             ("[ports]\ntcp = [53]", "DNS"),
             ("[dns]\ncache_entries = 0", "cache_entries"),
             ("[iso7816]\nvpcd = \"127.0.0.1:35963\"", "needs a `store`"),
+            ("[iso7816]\npeer_io_tap = \"pio0\"", "needs iso7816.vpcd"),
         ] {
             let e = Config::parse("c.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("c.toml: "), "{e}");

@@ -130,17 +130,6 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::info!(%fingerprint, "the card's web page certificate");
             let _ = card.tls_fingerprint.set(fingerprint);
             let admin = AdminState::new(store, card.clone());
-            if let Some(reader) = config.iso7816.vpcd {
-                let peer = match &config.iso7816.peer_io_tap {
-                    Some(tap) => Some(crate::iso7816::peerio::PeerLink::new(
-                        apdu::tap::open(tap)
-                            .with_context(|| format!("cannot open TAP device {tap}"))?,
-                    )),
-                    None => None,
-                };
-                crate::iso7816::vpcd::spawn(reader, admin.clone(), peer)
-                    .context("cannot start the vpcd card thread")?;
-            }
             tasks.spawn(crate::admin::serve(
                 bind(at(config.ports.admin)).await?,
                 identity.server_config(),
@@ -149,6 +138,21 @@ pub async fn run(config: Config) -> Result<()> {
             RuleSource::Store(admin)
         }
     };
+
+    if let Some(reader) = config.iso7816.vpcd {
+        let admin = match &source {
+            RuleSource::Store(admin) => Some(admin.clone()),
+            RuleSource::File(_) => None,
+        };
+        let peer = match &config.iso7816.peer_io_tap {
+            Some(tap) => Some(crate::iso7816::peerio::PeerLink::new(
+                apdu::tap::open(tap).with_context(|| format!("cannot open TAP device {tap}"))?,
+            )),
+            None => None,
+        };
+        crate::iso7816::vpcd::spawn(reader, admin, peer)
+            .context("cannot start the vpcd card thread")?;
+    }
 
     if config.transparent {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));

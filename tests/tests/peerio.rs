@@ -77,6 +77,11 @@ fn ping_and_http_cross_the_apdu_link() {
         lab.log_of(reader.card)
     );
 
+    let summary = String::from_utf8_lossy(&ping.stdout);
+    if let Some(rtt) = summary.lines().find(|line| line.contains("round-trip")) {
+        println!("peer I/O ping: {rtt}");
+    }
+
     // The card's own status endpoint, then a download from a server on the card's side.
     let status = host_ns
         .run_ok(

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apdu::Command;
+use apdu::{Command, Response, StatusWord};
 
 use crate::admin::AdminState;
 
@@ -40,17 +40,20 @@ pub trait Icc {
     fn transmit(&mut self, command: &[u8]) -> Vec<u8>;
 }
 
-/// The card in the reader: the cardwall application, and the Peer I/O client if the card
-/// has a Peer I/O link (class 12 goes there; everything else to the application).
+/// The card in the reader: the cardwall application (if the card has a store), and the Peer
+/// I/O client if the card has a Peer I/O link (class 12 goes there; everything else to the
+/// application).
 #[derive(Debug)]
 pub struct Card<'store, 'link> {
-    pub application: Application<'store>,
+    pub application: Option<Application<'store>>,
     pub peer: Option<&'link mut PeerLink>,
 }
 
 impl Icc for Card<'_, '_> {
     fn reset(&mut self) {
-        self.application.reset();
+        if let Some(application) = self.application.as_mut() {
+            application.reset();
+        }
         if let Some(peer) = self.peer.as_deref_mut() {
             peer.reset();
         }
@@ -63,7 +66,11 @@ impl Icc for Card<'_, '_> {
         {
             return peer.handle(&command).emit();
         }
-        self.application.transmit(bytes).emit()
+        match self.application.as_mut() {
+            Some(application) => application.transmit(bytes).emit(),
+            // A card with no store speaks only Peer I/O.
+            None => Response::status(StatusWord::CLA_NOT_SUPPORTED).emit(),
+        }
     }
 }
 
@@ -104,10 +111,10 @@ fn write_message(stream: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Connects to the reader at `reader` and serves the cardwall application over `admin`'s
-/// store (and the Peer I/O client, with `peer`), again and again: when the reader goes away
+/// store if there is one (and the Peer I/O client, with `peer`), again and again: when the reader goes away
 /// the card waits and reconnects, like a card pulled out and put back. Blocking: run it on
 /// its own thread ([`spawn`]).
-pub fn run(reader: SocketAddr, admin: Arc<AdminState>, mut peer: Option<PeerLink>) -> ! {
+pub fn run(reader: SocketAddr, admin: Option<Arc<AdminState>>, mut peer: Option<PeerLink>) -> ! {
     let mut reported = false;
     loop {
         match TcpStream::connect(reader) {
@@ -119,7 +126,7 @@ pub fn run(reader: SocketAddr, admin: Arc<AdminState>, mut peer: Option<PeerLink
                     peer.reset();
                 }
                 let mut card = Card {
-                    application: Application::new(admin.store()),
+                    application: admin.as_ref().map(|admin| Application::new(admin.store())),
                     peer: peer.as_mut(),
                 };
                 match serve_connection(&mut QuickAck(&mut stream), &mut card) {
@@ -162,7 +169,11 @@ impl Write for QuickAck<'_> {
 
 /// Starts [`run`] on a thread of its own (APDUs are one at a time, and the store's PIN check
 /// blocks for the Argon2 hash).
-pub fn spawn(reader: SocketAddr, admin: Arc<AdminState>, peer: Option<PeerLink>) -> io::Result<()> {
+pub fn spawn(
+    reader: SocketAddr,
+    admin: Option<Arc<AdminState>>,
+    peer: Option<PeerLink>,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("vpcd".into())
         .spawn(move || run(reader, admin, peer))
