@@ -25,7 +25,11 @@ enum Command {
         config: PathBuf,
     },
     /// Build the whole system in network namespaces and keep it running until Ctrl-C.
-    Lab,
+    Lab {
+        /// Link the card by Peer I/O over PC/SC (pcscd + vpcd) instead of an EEM-like veth.
+        #[arg(long)]
+        peer_io: bool,
+    },
     /// Run the Peer I/O server for the card in a PC/SC reader, bridged to a TAP device that
     /// stands for the card link.
     PeerIo {
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Lab => lab(&runtime),
+        Command::Lab { peer_io } => lab(&runtime, peer_io),
         Command::PeerIo { reader, tap } => runtime.block_on(async move {
             let link = apdu::tap::open(&tap)?;
             tokio::task::spawn_blocking(move || appliance::peerio::run(&reader, link)).await?
@@ -82,11 +86,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn lab(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+fn lab(runtime: &tokio::runtime::Runtime, peer_io: bool) -> anyhow::Result<()> {
     let options = appliance::lab::Options {
         bin_dir: appliance::lab::sibling_binaries(),
         tag: "lab".into(),
         rules: appliance::lab::DEMO_RULES.into(),
+        peer_io,
     };
     eprintln!("starting the lab (namespaces, links, dnsmasq, origins, cardfw, appliance)…");
     let lab = appliance::lab::SystemLab::start(&options)?;

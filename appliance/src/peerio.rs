@@ -35,17 +35,19 @@ fn transmit(card: &pcsc::Card, command: &Command) -> Result<Response, TransmitEr
 }
 
 /// Serves the Peer I/O link of the card in `reader` to `link`, for ever (blocking: run it on
-/// a thread of its own). A card that goes away is waited for.
+/// a thread of its own). A card (or `pcscd`) that goes away is waited for.
 pub fn run(reader: &str, mut link: LinkEnd) -> anyhow::Result<()> {
     let reader = CString::new(reader)?;
-    let context = pcsc::Context::establish(pcsc::Scope::User)?;
     let mut reported = false;
     loop {
-        let card = match context.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+        let connected = pcsc::Context::establish(pcsc::Scope::User).and_then(|context| {
+            context.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+        });
+        let card = match connected {
             Ok(card) => card,
             Err(error) => {
                 if !reported {
-                    tracing::warn!(%error, reader = ?reader, "peer I/O: no card; the link stays down");
+                    tracing::warn!(%error, reader = ?reader, "peer I/O: no card (or no pcscd); the link stays down");
                     reported = true;
                 }
                 std::thread::sleep(RECONNECT);

@@ -1,13 +1,6 @@
-//! A private PC/SC stack for a test: its own `pcscd` with the `vpcd` virtual reader, and the
-//! card firmware plugged into it as a virtual card, all in one lab namespace.
-//!
-//! `pcscd` 1.9 always serves `/run/pcscd/pcscd.comm`. To give every test its own daemon, it
-//! runs in a private mount namespace (`unshare -m`) where a directory of the lab is
-//! bind-mounted on `/run/pcscd`; its socket therefore appears in that directory on the host,
-//! and clients (`cardctl`) are pointed at it with `PCSCLITE_CSOCK_NAME`. Its reader
-//! configuration (`-c`) is the lab's too, and the `vpcd` port it opens (35963 for reader
-//! "Virtual PCD 00 00") is inside the lab namespace, so tests never collide with each other or
-//! with a system `pcscd`.
+//! A private PC/SC stack for a test: its own `pcscd` with the `vpcd` virtual reader
+//! ([`appliance::pcscd`]), and the card firmware plugged into it as a virtual card, all in one
+//! lab namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -15,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use appliance::topology::{Lab, Netns};
 
-/// The `vpcd` port of reader "Virtual PCD 00 00" (the second reader, "00 01", is the next).
-pub const VPCD_PORT: u16 = 35963;
-pub const READER: &str = "Virtual PCD 00 00";
+pub use appliance::pcscd::{READER, VPCD_PORT};
 
 /// The stack of one test.
 #[derive(Debug)]
@@ -45,26 +36,8 @@ pub fn start_with(
     iso7816: &str,
 ) -> anyhow::Result<CardReader> {
     let dir = lab.dir().to_path_buf();
-    let run = dir.join("pcscd-run");
-    let conf = dir.join("reader.conf.d");
-    std::fs::create_dir_all(&run)?;
-    std::fs::create_dir_all(&conf)?;
-    // The mount point must exist on the host for the private bind mount.
-    std::fs::create_dir_all("/run/pcscd")?;
-    std::fs::write(
-        conf.join("vpcd"),
-        format!(
-            "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:{VPCD_PORT:#06X}\n\
-             LIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID {VPCD_PORT:#06X}\n"
-        ),
-    )?;
-    let script = format!(
-        "mount --bind '{}' /run/pcscd && exec pcscd --foreground --apdu -c '{}'",
-        run.display(),
-        conf.display()
-    );
-    let pcscd = lab.spawn(ns, "unshare", &["--mount", "sh", "-c", &script])?;
-    let socket = run.join("pcscd.comm");
+    let pcscd = appliance::pcscd::start(lab, ns)?;
+    let (socket, pcscd) = (pcscd.socket, pcscd.pid);
 
     let store = dir.join("store");
     std::fs::write(dir.join("rules.txt"), rules)?;

@@ -56,7 +56,7 @@ fn setup(tag: &str) -> Option<(Lab, CardReader)> {
     {
         return None;
     }
-    if !std::path::Path::new("/usr/lib/pcsc/drivers/serial/libifdvpcd.so").exists() {
+    if !std::path::Path::new(appliance::pcscd::VPCD_DRIVER).exists() {
         assert!(
             !e2e::in_ci(),
             "CI=true and vpcd is missing (Debian package vsmartcard-vpcd)"

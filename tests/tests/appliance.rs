@@ -27,6 +27,7 @@ fn start_with(tag: &str, rules: &str) -> Option<SystemLab> {
         bin_dir: lab::sibling_binaries(),
         tag: tag.into(),
         rules: rules.into(),
+        peer_io: false,
     };
     Some(SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}")))
 }

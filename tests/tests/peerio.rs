@@ -123,3 +123,69 @@ fn ping_and_http_cross_the_apdu_link() {
         bytes_per_second / 1024.0
     );
 }
+
+/// The whole system with the card linked by Peer I/O instead of EEM: the appliance daemon
+/// (`card.peer_io_reader`) makes the TAP card link and routes over it exactly as over EEM; the
+/// protected computer's web traffic goes through the card, decided by its rules; with the card
+/// gone, nothing passes.
+#[test]
+fn the_appliance_routes_through_a_peer_io_card_and_fails_closed_without_it() {
+    use appliance::lab::{self, Options, SystemLab};
+    if !e2e::require_root()
+        || !e2e::require_program("pcscd", "pcscd")
+        || !e2e::require_program("unshare", "util-linux")
+        || !e2e::require_program("curl", "curl")
+        || !e2e::require_program("dnsmasq", "dnsmasq-base")
+        || !e2e::require_program("busybox", "busybox")
+    {
+        return;
+    }
+    let options = Options {
+        bin_dir: lab::sibling_binaries(),
+        tag: "piosys".into(),
+        rules: lab::DEMO_RULES.into(),
+        peer_io: true,
+    };
+    let mut lab =
+        SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}"));
+    let curl = |lab: &SystemLab, args: &[&str]| {
+        let mut all = vec!["-sS", "--max-time", "10"];
+        all.extend_from_slice(args);
+        let out = lab.pc.run("curl", &all).unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        curl(&lab, &["http://allowed.test/"]),
+        (0, "hello from origin\n".into()),
+        "{}",
+        lab.lab.log_of(lab.appliance_pid.unwrap())
+    );
+    let (_, page) = curl(
+        &lab,
+        &[
+            "--resolve",
+            "blocked.test:80:203.0.113.11",
+            "http://blocked.test/",
+        ],
+    );
+    assert!(page.contains("no-blocked"), "the card's block page: {page}");
+
+    lab.stop_card(true).unwrap();
+    lab.wait_for("the card to count as absent", Duration::from_secs(5), |l| {
+        !l.card_present()
+    })
+    .unwrap();
+    assert_ne!(
+        curl(&lab, &["http://allowed.test/"]).0,
+        0,
+        "nothing passes without the card"
+    );
+    let direct = lab
+        .pc
+        .run("curl", &["-sS", "--max-time", "2", "http://203.0.113.10/"])
+        .unwrap();
+    assert!(!direct.status.success(), "not even straight to the address");
+}
