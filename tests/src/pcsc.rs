@@ -21,6 +21,26 @@ pub struct CardReader {
     pub card: u32,
 }
 
+/// Checks what a PC/SC test needs (root and namespaces, `pcscd`, `unshare`, the `vpcd`
+/// driver), with the policy of [`crate::require_root`]: a failure under CI, a skip elsewhere.
+pub fn require_pcsc() -> bool {
+    if !crate::require_root()
+        || !crate::require_program("pcscd", "pcscd")
+        || !crate::require_program("unshare", "util-linux")
+    {
+        return false;
+    }
+    if !Path::new(appliance::pcscd::VPCD_DRIVER).exists() {
+        assert!(
+            !crate::in_ci(),
+            "CI=true and vpcd is missing (Debian package vsmartcard-vpcd)"
+        );
+        eprintln!("skipping: vpcd is not installed (Debian package vsmartcard-vpcd)");
+        return false;
+    }
+    true
+}
+
 /// Starts `pcscd` and the card (`cardfw` with a store and the APDU face, its listeners on
 /// 127.0.0.1) in `ns`, and waits until `cardctl status` reaches the card.
 pub fn start(lab: &mut Lab, ns: &Netns, rules: &str) -> anyhow::Result<CardReader> {

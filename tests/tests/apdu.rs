@@ -50,18 +50,7 @@ fn status_words(reader: &CardReader, apdus: &[&str]) -> Vec<String> {
 }
 
 fn setup(tag: &str) -> Option<(Lab, CardReader)> {
-    if !e2e::require_root()
-        || !e2e::require_program("pcscd", "pcscd")
-        || !e2e::require_program("unshare", "util-linux")
-    {
-        return None;
-    }
-    if !std::path::Path::new(appliance::pcscd::VPCD_DRIVER).exists() {
-        assert!(
-            !e2e::in_ci(),
-            "CI=true and vpcd is missing (Debian package vsmartcard-vpcd)"
-        );
-        eprintln!("skipping: vpcd is not installed (Debian package vsmartcard-vpcd)");
+    if !pcsc::require_pcsc() {
         return None;
     }
     let mut lab = Lab::new(tag).expect("lab");

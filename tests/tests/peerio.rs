@@ -14,9 +14,7 @@ const CARD_ADDRESS: &str = "10.77.0.2";
 
 #[test]
 fn ping_and_http_cross_the_apdu_link() {
-    if !e2e::require_root()
-        || !e2e::require_program("pcscd", "pcscd")
-        || !e2e::require_program("unshare", "util-linux")
+    if !pcsc::require_pcsc()
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("busybox", "busybox")
     {
@@ -131,9 +129,7 @@ fn ping_and_http_cross_the_apdu_link() {
 #[test]
 fn the_appliance_routes_through_a_peer_io_card_and_fails_closed_without_it() {
     use appliance::lab::{self, Options, SystemLab};
-    if !e2e::require_root()
-        || !e2e::require_program("pcscd", "pcscd")
-        || !e2e::require_program("unshare", "util-linux")
+    if !pcsc::require_pcsc()
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("dnsmasq", "dnsmasq-base")
         || !e2e::require_program("busybox", "busybox")
@@ -148,22 +144,13 @@ fn the_appliance_routes_through_a_peer_io_card_and_fails_closed_without_it() {
     };
     let mut lab =
         SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}"));
-    let curl = |lab: &SystemLab, args: &[&str]| {
-        let mut all = vec!["-sS", "--max-time", "10"];
-        all.extend_from_slice(args);
-        let out = lab.pc.run("curl", &all).unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
     assert_eq!(
-        curl(&lab, &["http://allowed.test/"]),
+        e2e::pc_curl(&lab, &["http://allowed.test/"]),
         (0, "hello from origin\n".into()),
         "{}",
         lab.lab.log_of(lab.appliance_pid.unwrap())
     );
-    let (_, page) = curl(
+    let (_, page) = e2e::pc_curl(
         &lab,
         &[
             "--resolve",
@@ -178,14 +165,5 @@ fn the_appliance_routes_through_a_peer_io_card_and_fails_closed_without_it() {
         !l.card_present()
     })
     .unwrap();
-    assert_ne!(
-        curl(&lab, &["http://allowed.test/"]).0,
-        0,
-        "nothing passes without the card"
-    );
-    let direct = lab
-        .pc
-        .run("curl", &["-sS", "--max-time", "2", "http://203.0.113.10/"])
-        .unwrap();
-    assert!(!direct.status.success(), "not even straight to the address");
+    e2e::assert_nothing_passes(&lab);
 }

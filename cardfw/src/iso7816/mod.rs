@@ -193,11 +193,9 @@ impl<'store> Application<'store> {
     }
 
     fn change_pin(&mut self, command: &Command) -> Response {
-        if (command.p1, command.p2) != (0x00, app::PIN_REFERENCE) {
-            return Response::status(StatusWord::INCORRECT_P1P2);
-        }
-        let Some((old, new)) = app::split_secret_pair(&command.data) else {
-            return Response::status(StatusWord::INCORRECT_DATA);
+        let (old, new) = match secret_pair(command) {
+            Ok(pair) => pair,
+            Err(refusal) => return refusal,
         };
         self.session = None;
         let session = match self.store.login(old) {
@@ -214,11 +212,9 @@ impl<'store> Application<'store> {
     }
 
     fn unblock(&mut self, command: &Command) -> Response {
-        if (command.p1, command.p2) != (0x00, app::PIN_REFERENCE) {
-            return Response::status(StatusWord::INCORRECT_P1P2);
-        }
-        let Some((puk, new_pin)) = app::split_secret_pair(&command.data) else {
-            return Response::status(StatusWord::INCORRECT_DATA);
+        let (puk, new_pin) = match secret_pair(command) {
+            Ok(pair) => pair,
+            Err(refusal) => return refusal,
         };
         self.session = None;
         match self.store.unblock(puk, new_pin) {
@@ -384,6 +380,14 @@ impl<'store> Application<'store> {
             _ => Response::status(StatusWord::DATA_NOT_FOUND),
         }
     }
+}
+
+/// The two secrets of CHANGE REFERENCE DATA or RESET RETRY COUNTER (P1 00, the PIN).
+fn secret_pair(command: &Command) -> Result<(&str, &str), Response> {
+    if (command.p1, command.p2) != (0x00, app::PIN_REFERENCE) {
+        return Err(Response::status(StatusWord::INCORRECT_P1P2));
+    }
+    app::split_secret_pair(&command.data).ok_or(Response::status(StatusWord::INCORRECT_DATA))
 }
 
 /// The offset data object of READ BINARY (B1): tag 54, one to three bytes of offset.
