@@ -72,6 +72,10 @@ pub struct Card {
     pub probe_interval_ms: u64,
     /// Failed probes in a row after which the card counts as absent and traffic stops.
     pub probe_failures: u32,
+    /// For a card that speaks only ISO 7816: the PC/SC reader it is in. The appliance then
+    /// runs the Peer I/O server ([`crate::peerio`]) and creates TAP `interface` as the card
+    /// link; routing, probes and fail-closed are the same as for a CDC-EEM card. Empty: none.
+    pub peer_io_reader: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -129,6 +133,7 @@ impl Default for Card {
             status_port: 8081,
             probe_interval_ms: 300,
             probe_failures: 2,
+            peer_io_reader: String::new(),
         }
     }
 }
@@ -237,6 +242,11 @@ impl Config {
                 && [&inside.interface, &self.outside.interface].contains(&&card.interface))
         {
             return Err("inside, outside and card must be three different interfaces".into());
+        }
+        if !card.peer_io_reader.is_empty() && card.interface.is_empty() {
+            return Err(
+                "card.peer_io_reader needs card.interface: the TAP device to create".into(),
+            );
         }
         if card.interface.is_empty() && card.driver.is_empty() {
             return Err("name card.interface, or give card.driver to find it by".into());

@@ -62,6 +62,20 @@ pub async fn run(config: Config) -> Result<()> {
         nl.ensure_rule(&rule).await?;
     }
 
+    if !config.card.peer_io_reader.is_empty() {
+        // The card link is a TAP fed by Peer I/O; from here on it is a card link like any.
+        let link = apdu::tap::open(&config.card.interface)
+            .with_context(|| format!("cannot create TAP {}", config.card.interface))?;
+        let reader = config.card.peer_io_reader.clone();
+        std::thread::Builder::new()
+            .name("peer-io".into())
+            .spawn(move || {
+                if let Err(error) = crate::peerio::run(&reader, link) {
+                    tracing::error!(%error, "peer I/O stopped: the card link stays down");
+                }
+            })
+            .context("cannot start the Peer I/O thread")?;
+    }
     let mut card_link = find_card_link(&config);
     firewall::apply(&firewall::full_ruleset(
         &config,

@@ -47,6 +47,9 @@ pub struct Options {
     /// A short tag for the namespace names.
     pub tag: String,
     pub rules: String,
+    /// The card link is Peer I/O over PC/SC (a private `pcscd` and `vpcd` in the card
+    /// namespace, a TAP at each end) instead of a veth pair standing for CDC-EEM.
+    pub peer_io: bool,
 }
 
 /// A running lab; dropping it removes everything it created.
@@ -56,6 +59,8 @@ pub struct SystemLab {
     servers: Vec<Server>,
     pub card_pid: Option<u32>,
     pub appliance_pid: Option<u32>,
+    /// With [`Options::peer_io`]: the card's reader.
+    pub pcscd: Option<crate::pcscd::Pcscd>,
     pub pc: Netns,
     pub appliance: Netns,
     pub card: Netns,
@@ -85,14 +90,26 @@ impl SystemLab {
             "w0",
             &["10.200.0.1/24", "203.0.113.10/32", "203.0.113.11/32"],
         )?;
-        lab.link(
-            &appliance,
-            "card0",
-            &[],
-            &card,
-            "usb0",
-            &["172.31.77.2/29", "172.31.77.3/29"],
-        )?;
+        let pcscd = if options.peer_io {
+            // The appliance's end, TAP `card0`, is made by its daemon; the card's is made here
+            // (as the card's own start-up would) so its addresses exist before cardfw binds.
+            card.run_ok("ip", &["tuntap", "add", "dev", "usb0", "mode", "tap"])?;
+            for address in ["172.31.77.2/29", "172.31.77.3/29"] {
+                card.run_ok("ip", &["addr", "add", address, "dev", "usb0"])?;
+            }
+            card.run_ok("ip", &["link", "set", "usb0", "up"])?;
+            Some(crate::pcscd::start(&mut lab, &card)?)
+        } else {
+            lab.link(
+                &appliance,
+                "card0",
+                &[],
+                &card,
+                "usb0",
+                &["172.31.77.2/29", "172.31.77.3/29"],
+            )?;
+            None
+        };
         card.route("default via 172.31.77.1")?;
         card.sysctl("net.ipv4.ip_forward", "0")?;
         pc.sysctl("net.ipv6.conf.all.disable_ipv6", "0")?;
@@ -114,6 +131,7 @@ impl SystemLab {
             servers,
             card_pid: None,
             appliance_pid: None,
+            pcscd,
             pc,
             appliance,
             card,
@@ -161,8 +179,16 @@ impl SystemLab {
             &config,
             format!(
                 "rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
-                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n",
-                self.dir.join("rules.txt").display()
+                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n{}",
+                self.dir.join("rules.txt").display(),
+                if self.pcscd.is_some() {
+                    format!(
+                        "[iso7816]\nvpcd = \"127.0.0.1:{}\"\npeer_io_tap = \"usb0\"\n",
+                        crate::pcscd::VPCD_PORT
+                    )
+                } else {
+                    String::new()
+                }
             ),
         )?;
         let binary = self.binary("cardfw")?;
@@ -193,17 +219,36 @@ impl SystemLab {
         std::fs::write(
             &config,
             format!(
-                "[inside]\ninterface = \"lan0\"\n[outside]\ninterface = \"wan0\"\n[card]\ninterface = \"card0\"\n\
+                "[inside]\ninterface = \"lan0\"\n[outside]\ninterface = \"wan0\"\n[card]\ninterface = \"card0\"\n{}\
                  [paths]\nrun_dir = \"{}\"\n",
+                if self.pcscd.is_some() {
+                    format!("peer_io_reader = \"{}\"\n", crate::pcscd::READER)
+                } else {
+                    String::new()
+                },
                 run_dir.display()
             ),
         )?;
         let binary = self.binary("appliance")?;
-        let pid = self.lab.spawn(
-            &self.appliance,
-            binary,
-            &["run", "--config", config.to_str().context("path")?],
-        )?;
+        let binary = binary.to_str().context("path")?;
+        let config = config.to_str().context("path")?;
+        let pid = match &self.pcscd {
+            // The daemon reaches the lab's own pcscd, not the system's.
+            Some(pcscd) => self.lab.spawn(
+                &self.appliance,
+                "env",
+                &[
+                    &format!("PCSCLITE_CSOCK_NAME={}", pcscd.socket.display()),
+                    binary,
+                    "run",
+                    "--config",
+                    config,
+                ],
+            )?,
+            None => self
+                .lab
+                .spawn(&self.appliance, binary, &["run", "--config", config])?,
+        };
         self.appliance_pid = Some(pid);
         self.pc_reachable_status()?;
         Ok(())

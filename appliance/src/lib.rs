@@ -17,6 +17,8 @@ pub mod firewall;
 pub mod lab;
 pub mod netlink;
 pub mod origin;
+pub mod pcscd;
+pub mod peerio;
 pub mod services;
 pub mod state;
 pub mod status;

@@ -2,6 +2,7 @@
 //! `appliance lab`: the whole system in network namespaces on this machine, until Ctrl-C.
 //! `appliance base-ruleset`: print the fail-closed base ruleset (for `nft -f`), so a boot
 //! script can close everything before any link is up, with no daemon running yet.
+//! `appliance peer-io --reader NAME --tap NAME`: the Peer I/O link to an ISO 7816-only card.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +27,21 @@ enum Command {
         config: PathBuf,
     },
     /// Build the whole system in network namespaces and keep it running until Ctrl-C.
-    Lab,
+    Lab {
+        /// Link the card by Peer I/O over PC/SC (pcscd + vpcd) instead of an EEM-like veth.
+        #[arg(long)]
+        peer_io: bool,
+    },
+    /// Run the Peer I/O server for the card in a PC/SC reader, bridged to a TAP device that
+    /// stands for the card link.
+    PeerIo {
+        /// The PC/SC reader the card is in.
+        #[arg(long)]
+        reader: String,
+        /// The TAP device to create (or attach to) for the card link.
+        #[arg(long)]
+        tap: String,
+    },
     /// Print the fail-closed base ruleset (nothing forwarded, only loopback delivered) for
     /// `nft -f`; the boot scripts apply it before any link comes up.
     BaseRuleset,
@@ -61,11 +76,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Lab => lab(&runtime),
+        Command::Lab { peer_io } => lab(&runtime, peer_io),
         Command::BaseRuleset => {
             print!("{}", appliance::firewall::base_ruleset());
             Ok(())
         }
+        Command::PeerIo { reader, tap } => runtime.block_on(async move {
+            let link = apdu::tap::open(&tap)?;
+            tokio::task::spawn_blocking(move || appliance::peerio::run(&reader, link)).await?
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,11 +95,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn lab(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+fn lab(runtime: &tokio::runtime::Runtime, peer_io: bool) -> anyhow::Result<()> {
     let options = appliance::lab::Options {
         bin_dir: appliance::lab::sibling_binaries(),
         tag: "lab".into(),
         rules: appliance::lab::DEMO_RULES.into(),
+        peer_io,
     };
     eprintln!("starting the lab (namespaces, links, dnsmasq, origins, cardfw, appliance)…");
     let lab = appliance::lab::SystemLab::start(&options)?;

@@ -32,6 +32,21 @@ pub struct Config {
     pub ports: Ports,
     pub dns: Dns,
     pub limits: Limits,
+    pub iso7816: Iso7816,
+}
+
+/// The card's ISO 7816 face ([`crate::iso7816`]): the PIN and the rule file over APDUs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Iso7816 {
+    /// The vsmartcard `vpcd` reader to connect to as a virtual card (its first reader listens
+    /// on port 35963), so the card is reached through PC/SC. The cardwall application needs
+    /// `store`; without one the card answers only Peer I/O. Not set: no APDUs.
+    pub vpcd: Option<SocketAddr>,
+    /// A TAP device (created if missing) bridged to the Peer I/O link on the same vpcd
+    /// connection: the card's network link for a host that reaches it only by APDUs. Needs
+    /// `vpcd`. Not set: class-12 commands are refused.
+    pub peer_io_tap: Option<String>,
 }
 
 /// Where the card listens.
@@ -102,6 +117,7 @@ impl Default for Config {
             ports: Ports::default(),
             dns: Dns::default(),
             limits: Limits::default(),
+            iso7816: Iso7816::default(),
         }
     }
 }
@@ -209,6 +225,13 @@ impl Config {
         if limits.max_header_bytes < 4096 {
             return Err("limits.max_header_bytes must be at least 4096".into());
         }
+        let iso = &self.iso7816;
+        if iso.vpcd.is_some() && self.store.is_none() && iso.peer_io_tap.is_none() {
+            return Err("iso7816.vpcd needs a `store` (the PIN and the rule file live there) or iso7816.peer_io_tap".into());
+        }
+        if self.iso7816.peer_io_tap.is_some() && self.iso7816.vpcd.is_none() {
+            return Err("iso7816.peer_io_tap needs iso7816.vpcd: Peer I/O runs over it".into());
+        }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());
         }
@@ -277,6 +300,8 @@ mod tests {
             ("[ports]\nhttp = [80]\ntcp = [80]", "listed twice"),
             ("[ports]\ntcp = [53]", "DNS"),
             ("[dns]\ncache_entries = 0", "cache_entries"),
+            ("[iso7816]\nvpcd = \"127.0.0.1:35963\"", "needs a `store`"),
+            ("[iso7816]\npeer_io_tap = \"pio0\"", "needs iso7816.vpcd"),
         ] {
             let e = Config::parse("c.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("c.toml: "), "{e}");

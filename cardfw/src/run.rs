@@ -139,6 +139,21 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
 
+    if let Some(reader) = config.iso7816.vpcd {
+        let admin = match &source {
+            RuleSource::Store(admin) => Some(admin.clone()),
+            RuleSource::File(_) => None,
+        };
+        let peer = match &config.iso7816.peer_io_tap {
+            Some(tap) => Some(crate::iso7816::peerio::PeerLink::new(
+                apdu::tap::open(tap).with_context(|| format!("cannot open TAP device {tap}"))?,
+            )),
+            None => None,
+        };
+        crate::iso7816::vpcd::spawn(reader, admin, peer)
+            .context("cannot start the vpcd card thread")?;
+    }
+
     if config.transparent {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let listener = |port| {

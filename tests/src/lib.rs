@@ -15,6 +15,7 @@
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use appliance::lab::SystemLab;
 use appliance::topology::Lab;
 
 pub use appliance::topology;
@@ -22,6 +23,7 @@ pub use appliance::topology;
 pub use appliance::origin;
 pub mod browser;
 pub mod packets;
+pub mod pcsc;
 
 /// Whether this run is CI (`CI=true`, or `CI=1`), where missing requirements are failures.
 pub fn in_ci() -> bool {
@@ -79,4 +81,30 @@ fn probe_namespaces() -> Result<(), String> {
     lab.namespace("probe")
         .map(drop)
         .map_err(|e| format!("`ip netns` does not work here: {e}"))
+}
+
+/// curl from the protected computer of a [`SystemLab`] (3 s at most): (exit code, stdout).
+pub fn pc_curl(lab: &SystemLab, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["-sS", "--max-time", "3"];
+    all.extend_from_slice(args);
+    let out = lab.pc.run("curl", &all).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Asserts that the protected computer gets nothing out: not by name, not straight to the
+/// origin's address.
+pub fn assert_nothing_passes(lab: &SystemLab) {
+    assert_ne!(
+        pc_curl(lab, &["http://allowed.test/"]).0,
+        0,
+        "nothing passes without the card"
+    );
+    let direct = lab
+        .pc
+        .run("curl", &["-sS", "--max-time", "2", "http://203.0.113.10/"])
+        .unwrap();
+    assert!(!direct.status.success(), "not even straight to the address");
 }
