@@ -18,6 +18,7 @@ pub mod appliance;
 pub mod card;
 pub mod format;
 pub mod graph;
+pub mod policy;
 
 /// For `render()` on the page structs without depending on askama directly.
 pub use askama;
