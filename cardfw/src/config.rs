@@ -32,6 +32,29 @@ pub struct Config {
     pub ports: Ports,
     pub dns: Dns,
     pub limits: Limits,
+    pub policy: Policy,
+}
+
+/// Managed mode: how the card keeps its long poll to the policy server (see `cardfw enroll`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// One long poll is abandoned after this; longer than the server's hold time.
+    pub poll_timeout_secs: u64,
+    /// The first wait after the server was unreachable or sent a bundle that was refused.
+    pub retry_min_ms: u64,
+    /// The wait doubles up to this (with jitter, so a fleet does not come back in step).
+    pub retry_max_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            poll_timeout_secs: 90,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
 }
 
 /// Where the card listens.
@@ -102,6 +125,7 @@ impl Default for Config {
             ports: Ports::default(),
             dns: Dns::default(),
             limits: Limits::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -208,6 +232,15 @@ impl Config {
         // hyper's read buffer has this floor; ordinary requests need far less anyway.
         if limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes must be at least 8192".into());
+        }
+        let policy = &self.policy;
+        if policy.poll_timeout_secs == 0 || policy.retry_min_ms == 0 {
+            return Err(
+                "policy.poll_timeout_secs and policy.retry_min_ms must be at least 1".into(),
+            );
+        }
+        if policy.retry_max_ms < policy.retry_min_ms {
+            return Err("policy.retry_max_ms is smaller than policy.retry_min_ms".into());
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod card;
 pub mod config;
 pub mod intercept;
+pub mod managed;
 pub mod proxy;
 pub mod run;
 pub mod status;

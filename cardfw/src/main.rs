@@ -1,6 +1,8 @@
 //! `cardfw --config cardfw.toml`: the card's proxy firewall.
 //! `cardfw --config cardfw.toml check`: check the configuration and the rules, and exit.
 //! `cardfw --config cardfw.toml fingerprint`: the card web page certificate's SHA-256.
+//! `cardfw --config cardfw.toml enroll --server URL --token T --ca ca.pem`: join a policy
+//! server's fleet; `unenroll`: leave it. Both read the PIN from standard input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +26,22 @@ enum Command {
     /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use),
     /// to compare with what a browser shows.
     Fingerprint,
+    /// Enrol with a policy server (the PIN is read from standard input): the card makes its
+    /// key, gets its certificate, and pins the server's CA, the policy key and its group.
+    Enroll {
+        /// The policy server, `https://HOST:PORT`.
+        #[arg(long)]
+        server: String,
+        /// The one-time enrolment token (`policyd token`).
+        #[arg(long)]
+        token: String,
+        /// The fleet CA certificate (policyd's `ca.pem`): the only issuer trusted for the server.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Leave the policy server (the PIN is read from standard input); the rules in force stay
+    /// and become editable again.
+    Unenroll,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +72,18 @@ fn main() -> ExitCode {
         return match identity {
             Ok(identity) => {
                 println!("{}", identity.fingerprint());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(command @ (Command::Enroll { .. } | Command::Unenroll)) = &args.command {
+        return match managed_command(&config, command) {
+            Ok(message) => {
+                println!("{message}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -94,5 +124,36 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `enroll` and `unenroll`: both need the store and the PIN.
+fn managed_command(config: &cardfw::config::Config, command: &Command) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let store = cardfw::run::open_store(config)?
+        .context("no `store` in the configuration: only a card with a rule store can be managed")?;
+    let mut pin = String::new();
+    std::io::stdin()
+        .read_line(&mut pin)
+        .context("cannot read the PIN from standard input")?;
+    let pin = zeroize::Zeroizing::new(pin.trim().to_string());
+    match command {
+        Command::Enroll { server, token, ca } => {
+            let ca_pem = std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?;
+            let enrolment = cardfw::managed::enroll(&store, &pin, server, &ca_pem, token)?;
+            Ok(format!(
+                "enrolled with {} as card {} in group {}: the rules now come from the policy server",
+                enrolment.server, enrolment.card_id, enrolment.group
+            ))
+        }
+        Command::Unenroll => {
+            let enrolment = cardfw::managed::unenroll(&store, &pin)?;
+            Ok(format!(
+                "left {} (card {}): the rules in force stay and are editable again",
+                enrolment.server, enrolment.card_id
+            ))
+        }
+        Command::Check | Command::Fingerprint => unreachable!("handled in main"),
     }
 }
