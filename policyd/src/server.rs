@@ -535,17 +535,23 @@ async fn poll(
     let card = state.card(&peer).await?;
     state.db.seen(&card.id, unix_now()).await?;
     let mut latest = state.channel(&card.group).subscribe();
-    let newer = tokio::time::timeout(
-        state.settings.hold,
-        latest.wait_for(|l| l.as_ref().is_some_and(|l| l.version > after)),
-    )
-    .await;
-    let Ok(Ok(found)) = newer else {
+    // A block, so the watch guard (not Send) is gone before the next await.
+    let bundle = {
+        let newer = tokio::time::timeout(
+            state.settings.hold,
+            latest.wait_for(|l| l.as_ref().is_some_and(|l| l.version > after)),
+        )
+        .await;
+        match newer {
+            Ok(Ok(found)) => found.clone(),
+            _ => None,
+        }
+    };
+    let Some(bundle) = bundle else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let Some(bundle) = found.clone() else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
+    // The card may have been revoked while its poll was held.
+    state.card(&peer).await?;
     Ok((
         [
             (
