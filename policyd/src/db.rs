@@ -164,31 +164,34 @@ impl Db {
         issue: impl FnOnce(&str) -> Result<(T, String), E>,
     ) -> Result<Result<(T, String), E>, DbError> {
         let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("SELECT grp, expires_at, used_at FROM enrol_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(DbError::UnknownToken)?;
-        let group: String = row.try_get("grp")?;
-        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
-            return Err(DbError::TokenUsed);
-        }
-        if row.try_get::<i64, _>("expires_at")? <= now {
-            return Err(DbError::TokenExpired);
-        }
+        // The claim is the transaction's first statement, a write: SQLite takes its write
+        // lock here (a read first would fail to upgrade when another enrolment committed
+        // meanwhile), PostgreSQL locks the row, so racing enrolments queue and one wins.
         let claimed = sqlx::query(
             "UPDATE enrol_tokens SET used_at = $1, card_id = $2 \
-             WHERE token_hash = $3 AND used_at IS NULL",
+             WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $4",
         )
         .bind(now)
         .bind(card_id)
         .bind(token_hash)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
+        let row = sqlx::query(
+            "SELECT grp, expires_at, used_at, card_id FROM enrol_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::UnknownToken)?;
         if claimed.rows_affected() != 1 {
-            return Err(DbError::TokenUsed);
+            return Err(if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+                DbError::TokenUsed
+            } else {
+                DbError::TokenExpired
+            });
         }
+        let group: String = row.try_get("grp")?;
         let (issued, fingerprint) = match issue(&group) {
             Ok(issued) => issued,
             Err(e) => return Ok(Err(e)),

@@ -50,3 +50,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
     };
     hex(suite.common.hash_provider.hash(data).as_ref())
 }
+
+/// Each waiting card holds a socket (and the load generator one per simulated card): lift the
+/// soft limit on open files to the hard one.
+#[cfg(feature = "server")]
+pub fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%e, "cannot raise the open file limit");
+    }
+}

@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
             hold_secs,
             token_ttl_hours,
         } => {
-            raise_file_limit();
+            policyd::raise_file_limit();
             let fleet = Fleet::load(&dir)?;
             let url =
                 db.unwrap_or_else(|| format!("sqlite://{}", dir.join("policyd.db").display()));
@@ -323,15 +323,5 @@ async fn terminate() {
             signal.recv().await;
         }
         Err(_) => std::future::pending().await,
-    }
-}
-
-/// Each waiting card holds a socket: lift the soft descriptor limit to the hard one.
-fn raise_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        tracing::warn!(%e, "cannot raise the open file limit");
     }
 }
