@@ -249,6 +249,17 @@ impl Db {
         Ok(())
     }
 
+    /// Ids of every revoked card.
+    pub async fn revoked_ids(&self) -> Result<std::collections::HashSet<String>, DbError> {
+        let rows = sqlx::query("SELECT id FROM cards WHERE revoked_at IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     pub async fn seen(&self, card_id: &str, now: i64) -> Result<(), DbError> {
         sqlx::query("UPDATE cards SET last_seen = $1 WHERE id = $2")
             .bind(now)

@@ -9,16 +9,19 @@
 //! | `/v1/admin/…`, `/admin` | the administrator (`Authorization: Bearer <admin.token>`, or the page's cookie) |
 //!
 //! Revocation is checked at the application layer after the handshake: the SHA-256 of the
-//! presented certificate is looked up in the card table on every card request, and a revoked
-//! (or unknown) certificate gets 403. No CRL is needed, and with PostgreSQL a revocation on one
-//! instance holds on all of them at the next request.
+//! presented certificate is looked up (in the card table, then in memory: a certificate's card
+//! and group never change) on every card request and again before a held poll is answered,
+//! and a revoked (or unknown) certificate gets 403. No CRL is needed. The revoked set is kept
+//! in memory, updated at once by a revocation here and every second from the database, so a
+//! revocation on another instance sharing a PostgreSQL database holds here within a second.
+//! The hot path of a publish (thousands of woken polls) touches no database.
 //!
 //! Long poll: each group has a `watch` channel holding its newest bundle. A poll waits on it
 //! (up to the hold time) for a version above `after`; a publish replaces the value and every
 //! waiting card of the group wakes at once, served from memory. A background task looks for
 //! versions another instance published (same database) and loads them into the channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,6 +74,17 @@ pub struct AppState {
     db: Db,
     settings: Settings,
     groups: Mutex<HashMap<String, watch::Sender<Option<Arc<Latest>>>>>,
+    /// Certificate fingerprint → card, filled on first use.
+    known: Mutex<HashMap<String, Arc<Known>>>,
+    /// Ids of revoked cards.
+    revoked: Mutex<HashSet<String>>,
+}
+
+/// What a certificate says about its card; fixed at enrolment.
+#[derive(Debug)]
+struct Known {
+    id: String,
+    group: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -134,6 +148,8 @@ impl AppState {
             db,
             settings,
             groups: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
         });
         state.sync().await?;
         Ok(state)
@@ -168,6 +184,8 @@ impl AppState {
 
     /// Loads versions published elsewhere (another instance, or before this start).
     async fn sync(&self) -> Result<(), DbError> {
+        let revoked = self.db.revoked_ids().await?;
+        *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = revoked;
         for (group, version) in self.db.latest_versions().await? {
             let known = self
                 .channel(&group)
@@ -208,30 +226,72 @@ impl AppState {
     }
 
     /// The card this connection's certificate belongs to, if it may be served.
-    async fn card(&self, peer: &Peer) -> Result<CardRecord, ApiError> {
+    async fn card(&self, peer: &Peer) -> Result<Arc<Known>, ApiError> {
         let Some(fingerprint) = &peer.0 else {
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
                 "a card certificate is needed: enrol first".into(),
             ));
         };
-        let card = self
-            .db
-            .card_by_fingerprint(fingerprint)
-            .await?
-            .ok_or_else(|| ApiError(StatusCode::FORBIDDEN, "unknown card certificate".into()))?;
-        if card.revoked_at.is_some() {
+        let cached = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fingerprint)
+            .cloned();
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                let card = self
+                    .db
+                    .card_by_fingerprint(fingerprint)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError(StatusCode::FORBIDDEN, "unknown card certificate".into())
+                    })?;
+                if card.revoked_at.is_some() {
+                    self.revoked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(card.id.clone());
+                }
+                let known = Arc::new(Known {
+                    id: card.id,
+                    group: card.group,
+                });
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fingerprint.clone(), known.clone());
+                known
+            }
+        };
+        self.check_not_revoked(&known)?;
+        Ok(known)
+    }
+
+    fn check_not_revoked(&self, card: &Known) -> Result<(), ApiError> {
+        let revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&card.id);
+        if revoked {
             tracing::warn!(card = %card.id, "a revoked card tried to connect");
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "this card was revoked".into(),
             ));
         }
-        Ok(card)
+        Ok(())
     }
 
     pub(crate) async fn revoke(&self, card_id: &str) -> Result<(), ApiError> {
         self.db.revoke(card_id, unix_now()).await?;
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(card_id.to_string());
         tracing::info!(card = %card_id, "card revoked");
         Ok(())
     }
@@ -551,7 +611,7 @@ async fn poll(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     // The card may have been revoked while its poll was held.
-    state.card(&peer).await?;
+    state.check_not_revoked(&card)?;
     Ok((
         [
             (

@@ -91,92 +91,123 @@ fn a_good_bundle_is_installed_and_local_edits_stop() {
     ));
 }
 
-#[test]
-fn each_bad_bundle_is_refused_and_nothing_moves() {
+/// A card at bundle version 5 is offered `bytes`: the refusal must match `expected`, and
+/// neither the rules nor the installed version may move; a good version 6 still goes in after.
+fn refused(bytes: Vec<u8>, expected: fn(&ManagedError) -> bool) {
     let dir = tempfile::tempdir().unwrap();
     let (store, enrolment) = enrolled_card(dir.path(), 0);
     let enrolment = apply(&store, &enrolment, &bundle(5).sign(&policy_key()), now()).unwrap();
     let rules_before = store.rules().unwrap();
-
+    let error = apply(&store, &enrolment, &bytes, now()).unwrap_err();
+    assert!(expected(&error), "unexpected refusal: {error}");
+    assert_eq!(store.rules().unwrap(), rules_before, "rules moved");
+    assert_eq!(
+        Enrolment::load(&store).unwrap().unwrap().installed_version,
+        5,
+        "installed version moved"
+    );
     let good = bundle(6).sign(&policy_key());
-    let mut tampered = good.clone();
-    let at = tampered.len() - 5;
-    tampered[at] ^= 0x01;
-    let mut expired = bundle(6);
-    expired.expires_at = now() - Duration::seconds(1);
-    let mut other_group = bundle(6);
-    other_group.group = "servers".into();
-    let mut escaping = bundle(6);
-    escaping.list_files = vec![("../ads.txt".into(), "x\n".into())];
-    escaping.rules.1 = "deny any host @ads\nlist ads file ../ads.txt\ndefault allow\n".into();
-
-    let cases: Vec<(&str, Vec<u8>, fn(&ManagedError) -> bool)> = vec![
-        ("bad signature", tampered, |e| {
-            matches!(e, ManagedError::Bundle(BundleError::BadSignature))
-        }),
-        (
-            "wrong key",
-            bundle(6).sign(&SigningKey::from_bytes(&[9; 32])),
-            |e| matches!(e, ManagedError::Bundle(BundleError::WrongKey { .. })),
-        ),
-        ("expired", expired.sign(&policy_key()), |e| {
-            matches!(e, ManagedError::Bundle(BundleError::Expired { .. }))
-        }),
-        ("replay", bundle(5).sign(&policy_key()), |e| {
-            matches!(
-                e,
-                ManagedError::Bundle(BundleError::NotNewer {
-                    offered: 5,
-                    installed: 5
-                })
-            )
-        }),
-        ("rollback", bundle(2).sign(&policy_key()), |e| {
-            matches!(e, ManagedError::Bundle(BundleError::NotNewer { .. }))
-        }),
-        ("wrong group", other_group.sign(&policy_key()), |e| {
-            matches!(e, ManagedError::Bundle(BundleError::WrongGroup { .. }))
-        }),
-        (
-            "garbage",
-            b"\x00\xffHTTP/1.1 200 OK\r\n\r\nhello".to_vec(),
-            |e| matches!(e, ManagedError::Bundle(BundleError::Malformed(_))),
-        ),
-        ("truncated", good[..good.len() / 2].to_vec(), |e| {
-            matches!(e, ManagedError::Bundle(_))
-        }),
-        ("empty", Vec::new(), |e| {
-            matches!(e, ManagedError::Bundle(BundleError::Malformed(_)))
-        }),
-        (
-            "list file outside the store",
-            escaping.sign(&policy_key()),
-            |e| {
-                matches!(
-                    e,
-                    ManagedError::Store(StoreError::Bundle(_)) | ManagedError::Bundle(_)
-                )
-            },
-        ),
-    ];
-    for (name, bytes, expected) in cases {
-        let error = apply(&store, &enrolment, &bytes, now()).unwrap_err();
-        assert!(expected(&error), "{name}: {error}");
-        assert_eq!(store.rules().unwrap(), rules_before, "{name}: rules moved");
-        assert_eq!(
-            Enrolment::load(&store).unwrap().unwrap().installed_version,
-            5,
-            "{name}: installed version moved"
-        );
-    }
-    assert!(!dir.path().parent().unwrap().join("ads.txt").exists());
-    // And the next good one still goes in.
     assert_eq!(
         apply(&store, &enrolment, &good, now())
             .unwrap()
             .installed_version,
         6
     );
+}
+
+#[test]
+fn a_bad_signature_is_refused() {
+    let mut tampered = bundle(6).sign(&policy_key());
+    let at = tampered.len() - 5;
+    tampered[at] ^= 0x01;
+    refused(tampered, |e| {
+        matches!(e, ManagedError::Bundle(BundleError::BadSignature))
+    });
+}
+
+#[test]
+fn a_bundle_signed_by_another_key_is_refused() {
+    refused(bundle(6).sign(&SigningKey::from_bytes(&[9; 32])), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::WrongKey { .. }))
+    });
+}
+
+#[test]
+fn an_expired_bundle_is_refused() {
+    let mut expired = bundle(6);
+    expired.expires_at = now() - Duration::seconds(1);
+    refused(expired.sign(&policy_key()), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::Expired { .. }))
+    });
+}
+
+#[test]
+fn a_replayed_version_is_refused() {
+    refused(bundle(5).sign(&policy_key()), |e| {
+        matches!(
+            e,
+            ManagedError::Bundle(BundleError::NotNewer {
+                offered: 5,
+                installed: 5
+            })
+        )
+    });
+}
+
+#[test]
+fn a_rollback_to_an_older_version_is_refused() {
+    refused(bundle(2).sign(&policy_key()), |e| {
+        matches!(
+            e,
+            ManagedError::Bundle(BundleError::NotNewer {
+                offered: 2,
+                installed: 5
+            })
+        )
+    });
+}
+
+#[test]
+fn a_bundle_for_another_group_is_refused() {
+    let mut other_group = bundle(6);
+    other_group.group = "servers".into();
+    refused(other_group.sign(&policy_key()), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::WrongGroup { .. }))
+    });
+}
+
+#[test]
+fn garbage_is_refused() {
+    refused(b"\x00\xffHTTP/1.1 200 OK\r\n\r\nhello".to_vec(), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::Malformed(_)))
+    });
+    refused(Vec::new(), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::Malformed(_)))
+    });
+}
+
+#[test]
+fn a_truncated_bundle_is_refused() {
+    let good = bundle(6).sign(&policy_key());
+    refused(good[..good.len() / 2].to_vec(), |e| {
+        matches!(e, ManagedError::Bundle(_))
+    });
+    refused(good[..good.len() - 1].to_vec(), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::BadSignature))
+    });
+}
+
+#[test]
+fn a_list_file_named_outside_the_store_is_refused() {
+    let mut escaping = bundle(6);
+    escaping.list_files = vec![("../ads.txt".into(), "x\n".into())];
+    escaping.rules.1 = "deny any host @ads\nlist ads file ../ads.txt\ndefault allow\n".into();
+    refused(escaping.sign(&policy_key()), |e| {
+        matches!(
+            e,
+            ManagedError::Store(StoreError::Bundle(_)) | ManagedError::Bundle(_)
+        )
+    });
 }
 
 #[test]
