@@ -1,13 +1,16 @@
 //! The HTTPS client cards (and the load generator, and the admin commands) use to talk to
-//! policyd: one request per connection, the server checked against one pinned CA, optionally
-//! a client certificate. Also the card's key and certificate request.
+//! policyd: the server checked against one pinned CA, optionally a client certificate. The
+//! connection is kept for the next request (a card's report goes on the connection its bundle
+//! came on, and the next poll too), so a fleet does not redo thousands of TLS handshakes after
+//! each publish. Also the card's key and certificate request.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -55,6 +58,8 @@ pub struct Client {
     host: ServerName<'static>,
     connect_to: String,
     tls: Arc<rustls::ClientConfig>,
+    /// The connection of the last request, if the server kept it open.
+    idle: Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>,
 }
 
 /// A whole answer.
@@ -129,6 +134,7 @@ impl Client {
             host,
             connect_to: format!("{}:{port}", authority.host()),
             tls: Arc::new(tls),
+            idle: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -167,6 +173,30 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
         max_body: usize,
     ) -> Result<Answer, ClientError> {
+        let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut sender) = kept
+            && sender.ready().await.is_ok()
+        {
+            let request = self.build(method.clone(), path, headers, body.clone())?;
+            // The server may close a kept connection just as a request goes out: then once
+            // more on a new one (a poll and a report are both safe to repeat).
+            if let Ok(answer) = self.exchange(sender, request, max_body).await {
+                return Ok(answer);
+            }
+        }
+        let sender = self.connect().await?;
+        let request = self.build(method, path, headers, body)?;
+        self.exchange(sender, request, max_body).await
+    }
+
+    fn http_error(&self, error: &dyn std::fmt::Display) -> ClientError {
+        ClientError::Http {
+            server: self.server.clone(),
+            error: error.to_string(),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let server = || self.server.clone();
         let tcp = TcpStream::connect(&self.connect_to)
             .await
@@ -182,14 +212,21 @@ impl Client {
                 server: server(),
                 error: e.to_string(),
             })?;
-        let http_error = |e: &dyn std::fmt::Display| ClientError::Http {
-            server: server(),
-            error: e.to_string(),
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| http_error(&e))?;
-        let driver = tokio::spawn(connection);
+            .map_err(|e| self.http_error(&e))?;
+        // Ends by itself when the sender is dropped or the server closes.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -197,17 +234,26 @@ impl Client {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = match body {
+        match body {
             Some((content_type, bytes)) => request
                 .header(header::CONTENT_TYPE, content_type)
                 .body(Full::new(Bytes::from(bytes))),
             None => request.body(Full::new(Bytes::new())),
         }
-        .map_err(|e| http_error(&e))?;
+        .map_err(|e| self.http_error(&e))
+    }
+
+    /// Sends one request and reads the whole answer; keeps the connection if it stays open.
+    async fn exchange(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Answer, ClientError> {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| http_error(&e))?;
+            .map_err(|e| self.http_error(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, max_body)
             .collect()
@@ -216,11 +262,13 @@ impl Client {
                 if e.is::<http_body_util::LengthLimitError>() {
                     ClientError::TooLarge(max_body)
                 } else {
-                    http_error(&e)
+                    self.http_error(&e)
                 }
             })?
             .to_bytes();
-        driver.abort();
+        if !sender.is_closed() {
+            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        }
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,

@@ -42,6 +42,22 @@ pub struct CardRecord {
     pub last_error: Option<String>,
 }
 
+/// What a card's request changes in its row. Many are written in one transaction
+/// ([`Db::record`]): after a publish thousands of cards report within a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardUpdate {
+    /// A poll arrived.
+    Seen { card_id: String, at: i64 },
+    /// A report arrived.
+    Report {
+        card_id: String,
+        at: i64,
+        running_version: u64,
+        outcome: String,
+        error: Option<String>,
+    },
+}
+
 /// One signed bundle as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBundle {
@@ -260,34 +276,40 @@ impl Db {
             .collect::<Result<_, _>>()?)
     }
 
-    pub async fn seen(&self, card_id: &str, now: i64) -> Result<(), DbError> {
-        sqlx::query("UPDATE cards SET last_seen = $1 WHERE id = $2")
-            .bind(now)
-            .bind(card_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn report(
-        &self,
-        card_id: &str,
-        now: i64,
-        running_version: u64,
-        outcome: &str,
-        error: Option<&str>,
-    ) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE cards SET last_seen = $1, running_version = $2, last_outcome = $3, \
-             last_error = $4 WHERE id = $5",
-        )
-        .bind(now)
-        .bind(running_version.min(i64::MAX as u64) as i64)
-        .bind(outcome)
-        .bind(error)
-        .bind(card_id)
-        .execute(&self.pool)
-        .await?;
+    /// Writes card updates, in order, in one transaction.
+    pub async fn record(&self, updates: &[CardUpdate]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for update in updates {
+            match update {
+                CardUpdate::Seen { card_id, at } => {
+                    sqlx::query("UPDATE cards SET last_seen = $1 WHERE id = $2")
+                        .bind(*at)
+                        .bind(card_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                CardUpdate::Report {
+                    card_id,
+                    at,
+                    running_version,
+                    outcome,
+                    error,
+                } => {
+                    sqlx::query(
+                        "UPDATE cards SET last_seen = $1, running_version = $2, \
+                         last_outcome = $3, last_error = $4 WHERE id = $5",
+                    )
+                    .bind(*at)
+                    .bind((*running_version).min(i64::MAX as u64) as i64)
+                    .bind(outcome)
+                    .bind(error.as_deref())
+                    .bind(card_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::db::{CardRecord, Db, DbError, StoredBundle};
+use crate::db::{CardRecord, CardUpdate, Db, DbError, StoredBundle};
 use crate::fleet::Fleet;
 use crate::wire::{self, EnrolRequest, EnrolResponse, ErrorBody, Report};
 use crate::{sha256_hex, unix_now};
@@ -49,6 +49,9 @@ use crate::{sha256_hex, unix_now};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the database is checked for versions published through another instance.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Card updates written in one transaction at most.
+const MAX_BATCH: usize = 2000;
+
 /// The largest rule upload accepted on the admin API.
 const MAX_ADMIN_BODY: usize = wire::MAX_BUNDLE_BODY;
 
@@ -78,6 +81,8 @@ pub struct AppState {
     known: Mutex<HashMap<String, Arc<Known>>>,
     /// Ids of revoked cards.
     revoked: Mutex<HashSet<String>>,
+    /// To the task that writes card updates in batches (group commit).
+    updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -143,7 +148,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 impl AppState {
     /// Loads every group's newest bundle into memory.
     pub async fn new(fleet: Fleet, db: Db, settings: Settings) -> Result<Arc<AppState>, DbError> {
+        let (updates, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_updates(db.clone(), queue));
         let state = Arc::new(AppState {
+            updates,
             fleet,
             db,
             settings,
@@ -284,6 +292,26 @@ impl AppState {
             ));
         }
         Ok(())
+    }
+
+    /// Records a card update; returns once it is in the database (written together with
+    /// whatever else arrived meanwhile).
+    async fn record(&self, update: CardUpdate) -> Result<(), ApiError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let unavailable = || {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not writable now".into(),
+            )
+        };
+        self.updates
+            .send((update, done))
+            .await
+            .map_err(|_| unavailable())?;
+        match written.await {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable()),
+        }
     }
 
     pub(crate) async fn revoke(&self, card_id: &str) -> Result<(), ApiError> {
@@ -593,7 +621,12 @@ async fn poll(
     let Query(PollQuery { after }) =
         query.map_err(|_| bad_request("write /v1/bundle?after=<installed version>"))?;
     let card = state.card(&peer).await?;
-    state.db.seen(&card.id, unix_now()).await?;
+    state
+        .record(CardUpdate::Seen {
+            card_id: card.id.clone(),
+            at: unix_now(),
+        })
+        .await?;
     let mut latest = state.channel(&card.group).subscribe();
     // A block, so the watch guard (not Send) is gone before the next await.
     let bundle = {
@@ -645,14 +678,13 @@ async fn report(
         tracing::warn!(card = %card.id, offered = ?report.offered_version, error = ?error, "card refused a bundle");
     }
     state
-        .db
-        .report(
-            &card.id,
-            unix_now(),
-            report.running_version,
-            report.outcome.as_str(),
-            error.as_deref(),
-        )
+        .record(CardUpdate::Report {
+            card_id: card.id.clone(),
+            at: unix_now(),
+            running_version: report.running_version,
+            outcome: report.outcome.as_str().to_string(),
+            error,
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -736,4 +768,27 @@ async fn admin_revoke(
     require_admin(&state, &headers)?;
     state.revoke(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Group commit: takes what is queued (up to [`MAX_BATCH`]), writes it in one transaction,
+/// tells each sender. SQLite has one writer; one transaction per report would make a fleet's
+/// reports after a publish queue for seconds.
+async fn write_updates(
+    db: Db,
+    mut queue: tokio::sync::mpsc::Receiver<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let updates: Vec<CardUpdate> = batch.iter().map(|(u, _)| u.clone()).collect();
+        let written = match db.record(&updates).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, updates = updates.len(), "card updates not written");
+                false
+            }
+        };
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(written);
+        }
+    }
 }

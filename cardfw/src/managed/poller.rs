@@ -44,6 +44,7 @@ pub async fn poll_forever(
     let mut retry = retry_min;
     // The newest version refused: not asked for again, so a bad bundle is not fetched in a loop.
     let mut refused_through = 0;
+    let mut kept: Option<(String, Client)> = None;
     let backoff = async |why: String, retry: &mut Duration| {
         let wait = jittered(*retry);
         tracing::warn!(wait_ms = wait.as_millis() as u64, "policy server: {why}");
@@ -62,12 +63,21 @@ pub async fn poll_forever(
                 continue;
             }
         };
-        let client = match enrolment.client() {
-            Ok(client) => client,
-            Err(e) => {
-                backoff(e.to_string(), &mut retry).await;
-                continue;
+        // One client (and so one kept connection) per enrolment.
+        let client = match &kept {
+            Some((certificate, client)) if *certificate == enrolment.certificate_pem => {
+                client.clone()
             }
+            _ => match enrolment.client() {
+                Ok(client) => {
+                    kept = Some((enrolment.certificate_pem.clone(), client.clone()));
+                    client
+                }
+                Err(e) => {
+                    backoff(e.to_string(), &mut retry).await;
+                    continue;
+                }
+            },
         };
         let after = enrolment.installed_version.max(refused_through);
         let answer = client

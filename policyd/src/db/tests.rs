@@ -86,9 +86,27 @@ async fn exercise(db: &Db) {
     // Cards: lookup, report, revoke.
     let card = db.card_by_fingerprint("fp-a").await.unwrap().unwrap();
     assert_eq!((card.id.as_str(), card.running_version), ("card-a", 0));
-    db.report("card-a", now + 5, 3, "refused", Some("expired"))
-        .await
-        .unwrap();
+    db.record(&[
+        CardUpdate::Seen {
+            card_id: "card-a".into(),
+            at: now + 1,
+        },
+        CardUpdate::Report {
+            card_id: "card-a".into(),
+            at: now + 5,
+            running_version: 3,
+            outcome: "refused".into(),
+            error: Some("expired".into()),
+        },
+        CardUpdate::Seen {
+            card_id: "card-c".into(),
+            at: now + 2,
+        },
+    ])
+    .await
+    .unwrap();
+    let card_c = db.card_by_fingerprint("fp-c").await.unwrap().unwrap();
+    assert_eq!(card_c.last_seen, Some(now + 2));
     let card = db.card_by_fingerprint("fp-a").await.unwrap().unwrap();
     assert_eq!(card.running_version, 3);
     assert_eq!(card.last_seen, Some(now + 5));
