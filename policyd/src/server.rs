@@ -592,11 +592,10 @@ async fn enrol(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
                 state
                     .fleet
                     .issue_card_certificate(&request.csr_pem, &card_id)
-                    .map(|(pem, fingerprint)| (pem, fingerprint))
             },
         )
         .await?;
-    let (certificate_pem, group) = issued.map_err(|e| bad_request(e))?;
+    let (certificate_pem, group) = issued.map_err(bad_request)?;
     tracing::info!(card = %card_id, %group, "card enrolled");
     Ok(axum::Json(EnrolResponse {
         card_id,
