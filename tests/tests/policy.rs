@@ -519,4 +519,72 @@ fn spent_tokens_and_garbage_requests_are_refused() {
     assert!(no_admin.ends_with("401"), "{no_admin}");
     // Still serving.
     assert!(lab.status().contains("laptops"), "{}", lab.status());
+
+    // The fleet page: the admin token opens it; it lists the card and revokes it.
+    let jar = lab.dir.join("cookies");
+    let page = |args: &[&str]| {
+        let mut all = vec![
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-b",
+            jar.to_str().unwrap(),
+            "-c",
+            jar.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+        ];
+        all.extend_from_slice(args);
+        let out = lab.card.run("curl", &all).expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin_url = format!("{SERVER}/admin");
+    let login = page(&[&admin_url]);
+    assert!(
+        login.contains("Admin token") && login.ends_with("200"),
+        "{login}"
+    );
+    let wrong = page(&[
+        "-d",
+        "token=not-the-token",
+        &format!("{SERVER}/admin/login"),
+    ]);
+    assert!(wrong.ends_with("401"), "{wrong}");
+    let token = std::fs::read_to_string(lab.dir.join("fleet/admin.token")).unwrap();
+    let logged_in = page(&[
+        "-d",
+        &format!("token={}", token.trim()),
+        &format!("{SERVER}/admin/login"),
+    ]);
+    assert!(logged_in.ends_with("303"), "{logged_in}");
+    let fleet = page(&[&admin_url]);
+    let card_id = lab
+        .status()
+        .lines()
+        .find(|l| l.contains(" laptops "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a card in the status")
+        .to_string();
+    assert!(
+        fleet.contains(&card_id) && fleet.contains("Revoke"),
+        "{fleet}"
+    );
+    let marker = "name=\"csrf\" value=\"";
+    let csrf_at = fleet.find(marker).expect("csrf field") + marker.len();
+    let csrf = &fleet[csrf_at..csrf_at + fleet[csrf_at..].find('"').unwrap()];
+    let forged = page(&[
+        "-d",
+        &format!("csrf=bad&card={card_id}"),
+        &format!("{SERVER}/admin/revoke"),
+    ]);
+    assert!(forged.ends_with("403"), "{forged}");
+    let revoked = page(&[
+        "-d",
+        &format!("csrf={csrf}&card={card_id}"),
+        &format!("{SERVER}/admin/revoke"),
+    ]);
+    assert!(revoked.contains("is revoked"), "{revoked}");
+    assert!(lab.status().contains("revoked"), "{}", lab.status());
 }
