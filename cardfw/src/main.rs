@@ -80,8 +80,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(command @ (Command::Enroll { .. } | Command::Unenroll)) = &args.command {
-        return match managed_command(&config, command) {
+    let managed = match &args.command {
+        Some(Command::Enroll { server, token, ca }) => Some(enroll(&config, server, token, ca)),
+        Some(Command::Unenroll) => Some(unenroll(&config)),
+        _ => None,
+    };
+    if let Some(outcome) = managed {
+        return match outcome {
             Ok(message) => {
                 println!("{message}");
                 ExitCode::SUCCESS
@@ -127,33 +132,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// `enroll` and `unenroll`: both need the store and the PIN.
-fn managed_command(config: &cardfw::config::Config, command: &Command) -> anyhow::Result<String> {
+/// `enroll` and `unenroll` both need the store and the PIN (one line on standard input).
+fn store_and_pin(
+    config: &cardfw::config::Config,
+) -> anyhow::Result<(cardfw::store::Store, zeroize::Zeroizing<String>)> {
     use anyhow::Context;
     let store = cardfw::run::open_store(config)?
         .context("no `store` in the configuration: only a card with a rule store can be managed")?;
-    let mut pin = String::new();
+    let mut pin = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .read_line(&mut pin)
         .context("cannot read the PIN from standard input")?;
-    let pin = zeroize::Zeroizing::new(pin.trim().to_string());
-    match command {
-        Command::Enroll { server, token, ca } => {
-            let ca_pem = std::fs::read_to_string(ca)
-                .with_context(|| format!("cannot read {}", ca.display()))?;
-            let enrolment = cardfw::managed::enroll(&store, &pin, server, &ca_pem, token)?;
-            Ok(format!(
-                "enrolled with {} as card {} in group {}: the rules now come from the policy server",
-                enrolment.server, enrolment.card_id, enrolment.group
-            ))
-        }
-        Command::Unenroll => {
-            let enrolment = cardfw::managed::unenroll(&store, &pin)?;
-            Ok(format!(
-                "left {} (card {}): the rules in force stay and are editable again",
-                enrolment.server, enrolment.card_id
-            ))
-        }
-        Command::Check | Command::Fingerprint => unreachable!("handled in main"),
-    }
+    Ok((store, zeroize::Zeroizing::new(pin.trim().to_string())))
+}
+
+fn enroll(
+    config: &cardfw::config::Config,
+    server: &str,
+    token: &str,
+    ca: &std::path::Path,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let ca_pem =
+        std::fs::read_to_string(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let (store, pin) = store_and_pin(config)?;
+    let enrolment = cardfw::managed::enroll(&store, &pin, server, &ca_pem, token)?;
+    Ok(format!(
+        "enrolled with {} as card {} in group {}: the rules now come from the policy server",
+        enrolment.server, enrolment.card_id, enrolment.group
+    ))
+}
+
+fn unenroll(config: &cardfw::config::Config) -> anyhow::Result<String> {
+    let (store, pin) = store_and_pin(config)?;
+    let enrolment = cardfw::managed::unenroll(&store, &pin)?;
+    Ok(format!(
+        "left {} (card {}): the rules in force stay and are editable again",
+        enrolment.server, enrolment.card_id
+    ))
 }

@@ -80,3 +80,20 @@ fn probe_namespaces() -> Result<(), String> {
         .map(drop)
         .map_err(|e| format!("`ip netns` does not work here: {e}"))
 }
+
+/// A binary of this workspace built beside the running test (`target/<profile>/<name>`);
+/// `./x test` builds every binary before the tests. Panics with the command to run if missing.
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`; `./x test` does)",
+        binary.display()
+    );
+    binary
+}

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use appliance::topology::{Lab, Netns};
+use e2e::built_binary as binary;
 use e2e::origin::{self, Server};
 
 const CARD_INSIDE: &str = "172.31.77.2";
@@ -30,22 +31,6 @@ const PIN: &str = "5678";
 const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
 const OPEN_RULES: &str = "dns: allow dns\nweb: allow http host allowed.test\ndefault deny\n";
 const CLOSED_RULES: &str = "dns: allow dns\nno-web: deny http host allowed.test\ndefault deny\n";
-
-/// A binary built beside this test (`./x test` builds every binary first).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let binary = dir.join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first (`cargo build --workspace --bins`; `./x test` does)",
-        binary.display()
-    );
-    binary
-}
 
 /// policyd in the origin namespace and a card between a client and it. Torn down on drop.
 struct PolicyLab {
