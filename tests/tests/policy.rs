@@ -505,6 +505,56 @@ fn spent_tokens_and_garbage_requests_are_refused() {
     // Still serving.
     assert!(lab.status().contains("laptops"), "{}", lab.status());
 
+    // Offline signing: `policyd sign` with the policy key elsewhere, then `upload`. The
+    // server takes only bundles under its policy key, newer than the group's newest.
+    let rules = lab.dir.join("offline.txt");
+    std::fs::write(&rules, OPEN_RULES).unwrap();
+    let sign = |key: &Path, version: &str, out: &Path| {
+        lab.policyd_cli(&[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--group",
+            "laptops",
+            "--version",
+            version,
+            "--out",
+            out.to_str().unwrap(),
+            rules.to_str().unwrap(),
+        ])
+        .expect("sign")
+    };
+    let signed = lab.dir.join("offline-v4.bundle");
+    sign(&lab.dir.join("fleet/policy.key"), "4", &signed);
+    let upload = |bundle: &Path| {
+        lab.admin(
+            "8443",
+            &["upload", "--group", "laptops", bundle.to_str().unwrap()],
+        )
+    };
+    let uploaded = upload(&signed).expect("upload");
+    assert!(uploaded.contains("uploaded version 4"), "{uploaded}");
+    let replayed = upload(&signed).unwrap_err();
+    assert!(replayed.contains("not newer"), "{replayed}");
+    let other_key = lab.dir.join("other");
+    let out = lab
+        .origin
+        .run(
+            binary("cardwall-rules").to_str().unwrap(),
+            &["keygen", "--out", other_key.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let foreign = lab.dir.join("offline-foreign.bundle");
+    sign(&other_key.with_extension("key"), "5", &foreign);
+    let refused = upload(&foreign).unwrap_err();
+    assert!(refused.contains("this card trusts only"), "{refused}");
+    assert!(
+        lab.status().contains("group laptops: newest version 4"),
+        "{}",
+        lab.status()
+    );
+
     // The fleet page: the admin token opens it; it lists the card and revokes it.
     let jar = lab.dir.join("cookies");
     let page = |args: &[&str]| {
