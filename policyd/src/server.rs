@@ -791,3 +791,83 @@ async fn write_updates(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::pem::PemObject;
+
+    use super::*;
+
+    async fn instance(dir: &std::path::Path, db: &Db) -> Arc<AppState> {
+        AppState::new(
+            Fleet::load(dir).unwrap(),
+            db.clone(),
+            Settings {
+                hold: Duration::from_secs(1),
+                token_ttl: Duration::from_secs(60),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn request(rules: &str) -> PublishRequest {
+        PublishRequest {
+            group: "laptops".into(),
+            rules_name: "rules.txt".into(),
+            rules_text: rules.into(),
+            lists: Vec::new(),
+            expires_in_secs: 3600,
+        }
+    }
+
+    /// Two instances on one database: what one publishes or revokes, the other serves
+    /// after its next sync.
+    #[tokio::test]
+    async fn instances_sharing_a_database_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let fleet = dir.path().join("fleet");
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let a = instance(&fleet, &db).await;
+        let b = instance(&fleet, &db).await;
+        let waiting = b.channel("laptops").subscribe();
+
+        let error = a.publish(&request("allow htp\n")).await.unwrap_err();
+        assert_eq!(error.0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(error.1.starts_with("rules.txt:1:7:"), "{}", error.1);
+        assert_eq!(a.publish(&request("default deny\n")).await.unwrap(), 1);
+        assert_eq!(a.publish(&request("default allow\n")).await.unwrap(), 2);
+        assert!(waiting.borrow().is_none(), "b has not looked yet");
+        b.sync().await.unwrap();
+        assert_eq!(waiting.borrow().as_ref().unwrap().version, 2);
+        assert_eq!(b.latest_versions(), vec![("laptops".to_string(), 2)]);
+
+        // A card enrolled through a, revoked through b, is refused by a after its sync.
+        let token = a.new_tokens("laptops", 1, None).await.unwrap().remove(0);
+        let (_, csr) = crate::client::new_key_and_csr().unwrap();
+        let (issued, _group) = db
+            .enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
+                a.fleet.issue_card_certificate(&csr, "card-1")
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(issued.as_bytes()).unwrap();
+        let peer = Peer(Some(sha256_hex(&der)));
+        assert_eq!(a.card(&peer).await.unwrap().id, "card-1");
+        b.revoke("card-1").await.unwrap();
+        a.sync().await.unwrap();
+        assert_eq!(a.card(&peer).await.unwrap_err().0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            a.card(&Peer(None)).await.unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            a.card(&Peer(Some("00".repeat(32)))).await.unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
