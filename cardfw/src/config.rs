@@ -33,6 +33,7 @@ pub struct Config {
     pub dns: Dns,
     pub limits: Limits,
     pub iso7816: Iso7816,
+    pub policy: Policy,
 }
 
 /// The card's ISO 7816 face ([`crate::iso7816`]): the PIN and the rule file over APDUs.
@@ -47,6 +48,28 @@ pub struct Iso7816 {
     /// connection: the card's network link for a host that reaches it only by APDUs. Needs
     /// `vpcd`. Not set: class-12 commands are refused.
     pub peer_io_tap: Option<String>,
+}
+
+/// Managed mode: how the card keeps its long poll to the policy server (see `cardfw enroll`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// One long poll is abandoned after this; longer than the server's hold time.
+    pub poll_timeout_secs: u64,
+    /// The first wait after the server was unreachable or sent a bundle that was refused.
+    pub retry_min_ms: u64,
+    /// The wait doubles up to this (with jitter, so a fleet does not come back in step).
+    pub retry_max_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            poll_timeout_secs: 90,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
 }
 
 /// Where the card listens.
@@ -118,6 +141,7 @@ impl Default for Config {
             dns: Dns::default(),
             limits: Limits::default(),
             iso7816: Iso7816::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -231,6 +255,15 @@ impl Config {
         }
         if self.iso7816.peer_io_tap.is_some() && self.iso7816.vpcd.is_none() {
             return Err("iso7816.peer_io_tap needs iso7816.vpcd: Peer I/O runs over it".into());
+        }
+        let policy = &self.policy;
+        if policy.poll_timeout_secs == 0 || policy.retry_min_ms == 0 {
+            return Err(
+                "policy.poll_timeout_secs and policy.retry_min_ms must be at least 1".into(),
+            );
+        }
+        if policy.retry_max_ms < policy.retry_min_ms {
+            return Err("policy.retry_max_ms is smaller than policy.retry_min_ms".into());
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());

@@ -15,6 +15,7 @@ pub mod card;
 pub mod config;
 pub mod intercept;
 pub mod iso7816;
+pub mod managed;
 pub mod proxy;
 pub mod run;
 pub mod status;

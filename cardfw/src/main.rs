@@ -1,6 +1,8 @@
 //! `cardfw --config cardfw.toml`: the card's proxy firewall.
 //! `cardfw --config cardfw.toml check`: check the configuration and the rules, and exit.
 //! `cardfw --config cardfw.toml fingerprint`: the card web page certificate's SHA-256.
+//! `cardfw --config cardfw.toml enroll --server URL --token T --ca ca.pem`: join a policy
+//! server's fleet; `unenroll`: leave it. Both read the PIN from standard input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +26,22 @@ enum Command {
     /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use),
     /// to compare with what a browser shows.
     Fingerprint,
+    /// Enrol with a policy server (the PIN is read from standard input): the card makes its
+    /// key, gets its certificate, and pins the server's CA, the policy key and its group.
+    Enroll {
+        /// The policy server, `https://HOST:PORT`.
+        #[arg(long)]
+        server: String,
+        /// The one-time enrolment token (`policyd token`).
+        #[arg(long)]
+        token: String,
+        /// The fleet CA certificate (policyd's `ca.pem`): the only issuer trusted for the server.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Leave the policy server (the PIN is read from standard input); the rules in force stay
+    /// and become editable again.
+    Unenroll,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +72,23 @@ fn main() -> ExitCode {
         return match identity {
             Ok(identity) => {
                 println!("{}", identity.fingerprint());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let managed = match &args.command {
+        Some(Command::Enroll { server, token, ca }) => Some(enroll(&config, server, token, ca)),
+        Some(Command::Unenroll) => Some(unenroll(&config)),
+        _ => None,
+    };
+    if let Some(outcome) = managed {
+        return match outcome {
+            Ok(message) => {
+                println!("{message}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -95,4 +130,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `enroll` and `unenroll` both need the store and the PIN (one line on standard input).
+fn store_and_pin(
+    config: &cardfw::config::Config,
+) -> anyhow::Result<(cardfw::store::Store, zeroize::Zeroizing<String>)> {
+    use anyhow::Context;
+    let store = cardfw::run::open_store(config)?
+        .context("no `store` in the configuration: only a card with a rule store can be managed")?;
+    let mut pin = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut pin)
+        .context("cannot read the PIN from standard input")?;
+    Ok((store, zeroize::Zeroizing::new(pin.trim().to_string())))
+}
+
+fn enroll(
+    config: &cardfw::config::Config,
+    server: &str,
+    token: &str,
+    ca: &std::path::Path,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let ca_pem =
+        std::fs::read_to_string(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let (store, pin) = store_and_pin(config)?;
+    let enrolment = cardfw::managed::enroll(&store, &pin, server, &ca_pem, token)?;
+    Ok(format!(
+        "enrolled with {} as card {} in group {}: the rules now come from the policy server",
+        enrolment.server, enrolment.card_id, enrolment.group
+    ))
+}
+
+fn unenroll(config: &cardfw::config::Config) -> anyhow::Result<String> {
+    let (store, pin) = store_and_pin(config)?;
+    let enrolment = cardfw::managed::unenroll(&store, &pin)?;
+    Ok(format!(
+        "left {} (card {}): the rules in force stay and are editable again",
+        enrolment.server, enrolment.card_id
+    ))
 }

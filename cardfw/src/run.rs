@@ -135,6 +135,11 @@ pub async fn run(config: Config) -> Result<()> {
                 identity.server_config(),
                 admin.clone(),
             ));
+            tasks.spawn(crate::managed::poller::poll_forever(
+                admin.clone(),
+                card.clone(),
+                config.policy.clone(),
+            ));
             RuleSource::Store(admin)
         }
     };

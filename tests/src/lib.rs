@@ -108,3 +108,20 @@ pub fn assert_nothing_passes(lab: &SystemLab) {
         .unwrap();
     assert!(!direct.status.success(), "not even straight to the address");
 }
+
+/// A binary of this workspace built beside the running test (`target/<profile>/<name>`);
+/// `./x test` builds every binary before the tests. Panics with the command to run if missing.
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`; `./x test` does)",
+        binary.display()
+    );
+    binary
+}

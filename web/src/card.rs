@@ -53,6 +53,8 @@ pub struct DashboardPage {
     pub rules_text: String,
     pub rule_errors: Vec<RuleError>,
     pub previous_version: Option<u64>,
+    /// The policy server that manages the rules (`server, group …`): the editor is read-only.
+    pub managed_by: Option<String>,
     pub counters: Vec<CounterView>,
     /// Newest first.
     pub recent: Vec<DecisionView>,

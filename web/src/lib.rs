@@ -20,6 +20,7 @@ pub mod appliance;
 pub mod card;
 pub mod format;
 pub mod graph;
+pub mod policy;
 pub mod proxy;
 
 /// For `render()` on the page structs without depending on askama directly.

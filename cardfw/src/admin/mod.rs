@@ -422,6 +422,10 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
         rules_text: view.rules_text.unwrap_or(stored_text),
         rule_errors: view.rule_errors,
         previous_version,
+        managed_by: crate::managed::Enrolment::load(&state.store)
+            .ok()
+            .flatten()
+            .map(|e| e.describe()),
         counters: vec![
             CounterView {
                 label: "Connections",

@@ -487,3 +487,63 @@ async fn admin_no_pin_or_session_id_in_any_page_or_log() {
         assert!(!log.contains(&session));
     }
 }
+
+#[tokio::test]
+async fn admin_managed_card_shows_the_rules_read_only_and_refuses_edits() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let enrolment = crate::managed::Enrolment {
+        server: "https://policy.example:8443".into(),
+        card_id: "c0ffee".into(),
+        group: "laptops".into(),
+        ca_pem: String::new(),
+        policy_key_pem: String::new(),
+        certificate_pem: String::new(),
+        key_pem: String::new(),
+        installed_version: 4,
+    };
+    browser
+        .state
+        .store()
+        .login(PIN)
+        .unwrap()
+        .set_managed(Some(&enrolment.emit()))
+        .unwrap();
+    let csrf = browser.logged_in(PIN).await;
+    let page = browser.get("/").await;
+    assert!(
+        page.body
+            .contains("managed by the policy server https://policy.example:8443 (group laptops"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(" readonly"), "{}", page.body);
+    assert!(!page.body.contains("Save as version"), "{}", page.body);
+    assert!(!page.body.contains("/rules/rollback"), "{}", page.body);
+    // A forged form is refused by the store, not only hidden by the page.
+    let page = browser
+        .post(
+            "/rules",
+            &[("csrf", &csrf), ("rules", GOOD_RULES), ("pin", PIN)],
+        )
+        .await;
+    assert!(
+        page.body.contains("managed by the policy server"),
+        "{}",
+        page.body
+    );
+    assert_eq!(browser.version(), 1);
+    // The PIN still guards everything else.
+    let page = browser
+        .post(
+            "/pin",
+            &[
+                ("csrf", &csrf),
+                ("pin", PIN),
+                ("new_pin", "24681357"),
+                ("confirm_pin", "24681357"),
+            ],
+        )
+        .await;
+    assert_ne!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    browser.state.store().login("24681357").unwrap();
+}

@@ -411,7 +411,12 @@ fn store_failure(error: &StoreError) -> Response {
         StoreError::BadPin(_) | StoreError::BadPuk(_) | StoreError::Rules(_) => {
             StatusWord::INCORRECT_DATA
         }
-        StoreError::MustChangePin => StatusWord::CONDITIONS_NOT_SATISFIED,
+        // A managed card's rules change only by signed bundles from its policy server: the
+        // same refusal the web page's read-only editor gives.
+        StoreError::MustChangePin | StoreError::Managed { .. } => {
+            StatusWord::CONDITIONS_NOT_SATISFIED
+        }
+        StoreError::Bundle(_) => StatusWord::INCORRECT_DATA,
         StoreError::NoPreviousVersion => StatusWord::DATA_NOT_FOUND,
         StoreError::Tampered { .. }
         | StoreError::Malformed { .. }

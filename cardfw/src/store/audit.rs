@@ -42,12 +42,21 @@ pub enum AuditEvent {
     },
     /// Everything wiped and created anew (this is the first entry of the new log).
     FactoryReset,
+    /// Enrolled with a policy server: the rule editor is now read-only.
+    Enrolled,
+    Unenrolled,
+    /// A bundle signed by the policy key was installed (the bundle's version).
+    BundleInstalled {
+        version: u64,
+    },
 }
 
 impl AuditEvent {
     pub fn actor(self) -> Actor {
         match self {
-            AuditEvent::Created | AuditEvent::FactoryReset => Actor::Card,
+            AuditEvent::Created | AuditEvent::FactoryReset | AuditEvent::BundleInstalled { .. } => {
+                Actor::Card
+            }
             AuditEvent::Unblocked | AuditEvent::UnblockFailed { .. } => Actor::PukHolder,
             _ => Actor::Admin,
         }
@@ -65,6 +74,9 @@ impl AuditEvent {
             AuditEvent::Unblocked => (8, 0),
             AuditEvent::UnblockFailed { tries_left } => (9, tries_left.into()),
             AuditEvent::FactoryReset => (10, 0),
+            AuditEvent::Enrolled => (11, 0),
+            AuditEvent::Unenrolled => (12, 0),
+            AuditEvent::BundleInstalled { version } => (13, version),
         }
     }
 
@@ -85,6 +97,9 @@ impl AuditEvent {
                 tries_left: tries_left?,
             },
             10 => AuditEvent::FactoryReset,
+            11 => AuditEvent::Enrolled,
+            12 => AuditEvent::Unenrolled,
+            13 => AuditEvent::BundleInstalled { version: arg },
             _ => return None,
         })
     }
@@ -109,6 +124,11 @@ impl fmt::Display for AuditEvent {
                 write!(f, "unblock failed, {tries_left} PUK tries left")
             }
             AuditEvent::FactoryReset => f.write_str("factory reset"),
+            AuditEvent::Enrolled => f.write_str("enrolled with a policy server"),
+            AuditEvent::Unenrolled => f.write_str("left the policy server"),
+            AuditEvent::BundleInstalled { version } => {
+                write!(f, "policy bundle version {version} installed")
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | `rules.sealed` | the current rule set: version, saved-at, text |
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
+//! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see [`crate::managed`]) |
 //! | `puk.txt` | the PUK in clear, written at first start and at factory reset for the owner to note; [`Store::take_puk_notice`] reads and deletes it |
 //!
 //! Every write is a temp file in the same directory, written, fsynced, renamed over the old
@@ -51,13 +52,15 @@ const RULES_FILE: &str = "rules.sealed";
 const PREVIOUS_RULES_FILE: &str = "rules.prev.sealed";
 const AUDIT_FILE: &str = "audit.sealed";
 const PUK_NOTICE_FILE: &str = "puk.txt";
-const ALL_FILES: [&str; 6] = [
+const MANAGED_FILE: &str = "managed.sealed";
+const ALL_FILES: [&str; 7] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
     PREVIOUS_RULES_FILE,
     AUDIT_FILE,
     PUK_NOTICE_FILE,
+    MANAGED_FILE,
 ];
 
 /// Names the rules text in parse diagnostics.
@@ -101,6 +104,10 @@ pub enum StoreError {
     Unreadable { file: String },
     #[error("{file} is missing")]
     Missing { file: String },
+    #[error("the rules are managed by the policy server {server}: change them there")]
+    Managed { server: String },
+    #[error("the policy bundle cannot be installed: {0}")]
+    Bundle(String),
     #[error("there is no previous rule set to roll back to")]
     NoPreviousVersion,
     #[error("the rule set was refused:\n{0}")]
@@ -466,6 +473,70 @@ impl Store {
         })
     }
 
+    /// The policy server enrolment record ([`crate::managed`] reads it), if enrolled.
+    pub fn managed_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match self.read_sealed(MANAGED_FILE) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::Missing { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Installs rules from a verified policy bundle as the next store version, with no PIN:
+    /// the policy key's signature is the authority. The list files go beside the rules
+    /// (where local rules read theirs too), then the rules, then `record` (the new installed
+    /// version): a crash before the record leaves the card asking for the same bundle again,
+    /// never skipping one.
+    pub fn install_bundle(
+        &self,
+        verified: &rules::bundle::Verified,
+        record: &[u8],
+    ) -> Result<u64, StoreError> {
+        let bundle = &verified.bundle;
+        for (name, text) in &bundle.list_files {
+            let plain = !name.is_empty()
+                && !name.starts_with('.')
+                && !name.contains('/')
+                && !ALL_FILES.contains(&name.as_str())
+                && !name.ends_with(".sealed");
+            if !plain {
+                return Err(StoreError::Bundle(format!(
+                    "list file name `{name}` is not a plain file name"
+                )));
+            }
+            self.write_durably(name, text.as_bytes())?;
+        }
+        let _guard = self.lock();
+        let current = self.rules()?;
+        let version = current.version + 1;
+        self.write_rules_file(PREVIOUS_RULES_FILE, &current)?;
+        self.write_rules_file(
+            RULES_FILE,
+            &RuleVersion {
+                version,
+                saved_at: SystemTime::now(),
+                text: bundle.rules.1.clone(),
+                source: RulesSource::Current,
+            },
+        )?;
+        self.write_sealed(MANAGED_FILE, record)?;
+        self.append_audit(AuditEvent::BundleInstalled {
+            version: bundle.version,
+        })?;
+        Ok(version)
+    }
+
+    /// Refuses local rule changes while a policy server manages the rules.
+    fn check_not_managed(&self) -> Result<(), StoreError> {
+        if let Some(record) = self.managed_record()? {
+            return Err(StoreError::Managed {
+                server: crate::managed::Enrolment::parse(&record)
+                    .map_or_else(|| "(unreadable record)".into(), |e| e.server),
+            });
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guarded data is on disk and every write is atomic: a panic elsewhere cannot have
         // left it half-changed, so a poisoned lock is still good.
@@ -604,6 +675,7 @@ impl AdminSession<'_> {
     /// not parse is refused with its diagnostics: a bad rule set never replaces a good one.
     pub fn save_rules(&self, text: &str) -> Result<u64, StoreError> {
         self.check_may_change()?;
+        self.store.check_not_managed()?;
         rules::parse(RULES_NAME, text).map_err(StoreError::Rules)?;
         let store = self.store;
         let _guard = store.lock();
@@ -619,6 +691,7 @@ impl AdminSession<'_> {
     /// undoes the first.
     pub fn rollback(&self) -> Result<u64, StoreError> {
         self.check_may_change()?;
+        self.store.check_not_managed()?;
         let store = self.store;
         let _guard = store.lock();
         let current = store.read_rules_file(RULES_FILE, RulesSource::Current)?;
@@ -648,6 +721,29 @@ impl AdminSession<'_> {
                 source: RulesSource::Current,
             },
         )
+    }
+
+    /// Enrols the card with a policy server (`record` from [`crate::managed`]), or with
+    /// `None` leaves it; both need the PIN. The rules in force stay until a bundle replaces them.
+    pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
+        self.check_may_change()?;
+        let store = self.store;
+        let _guard = store.lock();
+        match record {
+            Some(record) => {
+                store.write_sealed(MANAGED_FILE, record)?;
+                store.append_audit(AuditEvent::Enrolled)
+            }
+            None => {
+                match fs::remove_file(store.dir.join(MANAGED_FILE)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("removing the enrolment")(e)),
+                }
+                store.sync_dir()?;
+                store.append_audit(AuditEvent::Unenrolled)
+            }
+        }
     }
 
     /// Sets a new PIN (4–16 digits, not the default). Also clears the must-change flag.

@@ -1,0 +1,188 @@
+//! The card's side of the long poll. One loop: while enrolled, ask for a bundle newer than the
+//! installed one and wait; install what comes, report, reload the rules at once. When the
+//! server cannot be reached (no network yet, server restarting) or sends something refused,
+//! wait and try again, the wait doubling with jitter up to `policy.retry_max_ms`. The rules in
+//! force never change on a failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use policyd::client::Client;
+use policyd::wire::{self, Outcome, Report};
+
+use super::{Enrolment, apply};
+use crate::admin::AdminState;
+use crate::card::Card;
+use crate::config::Policy;
+use crate::run::{RuleSource, reload};
+
+/// How often a card that is not enrolled looks again (`cardfw enroll` may run meanwhile).
+const NOT_ENROLLED_CHECK: Duration = Duration::from_secs(2);
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A wait between `base / 2` and `base`, so cards that lost the server together do not all
+/// come back in the same instant.
+fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 2];
+    let spread = match getrandom::fill(&mut byte) {
+        Ok(()) => u16::from_le_bytes(byte) as u32,
+        Err(_) => u16::MAX as u32 / 2,
+    };
+    base / 2 + (base / 2) * spread / u16::MAX as u32
+}
+
+/// Runs for as long as the card runs.
+pub async fn poll_forever(
+    admin: Arc<AdminState>,
+    card: Arc<Card>,
+    config: Policy,
+) -> std::io::Result<()> {
+    let source = RuleSource::Store(admin.clone());
+    let retry_min = Duration::from_millis(config.retry_min_ms);
+    let retry_max = Duration::from_millis(config.retry_max_ms);
+    let poll_timeout = Duration::from_secs(config.poll_timeout_secs);
+    let mut retry = retry_min;
+    // The newest version refused: not asked for again, so a bad bundle is not fetched in a loop.
+    let mut refused_through = 0;
+    let mut kept: Option<(String, Client)> = None;
+    let backoff = async |why: String, retry: &mut Duration| {
+        let wait = jittered(*retry);
+        tracing::warn!(wait_ms = wait.as_millis() as u64, "policy server: {why}");
+        tokio::time::sleep(wait).await;
+        *retry = (*retry * 2).min(retry_max);
+    };
+    loop {
+        let enrolment = match Enrolment::load(admin.store()) {
+            Ok(Some(enrolment)) => enrolment,
+            Ok(None) => {
+                tokio::time::sleep(NOT_ENROLLED_CHECK).await;
+                continue;
+            }
+            Err(e) => {
+                backoff(format!("cannot read the enrolment: {e}"), &mut retry).await;
+                continue;
+            }
+        };
+        // One client (and so one kept connection) per enrolment.
+        let client = match &kept {
+            Some((certificate, client)) if *certificate == enrolment.certificate_pem => {
+                client.clone()
+            }
+            _ => match enrolment.client() {
+                Ok(client) => {
+                    kept = Some((enrolment.certificate_pem.clone(), client.clone()));
+                    client
+                }
+                Err(e) => {
+                    backoff(e.to_string(), &mut retry).await;
+                    continue;
+                }
+            },
+        };
+        let after = enrolment.installed_version.max(refused_through);
+        let answer = client
+            .request(
+                http::Method::GET,
+                &format!("/v1/bundle?after={after}"),
+                &[],
+                None,
+                poll_timeout,
+                wire::MAX_BUNDLE_BODY,
+            )
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                backoff(e.to_string(), &mut retry).await;
+                continue;
+            }
+        };
+        match answer.status.as_u16() {
+            204 => retry = retry_min,
+            200 => {
+                let offered = answer
+                    .headers
+                    .get(wire::VERSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                match apply(admin.store(), &enrolment, &answer.body, chrono::Utc::now()) {
+                    Ok(updated) => {
+                        retry = retry_min;
+                        tracing::info!(
+                            version = updated.installed_version,
+                            group = %updated.group,
+                            "policy bundle installed"
+                        );
+                        reload(&card, &source);
+                        report(
+                            &client,
+                            updated.installed_version,
+                            offered,
+                            Outcome::Applied,
+                            None,
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        let error = e.to_string();
+                        tracing::error!(offered = ?offered, "policy bundle refused, the rules in force stay: {error}");
+                        if let Some(offered) = offered
+                            && offered > after
+                        {
+                            refused_through = offered;
+                        }
+                        report(
+                            &client,
+                            enrolment.installed_version,
+                            offered,
+                            Outcome::Refused,
+                            Some(error.clone()),
+                        )
+                        .await;
+                        backoff(format!("bundle refused: {error}"), &mut retry).await;
+                    }
+                }
+            }
+            status => {
+                backoff(
+                    format!("answered {status}: {}", answer.error_text()),
+                    &mut retry,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn report(
+    client: &Client,
+    running_version: u64,
+    offered_version: Option<u64>,
+    outcome: Outcome,
+    error: Option<String>,
+) {
+    let body = serde_json::to_vec(&Report {
+        running_version,
+        offered_version,
+        outcome,
+        error,
+    })
+    .expect("plain data serialises");
+    let sent = client
+        .request(
+            http::Method::POST,
+            "/v1/report",
+            &[],
+            Some(("application/json", body)),
+            REPORT_TIMEOUT,
+            wire::MAX_JSON_BODY,
+        )
+        .await;
+    match sent {
+        Ok(answer) if answer.status.is_success() => {}
+        Ok(answer) => {
+            tracing::warn!(status = %answer.status, "report refused: {}", answer.error_text())
+        }
+        Err(e) => tracing::warn!("report not sent: {e}"),
+    }
+}

@@ -1,0 +1,327 @@
+//! `policyd`: the cardwall policy server and its administration commands. See the README's
+//! "Policy server" section.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use policyd::admin::{AdminClient, AdminError, RuleFiles};
+use policyd::db::Db;
+use policyd::fleet::Fleet;
+use policyd::server::{AppState, Settings};
+use rules::bundle::{self, Bundle};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "cardwall policy server: signed rule bundles for enrolled cards"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a running policyd is and how the administrator reaches it.
+#[derive(Args)]
+struct Remote {
+    /// The policy server, `https://HOST:PORT`.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// policyd's data directory: `ca.pem` and `admin.token` are read from it.
+    #[arg(long, default_value = "/var/lib/policyd")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fleet CA commands.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Run the server.
+    Serve {
+        /// The data directory `policyd ca init` made.
+        #[arg(long, default_value = "/var/lib/policyd")]
+        dir: PathBuf,
+        /// Database: `sqlite://<dir>/policyd.db` by default, or `postgres://…`.
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Seconds a long poll is held open before it is answered "nothing new".
+        #[arg(long, default_value_t = 60)]
+        hold_secs: u64,
+        /// Hours an enrolment token stays valid unless `policyd token --ttl-hours` says.
+        #[arg(long, default_value_t = 24)]
+        token_ttl_hours: u64,
+    },
+    /// Make one-time enrolment tokens for a group (printed one a line).
+    Token {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+    },
+    /// Check, version, sign and publish a rule file (and its list files) to a group.
+    Publish {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        group: String,
+        /// Days the bundle stays valid.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+        rules: PathBuf,
+    },
+    /// Sign a bundle offline, with the policy key on this machine (then `policyd upload` it).
+    Sign {
+        #[arg(long, value_name = "PRIVATE_KEY_PEM")]
+        key: PathBuf,
+        #[arg(long)]
+        group: String,
+        /// The version: higher than the group's newest (`policyd status` shows it).
+        #[arg(long)]
+        version: u64,
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+        #[arg(long)]
+        out: PathBuf,
+        rules: PathBuf,
+    },
+    /// Upload a bundle signed offline.
+    Upload {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        group: String,
+        bundle: PathBuf,
+    },
+    /// Every card: group, version it runs, last seen, last error.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a card: its certificate is refused from now on.
+    Revoke {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Make the fleet CA, the server certificate, the policy key and the admin token.
+    Init {
+        #[arg(long, default_value = "/var/lib/policyd")]
+        dir: PathBuf,
+        /// A DNS name or IP address cards use to reach the server (repeat for more).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Ca {
+            command: CaCommand::Init { dir, names },
+        } => {
+            Fleet::init(&dir, &names)?;
+            println!(
+                "fleet CA made in {}: give cards {}/ca.pem with their enrolment token",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Command::Serve {
+            dir,
+            db,
+            listen,
+            hold_secs,
+            token_ttl_hours,
+        } => {
+            policyd::raise_file_limit();
+            let fleet = Fleet::load(&dir)?;
+            let url =
+                db.unwrap_or_else(|| format!("sqlite://{}", dir.join("policyd.db").display()));
+            let db = Db::connect(&url)
+                .await
+                .with_context(|| format!("cannot open the database {url}"))?;
+            let settings = Settings {
+                hold: Duration::from_secs(hold_secs.max(1)),
+                token_ttl: Duration::from_secs(token_ttl_hours * 3600),
+            };
+            let state = AppState::new(fleet, db, settings).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(%listen, "policyd serving");
+            tokio::select! {
+                served = policyd::server::serve(listener, state) => served?,
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate() => {}
+            }
+        }
+        Command::Token {
+            remote,
+            group,
+            count,
+            ttl_hours,
+        } => {
+            let client = AdminClient::from_dir(&remote.server, &remote.dir)?;
+            for token in client
+                .tokens(
+                    &group,
+                    count,
+                    ttl_hours.map(|h| Duration::from_secs(h * 3600)),
+                )
+                .await?
+            {
+                println!("{token}");
+            }
+        }
+        Command::Publish {
+            remote,
+            group,
+            expires_days,
+            rules,
+        } => {
+            let files = rule_files(&rules)?;
+            let client = AdminClient::from_dir(&remote.server, &remote.dir)?;
+            let version = client
+                .publish(&group, files, Duration::from_secs(expires_days * DAY))
+                .await?;
+            println!("published version {version} to group {group}");
+        }
+        Command::Sign {
+            key,
+            group,
+            version,
+            expires_days,
+            out,
+            rules,
+        } => {
+            let key = bundle::signing_key_from_pem(
+                &std::fs::read_to_string(&key)
+                    .with_context(|| format!("cannot read {}", key.display()))?,
+            )?;
+            let files = rule_files(&rules)?;
+            let lists = files
+                .lists
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _>>();
+            if let Err(errors) = rules::RuleSet::from_text(&files.name, &files.text, &lists) {
+                bail!("{errors}");
+            }
+            let now = chrono::Utc::now();
+            let bundle = Bundle {
+                version,
+                group,
+                issued_at: now,
+                expires_at: now + chrono::Duration::seconds((expires_days * DAY) as i64),
+                rules: (files.name, files.text),
+                list_files: files.lists,
+            };
+            std::fs::write(&out, bundle.sign(&key))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("signed {bundle} into {}", out.display());
+        }
+        Command::Upload {
+            remote,
+            group,
+            bundle,
+        } => {
+            let bytes = std::fs::read(&bundle)
+                .with_context(|| format!("cannot read {}", bundle.display()))?;
+            let client = AdminClient::from_dir(&remote.server, &remote.dir)?;
+            let version = client.upload(&group, bytes).await?;
+            println!("uploaded version {version} to group {group}");
+        }
+        Command::Status { remote } => {
+            let client = AdminClient::from_dir(&remote.server, &remote.dir)?;
+            let status = client.status().await?;
+            for (group, version) in &status.groups {
+                println!("group {group}: newest version {version}");
+            }
+            println!(
+                "{:<18} {:<12} {:>7} {:<20} {:<8} error",
+                "card", "group", "version", "last seen (UTC)", "result"
+            );
+            for card in status.cards {
+                println!(
+                    "{:<18} {:<12} {:>7} {:<20} {:<8} {}",
+                    card.id,
+                    card.group,
+                    card.running_version,
+                    card.last_seen
+                        .map_or("never".into(), |t| web::format::date_time(t.max(0) as u64)),
+                    if card.revoked_at.is_some() {
+                        "revoked".to_string()
+                    } else {
+                        card.last_outcome.unwrap_or_default()
+                    },
+                    card.last_error.unwrap_or_default().replace('\n', " "),
+                );
+            }
+        }
+        Command::Revoke { remote, card } => {
+            AdminClient::from_dir(&remote.server, &remote.dir)?
+                .revoke(&card)
+                .await?;
+            println!("card {card} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Rule files, with parse errors printed as `file:line:col` and no other wrapping.
+fn rule_files(path: &std::path::Path) -> Result<RuleFiles> {
+    match RuleFiles::read(path) {
+        Ok(files) => Ok(files),
+        Err(AdminError::Rules(diagnostics)) => bail!("{diagnostics}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,625 @@
+//! The policy server and a managed card end to end, in network namespaces: the real `policyd`
+//! binary in the outside world, the real `cardfw` on the card, enrolled with `cardfw enroll`;
+//! rules published with `policyd publish` and checked with real requests through the card.
+//!
+//! ```text
+//!  client 172.31.77.1 ──usb0── card 172.31.77.2 | 10.99.0.2 ──out0── origin 10.99.0.1
+//!  (default via the card)      cardfw (managed)                       policyd :8443
+//!                                                                     203.0.113.10 allowed.test
+//! ```
+//!
+//! Bundle refusals (bad signature, wrong key, expired, replay, rollback, wrong group, garbage,
+//! truncated) are checked against the real store in `cardfw::managed::tests`; here: the
+//! whole path, a server restart, a revoked card, a server from another CA, a spent token and
+//! garbage request bodies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use appliance::topology::{Lab, Netns};
+use e2e::built_binary as binary;
+use e2e::origin::{self, Server};
+
+const CARD_INSIDE: &str = "172.31.77.2";
+const ALLOWED: &str = "203.0.113.10";
+const SERVER: &str = "https://10.99.0.1:8443";
+const PIN: &str = "5678";
+
+/// The card's rules before any bundle: names only.
+const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
+const OPEN_RULES: &str = "dns: allow dns\nweb: allow http host allowed.test\ndefault deny\n";
+const CLOSED_RULES: &str = "dns: allow dns\nno-web: deny http host allowed.test\ndefault deny\n";
+
+/// policyd in the origin namespace and a card between a client and it. Torn down on drop.
+struct PolicyLab {
+    // Field order is drop order: processes and servers stop before the namespaces go.
+    policyd: Option<u32>,
+    card_pid: Option<u32>,
+    _servers: Vec<Server>,
+    client: Netns,
+    card: Netns,
+    origin: Netns,
+    dir: PathBuf,
+    lab: Lab,
+}
+
+impl PolicyLab {
+    fn start(tag: &str) -> Option<PolicyLab> {
+        if !e2e::require_root()
+            || !e2e::require_program("curl", "curl")
+            || !e2e::require_program("nft", "nftables")
+        {
+            return None;
+        }
+        let mut lab = Lab::new(tag).expect("lab");
+        let client = lab.namespace("client").expect("client ns");
+        let card = lab.namespace("card").expect("card ns");
+        let origin = lab.namespace("origin").expect("origin ns");
+        lab.link(
+            &client,
+            "eem0",
+            &["172.31.77.1/29"],
+            &card,
+            "usb0",
+            &["172.31.77.2/29"],
+        )
+        .expect("card link");
+        lab.link(
+            &card,
+            "out0",
+            &["10.99.0.2/24"],
+            &origin,
+            "o0",
+            &["10.99.0.1/24", "203.0.113.10/32"],
+        )
+        .expect("outside link");
+        client
+            .route("default via 172.31.77.2")
+            .expect("client route");
+        card.route("203.0.113.0/24 via 10.99.0.1")
+            .expect("card route");
+        card.sysctl("net.ipv4.ip_forward", "0")
+            .expect("no forwarding on the card");
+        let addr = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
+        let names = HashMap::from([("allowed.test".to_string(), ALLOWED.parse().unwrap())]);
+        let servers = vec![
+            origin::dns_server(&origin, addr("10.99.0.1", 53), names).expect("dns"),
+            origin::http_origin(&origin, addr(ALLOWED, 80)).expect("http"),
+        ];
+        let dir = lab.dir().to_path_buf();
+        let mut this = PolicyLab {
+            policyd: None,
+            card_pid: None,
+            _servers: servers,
+            client,
+            card,
+            origin,
+            dir,
+            lab,
+        };
+        this.policyd_cli(&[
+            "ca",
+            "init",
+            "--dir",
+            &this.fleet_dir(),
+            "--name",
+            "10.99.0.1",
+        ])
+        .expect("ca init");
+        this.start_policyd("8443");
+        Some(this)
+    }
+
+    fn fleet_dir(&self) -> String {
+        self.dir.join("fleet").display().to_string()
+    }
+
+    /// Starts policyd on `port` with the lab's fleet directory (and database).
+    fn start_policyd(&mut self, port: &str) -> u32 {
+        let listen = format!("10.99.0.1:{port}");
+        let pid = self
+            .lab
+            .spawn(
+                &self.origin,
+                binary("policyd"),
+                &[
+                    "serve",
+                    "--dir",
+                    &self.fleet_dir(),
+                    "--listen",
+                    &listen,
+                    "--hold-secs",
+                    "20",
+                ],
+            )
+            .expect("policyd starts");
+        if self
+            .origin
+            .wait_for_tcp(listen.parse().unwrap(), Duration::from_secs(10))
+            .is_err()
+        {
+            panic!("policyd did not come up:\n{}", self.lab.log_of(pid));
+        }
+        self.policyd = Some(pid);
+        pid
+    }
+
+    fn stop_policyd(&mut self) {
+        if let Some(pid) = self.policyd.take() {
+            self.lab.stop(pid).expect("policyd stops");
+        }
+    }
+
+    /// Runs `policyd <args>` in the origin namespace; Ok(stdout) or Err(stderr).
+    fn policyd_cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .origin
+            .run(binary("policyd").to_str().unwrap(), args)
+            .expect("policyd runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// An admin command against the server on `port`.
+    fn admin(&self, port: &str, args: &[&str]) -> Result<String, String> {
+        let server = format!("https://10.99.0.1:{port}");
+        let dir = self.fleet_dir();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--server", &server, "--dir", &dir]);
+        self.policyd_cli(&all)
+    }
+
+    fn token(&self, group: &str) -> String {
+        self.admin("8443", &["token", "--group", group])
+            .expect("token")
+            .trim()
+            .to_string()
+    }
+
+    fn publish(&self, port: &str, group: &str, rules: &str) -> Result<String, String> {
+        let file = self.dir.join(format!("publish-{}.txt", rules.len()));
+        std::fs::write(&file, rules).unwrap();
+        self.admin(port, &["publish", "--group", group, file.to_str().unwrap()])
+    }
+
+    fn status(&self) -> String {
+        self.admin("8443", &["status"]).expect("status")
+    }
+
+    /// A card store in `name` (PIN changed from the default), and its configuration file.
+    fn card_config(&self, name: &str) -> PathBuf {
+        let store = self.dir.join(name);
+        let created = cardfw::store::Store::open_or_create(
+            &store,
+            FIRST_RULES,
+            cardfw::store::PinCost::PRODUCTION,
+        )
+        .expect("store");
+        created.login("1234").unwrap().change_pin(PIN).unwrap();
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "rules = \"{rules}\"\nstore = \"{store}\"\ninside_address = \"{CARD_INSIDE}\"\n\
+                 outside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
+                 [ports]\nadmin = 8443\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n\
+                 [policy]\nretry_min_ms = 200\nretry_max_ms = 2000\n",
+                rules = self.dir.join("unused-rules.txt").display(),
+                store = store.display(),
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// `cardfw enroll` in the card namespace, PIN on stdin.
+    fn enroll(&self, config: &Path, token: &str) -> Result<String, String> {
+        let script = format!(
+            "echo {PIN} | {cardfw} --config {config} enroll --server {SERVER} --token {token} --ca {ca}",
+            cardfw = binary("cardfw").display(),
+            config = config.display(),
+            ca = self.dir.join("fleet/ca.pem").display(),
+        );
+        let out = self.card.sh(&script).expect("sh runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn start_card(&mut self, config: &Path) {
+        let pid = self
+            .lab
+            .spawn(
+                &self.card,
+                binary("cardfw"),
+                &["--config", config.to_str().unwrap()],
+            )
+            .expect("cardfw starts");
+        self.card_pid = Some(pid);
+        let status: SocketAddr = format!("{CARD_INSIDE}:8081").parse().unwrap();
+        if self
+            .client
+            .wait_for_tcp(status, Duration::from_secs(10))
+            .is_err()
+        {
+            panic!("cardfw did not come up:\n{}", self.card_log());
+        }
+    }
+
+    fn card_log(&self) -> String {
+        self.card_pid
+            .map_or_else(String::new, |pid| self.lab.log_of(pid))
+    }
+
+    fn policyd_log(&self) -> String {
+        self.policyd
+            .map_or_else(String::new, |pid| self.lab.log_of(pid))
+    }
+
+    /// The HTTP status of a plain request to allowed.test through the card.
+    fn fetch(&self) -> String {
+        let resolve = format!("allowed.test:80:{ALLOWED}");
+        let out = self
+            .client
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--resolve",
+                    &resolve,
+                    "http://allowed.test/",
+                ],
+            )
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until a request through the card answers `code`; returns how long it took.
+    fn wait_for_fetch(&self, code: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.fetch() == code {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "the card did not answer {code} within {within:?}\n{}\n{}",
+                self.card_log(),
+                self.policyd_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `policyd status` shows the card polling (seen at least once).
+    fn wait_until_polling(&self) {
+        let start = Instant::now();
+        while self.status().lines().any(|l| l.contains(" never "))
+            || !self.status().contains("laptops")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the card never polled:\n{}\n{}",
+                self.card_log(),
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Publish → enforced within 2 s; a server restart (and a version published meanwhile by
+/// another instance on the same database) → the card catches up; revoked → refused.
+#[test]
+fn published_rules_reach_the_card_within_two_seconds_and_survive_a_restart() {
+    let Some(mut lab) = PolicyLab::start("pole2e") else {
+        return;
+    };
+    let config = lab.card_config("card1");
+    let token = lab.token("laptops");
+    let enrolled = lab.enroll(&config, &token).expect("enrolment");
+    assert!(enrolled.contains("group laptops"), "{enrolled}");
+    lab.start_card(&config);
+    assert_eq!(lab.fetch(), "403", "first rules deny the web");
+    lab.wait_until_polling();
+
+    // Bad rules are refused at publish, with file:line:col.
+    let error = lab
+        .publish("8443", "laptops", "web: allow htp\n")
+        .unwrap_err();
+    assert!(error.contains(":1:"), "{error}");
+
+    lab.publish("8443", "laptops", OPEN_RULES)
+        .expect("publish v1");
+    let took = lab.wait_for_fetch("200", Duration::from_secs(2));
+    eprintln!("publish → enforced on the card in {took:?}");
+    let start = Instant::now();
+    while !lab.status().contains("applied") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no report: {}",
+            lab.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lab.status().contains("group laptops: newest version 1"),
+        "{}",
+        lab.status()
+    );
+
+    // The server goes away while the card polls; meanwhile a second instance on the same
+    // database publishes; the first comes back and the card catches up.
+    lab.stop_policyd();
+    let other = lab.start_policyd("8444");
+    lab.publish("8444", "laptops", CLOSED_RULES)
+        .expect("publish v2 via the other instance");
+    lab.lab.stop(other).unwrap();
+    lab.policyd = None;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        lab.fetch(),
+        "200",
+        "nothing changes while the server is away"
+    );
+    lab.start_policyd("8443");
+    lab.wait_for_fetch("403", Duration::from_secs(10));
+    assert!(
+        lab.card_log().contains("policy server: cannot reach")
+            || lab.card_log().contains("policy server:"),
+        "the card saw the server go: {}",
+        lab.card_log()
+    );
+
+    // Revoked: the certificate is refused, nothing more is installed.
+    let card_id = enrolled
+        .split("as card ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("card id printed")
+        .to_string();
+    lab.admin("8443", &["revoke", &card_id]).expect("revoke");
+    lab.publish("8443", "laptops", OPEN_RULES)
+        .expect("publish v3");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.fetch(), "403", "a revoked card gets no new rules");
+    assert!(
+        lab.policyd_log()
+            .contains("a revoked card tried to connect"),
+        "{}",
+        lab.policyd_log()
+    );
+    assert!(
+        lab.card_log().contains("this card was revoked"),
+        "{}",
+        lab.card_log()
+    );
+    assert!(lab.status().contains("revoked"), "{}", lab.status());
+}
+
+/// A server with a certificate from another CA at the same address is refused by the card:
+/// the TLS handshake fails, nothing is installed.
+#[test]
+fn a_server_from_another_ca_is_refused() {
+    let Some(mut lab) = PolicyLab::start("polmitm") else {
+        return;
+    };
+    let config = lab.card_config("card1");
+    let token = lab.token("laptops");
+    lab.enroll(&config, &token).expect("enrolment");
+    lab.start_card(&config);
+    lab.wait_until_polling();
+
+    // The impostor: its own CA, policy key and data at the real server's address.
+    lab.stop_policyd();
+    std::fs::rename(lab.dir.join("fleet"), lab.dir.join("real-fleet")).unwrap();
+    lab.policyd_cli(&[
+        "ca",
+        "init",
+        "--dir",
+        &lab.fleet_dir(),
+        "--name",
+        "10.99.0.1",
+    ])
+    .expect("impostor ca init");
+    lab.start_policyd("8443");
+    lab.publish("8443", "laptops", OPEN_RULES)
+        .expect("impostor publishes");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.fetch(), "403", "the impostor's rules are not installed");
+    let log = lab.card_log();
+    assert!(log.contains("invalid peer certificate"), "{log}");
+    assert!(!log.contains("policy bundle installed"), "{log}");
+}
+
+/// A token works once; garbage and truncated request bodies get a clear 400 and the server
+/// keeps serving.
+#[test]
+fn spent_tokens_and_garbage_requests_are_refused() {
+    let Some(lab) = PolicyLab::start("polrefuse") else {
+        return;
+    };
+    let token = lab.token("laptops");
+    let first = lab.card_config("card1");
+    lab.enroll(&first, &token).expect("first enrolment");
+    let second = lab.card_config("card2");
+    let error = lab.enroll(&second, &token).unwrap_err();
+    assert!(error.contains("already used"), "{error}");
+    let error = lab.enroll(&second, "0123456789abcdef").unwrap_err();
+    assert!(error.contains("unknown enrolment token"), "{error}");
+
+    let ca = lab.dir.join("fleet/ca.pem");
+    let post = |path: &str, body: &str| {
+        let out = lab
+            .card
+            .run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "-w",
+                    "\n%{http_code}",
+                    "-d",
+                    body,
+                    &format!("{SERVER}{path}"),
+                ],
+            )
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let garbage = post("/v1/enrol", "\u{1}\u{2}garbage");
+    assert!(
+        garbage.ends_with("400") && garbage.contains("not a valid request"),
+        "{garbage}"
+    );
+    let truncated = post("/v1/enrol", r#"{"token":"abc","csr_pem":"-----BEGIN CERT"#);
+    assert!(truncated.ends_with("400"), "{truncated}");
+    let bad_csr = post(
+        "/v1/enrol",
+        &format!(r#"{{"token":"{}","csr_pem":"junk"}}"#, lab.token("laptops")),
+    );
+    assert!(
+        bad_csr.ends_with("400") && bad_csr.contains("certificate request"),
+        "{bad_csr}"
+    );
+    let no_cert = post("/v1/report", r#"{"running_version":1}"#);
+    assert!(no_cert.ends_with("401"), "{no_cert}");
+    let no_admin = post("/v1/admin/tokens", r#"{"group":"laptops","count":1}"#);
+    assert!(no_admin.ends_with("401"), "{no_admin}");
+    // Still serving.
+    assert!(lab.status().contains("laptops"), "{}", lab.status());
+
+    // Offline signing: `policyd sign` with the policy key elsewhere, then `upload`. The
+    // server takes only bundles under its policy key, newer than the group's newest.
+    let rules = lab.dir.join("offline.txt");
+    std::fs::write(&rules, OPEN_RULES).unwrap();
+    let sign = |key: &Path, version: &str, out: &Path| {
+        lab.policyd_cli(&[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--group",
+            "laptops",
+            "--version",
+            version,
+            "--out",
+            out.to_str().unwrap(),
+            rules.to_str().unwrap(),
+        ])
+        .expect("sign")
+    };
+    let signed = lab.dir.join("offline-v4.bundle");
+    sign(&lab.dir.join("fleet/policy.key"), "4", &signed);
+    let upload = |bundle: &Path| {
+        lab.admin(
+            "8443",
+            &["upload", "--group", "laptops", bundle.to_str().unwrap()],
+        )
+    };
+    let uploaded = upload(&signed).expect("upload");
+    assert!(uploaded.contains("uploaded version 4"), "{uploaded}");
+    let replayed = upload(&signed).unwrap_err();
+    assert!(replayed.contains("not newer"), "{replayed}");
+    let other_key = lab.dir.join("other");
+    let out = lab
+        .origin
+        .run(
+            binary("cardwall-rules").to_str().unwrap(),
+            &["keygen", "--out", other_key.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let foreign = lab.dir.join("offline-foreign.bundle");
+    sign(&other_key.with_extension("key"), "5", &foreign);
+    let refused = upload(&foreign).unwrap_err();
+    assert!(refused.contains("this card trusts only"), "{refused}");
+    assert!(
+        lab.status().contains("group laptops: newest version 4"),
+        "{}",
+        lab.status()
+    );
+
+    // The fleet page: the admin token opens it; it lists the card and revokes it.
+    let jar = lab.dir.join("cookies");
+    let page = |args: &[&str]| {
+        let mut all = vec![
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-b",
+            jar.to_str().unwrap(),
+            "-c",
+            jar.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+        ];
+        all.extend_from_slice(args);
+        let out = lab.card.run("curl", &all).expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin_url = format!("{SERVER}/admin");
+    let login = page(&[&admin_url]);
+    assert!(
+        login.contains("Admin token") && login.ends_with("200"),
+        "{login}"
+    );
+    let wrong = page(&[
+        "-d",
+        "token=not-the-token",
+        &format!("{SERVER}/admin/login"),
+    ]);
+    assert!(wrong.ends_with("401"), "{wrong}");
+    let token = std::fs::read_to_string(lab.dir.join("fleet/admin.token")).unwrap();
+    let logged_in = page(&[
+        "-d",
+        &format!("token={}", token.trim()),
+        &format!("{SERVER}/admin/login"),
+    ]);
+    assert!(logged_in.ends_with("303"), "{logged_in}");
+    let fleet = page(&[&admin_url]);
+    let card_id = lab
+        .status()
+        .lines()
+        .find(|l| l.contains(" laptops "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a card in the status")
+        .to_string();
+    assert!(
+        fleet.contains(&card_id) && fleet.contains("Revoke"),
+        "{fleet}"
+    );
+    let marker = "name=\"csrf\" value=\"";
+    let csrf_at = fleet.find(marker).expect("csrf field") + marker.len();
+    let csrf = &fleet[csrf_at..csrf_at + fleet[csrf_at..].find('"').unwrap()];
+    let forged = page(&[
+        "-d",
+        &format!("csrf=bad&card={card_id}"),
+        &format!("{SERVER}/admin/revoke"),
+    ]);
+    assert!(forged.ends_with("403"), "{forged}");
+    let revoked = page(&[
+        "-d",
+        &format!("csrf={csrf}&card={card_id}"),
+        &format!("{SERVER}/admin/revoke"),
+    ]);
+    assert!(revoked.contains("is revoked"), "{revoked}");
+    assert!(lab.status().contains("revoked"), "{}", lab.status());
+}
