@@ -209,7 +209,10 @@ fn http_origin_answers_curl_in_another_namespace() -> Result<()> {
         &client,
         &["-H", "Host: example.test", &format!("{base}/echo?x=1")],
     )?;
-    assert_eq!(echo, "method GET\npath /echo?x=1\nhost example.test\n");
+    assert_eq!(
+        echo,
+        "method GET\npath /echo?x=1\nhost example.test\nbody 0 bytes\n"
+    );
 
     // 4 KiB at 1 KiB per 50 ms: three pauses at least.
     let started = Instant::now();
