@@ -50,22 +50,6 @@ struct CardLab {
     lab: Lab,
 }
 
-/// The `cardfw` binary built beside this test (`./x test` builds every binary first).
-fn cardfw_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let binary = dir.join("cardfw");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first (`cargo build -p cardfw`; `./x test` does)",
-        binary.display()
-    );
-    binary
-}
-
 impl CardLab {
     /// Builds the topology, starts the origin servers and the card with `RULES` and
     /// `extra_config` appended to the base config. `None` when the tests cannot run here.
@@ -161,7 +145,7 @@ impl CardLab {
         let card_pid = lab
             .spawn(
                 &card,
-                cardfw_binary(),
+                e2e::built_binary("cardfw"),
                 &["--config", config.to_str().unwrap()],
             )
             .expect("cardfw starts");
@@ -876,7 +860,7 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
     let printed = lab
         .card
         .run_ok(
-            cardfw_binary().to_str().unwrap(),
+            e2e::built_binary("cardfw").to_str().unwrap(),
             &["--config", config.to_str().unwrap(), "fingerprint"],
         )
         .unwrap();
