@@ -125,3 +125,52 @@ pub fn built_binary(name: &str) -> std::path::PathBuf {
     );
     binary
 }
+
+/// The three namespaces of a card test: a client whose default route is the card (link
+/// `eem0` 172.31.77.1 ↔ `usb0` 172.31.77.2, like the appliance's card link), the card with
+/// forwarding off, and the outside world (`o0` 10.99.0.1 ↔ `out0` 10.99.0.2) holding
+/// `world_addresses` too, routed from the card as 203.0.113.0/24.
+#[derive(Debug)]
+pub struct CardNamespaces {
+    pub client: topology::Netns,
+    pub card: topology::Netns,
+    pub world: topology::Netns,
+    pub lab: Lab,
+}
+
+/// Builds [`CardNamespaces`]; `None` (with the reason printed) when the tests cannot run here.
+pub fn card_namespaces(tag: &str, world_addresses: &[&str]) -> Option<CardNamespaces> {
+    if !require_root() || !require_program("curl", "curl") || !require_program("nft", "nftables") {
+        return None;
+    }
+    let mut lab = Lab::new(tag).expect("lab");
+    let client = lab.namespace("client").expect("client ns");
+    let card = lab.namespace("card").expect("card ns");
+    let world = lab.namespace("origin").expect("origin ns");
+    lab.link(
+        &client,
+        "eem0",
+        &["172.31.77.1/29"],
+        &card,
+        "usb0",
+        &["172.31.77.2/29"],
+    )
+    .expect("card link");
+    let mut outside = vec!["10.99.0.1/24"];
+    outside.extend_from_slice(world_addresses);
+    lab.link(&card, "out0", &["10.99.0.2/24"], &world, "o0", &outside)
+        .expect("outside link");
+    client
+        .route("default via 172.31.77.2")
+        .expect("client route");
+    card.route("203.0.113.0/24 via 10.99.0.1")
+        .expect("card route");
+    card.sysctl("net.ipv4.ip_forward", "0")
+        .expect("no forwarding on the card");
+    Some(CardNamespaces {
+        client,
+        card,
+        world,
+        lab,
+    })
+}

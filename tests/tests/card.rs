@@ -60,47 +60,16 @@ impl CardLab {
     /// Like [`CardLab::start`], with top-level config keys too (`{dir}` stands for the lab's
     /// directory).
     fn start_with(tag: &str, top_level: &str, extra_config: &str) -> Option<CardLab> {
-        if !e2e::require_root()
-            || !e2e::require_program("curl", "curl")
-            || !e2e::require_program("nft", "nftables")
-        {
-            return None;
-        }
-        let mut lab = Lab::new(tag).expect("lab");
-        let client = lab.namespace("client").expect("client ns");
-        let card = lab.namespace("card").expect("card ns");
-        let origin_ns = lab.namespace("origin").expect("origin ns");
-        lab.link(
-            &client,
-            "eem0",
-            &["172.31.77.1/29"],
-            &card,
-            "usb0",
-            &["172.31.77.2/29"],
-        )
-        .expect("card link");
-        lab.link(
-            &card,
-            "out0",
-            &["10.99.0.2/24"],
-            &origin_ns,
-            "o0",
-            // 203.0.113.12 exists but serves nothing: connections to it are refused.
-            &[
-                "10.99.0.1/24",
-                "203.0.113.10/32",
-                "203.0.113.11/32",
-                "203.0.113.12/32",
-            ],
-        )
-        .expect("outside link");
-        client
-            .route("default via 172.31.77.2")
-            .expect("client route");
-        card.route("203.0.113.0/24 via 10.99.0.1")
-            .expect("card route");
-        card.sysctl("net.ipv4.ip_forward", "0")
-            .expect("no forwarding on the card");
+        // 203.0.113.12 exists but serves nothing: connections to it are refused.
+        let e2e::CardNamespaces {
+            client,
+            card,
+            world: origin_ns,
+            mut lab,
+        } = e2e::card_namespaces(
+            tag,
+            &["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"],
+        )?;
 
         let ca = origin::test_ca();
         let dir = lab.dir().to_path_buf();

@@ -3,14 +3,13 @@
 //! TLS client that pins the card's own certificate.
 //!
 //! ```text
-//!  client 172.31.77.1 ──── card 172.31.77.2:443 (admin page) | 10.98.0.2 ──── outside 10.98.0.1
+//!  client 172.31.77.1 ──── card 172.31.77.2:443 (admin page) | 10.99.0.2 ──── outside 10.99.0.1
 //! ```
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use appliance::topology::Lab;
 use cardfw::admin::{self, AdminState};
 use cardfw::card::{Card, LoadedRules};
 use cardfw::config::Config;
@@ -22,7 +21,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CARD_INSIDE: &str = "172.31.77.2";
-const CARD_OUTSIDE: &str = "10.98.0.2";
+const CARD_OUTSIDE: &str = "10.99.0.2";
 
 /// Accepts exactly one certificate, byte for byte: the card's, read from its store.
 #[derive(Debug)]
@@ -123,31 +122,15 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn card_page_is_served_over_pinned_https_on_the_inside_address_only() {
-    if !e2e::require_root() {
+    let Some(e2e::CardNamespaces {
+        client,
+        card,
+        world: outside,
+        lab,
+    }) = e2e::card_namespaces("cardweb", &[])
+    else {
         return;
-    }
-    let mut lab = Lab::new("cardweb").expect("lab");
-    let client = lab.namespace("client").expect("client ns");
-    let card = lab.namespace("card").expect("card ns");
-    let outside = lab.namespace("outside").expect("outside ns");
-    lab.link(
-        &client,
-        "eem0",
-        &["172.31.77.1/29"],
-        &card,
-        "usb0",
-        &["172.31.77.2/29"],
-    )
-    .expect("inside link");
-    lab.link(
-        &card,
-        "out0",
-        &["10.98.0.2/24"],
-        &outside,
-        "o0",
-        &["10.98.0.1/24"],
-    )
-    .expect("outside link");
+    };
 
     let inside: IpAddr = CARD_INSIDE.parse().unwrap();
     let store = Store::open_or_create(

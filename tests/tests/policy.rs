@@ -47,41 +47,12 @@ struct PolicyLab {
 
 impl PolicyLab {
     fn start(tag: &str) -> Option<PolicyLab> {
-        if !e2e::require_root()
-            || !e2e::require_program("curl", "curl")
-            || !e2e::require_program("nft", "nftables")
-        {
-            return None;
-        }
-        let mut lab = Lab::new(tag).expect("lab");
-        let client = lab.namespace("client").expect("client ns");
-        let card = lab.namespace("card").expect("card ns");
-        let origin = lab.namespace("origin").expect("origin ns");
-        lab.link(
-            &client,
-            "eem0",
-            &["172.31.77.1/29"],
-            &card,
-            "usb0",
-            &["172.31.77.2/29"],
-        )
-        .expect("card link");
-        lab.link(
-            &card,
-            "out0",
-            &["10.99.0.2/24"],
-            &origin,
-            "o0",
-            &["10.99.0.1/24", "203.0.113.10/32"],
-        )
-        .expect("outside link");
-        client
-            .route("default via 172.31.77.2")
-            .expect("client route");
-        card.route("203.0.113.0/24 via 10.99.0.1")
-            .expect("card route");
-        card.sysctl("net.ipv4.ip_forward", "0")
-            .expect("no forwarding on the card");
+        let e2e::CardNamespaces {
+            client,
+            card,
+            world: origin,
+            lab,
+        } = e2e::card_namespaces(tag, &["203.0.113.10/32"])?;
         let addr = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
         let names = HashMap::from([("allowed.test".to_string(), ALLOWED.parse().unwrap())]);
         let servers = vec![
