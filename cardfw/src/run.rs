@@ -139,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
                 admin.clone(),
                 card.clone(),
                 config.policy.clone(),
+                crate::managed::network::watch(config.link.clone(), config.outside_address),
             ));
             RuleSource::Store(admin)
         }

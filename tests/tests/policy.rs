@@ -10,8 +10,8 @@
 //!
 //! Bundle refusals (bad signature, wrong key, expired, replay, rollback, wrong group, garbage,
 //! truncated) are checked against the real store in `cardfw::managed::tests`; here: the
-//! whole path, a server restart, a revoked card, a server from another CA, a spent token and
-//! garbage request bodies.
+//! whole path, a server restart, a revoked card, a server from another CA, a spent token,
+//! garbage request bodies, and the card's outside link going down and coming back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -162,8 +162,14 @@ impl PolicyLab {
         self.admin("8443", &["status"]).expect("status")
     }
 
-    /// A card store in `name` (PIN changed from the default), and its configuration file.
+    /// A card store in `name` (PIN changed from the default), and its configuration file,
+    /// with short back-offs.
     fn card_config(&self, name: &str) -> PathBuf {
+        self.card_config_with(name, "retry_min_ms = 200\nretry_max_ms = 2000\n")
+    }
+
+    /// Like [`PolicyLab::card_config`], with `policy` as the `[policy]` section.
+    fn card_config_with(&self, name: &str, policy: &str) -> PathBuf {
         let store = self.dir.join(name);
         let created = cardfw::store::Store::open_or_create(
             &store,
@@ -179,7 +185,7 @@ impl PolicyLab {
                 "rules = \"{rules}\"\nstore = \"{store}\"\ninside_address = \"{CARD_INSIDE}\"\n\
                  outside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
                  [ports]\nadmin = 8443\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n\
-                 [policy]\nretry_min_ms = 200\nretry_max_ms = 2000\n",
+                 [policy]\n{policy}",
                 rules = self.dir.join("unused-rules.txt").display(),
                 store = store.display(),
             ),
@@ -379,6 +385,57 @@ fn published_rules_reach_the_card_within_two_seconds_and_survive_a_restart() {
         lab.card_log()
     );
     assert!(lab.status().contains("revoked"), "{}", lab.status());
+}
+
+/// The card's outside link goes down while it polls: it keeps failing and its back-off grows
+/// (2.5–5 s, 5–10 s, then 10–20 s); a version is published meanwhile. When the link comes back
+/// the card asks at once instead of finishing the back-off: enforced within 3 s.
+#[test]
+fn the_card_polls_at_once_when_its_network_comes_up() {
+    let Some(mut lab) = PolicyLab::start("polnet") else {
+        return;
+    };
+    let config = lab.card_config_with("card1", "retry_min_ms = 5000\nretry_max_ms = 60000\n");
+    let token = lab.token("laptops");
+    lab.enroll(&config, &token).expect("enrolment");
+    lab.start_card(&config);
+    lab.wait_until_polling();
+    assert_eq!(lab.fetch(), "403", "first rules deny the web");
+
+    let failures = |lab: &PolicyLab| lab.card_log().matches("policy server:").count();
+    let before = failures(&lab);
+    lab.card
+        .run_ok("ip", &["link", "set", "out0", "down"])
+        .expect("link down");
+    let start = Instant::now();
+    while failures(&lab) < before + 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the card did not fail three times with its link down:\n{}",
+            lab.card_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.publish("8443", "laptops", OPEN_RULES)
+        .expect("publish while the card is cut off");
+
+    lab.card
+        .run_ok("ip", &["link", "set", "out0", "up"])
+        .expect("link up");
+    // The route through the downed link went with it.
+    lab.card
+        .run_ok(
+            "ip",
+            &["route", "replace", "203.0.113.0/24", "via", "10.99.0.1"],
+        )
+        .expect("route back");
+    let took = lab.wait_for_fetch("200", Duration::from_secs(3));
+    eprintln!("link up → enforced on the card in {took:?}");
+    assert!(
+        lab.card_log().contains("network up"),
+        "the card logs the wake-up:\n{}",
+        lab.card_log()
+    );
 }
 
 /// A server with a certificate from another CA at the same address is refused by the card:

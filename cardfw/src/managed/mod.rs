@@ -8,9 +8,11 @@
 //! - [`poller`]: keeps a long poll open; each bundle is checked ([`apply`]): signature under
 //!   the pinned key, group, validity dates, version higher than the installed one. Only then
 //!   is it installed as the store's next version and swapped in; anything else is refused,
-//!   logged and reported, and the rules in force stay.
+//!   logged and reported, and the rules in force stay. [`network`] tells it when the card's
+//!   network comes up, so it asks at once instead of finishing a back-off.
 //! - `cardfw unenroll` (PIN on stdin) leaves the fleet; the rules in force stay.
 
+pub mod network;
 pub mod poller;
 
 #[cfg(test)]

@@ -2,13 +2,16 @@
 //! installed one and wait; install what comes, report, reload the rules at once. When the
 //! server cannot be reached (no network yet, server restarting) or sends something refused,
 //! wait and try again, the wait doubling with jitter up to `policy.retry_max_ms`. The rules in
-//! force never change on a failure.
+//! force never change on a failure. A change of the network's state ([`super::network`]) ends
+//! the wait and any poll in flight at once: when the network comes up the card asks straight
+//! away, on a new connection, instead of sitting out the back-off.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use policyd::client::Client;
 use policyd::wire::{self, Outcome, Report};
+use tokio::sync::watch;
 
 use super::{Enrolment, apply};
 use crate::admin::AdminState;
@@ -31,11 +34,12 @@ fn jittered(base: Duration) -> Duration {
     base / 2 + (base / 2) * spread / u16::MAX as u32
 }
 
-/// Runs for as long as the card runs.
+/// Runs for as long as the card runs. `network` says whether the card's network is up.
 pub async fn poll_forever(
     admin: Arc<AdminState>,
     card: Arc<Card>,
     config: Policy,
+    mut network: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let source = RuleSource::Store(admin.clone());
     let retry_min = Duration::from_millis(config.retry_min_ms);
@@ -45,11 +49,19 @@ pub async fn poll_forever(
     // The newest version refused: not asked for again, so a bad bundle is not fetched in a loop.
     let mut refused_through = 0;
     let mut kept: Option<(String, Client)> = None;
-    let backoff = async |why: String, retry: &mut Duration| {
+    let backoff = async |why: String, retry: &mut Duration, network: &mut watch::Receiver<bool>| {
         let wait = jittered(*retry);
         tracing::warn!(wait_ms = wait.as_millis() as u64, "policy server: {why}");
-        tokio::time::sleep(wait).await;
-        *retry = (*retry * 2).min(retry_max);
+        let network_changed = tokio::select! {
+            () = tokio::time::sleep(wait) => false,
+            Ok(()) = network.changed() => true,
+        };
+        // A network that just came up is a new situation: start over from the shortest wait.
+        *retry = if network_changed && *network.borrow() {
+            retry_min
+        } else {
+            (*retry * 2).min(retry_max)
+        };
     };
     loop {
         let enrolment = match Enrolment::load(admin.store()) {
@@ -59,7 +71,12 @@ pub async fn poll_forever(
                 continue;
             }
             Err(e) => {
-                backoff(format!("cannot read the enrolment: {e}"), &mut retry).await;
+                backoff(
+                    format!("cannot read the enrolment: {e}"),
+                    &mut retry,
+                    &mut network,
+                )
+                .await;
                 continue;
             }
         };
@@ -74,26 +91,33 @@ pub async fn poll_forever(
                     client
                 }
                 Err(e) => {
-                    backoff(e.to_string(), &mut retry).await;
+                    backoff(e.to_string(), &mut retry, &mut network).await;
                     continue;
                 }
             },
         };
         let after = enrolment.installed_version.max(refused_through);
-        let answer = client
-            .request(
-                http::Method::GET,
-                &format!("/v1/bundle?after={after}"),
-                &[],
-                None,
-                poll_timeout,
-                wire::MAX_BUNDLE_BODY,
-            )
-            .await;
+        let path = format!("/v1/bundle?after={after}");
+        let poll = client.request(
+            http::Method::GET,
+            &path,
+            &[],
+            None,
+            poll_timeout,
+            wire::MAX_BUNDLE_BODY,
+        );
+        let answer = tokio::select! {
+            answer = poll => answer,
+            Ok(()) = network.changed() => {
+                // The held connection may not have lived through the change: a new one.
+                kept = None;
+                continue;
+            }
+        };
         let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
-                backoff(e.to_string(), &mut retry).await;
+                backoff(e.to_string(), &mut retry, &mut network).await;
                 continue;
             }
         };
@@ -139,7 +163,8 @@ pub async fn poll_forever(
                             Some(error.clone()),
                         )
                         .await;
-                        backoff(format!("bundle refused: {error}"), &mut retry).await;
+                        let why = format!("bundle refused: {error}");
+                        backoff(why, &mut retry, &mut network).await;
                     }
                 }
             }
@@ -147,6 +172,7 @@ pub async fn poll_forever(
                 backoff(
                     format!("answered {status}: {}", answer.error_text()),
                     &mut retry,
+                    &mut network,
                 )
                 .await;
             }

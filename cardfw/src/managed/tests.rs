@@ -235,3 +235,14 @@ fn unenrolling_needs_the_pin_and_keeps_the_rules() {
         .save_rules("default deny\n")
         .unwrap();
 }
+
+#[test]
+fn the_network_is_up_only_with_the_link_and_the_outside_address_running() {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::network::is_up;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    assert!(is_up("lo", loopback));
+    assert!(!is_up("lo", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))));
+    assert!(!is_up("no-such-link0", loopback));
+}
