@@ -426,32 +426,20 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
             .ok()
             .flatten()
             .map(|e| e.describe()),
-        counters: vec![
-            CounterView {
-                label: "Connections",
-                value: load(&counters.connections),
-            },
-            CounterView {
-                label: "Allowed",
-                value: load(&counters.allowed),
-            },
-            CounterView {
-                label: "Denied",
-                value: load(&counters.denied),
-            },
-            CounterView {
-                label: "DNS questions",
-                value: load(&counters.dns_queries),
-            },
-            CounterView {
-                label: "Refused at capacity",
-                value: load(&counters.refused_at_capacity),
-            },
-            CounterView {
-                label: "Rule reloads",
-                value: load(&counters.reloads),
-            },
-        ],
+        counters: [
+            ("Connections", &counters.connections),
+            ("Allowed", &counters.allowed),
+            ("Denied", &counters.denied),
+            ("DNS questions", &counters.dns_queries),
+            ("Refused at capacity", &counters.refused_at_capacity),
+            ("Rule reloads", &counters.reloads),
+        ]
+        .into_iter()
+        .map(|(label, counter)| CounterView {
+            label,
+            value: load(counter),
+        })
+        .collect(),
         recent: state
             .card
             .events

@@ -287,8 +287,13 @@ impl Client {
     /// Writes one of the proxy's own pages. The connection survives it only if the client
     /// wants that and no unread request body is in the way.
     async fn answer(&mut self, page: Page, request: &RequestHead, body_unread: bool) -> Next {
-        let close = request.closes() || body_unread;
-        let bytes = page.to_http(close, request.method != "HEAD");
+        self.reply(page, request.closes() || body_unread, &request.method)
+            .await
+    }
+
+    /// Writes a page; `close` ends the connection after it. An answer to HEAD has no body.
+    async fn reply(&mut self, page: Page, close: bool, method: &str) -> Next {
+        let bytes = page.to_http(close, method != "HEAD");
         if self.conn.stream.write_all(&bytes).await.is_err() || close {
             return Next::Close;
         }
@@ -381,7 +386,7 @@ impl Client {
         let (mut upstream, response) =
             match self.send(&target, &addresses, &head, framing, &url).await {
                 Ok(sent) => sent,
-                Err(Some(page)) => return self.answer_after_body(page, client_closes).await,
+                Err(Some(page)) => return self.reply(page, client_closes, &method).await,
                 Err(None) => return Next::Close,
             };
 
@@ -390,7 +395,7 @@ impl Client {
         }
         let answer = match self.check_response(response, &method, &ask, &decision, &url) {
             Ok(answer) => answer,
-            Err(page) => return self.answer_after_body(page, client_closes).await,
+            Err(page) => return self.reply(page, client_closes, &method).await,
         };
         let closes = client_closes || answer.framing == Framing::UntilClose;
         let upstream_reusable = !answer.head.closes() && answer.framing != Framing::UntilClose;
@@ -440,15 +445,6 @@ impl Client {
         self.card
             .events
             .decision(self.peer.ip(), Protocol::Http, target, decision);
-    }
-
-    /// A page sent once the request (and its body) has gone upstream: nothing unread remains.
-    async fn answer_after_body(&mut self, page: Page, client_closes: bool) -> Next {
-        let bytes = page.to_http(client_closes, true);
-        if self.conn.stream.write_all(&bytes).await.is_err() || client_closes {
-            return Next::Close;
-        }
-        Next::KeepAlive
     }
 
     /// Sends the request head and body upstream, on the kept connection when it fits, and
