@@ -31,6 +31,7 @@ pub const CARD_OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 31, 77, 3);
 pub const DEMO_RULES: &str = "\
 # The lab's demo rules: try allowed.test and blocked.test from the protected computer.
 no-blocked: deny any host blocked.test
+no-doh:     deny any host @doh
 no-video:   deny http content-type video/*
 dns:        allow dns
 web:        allow http

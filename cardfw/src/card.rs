@@ -31,6 +31,9 @@ pub struct Card {
     /// SHA-256 of the card web page's certificate, once it has one: the appliance shows it, so
     /// a user can check what the browser is shown.
     pub tls_fingerprint: std::sync::OnceLock<String>,
+    /// Public names of the ECH configs the DNS forwarder stripped: hellos naming them are
+    /// refused unless a rule says `allow-ech`.
+    pub ech_covers: crate::ech::CoverNames,
 }
 
 impl Card {
@@ -42,6 +45,7 @@ impl Card {
             events: Events::default(),
             slots,
             tls_fingerprint: std::sync::OnceLock::new(),
+            ech_covers: crate::ech::CoverNames::default(),
         })
     }
 }
@@ -189,14 +193,41 @@ impl Events {
             Action::Allow => &self.counters.allowed,
             Action::Deny => &self.counters.denied,
         });
-        let record = DecisionRecord {
+        self.remember(DecisionRecord {
             at: unix_now(),
             client,
             protocol: protocol.name(),
             target: truncated(target),
             action,
             rule: truncated(&decision.rule.id),
-        };
+        });
+    }
+
+    /// Records a refusal that no rule made (see [`Refusal`]) exactly like a rule's denial: one
+    /// log line with the refusal's code in place of the rule id, the `denied` counter, and a
+    /// place in the recent-decisions ring, so the status page and the counters agree.
+    pub fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
+        tracing::info!(
+            verdict = "deny",
+            rule = refusal.code(),
+            reason = refusal.reason(),
+            client = %client,
+            protocol = protocol.name(),
+            target,
+            "decision"
+        );
+        Counters::bump(&self.counters.denied);
+        self.remember(DecisionRecord {
+            at: unix_now(),
+            client,
+            protocol: protocol.name(),
+            target: truncated(target),
+            action: "deny",
+            rule: truncated(refusal.code()),
+        });
+    }
+
+    fn remember(&self, record: DecisionRecord) {
         self.recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -207,6 +238,51 @@ impl Events {
     pub fn recent(&self) -> Vec<DecisionRecord> {
         let ring = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         ring.oldest_ordered().cloned().collect()
+    }
+}
+
+/// A refusal the rule file did not make: the card refuses these whatever the rules say. Each
+/// has a stable code, recorded where a rule decision records its rule id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `use-application-dns.net`: NXDOMAIN tells browsers to keep DNS on the card.
+    DohCanary,
+    /// A hello naming the public name of an ECH config the card stripped, without `allow-ech`.
+    EchCoverName,
+    /// A hello inside CONNECT naming another host than CONNECT did (domain fronting).
+    DomainFronting,
+    /// Cleartext HTTP/2 (`h2c`, by prior knowledge or `Upgrade: h2c`): later requests on the
+    /// connection would pass unseen by path rules.
+    CleartextHttp2,
+    /// A response body longer than the `max-body` of the rule that allowed it.
+    BodyOverLimit,
+}
+
+impl Refusal {
+    /// The stable code: shown as the rule on the status page, and in the log.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::DohCanary => "doh-canary",
+            Refusal::EchCoverName => "ech-cover-name",
+            Refusal::DomainFronting => "domain-fronting",
+            Refusal::CleartextHttp2 => "h2c",
+            Refusal::BodyOverLimit => "max-body",
+        }
+    }
+
+    /// What a person reads in the log and on a refusal page.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::DohCanary => "browsers are told not to switch to DNS over HTTPS",
+            Refusal::EchCoverName => {
+                "the name is an Encrypted Client Hello cover name; a rule must say allow-ech"
+            }
+            Refusal::DomainFronting => "TLS name differs from the CONNECT host",
+            Refusal::CleartextHttp2 => {
+                "cleartext HTTP/2 (h2c) would hide later requests from the rules"
+            }
+            Refusal::BodyOverLimit => "the body is larger than the rule allows",
+        }
     }
 }
 

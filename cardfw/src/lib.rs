@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod card;
 pub mod config;
+pub mod ech;
 pub mod intercept;
 pub mod iso7816;
 pub mod managed;

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 pub mod bundle;
 mod diagnostic;
 mod host;

@@ -276,6 +276,15 @@ impl Parser<'_> {
                 return;
             }
         };
+        if crate::builtin::list(name.text).is_some() {
+            let msg = format!(
+                "`{0}` is a built-in list (use it as `@{0}`); give your own list another name",
+                name.text
+            );
+            self.report
+                .error(ErrorKind::DuplicateName, line_no, name.col, line, msg);
+            return;
+        }
         if let Some(previous) = self.policy.lists.iter().find(|l| l.name == name.text) {
             let msg = format!(
                 "list `{}` is already defined on line {}",
@@ -513,7 +522,8 @@ impl Parser<'_> {
 
     fn check_list_uses(&mut self) {
         for used in std::mem::take(&mut self.list_uses) {
-            if !self.policy.lists.iter().any(|l| l.name == used.name) {
+            let defined = self.policy.lists.iter().any(|l| l.name == used.name);
+            if !defined && crate::builtin::list(&used.name).is_none() {
                 let known: Vec<&str> = self.policy.lists.iter().map(|l| l.name.as_str()).collect();
                 let hint = match suggestion(&used.name, &known) {
                     Some(k) => format!("; did you mean `@{k}`?"),
@@ -678,6 +688,15 @@ mod tests {
         );
         let e = errors("deny any host @adz\nlist ads = x.example\n");
         assert!(e.0[0].message.contains("did you mean `@ads`"), "{}", e.0[0]);
+    }
+
+    #[test]
+    fn built_in_lists_are_known_and_cannot_be_redefined() {
+        assert!(parse("t", "deny any host @doh\n").is_ok());
+        assert_eq!(
+            places("list doh = x.example\n"),
+            vec![(ErrorKind::DuplicateName, 1, 6)]
+        );
     }
 
     #[test]

@@ -92,8 +92,9 @@ pub struct RuleInfo {
     pub action: Action,
     /// The rule as text, for block pages and logs.
     pub text: String,
-    /// The rule lets a TLS hello with Encrypted Client Hello through (`allow-ech`): the proxy
-    /// refuses such hellos unless the deciding rule says this.
+    /// The rule lets a TLS hello naming an Encrypted Client Hello cover name through
+    /// (`allow-ech`): the card refuses hellos naming the public name of an ECH config it
+    /// stripped from DNS unless the deciding rule says this.
     pub allow_ech: bool,
 }
 
@@ -342,11 +343,13 @@ impl RuleSet {
                         add(pattern.clone());
                         continue;
                     };
-                    let list = policy
-                        .lists
-                        .iter()
-                        .find(|l| &l.name == list_name)
-                        .expect("the parser checked every list reference");
+                    let Some(list) = policy.lists.iter().find(|l| &l.name == list_name) else {
+                        crate::builtin::patterns(list_name)
+                            .expect("the parser checked every list reference")
+                            .into_iter()
+                            .for_each(&mut add);
+                        continue;
+                    };
                     match &list.source {
                         ListSource::Inline(patterns) => patterns.iter().cloned().for_each(&mut add),
                         ListSource::File(path) => {

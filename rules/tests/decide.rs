@@ -152,6 +152,24 @@ fn lists_inline_and_from_files() {
 }
 
 #[test]
+fn the_built_in_doh_list_names_public_resolvers() {
+    let rules = compile("no-doh: deny any host @doh\nallow any\n");
+    for host in [
+        "dns.google",
+        "cloudflare-dns.com",
+        "mozilla.cloudflare-dns.com",
+        "dns.quad9.net",
+    ] {
+        assert_eq!(
+            decided(&rules, &http(host)),
+            (Action::Deny, "no-doh".into()),
+            "{host}"
+        );
+    }
+    assert_eq!(decided(&rules, &http("google.com")).0, Action::Allow);
+}
+
+#[test]
 fn list_file_problems_are_reported_where_they_are() {
     let files = HashMap::from([(
         "block.txt".to_string(),

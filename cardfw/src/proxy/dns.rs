@@ -26,8 +26,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::card::{Card, Counters};
+use crate::card::{Card, Counters, Refusal};
 use crate::config::Config;
+use crate::ech;
 
 /// Browsers ask for this name before switching to DNS over HTTPS on their own; NXDOMAIN tells
 /// them not to, so their lookups stay where the rules see them.
@@ -311,14 +312,8 @@ async fn decide_and_resolve(
         return reply_to(query, ResponseCode::Refused);
     }
     if card.config.dns.block_doh_canary && name == DOH_CANARY {
-        tracing::info!(
-            verdict = "deny",
-            rule = "doh-canary",
-            client = %client,
-            protocol = Protocol::Dns.name(),
-            target = name.as_str(),
-            "decision"
-        );
+        card.events
+            .refusal(client, Protocol::Dns, &name, Refusal::DohCanary);
         return reply_to(query, ResponseCode::NXDomain);
     }
     let action = {
@@ -339,7 +334,12 @@ async fn decide_and_resolve(
         return relay(&stored, query, age);
     }
     match forward(transport, query, &card.config).await {
-        Ok((upstream, wire_len)) => {
+        Ok((mut upstream, wire_len)) => {
+            // Before the cache: what is cached is what the inside may see.
+            let stripped = ech::strip(&mut upstream, &card.ech_covers);
+            if stripped > 0 {
+                tracing::debug!(client = %client, name = %key.name, stripped, "DNS: ECH configs removed");
+            }
             cache.insert(key, &upstream, wire_len, Instant::now());
             relay(&upstream, query, 0)
         }
@@ -842,6 +842,27 @@ mod tests {
         reply.metadata.recursion_available = true;
         reply.queries = query.queries.clone();
         reply.edns = query.edns.clone();
+        if question.query_type() == RecordType::HTTPS {
+            use hickory_proto::rr::rdata::HTTPS;
+            use hickory_proto::rr::rdata::svcb::{
+                Alpn, EchConfigList, SVCB, SvcParamKey, SvcParamValue,
+            };
+            let params = vec![
+                (
+                    SvcParamKey::Alpn,
+                    SvcParamValue::Alpn(Alpn(vec!["h2".into()])),
+                ),
+                (
+                    SvcParamKey::EchConfigList,
+                    SvcParamValue::EchConfigList(EchConfigList(crate::ech::config_list(
+                        "cover.test",
+                    ))),
+                ),
+            ];
+            let https = RData::HTTPS(HTTPS(SVCB::new(1, Name::root(), params)));
+            reply.add_answer(Record::from_rdata(question.name().clone(), 300, https));
+            return reply.to_vec().unwrap();
+        }
         let addresses: Vec<Ipv4Addr> = match name.as_str() {
             "allowed.test" => vec![Ipv4Addr::new(192, 0, 2, 1)],
             "big.test" => (1..=3).map(|i| Ipv4Addr::new(192, 0, 2, 100 + i)).collect(),
@@ -941,6 +962,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_answers_reach_the_inside_without_ech_and_its_cover_name_is_remembered() {
+        let upstream = Upstream::start().await;
+        let card = card(upstream.address);
+        let cache = cache_for(&card);
+        let mut message = query_message(3, "allowed.test");
+        message.queries[0].set_query_type(RecordType::HTTPS);
+        for _ in 0..2 {
+            // The second answer comes from the cache: stripped there too.
+            let reply = ask(&card, &cache, &message.to_vec().unwrap()).await;
+            let RData::HTTPS(https) = &reply.answers[0].data else {
+                panic!("an HTTPS record: {reply:?}");
+            };
+            let keys: Vec<_> = https.0.svc_params.iter().map(|(key, _)| *key).collect();
+            assert_eq!(keys, [hickory_proto::rr::rdata::svcb::SvcParamKey::Alpn]);
+        }
+        assert!(card.ech_covers.contains("cover.test"));
+        assert_eq!(count(&card.events.counters.dns_cache_hits), 1);
+    }
+
+    #[tokio::test]
     async fn allowed_name_gets_the_upstreams_answer() {
         let upstream = Upstream::start().await;
         let card = card(upstream.address);
@@ -994,8 +1035,12 @@ mod tests {
         let reply = ask(&card, &cache, &query(9, "use-application-dns.net")).await;
         assert_eq!(reply.response_code, ResponseCode::NXDomain);
         assert!(upstream.seen().is_empty());
-        // Not a rule's decision: nothing in the decision ring.
-        assert!(card.events.recent().is_empty());
+        // Not a rule's decision, but recorded like one: the status page shows it.
+        let recent = card.events.recent();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].rule.as_str(), "doh-canary");
+        assert_eq!(recent[0].action, "deny");
+        assert_eq!(count(&card.events.counters.denied), 1);
 
         let card = card_with(upstream.address, |config| {
             config.dns.block_doh_canary = false

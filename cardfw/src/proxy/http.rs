@@ -25,11 +25,11 @@ use super::pages::{self, Page};
 use super::splice::{self, Pipe};
 use super::tls;
 use super::upstream::{self, UpstreamError};
-use crate::card::{Card, Counters};
-use crate::wire::client_hello;
+use crate::card::{Card, Counters, Refusal};
 use crate::wire::http1::{
     self, ChunkedTracker, Framing, HeadError, Headers, ParseHead, RequestHead, ResponseHead,
 };
+use crate::wire::{client_hello, http2};
 
 /// How requests reach this listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +266,9 @@ impl Client {
                     );
                     return self.malformed(page, "request head too large").await;
                 }
+                Err(HeadRead::Malformed(_)) if self.conn.buf.starts_with(http2::PREFACE_START) => {
+                    return self.refuse_h2c_prior_knowledge().await;
+                }
                 Err(HeadRead::Malformed(e)) => {
                     let page = pages::refused(StatusCode::BAD_REQUEST, &e.to_string());
                     return self.malformed(page, &e.to_string()).await;
@@ -275,6 +278,20 @@ impl Client {
                 return;
             }
         }
+    }
+
+    /// A client that speaks HTTP/2 in clear from its first byte: refused in HTTP/2's own terms
+    /// (GOAWAY, HTTP_1_1_REQUIRED), recorded like a rule's denial.
+    async fn refuse_h2c_prior_knowledge(&mut self) {
+        let target = self.original_dst.to_string();
+        self.card.events.refusal(
+            self.peer.ip(),
+            Protocol::Http,
+            &target,
+            Refusal::CleartextHttp2,
+        );
+        let why = format!("cardwall: {}", Refusal::CleartextHttp2.reason());
+        let _ = self.conn.stream.write_all(&http2::refusal(&why)).await;
     }
 
     /// Answers a request that cannot be understood, counts it, and ends the connection.
@@ -337,9 +354,19 @@ impl Client {
             }
         };
 
+        let url = target.url();
+        if request.headers.has_token("upgrade", "h2c") {
+            self.card.events.refusal(
+                self.peer.ip(),
+                Protocol::Http,
+                &url,
+                Refusal::CleartextHttp2,
+            );
+            let page = pages::refused(StatusCode::FORBIDDEN, Refusal::CleartextHttp2.reason());
+            return self.answer(page, &request, body_unread).await;
+        }
         let loaded = self.card.policy.current();
         let rules = &loaded.rules;
-        let url = target.url();
         let method = request.method.clone();
         let ask = rules_request(Protocol::Http, &target.host, target.port)
             .method(&method)
@@ -428,8 +455,13 @@ impl Client {
             Err(RelayError::OverLimit) => {
                 let (max, rule) = answer.limit.expect("only a limit cuts a body");
                 Counters::bump(&self.card.events.counters.bodies_cut);
-                tracing::info!(client = %self.peer, url, rule, limit = max, verdict = "deny",
-                    "decision: body cut at its size limit");
+                tracing::info!(client = %self.peer, url, rule, limit = max, "body cut at its size limit");
+                self.card.events.refusal(
+                    self.peer.ip(),
+                    Protocol::Http,
+                    &url,
+                    Refusal::BodyOverLimit,
+                );
                 Next::Close
             }
             Err(RelayError::Malformed(e)) => {
@@ -925,9 +957,24 @@ async fn tunnel_after_connect(
             .dst(dst.ip())
             .port(dst.port());
         let decision = loaded.rules.decide(&ask);
-        if let Some(refusal) = tls::refusal(&hello, Some(connect_host), &decision) {
-            Counters::bump(&card.events.counters.denied);
-            tracing::info!(client = %peer, target, reason = refusal, rule = %decision.rule.id, verdict = "deny", "decision");
+        let refused = match decision.action {
+            Action::Deny => {
+                card.events
+                    .decision(peer.ip(), Protocol::Https, &target, &decision);
+                true
+            }
+            Action::Allow => {
+                match tls::refusal(&hello, Some(connect_host), decision.rule, &card.ech_covers) {
+                    Some(why) => {
+                        card.events
+                            .refusal(peer.ip(), Protocol::Https, &target, why);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if refused {
             let _ = tunnel
                 .write_all(&client_hello::fatal_alert(
                     client_hello::AlertDescription::AccessDenied,

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rules::{Action, Decision, LocalTime, Protocol};
+use rules::{Action, LocalTime, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{splice, upstream};
-use crate::card::{Card, Counters};
+use crate::card::{Card, Counters, Refusal};
+use crate::ech::CoverNames;
 use crate::wire::client_hello::{
     self, AlertDescription, ClientHello, HelloError, MAX_BUFFER_BYTES,
 };
@@ -73,26 +74,27 @@ pub fn count_hello_failure(card: &Card, client: SocketAddr, failure: &HelloFailu
     }
 }
 
-/// Why an allowed-looking hello is still refused, if it is: the rules denied it; it hides its
-/// real name with ECH and the rule does not say `allow-ech`; or (in a CONNECT tunnel) it
-/// names another host than the one CONNECT asked for, which is domain fronting.
+/// Why a hello the rules allowed is still refused, if it is: it names the public name of an
+/// ECH config the card stripped from DNS (a cover name) and the rule does not say
+/// `allow-ech`; or (in a CONNECT tunnel) it names another host than the one CONNECT asked
+/// for, which is domain fronting. The ECH extension itself decides nothing: browsers send a
+/// GREASE one in every hello (see [`crate::ech`]).
 pub fn refusal(
     hello: &ClientHello,
     connect_host: Option<&str>,
-    decision: &Decision<'_>,
-) -> Option<&'static str> {
-    if decision.action == Action::Deny {
-        return Some("denied by rule");
+    allowed_by: &rules::RuleInfo,
+    covers: &CoverNames,
+) -> Option<Refusal> {
+    let sni = hello.server_name.as_deref();
+    if sni.is_some_and(|name| covers.contains(name)) && !allowed_by.allow_ech {
+        return Some(Refusal::EchCoverName);
     }
-    if hello.has_ech && !decision.rule.allow_ech {
-        return Some("encrypted client hello hides the name");
-    }
-    if let (Some(expected), Some(sni)) = (connect_host, hello.server_name.as_deref())
+    if let (Some(expected), Some(sni)) = (connect_host, sni)
         && !sni
             .trim_end_matches('.')
             .eq_ignore_ascii_case(expected.trim_end_matches('.'))
     {
-        return Some("TLS name differs from the CONNECT host");
+        return Some(Refusal::DomainFronting);
     }
     None
 }
@@ -149,21 +151,24 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         ask = ask.host(name);
     }
     let decision = loaded.rules.decide(&ask);
-    if let Some(reason) = refusal(&hello, None, &decision) {
-        if decision.action == Action::Deny {
-            card.events
-                .decision(peer.ip(), Protocol::Https, &target, &decision);
-        } else {
-            Counters::bump(&card.events.counters.denied);
-            tracing::info!(client = %peer, target, reason, rule = %decision.rule.id, verdict = "deny", "decision");
-        }
+    let refused = match decision.action {
+        Action::Deny => Some(None),
+        Action::Allow => refusal(&hello, None, decision.rule, &card.ech_covers).map(Some),
+    };
+    match refused {
+        None | Some(None) => card
+            .events
+            .decision(peer.ip(), Protocol::Https, &target, &decision),
+        Some(Some(why)) => card
+            .events
+            .refusal(peer.ip(), Protocol::Https, &target, why),
+    }
+    if refused.is_some() {
         let _ = client
             .write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied))
             .await;
         return;
     }
-    card.events
-        .decision(peer.ip(), Protocol::Https, &target, &decision);
     let mut upstream = match upstream::connect_first(&card, &addresses, dst.port()).await {
         Ok(stream) => stream,
         Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
@@ -207,56 +212,66 @@ mod tests {
     fn refusals() {
         let rules = RuleSet::from_text(
             "t.rules",
-            "ech-ok: allow https host ech.example allow-ech\nallow https host plain.example\n",
+            "ech-ok: allow https host cover.example allow-ech\nallow https\n",
             &NoFiles,
         )
         .unwrap();
-        let decide = |name: &str| {
+        let allowed_by = |name: &str| {
             let at = LocalTime::new(0, 12, 0).unwrap();
-            rules.decide(
-                &rules::Request::new(Protocol::Https, at)
-                    .host(name)
-                    .port(443),
-            )
+            let request = rules::Request::new(Protocol::Https, at)
+                .host(name)
+                .port(443);
+            rules.decide(&request).rule.clone()
         };
-        let plain = decide("plain.example");
+        let covers = CoverNames::default();
+        covers.remember("cover.example");
+        covers.remember("other-cover.example");
+        let plain = allowed_by("plain.example");
+        // A GREASE (or any) ECH extension with an ordinary outer name: decided on that name.
+        for has_ech in [false, true] {
+            let hello = hello(Some("plain.example"), has_ech);
+            assert_eq!(refusal(&hello, None, &plain, &covers), None);
+        }
+        // A cover name: refused unless its rule says allow-ech.
+        let cover = hello(Some("Other-Cover.example."), true);
+        let other = allowed_by("other-cover.example");
         assert_eq!(
-            refusal(&hello(Some("plain.example"), false), None, &plain),
-            None
+            refusal(&cover, None, &other, &covers),
+            Some(Refusal::EchCoverName)
         );
-        assert_eq!(
-            refusal(&hello(Some("plain.example"), true), None, &plain),
-            Some("encrypted client hello hides the name"),
-            "ECH is refused unless the rule says allow-ech"
-        );
-        let ech = decide("ech.example");
-        assert_eq!(refusal(&hello(Some("ech.example"), true), None, &ech), None);
+        let cover = hello(Some("cover.example"), true);
+        let allow_ech = allowed_by("cover.example");
+        assert_eq!(refusal(&cover, None, &allow_ech, &covers), None);
         assert_eq!(
             refusal(
-                &hello(Some("other.example"), false),
+                &hello(Some("cloudflare-ech.com"), true),
                 None,
-                &decide("other.example")
+                &plain,
+                &covers
             ),
-            Some("denied by rule")
+            Some(Refusal::EchCoverName),
+            "known before any DNS answer"
         );
         assert_eq!(
             refusal(
                 &hello(Some("evil.example"), false),
                 Some("plain.example"),
-                &plain
+                &plain,
+                &covers
             ),
-            Some("TLS name differs from the CONNECT host")
+            Some(Refusal::DomainFronting)
         );
         assert_eq!(
             refusal(
                 &hello(Some("PLAIN.example."), false),
                 Some("plain.example"),
-                &plain
+                &plain,
+                &covers
             ),
             None
         );
         assert_eq!(
-            refusal(&hello(None, false), Some("plain.example"), &plain),
+            refusal(&hello(None, false), Some("plain.example"), &plain, &covers),
             None
         );
     }

@@ -3,3 +3,4 @@
 
 pub mod client_hello;
 pub mod http1;
+pub mod http2;
