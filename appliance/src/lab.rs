@@ -35,10 +35,14 @@ no-doh:     deny any host @doh
 no-video:   deny http content-type video/*
 dns:        allow dns
 web:        allow http
-tls:        allow https host allowed.test
+no-admin:   deny http host allowed.test path /admin
+tls:        allow https host allowed.test,*.allowed.test
 echo:       allow tcp dst 203.0.113.10 port 2222
 default deny
 ";
+
+/// How the owner sets the first PIN, as the instructions say it.
+const FIRST_PIN_HINT: &str = "First login: PIN 1234, which the page makes you change at once (the PUK is in the store's puk.txt).";
 
 /// How to start the lab.
 #[derive(Debug, Clone)]
@@ -179,9 +183,10 @@ impl SystemLab {
         std::fs::write(
             &config,
             format!(
-                "rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
+                "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
                  [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n{}",
                 self.dir.join("rules.txt").display(),
+                self.store_dir().display(),
                 if self.pcscd.is_some() {
                     format!(
                         "[iso7816]\nvpcd = \"127.0.0.1:{}\"\npeer_io_tap = \"usb0\"\n",
@@ -206,6 +211,57 @@ impl SystemLab {
             )
             .with_context(|| format!("cardfw did not start:\n{}", self.lab.log_of(pid)))?;
         Ok(())
+    }
+
+    /// The card's sealed store: created at the card's first start with the lab's rules as
+    /// version 1, then changed on the card's web page like a real card's.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("card-store")
+    }
+
+    /// The card's status document, fetched as the appliance fetches it (from its card-link
+    /// address; the card answers nobody else).
+    pub fn card_status(&self) -> Result<serde_json::Value> {
+        let text = self.appliance.run_ok(
+            "curl",
+            &[
+                "-s",
+                "--max-time",
+                "3",
+                &format!("http://{CARD_INSIDE}:8081/status"),
+            ],
+        )?;
+        serde_json::from_str(&text).with_context(|| format!("the card's status: {text}"))
+    }
+
+    /// The card's recent decisions as (target, rule) pairs, oldest first.
+    pub fn card_recent(&self) -> Result<Vec<(String, String)>> {
+        let status = self.card_status()?;
+        let recent = status["recent"]
+            .as_array()
+            .context("`recent` in the card status")?;
+        Ok(recent
+            .iter()
+            .map(|d| {
+                let field = |name: &str| d[name].as_str().unwrap_or_default().to_string();
+                (field("target"), field("rule"))
+            })
+            .collect())
+    }
+
+    /// The card web page's certificate fingerprint (SHA-256), as `cardfw fingerprint` reads it
+    /// from the card's store.
+    pub fn card_page_fingerprint(&self) -> Option<String> {
+        let output = std::process::Command::new(self.binary("cardfw").ok()?)
+            .arg("--config")
+            .arg(self.dir.join("cardfw.toml"))
+            .arg("fingerprint")
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
     /// Stops `cardfw` (SIGKILL when `hard`, as a crash would).
@@ -368,12 +424,19 @@ Try, as root:
   ip netns exec {pc} dig blocked.test                              # NXDOMAIN from the card
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/               # the appliance status page
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/api/status     # the same as JSON
+The card's own web page (rules, PIN, recent decisions), from the protected computer:
+  https://{CARD_INSIDE}/   certificate SHA-256 {fingerprint}
+  e.g. ip netns exec {pc} chromium --headless … or: ip netns exec {pc} curl -k https://{CARD_INSIDE}/
+  {first_pin}
 Pull the card: kill the cardfw process (pid {card_pid}) and watch traffic stop.
-Rules: {rules} (the card reloads them when the file changes). Logs: {dir}
+Rules: in the card's sealed store {store} (first version from the lab's demo rules); change
+them on the card's page and try the commands above again. Logs: {dir}
 Ctrl-C stops the lab and removes everything it created.",
             addr = self.pc_address().map_or("?".to_string(), |a| a.to_string()),
             card_pid = self.card_pid.map_or("?".to_string(), |p| p.to_string()),
-            rules = self.dir.join("rules.txt").display(),
+            store = self.store_dir().display(),
+            fingerprint = self.card_page_fingerprint().unwrap_or_else(|| "?".into()),
+            first_pin = FIRST_PIN_HINT,
             dir = self.dir.display(),
         )
     }
@@ -406,6 +469,69 @@ pub fn sibling_binaries() -> PathBuf {
     }
 }
 
+/// The `HTTPS` record (type 65) the world's DNS serves for `allowed.test`, as a site with
+/// Encrypted Client Hello publishes it: priority 1, target `.`, `alpn=h2`, and `ech` holding
+/// one ECH config (version 0xfe0d, X25519, AES-128-GCM) whose public name, the cover name, is
+/// [`ECH_COVER_NAME`]. The card must hand it to the inside without `ech`.
+pub const ECH_HTTPS_RR: &str = "00:01:00:00:01:00:03:02:68:32:00:05:00:47:00:45:fe:0d:00:41:07:00:20:00:20:\
+    42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:42:\
+    00:04:00:01:00:01:00:12:63:6f:76:65:72:2e:61:6c:6c:6f:77:65:64:2e:74:65:73:74:00:00";
+/// The public name in [`ECH_HTTPS_RR`].
+pub const ECH_COVER_NAME: &str = "cover.allowed.test";
+/// The README of the git repository the world publishes.
+pub const GIT_README: &str = "cloned through the card\n";
+
+/// Makes `dir/files/repo.git`, a bare repository with one commit holding a README
+/// ([`GIT_README`]), ready for git's "dumb" HTTP protocol (`update-server-info`). Returns
+/// `dir/files`. Without git on the machine the folder stays empty.
+fn publish_git_repository(dir: &Path) -> Result<PathBuf> {
+    let files = dir.join("files");
+    let work = dir.join("git-work");
+    std::fs::create_dir_all(&files)?;
+    std::fs::create_dir_all(&work)?;
+    std::fs::write(work.join("README"), GIT_README)?;
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=lab",
+                "-c",
+                "user.email=lab@example.test",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .output()
+    };
+    let (work_str, bare) = (work.to_str().context("path")?, files.join("repo.git"));
+    let steps: [&[&str]; 5] = [
+        &["init", "-q", work_str],
+        &["-C", work_str, "add", "README"],
+        &["-C", work_str, "commit", "-q", "-m", "first"],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work_str,
+            bare.to_str().context("path")?,
+        ],
+        &["-C", bare.to_str().context("path")?, "update-server-info"],
+    ];
+    for step in steps {
+        match git(step) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => bail!(
+                "git {}: {}",
+                step.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            // No git here: the lab runs without the repository.
+            Err(_) => break,
+        }
+    }
+    Ok(files)
+}
+
 /// Starts the outside world in `world` (whose link `interface` holds [`WORLD`]/24, [`ALLOWED`]
 /// and [`BLOCKED`]): HTTP and HTTPS origins on both addresses, a TCP echo on the allowed one,
 /// and a real dnsmasq handing out DHCP leases (router and resolver [`WORLD`]) and answering
@@ -421,7 +547,13 @@ pub fn start_world(
     let servers = vec![
         origin::http_origin(world, at(ALLOWED, 80))?,
         origin::http_origin(world, at(BLOCKED, 80))?,
-        origin::https_origin(world, at(ALLOWED, 443), ca, &["allowed.test"])?,
+        origin::https_origin_with_files(
+            world,
+            at(ALLOWED, 443),
+            ca,
+            &["allowed.test"],
+            Some(&publish_git_repository(dir)?),
+        )?,
         origin::https_origin(world, at(BLOCKED, 443), ca, &["blocked.test"])?,
         origin::tcp_echo(world, at(ALLOWED, 2222))?,
     ];
@@ -432,8 +564,13 @@ pub fn start_world(
             "keep-in-foreground\nlog-facility=-\nno-hosts\nno-resolv\npid-file=\ninterface={interface}\nbind-interfaces\n\
              dhcp-range=10.200.0.50,10.200.0.60,255.255.255.0,1h\ndhcp-option=option:router,{WORLD}\n\
              dhcp-option=option:dns-server,{WORLD}\ndhcp-leasefile={}\n\
-             address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\n",
-            dir.join("world.leases").display()
+             address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\naddress=/other.test/{BLOCKED}\n\
+             dns-rr=allowed.test,65,{ECH_HTTPS_RR}\ntxt-record=big.allowed.test,{big_txt}\n",
+            dir.join("world.leases").display(),
+            // Three 250-byte strings: an answer too large for 512-byte UDP.
+            big_txt = ["a", "b", "c"]
+                .map(|c| format!("\"{}\"", c.repeat(250)))
+                .join(","),
         ),
     )?;
     lab.spawn(

@@ -38,10 +38,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -294,7 +294,7 @@ impl TestCa {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -304,7 +304,7 @@ impl TestCa {
 
 type OriginBody = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Starts an HTTP/1.1 origin (keep-alive, upgrades) on `addr` inside `ns`. Routes:
+/// Starts an HTTP/1.1 and HTTP/2 origin (keep-alive, upgrades) on `addr` inside `ns`. Routes:
 ///
 /// | path | response |
 /// |---|---|
@@ -315,6 +315,9 @@ type OriginBody = UnsyncBoxBody<Bytes, Infallible>;
 /// | `/slow/N` | N bytes of `x` with Content-Length, 1 KiB every 50 ms |
 /// | `/echo` | `text/plain` lines `method M`, `path P` (with query), `host H`, `body N bytes` |
 /// | `/ws` | with `Connection: Upgrade` and `Upgrade: websocket`: 101, then raw bytes echoed; 426 otherwise |
+/// | `/websocket` | a real WebSocket echo (RFC 6455), for browsers |
+/// | `/h3` | [`HELLO`] with `Alt-Svc: h3=":443"` |
+/// | `/files/…` | over TLS, with [`https_origin_with_files`]: the files of a directory |
 /// | other | 404 |
 ///
 /// `/ws` is WebSocket-*style*: the upgrade handshake, but no `Sec-WebSocket-Accept` and no
@@ -324,7 +327,7 @@ pub fn http_origin(ns: &Netns, addr: SocketAddr) -> Result<Server> {
         let listener = bind_tcp(addr)?;
         let bound = listener.local_addr()?;
         let serve = accept_loop(listener, move |stream| {
-            serve_http(stream, Arc::clone(&served))
+            serve_http(stream, Arc::clone(&served), Site::default())
         });
         Ok((bound, serve))
     })
@@ -333,17 +336,40 @@ pub fn http_origin(ns: &Netns, addr: SocketAddr) -> Result<Server> {
 /// Starts the same origin as [`http_origin`] over TLS (rustls, ring), with a certificate for
 /// `names` issued by `ca`.
 pub fn https_origin(ns: &Netns, addr: SocketAddr, ca: &TestCa, names: &[&str]) -> Result<Server> {
+    https_origin_with_files(ns, addr, ca, names, None)
+}
+
+/// [`https_origin`] that also serves the files under `files` at `/files/…` (read-only, no
+/// `..`): a git repository there can be cloned over git's "dumb" HTTP protocol.
+pub fn https_origin_with_files(
+    ns: &Netns,
+    addr: SocketAddr,
+    ca: &TestCa,
+    names: &[&str],
+    files: Option<&Path>,
+) -> Result<Server> {
     let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(names)?);
+    let files: Option<Arc<Path>> = files.map(Arc::from);
     start(ns, "HTTPS origin", move |served| {
         let listener = bind_tcp(addr)?;
         let bound = listener.local_addr()?;
         let serve = accept_loop(listener, move |stream| {
             let acceptor = acceptor.clone();
             let served = Arc::clone(&served);
+            let files = files.clone();
             async move {
                 // A failed handshake is the client's business (e.g. it rejected our certificate).
                 if let Ok(tls) = acceptor.accept(stream).await {
-                    serve_http(tls, served).await;
+                    let version = match tls.get_ref().1.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                        _ => "other",
+                    };
+                    let site = Site {
+                        tls_version: Some(version),
+                        files,
+                    };
+                    serve_http(tls, served, site).await;
                 }
             }
         });
@@ -351,18 +377,45 @@ pub fn https_origin(ns: &Netns, addr: SocketAddr, ca: &TestCa, names: &[&str]) -
     })
 }
 
-async fn serve_http<I>(io: I, served: Arc<AtomicU64>)
+/// What one origin serves beyond its fixed routes.
+#[derive(Debug, Clone, Default)]
+struct Site {
+    /// Over TLS, the negotiated version: every answer says it in `tls-version`, so a browser
+    /// test can read it (`fetch` sees headers, pages do not).
+    tls_version: Option<&'static str>,
+    /// Served at `/files/…`.
+    files: Option<Arc<Path>>,
+}
+
+async fn serve_http<I>(io: I, served: Arc<AtomicU64>, site: Site)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         served.fetch_add(1, Ordering::SeqCst);
-        route(request)
+        let site = site.clone();
+        async move {
+            let file = request
+                .uri()
+                .path()
+                .strip_prefix("/files/")
+                .map(str::to_string);
+            let mut response = match (file, &site.files) {
+                (Some(file), Some(root)) => serve_file(root, &file),
+                _ => route(request).await?,
+            };
+            if let Some(version) = site.tls_version {
+                response
+                    .headers_mut()
+                    .insert("tls-version", HeaderValue::from_static(version));
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
+    // HTTP/1.1 or HTTP/2 (by ALPN over TLS, by prior knowledge in clear), as real sites serve.
     // Errors here are the peer going away mid-request: nothing to report.
-    let _ = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades()
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await;
 }
 
@@ -373,6 +426,17 @@ async fn route(request: Request<Incoming>) -> Result<Response<OriginBody>, Infal
         "/video" => video(),
         "/echo" => echo(request).await,
         "/ws" => websocket(request),
+        "/websocket" => real_websocket(request),
+        "/h3" => {
+            // Tells browsers the site also speaks HTTP/3 (QUIC) on UDP 443: the next load
+            // tries it, and the card must make that fail fast.
+            let mut hello = text(StatusCode::OK, HELLO.to_owned());
+            hello.headers_mut().insert(
+                header::ALT_SVC,
+                HeaderValue::from_static("h3=\":443\"; ma=86400"),
+            );
+            hello
+        }
         _ => {
             if let Some(count) = path.strip_prefix("/bytes/") {
                 xs(count, Pace::Full)
@@ -386,6 +450,24 @@ async fn route(request: Request<Incoming>) -> Result<Response<OriginBody>, Infal
         }
     };
     Ok(response)
+}
+
+/// A file under `root`, or 404. Paths with `..` or empty parts are 404 too.
+fn serve_file(root: &Path, relative: &str) -> Response<OriginBody> {
+    if relative
+        .split('/')
+        .any(|part| part.is_empty() || part == "..")
+    {
+        return text(StatusCode::NOT_FOUND, "no such file\n".to_owned());
+    }
+    match std::fs::read(root.join(relative)) {
+        Ok(bytes) => response(
+            StatusCode::OK,
+            "application/octet-stream",
+            Full::new(Bytes::from(bytes)).boxed_unsync(),
+        ),
+        Err(_) => text(StatusCode::NOT_FOUND, "no such file\n".to_owned()),
+    }
 }
 
 fn response(
@@ -470,6 +552,46 @@ fn websocket(mut request: Request<Incoming>) -> Response<OriginBody> {
     let headers = switching.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    switching
+}
+
+/// A WebSocket echo as browsers speak it (RFC 6455 handshake and framing, by tungstenite):
+/// every text or binary message comes back unchanged.
+fn real_websocket(mut request: Request<Incoming>) -> Response<OriginBody> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let wants_upgrade = has_token(request.headers(), header::UPGRADE, "websocket");
+    let (Some(key), true) = (key, wants_upgrade) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket handshake\n".to_owned(),
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(message)) = socket.next().await {
+            if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut switching = Response::new(Empty::new().boxed_unsync());
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = switching.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
     switching
 }
 

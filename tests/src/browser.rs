@@ -1,17 +1,24 @@
-//! A real browser for tests: Debian's headless `chromium`, driven over WebDriver by
-//! `chromedriver` (fantoccini as the client).
+//! Real browsers for tests: Debian's headless `chromium` driven over WebDriver by
+//! `chromedriver`, and Debian's `firefox-esr` driven by `geckodriver` (fantoccini as the
+//! client).
 //!
-//! Nothing is downloaded: both come from apt (`chromium`, `chromium-driver`). A test starts
-//! with [`require_browser`], the same policy as [`crate::require_program`]: under `CI=true` a
-//! missing browser fails the test, elsewhere the test prints `skipping: …` and passes.
+//! Nothing is downloaded at test time: chromium, its driver and firefox-esr come from apt;
+//! geckodriver is built from crates.io by `./x test` (`cargo install geckodriver`, kept in
+//! `~/.cargo/bin` so a second run does not build it again). A test starts with
+//! [`require_browser`] or [`require_firefox`], the same policy as [`crate::require_program`]:
+//! under `CI=true` a missing browser fails the test, elsewhere the test prints `skipping: …`
+//! and passes.
 //!
-//! Each [`Browser`] runs its own chromedriver on a free loopback port with a fresh profile
-//! directory; dropping it kills chromedriver and the chromium it started (their own process
-//! group), even when the test panics.
+//! Each [`Browser`] runs its own driver on a free loopback port with a fresh profile (and a
+//! fresh `HOME`, where chromium keeps its NSS certificate database); dropping it kills the
+//! driver and the browser it started (their own process group), even when the test panics.
+//! A CA is trusted the way a user would trust it ([`Launch::trust_ca`]): `certutil` into the
+//! NSS database each browser reads (`$HOME/.pki/nssdb` for chromium, the profile's own for
+//! firefox), never by turning certificate checks off.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,14 +34,77 @@ use tempfile::TempDir;
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Its WebDriver server (Debian package `chromium-driver`).
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Firefox ESR (Debian package `firefox-esr`).
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
+
+/// Which browser a [`Browser`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+}
+
+/// How to start a browser.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub engine: Engine,
+    /// Accept any certificate (the card's own self-signed page, checked by fingerprint
+    /// elsewhere). Off for everything that stands for a user browsing.
+    pub accept_self_signed: bool,
+    /// A CA certificate (PEM) to trust as a user would, in the browser's NSS database.
+    pub trust_ca: Option<PathBuf>,
+    /// Let chromium use QUIC (HTTP/3) as it does by default; off keeps test runs quiet.
+    pub quic: bool,
+    /// Run the browser in this network namespace, with its resolv.conf (`ip netns exec`).
+    pub netns: Option<String>,
+}
+
+impl Launch {
+    pub fn new(engine: Engine) -> Launch {
+        Launch {
+            engine,
+            accept_self_signed: false,
+            trust_ca: None,
+            quic: false,
+            netns: None,
+        }
+    }
+
+    pub fn trusting(mut self, ca: &Path) -> Launch {
+        self.trust_ca = Some(ca.to_path_buf());
+        self
+    }
+
+    pub fn in_netns(mut self, netns: &str) -> Launch {
+        self.netns = Some(netns.to_string());
+        self
+    }
+}
+
+/// geckodriver: on `PATH`, or where `cargo install` puts it.
+pub fn geckodriver() -> PathBuf {
+    let installed = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cargo/bin/geckodriver"))
+        .filter(|path| path.exists());
+    installed.unwrap_or_else(|| PathBuf::from("geckodriver"))
+}
 
 /// Flags for a quiet, reproducible headless chromium that may run as root: no sandbox (root
-/// cannot use it), no GPU, and nothing that talks to the network on its own.
+/// cannot use it), no GPU, and nothing that talks to the network on its own. Its TLS is left
+/// as shipped: GREASE ECH, post-quantum key shares, HTTP/2 by ALPN.
 const CHROMIUM_ARGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
-    "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
@@ -44,8 +114,77 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--window-size=1280,900",
 ];
 
-/// How long chromedriver may take to listen, and chromium to start.
+/// Firefox preferences that keep it from talking to the network on its own (updates,
+/// telemetry, captive-portal probes, prefetching) without touching how it browses: its TLS,
+/// its GREASE ECH and its HTTP/2 stay as shipped.
+const FIREFOX_PREFS: &[(&str, bool)] = &[
+    ("app.update.auto", false),
+    ("browser.shell.checkDefaultBrowser", false),
+    ("browser.safebrowsing.malware.enabled", false),
+    ("browser.safebrowsing.phishing.enabled", false),
+    ("browser.safebrowsing.downloads.enabled", false),
+    ("datareporting.policy.dataSubmissionEnabled", false),
+    ("extensions.update.enabled", false),
+    ("network.captive-portal-service.enabled", false),
+    ("network.connectivity-service.enabled", false),
+    ("network.prefetch-next", false),
+    ("network.dns.disablePrefetch", true),
+    ("toolkit.telemetry.reportingpolicy.firstRun", false),
+];
+
+/// Puts `ca` into the NSS database in `dir` as a trusted issuer of server certificates.
+fn trust_ca(dir: &Path, ca: &Path) -> Result<()> {
+    let db = format!("sql:{}", dir.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "cardwall test CA",
+            "-t",
+            "C,,",
+            "-i",
+            ca.to_str().context("CA path")?,
+        ],
+    ] {
+        let output = Command::new("certutil").args(&args).output()?;
+        if !output.status.success() {
+            bail!(
+                "certutil {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How long a driver may take to listen, and its browser to start.
 const STARTUP: Duration = Duration::from_secs(30);
+
+/// Checks that [`FIREFOX`], geckodriver and `certutil` run; like [`require_browser`].
+pub fn require_firefox() -> bool {
+    crate::require_program(FIREFOX, "firefox-esr")
+        && crate::require_program(
+            geckodriver().to_str().unwrap_or("geckodriver"),
+            "geckodriver (cargo install geckodriver)",
+        )
+        && require_certutil()
+}
+
+/// `certutil`, which puts a CA into a browser's NSS database.
+pub fn require_certutil() -> bool {
+    // certutil has no --version; `-H` prints its help and exits 1, which is enough to know it runs.
+    let found = Command::new("certutil")
+        .arg("-H")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    found || crate::require_program("certutil", "libnss3-tools")
+}
 
 /// Checks that [`CHROMIUM`] and [`CHROMEDRIVER`] run. Returns true if so; otherwise panics under
 /// CI and prints `skipping: <reason>` elsewhere (see [`crate::require_program`]).
@@ -58,14 +197,14 @@ pub fn require_browser() -> bool {
 pub struct Browser {
     client: Client,
     driver: Child,
-    /// The chromium profile and the chromedriver log; removed after both are gone.
+    /// The browser's profile, its HOME and the driver's log; removed after both are gone.
     profile: TempDir,
 }
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Browser")
-            .field("chromedriver", &self.driver.id())
+            .field("driver", &self.driver.id())
             .field("profile", &self.profile.path())
             .finish()
     }
@@ -74,49 +213,116 @@ impl std::fmt::Debug for Browser {
 impl Browser {
     /// Starts chromedriver and chromium, and opens `url`.
     pub async fn open(url: &str) -> Result<Browser> {
-        Browser::start(url, false).await
+        Browser::launch(url, &Launch::new(Engine::Chromium)).await
     }
 
     /// Like [`Browser::open`], accepting a self-signed certificate (the card's own page). The
     /// tests that use it check the certificate's fingerprint with their own TLS client.
     pub async fn open_self_signed(url: &str) -> Result<Browser> {
-        Browser::start(url, true).await
+        let launch = Launch {
+            accept_self_signed: true,
+            ..Launch::new(Engine::Chromium)
+        };
+        Browser::launch(url, &launch).await
     }
 
-    async fn start(url: &str, accept_self_signed: bool) -> Result<Browser> {
+    /// Starts the driver and the browser `launch` describes, and opens `url`.
+    pub async fn launch(url: &str, launch: &Launch) -> Result<Browser> {
         let profile = tempfile::Builder::new()
-            .prefix("cardwall-chromium-")
+            .prefix(&format!("cardwall-{}-", launch.engine.name()))
             .tempdir()?;
-        let log = profile.path().join("chromedriver.log");
+        let home = profile.path().join("home");
+        let user_data_dir = profile.path().join("profile");
+        std::fs::create_dir_all(&user_data_dir)?;
+        let nss_db = match launch.engine {
+            Engine::Chromium => home.join(".pki/nssdb"),
+            Engine::Firefox => user_data_dir.clone(),
+        };
+        std::fs::create_dir_all(&nss_db)?;
+        if let Some(ca) = &launch.trust_ca {
+            trust_ca(&nss_db, ca)?;
+        }
+        let log = profile.path().join("driver.log");
         let port = free_port()?;
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
+        let (program, args, stdout) = match launch.engine {
+            Engine::Chromium => (
+                PathBuf::from(CHROMEDRIVER),
+                vec![
+                    format!("--port={port}"),
+                    format!("--log-path={}", log.display()),
+                ],
+                Stdio::null(),
+            ),
+            Engine::Firefox => (
+                geckodriver(),
+                vec![
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--log".into(),
+                    "info".into(),
+                ],
+                Stdio::from(std::fs::File::create(&log)?),
+            ),
+        };
+        // `ip netns exec` also shows the namespace its own /etc/netns/<name>/resolv.conf, so
+        // the browser asks the DNS server that namespace's computer uses. The caller's thread
+        // must be in that namespace too (Netns::enter), to reach the driver on its loopback.
+        let mut driver = match &launch.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let driver = driver
+            .args(&args)
+            .stdout(stdout)
+            .env("HOME", &home)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own process group, so that Drop can end chromium with it.
+            // Its own process group, so that Drop can end the browser with it.
             .process_group(0)
             .spawn()
-            .with_context(|| format!("starting {CHROMEDRIVER}"))?;
+            .with_context(|| format!("starting the {} driver", launch.engine.name()))?;
         // From here on, Drop cleans up whatever happens.
         let mut starting = Starting {
             driver: Some(driver),
         };
         wait_for_port(port, starting.driver.as_mut().expect("just set"), &log).await?;
 
-        let user_data_dir = profile.path().join("profile");
-        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
-        args.push(format!("--user-data-dir={}", user_data_dir.display()));
-        let capabilities = json!({
-            "browserName": "chrome",
-            "acceptInsecureCerts": accept_self_signed,
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-        });
+        let capabilities = match launch.engine {
+            Engine::Chromium => {
+                let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+                if !launch.quic {
+                    args.push("--disable-quic".into());
+                }
+                args.push(format!("--user-data-dir={}", user_data_dir.display()));
+                json!({
+                    "browserName": "chrome",
+                    "acceptInsecureCerts": launch.accept_self_signed,
+                    "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+                })
+            }
+            Engine::Firefox => json!({
+                "browserName": "firefox",
+                "acceptInsecureCerts": launch.accept_self_signed,
+                "moz:firefoxOptions": {
+                    "binary": FIREFOX,
+                    "args": ["-headless", "-profile", user_data_dir],
+                    "prefs": FIREFOX_PREFS
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), Value::Bool(*value)))
+                        .collect::<serde_json::Map<_, _>>(),
+                },
+            }),
+        };
         let Value::Object(capabilities) = capabilities else {
             unreachable!("a JSON object")
         };
-        // Plain HTTP: chromedriver listens on loopback only.
+        // Plain HTTP: the driver listens on loopback only.
         let client = tokio::time::timeout(
             STARTUP,
             ClientBuilder::new(HttpConnector::new())
@@ -124,10 +330,11 @@ impl Browser {
                 .connect(&format!("http://127.0.0.1:{port}")),
         )
         .await
-        .context("chromium did not start in time")?
+        .with_context(|| format!("{} did not start in time", launch.engine.name()))?
         .with_context(|| {
             format!(
-                "starting chromium through chromedriver; its log:\n{}",
+                "starting {} through its driver; its log:\n{}",
+                launch.engine.name(),
                 log_tail(&log)
             )
         })?;
@@ -254,7 +461,7 @@ impl Browser {
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Ends the session (chromium quits) and stops chromedriver.
+    /// Ends the session (the browser quits) and stops its driver.
     pub async fn close(self) -> Result<()> {
         // `Client` is shared inside; closing the session does not need ownership of self.
         self.client.clone().close().await?;
@@ -268,7 +475,7 @@ impl Drop for Browser {
     }
 }
 
-/// chromedriver until the browser is up: killed if starting fails half-way.
+/// The driver until the browser is up: killed if starting fails half-way.
 struct Starting {
     driver: Option<Child>,
 }
@@ -303,12 +510,12 @@ async fn wait_for_port(port: u16, driver: &mut Child, log: &Path) -> Result<()> 
     while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
         if let Some(status) = driver.try_wait()? {
             bail!(
-                "{CHROMEDRIVER} exited ({status}) before listening; its log:\n{}",
+                "the WebDriver server exited ({status}) before listening; its log:\n{}",
                 log_tail(log)
             );
         }
         if Instant::now() >= deadline {
-            bail!("{CHROMEDRIVER} did not listen on port {port} within {STARTUP:?}");
+            bail!("the WebDriver server did not listen on port {port} within {STARTUP:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -106,7 +106,7 @@ fn the_protected_computer_uses_the_net_through_the_card() {
     let status = lab.api_status().unwrap();
     assert!(status.contains("\"present\":true"), "{status}");
     assert!(
-        status.contains("rules.txt"),
+        status.contains("store v1"),
         "the card's rules version is shown: {status}"
     );
     assert!(
