@@ -792,7 +792,7 @@ impl Client {
                 .events
                 .decision(self.peer.ip(), Protocol::Https, &target, &decision);
         }
-        tracing::debug!(client = %self.peer, target, address = %dst, "CONNECT tunnel open");
+        tracing::info!(client = %self.peer, target, address = %dst, "CONNECT tunnel open");
         if self
             .conn
             .stream
