@@ -380,13 +380,6 @@ fn https_means_tls_on_its_port_and_tls_after_the_hello() {
         return;
     };
     let proxy: SocketAddr = format!("{CARD_INSIDE}:3128").parse().unwrap();
-    // `tls: allow https host allowed.test` names no port: not 8443.
-    let answer = lab.raw(
-        proxy,
-        b"CONNECT allowed.test:8443 HTTP/1.1\r\nHost: allowed.test:8443\r\n\r\n",
-    );
-    assert!(status_line(&answer).starts_with("HTTP/1.1 403"), "{answer}");
-
     // Port 25 is allowed for TLS by `smtp-tls`; a made-up hello, then SMTP in clear.
     let malformed_before = lab.counter("malformed");
     let hello = client_hello("allowed.test");
@@ -431,6 +424,13 @@ fn https_means_tls_on_its_port_and_tls_after_the_hello() {
         "{}",
         lab.log()
     );
+
+    // `tls: allow https host allowed.test` names no port: not 8443.
+    let answer = lab.raw(
+        proxy,
+        b"CONNECT allowed.test:8443 HTTP/1.1\r\nHost: allowed.test:8443\r\n\r\n",
+    );
+    assert!(status_line(&answer).starts_with("HTTP/1.1 403"), "{answer}");
 
     // Real TLS still passes, transparently and through CONNECT.
     let ca = lab.ca_file.to_str().unwrap();

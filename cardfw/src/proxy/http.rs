@@ -366,12 +366,12 @@ impl Client {
         }
         let target = match self.target(&request) {
             Ok(target) => target,
+            // A request the card could read one way and a site another: answered, counted,
+            // and the connection ends (what follows it cannot be trusted either).
             Err(why) => {
-                Counters::bump(&self.card.events.counters.malformed);
-                tracing::info!(client = %self.peer, target = request.target, error = why,
-                    "refused: malformed request");
                 let page = pages::refused(StatusCode::BAD_REQUEST, &why);
-                return self.answer(page, &request, body_unread).await;
+                self.malformed(page, &why).await;
+                return Next::Close;
             }
         };
 
@@ -844,9 +844,7 @@ fn ambiguous_path(path_and_query: &str) -> Option<&'static str> {
     if lower.contains("%2f") {
         return Some("an encoded slash (%2F)");
     }
-    let Some(rest) = path.strip_prefix('/') else {
-        return None;
-    };
+    let rest = path.strip_prefix('/')?;
     let segments: Vec<&str> = rest.split('/').collect();
     for (i, segment) in segments.iter().enumerate() {
         // Only a trailing slash may leave an empty segment (`/dir/`), and only at the end.
@@ -1072,4 +1070,47 @@ async fn tunnel_after_connect(
         return;
     }
     splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sites_read_in_different_ways_are_named() {
+        for (path, why) in [
+            ("/x/..%2Fadmin", "an encoded slash (%2F)"),
+            ("/x%2fadmin", "an encoded slash (%2F)"),
+            ("/x\\..\\admin", "a backslash"),
+            ("/x%5Cadmin", "a backslash"),
+            ("/x/%2e%2e/admin", "a dot segment (. or ..)"),
+            ("/x/%2E/admin", "a dot segment (. or ..)"),
+            ("/x/../admin", "a dot segment (. or ..)"),
+            ("/./admin", "a dot segment (. or ..)"),
+            ("//admin", "an empty segment (//)"),
+            ("/a//b?x", "an empty segment (//)"),
+        ] {
+            assert_eq!(ambiguous_path(path), Some(why), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b/",
+            "/%61dmin",
+            "/a%20b",
+            "/a.b/..c",
+            "/x?next=/../a//b",
+            "/a/...",
+            "*",
+        ] {
+            assert_eq!(ambiguous_path(path), None, "{path}");
+            // What is left means the same to the rules and to a site that decodes it.
+            if path.starts_with('/') {
+                let cleaned = rules::normalize_path(path);
+                assert!(
+                    !cleaned.contains("/../") && !cleaned.contains("//"),
+                    "{path}"
+                );
+            }
+        }
+    }
 }
