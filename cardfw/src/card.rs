@@ -256,6 +256,9 @@ pub enum Refusal {
     CleartextHttp2,
     /// A response body longer than the `max-body` of the rule that allowed it.
     BodyOverLimit,
+    /// Every address of the destination is one the card never connects to: itself, the
+    /// appliance, loopback, link-local and the like (`proxy::destination`).
+    CardAddress,
 }
 
 impl Refusal {
@@ -267,6 +270,7 @@ impl Refusal {
             Refusal::DomainFronting => "domain-fronting",
             Refusal::CleartextHttp2 => "h2c",
             Refusal::BodyOverLimit => "max-body",
+            Refusal::CardAddress => "card-address",
         }
     }
 
@@ -282,6 +286,7 @@ impl Refusal {
                 "cleartext HTTP/2 (h2c) would hide later requests from the rules"
             }
             Refusal::BodyOverLimit => "the body is larger than the rule allows",
+            Refusal::CardAddress => "the card does not connect to itself or to local addresses",
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct Config {
     /// The card's outside address: every upstream connection and DNS query leaves from it,
     /// so the appliance can tell card traffic from anything else.
     pub outside_address: IpAddr,
+    /// The appliance's address on the card link: the only client the status endpoint
+    /// answers (its recent decisions name other clients and what they asked for). The card
+    /// never opens a connection to it, nor to its own two addresses.
+    pub appliance_address: IpAddr,
     /// The interface inside traffic arrives on. Transparent interception and the reject
     /// rule apply to it only.
     pub link: String,
@@ -135,6 +139,7 @@ impl Default for Config {
             store: None,
             inside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 2)),
             outside_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 3)),
+            appliance_address: IpAddr::V4(Ipv4Addr::new(172, 31, 77, 1)),
             link: "usb0".into(),
             transparent: true,
             ports: Ports::default(),

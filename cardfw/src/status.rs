@@ -1,5 +1,6 @@
 //! The read-only JSON status the appliance's status page reads: which rules run, the
-//! counters, and the last decisions. Served on the card's inside address only.
+//! counters, and the last decisions. Served on the card's inside address, to the appliance's
+//! card-link address only (`appliance_address`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -53,7 +54,15 @@ pub async fn serve(
     started: Instant,
 ) -> std::io::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
+        // The recent decisions name other clients and what they asked for: only the
+        // appliance (its card-link address) may read them.
+        let appliance = crate::proxy::destination::canonical(card.config.appliance_address);
+        if crate::proxy::destination::canonical(peer.ip()) != appliance {
+            tracing::info!(client = %peer, "status refused: only the appliance may read it");
+            let _ = stream.set_zero_linger();
+            continue;
+        }
         let card = card.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {

@@ -19,6 +19,9 @@ use crate::sets::RuleSets;
 use crate::time::{LocalTime, TimeWindow};
 use crate::value::{Cidr, MediaRange, PortRange, format_size, normalize_path};
 
+/// The port an `https` rule without a `port` condition holds for.
+pub const HTTPS_PORT: u16 = 443;
+
 /// What the proxy knows about a connection or request when it asks for a decision.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -215,6 +218,13 @@ impl CompiledRule {
             && !request
                 .port
                 .is_some_and(|p| self.ports.iter().any(|r| r.contains(p)))
+        {
+            return Fit::No;
+        }
+        // `https` means TLS where TLS is expected: without a `port` condition, port 443 only.
+        if self.ports.is_empty()
+            && self.protocol == Some(Protocol::Https)
+            && request.port != Some(HTTPS_PORT)
         {
             return Fit::No;
         }

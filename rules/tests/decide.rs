@@ -100,6 +100,36 @@ fn protocols() {
 }
 
 #[test]
+fn an_https_rule_without_a_port_holds_for_443_only() {
+    let rules = compile(
+        "web: allow https host a.example\ndot: allow https host dns.example port 853\nany: allow any host b.example\n",
+    );
+    let tls = |host, port| {
+        Request::new(Protocol::Https, monday_noon())
+            .host(host)
+            .port(port)
+    };
+    assert_eq!(decided(&rules, &tls("a.example", 443)).1, "web");
+    // A TLS hello (or CONNECT) to another port is not what `https` names.
+    assert_eq!(decided(&rules, &tls("a.example", 25)).1, "default");
+    assert_eq!(decided(&rules, &tls("a.example", 853)).1, "default");
+    assert_eq!(
+        decided(
+            &rules,
+            &Request::new(Protocol::Https, monday_noon()).host("a.example")
+        )
+        .1,
+        "default",
+        "a port that is not known is not 443"
+    );
+    // DNS over TLS passes only where a rule names its port.
+    assert_eq!(decided(&rules, &tls("dns.example", 853)).1, "dot");
+    assert_eq!(decided(&rules, &tls("dns.example", 443)).1, "default");
+    // `any` is every protocol on every port, as before.
+    assert_eq!(decided(&rules, &tls("b.example", 8443)).1, "any");
+}
+
+#[test]
 fn exact_and_subdomain_hosts() {
     let rules = compile("exact: allow http host example.com\nsub: allow http host *.example.org\n");
     assert_eq!(decided(&rules, &http("example.com")).1, "exact");
@@ -292,7 +322,9 @@ fn time_windows() {
         "office: allow https time Mon-Fri 08:00-18:00\nnight: allow https time Sat 22:00-02:00\n",
     );
     let at = |day, hour| {
-        Request::new(Protocol::Https, LocalTime::new(day, hour, 0).unwrap()).host("x.example")
+        Request::new(Protocol::Https, LocalTime::new(day, hour, 0).unwrap())
+            .host("x.example")
+            .port(443)
     };
     assert_eq!(decided(&rules, &at(2, 9)).1, "office");
     assert_eq!(decided(&rules, &at(2, 18)).1, "default");

@@ -243,6 +243,9 @@ fn naive_fit(policy: &Policy, rule: &Rule, q: &Query, response: Option<&Response
         && (rule.ports.is_empty()
             || q.port
                 .is_some_and(|p| rule.ports.iter().any(|r| r.contains(p))))
+        && (!rule.ports.is_empty()
+            || rule.protocol != Some(Protocol::Https)
+            || q.port == Some(443))
         && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == q.method))
         && (rule.paths.is_empty()
             || rule

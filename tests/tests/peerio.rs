@@ -27,7 +27,9 @@ fn ping_and_http_cross_the_apdu_link() {
         &mut lab,
         &card_ns,
         "deny any\n",
-        "0.0.0.0",
+        // The status endpoint answers the appliance's card-link address only: here, the host
+        // end of the Peer I/O link.
+        "0.0.0.0\"\nappliance_address = \"10.77.0.1",
         "peer_io_tap = \"pio0\"\n",
     )
     .expect("pcscd and the card");

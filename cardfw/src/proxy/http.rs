@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use super::destination::{self, Candidates};
 use super::pages::{self, Page};
 use super::splice::{self, Pipe};
 use super::tls;
@@ -168,6 +169,12 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// The address this connection reached.
+    fn address(&self) -> Option<IpAddr> {
+        let peer = self.conn.stream.peer_addr().ok()?;
+        Some(destination::canonical(peer.ip()))
+    }
+
     /// Whether an idle kept connection can take another request: nothing unread, not closed.
     fn still_open(&mut self) -> bool {
         self.conn.buf.is_empty()
@@ -323,6 +330,35 @@ impl Client {
         pages::upstream_failed(url, error)
     }
 
+    /// The refusal page for a host that is an address the card never connects to (itself,
+    /// the appliance, loopback and other local nets), decided before any rule.
+    fn never_connect(&self, host: &str, target: &str) -> Option<Page> {
+        let ip = destination::canonical(host.parse::<IpAddr>().ok()?);
+        let why = destination::never_connect(&self.card.config, ip)?;
+        destination::log_refusal(&self.card, self.peer, Protocol::Http, target, ip, why);
+        Some(pages::refused(
+            StatusCode::FORBIDDEN,
+            &format!("the card does not connect to {ip}: {why}"),
+        ))
+    }
+
+    /// The answer when no address of a name may be connected to: the block page of the rule
+    /// that denied one, else the refusal of the card's own and local addresses.
+    fn no_candidate(&self, candidates: &Candidates<'_>, target: &str) -> Page {
+        if let Some((_, decision)) = &candidates.denied {
+            self.record(target, decision);
+            return pages::blocked(target, decision.rule);
+        }
+        let (ip, why) = candidates
+            .refused
+            .expect("a name with addresses has each allowed, denied or refused");
+        destination::log_refusal(&self.card, self.peer, Protocol::Http, target, ip, why);
+        pages::refused(
+            StatusCode::FORBIDDEN,
+            &format!("the card does not connect to {ip}: {why}"),
+        )
+    }
+
     async fn exchange(&mut self, mut request: RequestHead) -> Next {
         let framing = match request.framing() {
             Ok(framing) => framing,
@@ -347,10 +383,12 @@ impl Client {
         }
         let target = match self.target(&request) {
             Ok(target) => target,
+            // A request the card could read one way and a site another: answered, counted,
+            // and the connection ends (what follows it cannot be trusted either).
             Err(why) => {
-                Counters::bump(&self.card.events.counters.malformed);
-                let page = pages::refused(StatusCode::BAD_REQUEST, why);
-                return self.answer(page, &request, body_unread).await;
+                let page = pages::refused(StatusCode::BAD_REQUEST, &why);
+                self.malformed(page, &why).await;
+                return Next::Close;
             }
         };
 
@@ -368,6 +406,9 @@ impl Client {
         let loaded = self.card.policy.current();
         let rules = &loaded.rules;
         let method = request.method.clone();
+        if let Some(page) = self.never_connect(&target.host, &url) {
+            return self.answer(page, &request, body_unread).await;
+        }
         let ask = rules_request(Protocol::Http, &target.host, target.port)
             .method(&method)
             .path(&target.path_and_query);
@@ -377,8 +418,9 @@ impl Client {
             let page = pages::blocked(&url, decision.rule);
             return self.answer(page, &request, body_unread).await;
         }
-        // Allowed by name: now find where the name points, and decide again with the address,
-        // so a rule on addresses (say, no private ranges) holds for names that resolve there.
+        // Allowed by name: now find where the name points, and decide again with each
+        // address, so a rule on addresses (say, no private ranges) holds for names that
+        // resolve there; only allowed addresses are connected to.
         let addresses = match upstream::resolve(&self.card, &target.host).await {
             Ok(addresses) => addresses,
             Err(e) => {
@@ -386,13 +428,13 @@ impl Client {
                 return self.answer(page, &request, body_unread).await;
             }
         };
-        let ask = ask.dst(addresses[0]);
-        let decision = rules.decide(&ask);
-        self.record(&url, &decision);
-        if decision.action == Action::Deny {
-            let page = pages::blocked(&url, decision.rule);
+        let candidates = Candidates::decide(&self.card.config, rules, &ask, &addresses);
+        let Some(&(first, decision)) = candidates.allowed.first() else {
+            let page = self.no_candidate(&candidates, &url);
             return self.answer(page, &request, body_unread).await;
-        }
+        };
+        self.record(&url, &decision);
+        let allowed = candidates.addresses();
 
         // The proxy has decided, so it answers the client's "may I send the body?" itself.
         if request.headers.has_token("expect", "100-continue") {
@@ -411,7 +453,7 @@ impl Client {
         let wants_upgrade = is_upgrade(&request.headers);
         let head = upstream_head(request, &target, wants_upgrade);
         let (mut upstream, response) =
-            match self.send(&target, &addresses, &head, framing, &url).await {
+            match self.send(&target, &allowed, &head, framing, &url).await {
                 Ok(sent) => sent,
                 Err(Some(page)) => return self.reply(page, client_closes, &method).await,
                 Err(None) => return Next::Close,
@@ -420,6 +462,10 @@ impl Client {
         if response.status == 101 && wants_upgrade {
             return self.upgrade(upstream, response).await;
         }
+        // The response is decided with the address the request went to.
+        let used = upstream.address().unwrap_or(first);
+        let ask = ask.dst(used);
+        let decision = candidates.decision_for(used).unwrap_or(decision);
         let answer = match self.check_response(response, &method, &ask, &decision, &url) {
             Ok(answer) => answer,
             Err(page) => return self.reply(page, client_closes, &method).await,
@@ -495,13 +541,15 @@ impl Client {
             .upstream
             .take()
             .filter(|u| u.host == target.host && u.port == target.port)
+            // Kept only while its address is still one the rules allow for this request.
+            .filter(|u| u.address().is_some_and(|ip| addresses.contains(&ip)))
             .and_then(|mut u| u.still_open().then_some(u));
         loop {
             let reused = kept.is_some();
             let mut upstream = match kept.take() {
                 Some(upstream) => upstream,
                 None => match upstream::connect_first(&self.card, addresses, target.port).await {
-                    Ok(stream) => {
+                    Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         Upstream {
                             host: target.host.clone(),
@@ -528,8 +576,15 @@ impl Client {
                     continue;
                 }
                 return Err(match e {
+                    // The client's chunked body cannot be read one way only: what follows the
+                    // bad line never goes upstream, and the client is told why.
+                    RelayError::Malformed(e) => {
+                        let page = pages::refused(StatusCode::BAD_REQUEST, &e.to_string());
+                        self.malformed(page, &e.to_string()).await;
+                        None
+                    }
                     // The client's own body failed: nobody is left to answer.
-                    RelayError::Malformed(_) | RelayError::OverLimit => None,
+                    RelayError::OverLimit => None,
                     RelayError::Io(e) => Some(self.upstream_failed(
                         url,
                         &UpstreamError::Other(upstream_addr(&upstream, target), e),
@@ -655,36 +710,58 @@ impl Client {
         Next::Close
     }
 
-    /// Reads host, port and path from an absolute-form target or the Host header.
-    fn target(&self, request: &RequestHead) -> Result<Target, &'static str> {
+    /// Reads host, port and path from an absolute-form target or the Host header. Refuses a
+    /// Host that could be read two ways, an absolute-form URL that names another host than
+    /// the Host field, and a path an origin could read otherwise than the rules do.
+    fn target(&self, request: &RequestHead) -> Result<Target, String> {
         let uri: http::Uri = request
             .target
             .parse()
-            .map_err(|_| "the request target is not a valid URL or path")?;
+            .map_err(|_| "the request target is not a valid URL or path".to_string())?;
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let host_field = request.host().map_err(|e| e.to_string())?;
+        let host_field = match host_field {
+            Some(value) => Some(
+                value
+                    .parse::<http::uri::Authority>()
+                    .map_err(|_| "the Host header is not a host name".to_string())?,
+            ),
+            None => None,
+        };
+        if let Some(why) = ambiguous_path(&path_and_query) {
+            return Err(format!(
+                "the path holds {why}, which sites read in different ways; ask for the path \
+                 it stands for"
+            ));
+        }
         if let Some(authority) = uri.authority() {
             if uri.scheme_str() != Some("http") {
-                return Err("only http:// URLs go through this port; HTTPS goes through CONNECT");
+                return Err(
+                    "only http:// URLs go through this port; HTTPS goes through CONNECT".into(),
+                );
+            }
+            let (host, port) = (bare_host(authority), authority.port_u16().unwrap_or(80));
+            // The card sends the URL's host upstream (RFC 9112 3.2.2); a Host field naming
+            // another is a request meant to be read two ways.
+            if let Some(field) = &host_field
+                && (bare_host(field) != host || field.port_u16().unwrap_or(80) != port)
+            {
+                return Err("the Host header names another host than the URL".into());
             }
             return Ok(Target {
-                host: bare_host(authority),
-                port: authority.port_u16().unwrap_or(80),
+                host,
+                port,
                 path_and_query,
             });
         }
         if !path_and_query.starts_with('/') {
-            return Err("the request target must be a path starting with /");
+            return Err("the request target must be a path starting with /".into());
         }
         if self.mode == Mode::Explicit {
-            return Err("this is a proxy: send the full URL (absolute-form), or CONNECT");
+            return Err("this is a proxy: send the full URL (absolute-form), or CONNECT".into());
         }
-        let host = match request.headers.get_str("host") {
-            Some(value) => {
-                let authority: http::uri::Authority = value
-                    .parse()
-                    .map_err(|_| "the Host header is not a host name")?;
-                bare_host(&authority)
-            }
+        let host = match host_field {
+            Some(authority) => bare_host(&authority),
             // HTTP/1.0 without Host: the address the client connected to is all there is.
             None => self.original_dst.ip().to_string(),
         };
@@ -708,6 +785,9 @@ impl Client {
         };
         let host = bare_host(&authority);
         let target = format!("{host}:{port}");
+        if let Some(page) = self.never_connect(&host, &target) {
+            return self.answer(page, request, true).await;
+        }
         let loaded = self.card.policy.current();
         let ask = rules_request(Protocol::Https, &host, port);
         let decision = loaded.rules.decide(&ask);
@@ -726,22 +806,25 @@ impl Client {
                 return self.answer(page, request, true).await;
             }
         };
-        let decision = loaded.rules.decide(&ask.dst(addresses[0]));
-        self.card
-            .events
-            .decision(self.peer.ip(), Protocol::Https, &target, &decision);
-        if decision.action == Action::Deny {
-            return self
-                .answer(pages::blocked(&target, decision.rule), request, true)
-                .await;
+        let candidates = Candidates::decide(&self.card.config, &loaded.rules, &ask, &addresses);
+        if candidates.allowed.is_empty() {
+            let page = self.no_candidate(&candidates, &target);
+            return self.answer(page, request, true).await;
         }
-        let upstream = match upstream::connect_first(&self.card, &addresses, port).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                let page = self.upstream_failed(&target, &e);
-                return self.answer(page, request, true).await;
-            }
-        };
+        let (upstream, dst) =
+            match upstream::connect_first(&self.card, &candidates.addresses(), port).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    let page = self.upstream_failed(&target, &e);
+                    return self.answer(page, request, true).await;
+                }
+            };
+        if let Some(decision) = candidates.decision_for(dst.ip()) {
+            self.card
+                .events
+                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
+        }
+        tracing::info!(client = %self.peer, target, address = %dst, "CONNECT tunnel open");
         if self
             .conn
             .stream
@@ -752,7 +835,6 @@ impl Client {
             return Next::Close;
         }
         let first = self.conn.buf.split().to_vec();
-        let dst = SocketAddr::new(addresses[0], port);
         tunnel_after_connect(
             &self.card,
             self.peer,
@@ -770,9 +852,43 @@ impl Client {
 fn rules_request(protocol: Protocol, host: &str, port: u16) -> rules::Request<'_> {
     let request = rules::Request::new(protocol, LocalTime::now()).port(port);
     match host.parse::<IpAddr>() {
-        Ok(ip) => request.dst(ip),
+        Ok(ip) => request.dst(destination::canonical(ip)),
         Err(_) => request.host(host),
     }
+}
+
+/// What in a request path an origin could read otherwise than the rules do, if anything.
+///
+/// The rules compare a cleaned path ([`rules::normalize_path`]: escapes of unreserved
+/// characters decoded, `//` collapsed, `.` and `..` resolved). Origins differ on exactly those
+/// steps and on a few more (`%2F` decoded to a separator or not, `\` taken for `/` or not), so
+/// `/x/..%2Fadmin` passes a rule on `/admin` and reaches `/admin` on a server that decodes
+/// first. Such a path is refused, not rewritten: the card never sends a request the client
+/// did not write, and browsers do not send these forms (they resolve dot segments
+/// themselves). What is left differs from its cleaned form only by escapes every server
+/// decodes the same way, so the origin sees the path the rules saw.
+fn ambiguous_path(path_and_query: &str) -> Option<&'static str> {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%5c") {
+        return Some("a backslash");
+    }
+    if lower.contains("%2f") {
+        return Some("an encoded slash (%2F)");
+    }
+    let rest = path.strip_prefix('/')?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        // Only a trailing slash may leave an empty segment (`/dir/`), and only at the end.
+        if segment.is_empty() && i + 1 < segments.len() {
+            return Some("an empty segment (//)");
+        }
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Some("a dot segment (. or ..)");
+        }
+    }
+    None
 }
 
 fn bare_host(authority: &http::uri::Authority) -> String {
@@ -943,7 +1059,7 @@ async fn tunnel_after_connect(
     }
     let loaded = card.policy.current();
     let target = format!("{connect_host}:{}", dst.port());
-    let buffered = if tls::looks_like_tls(&first) {
+    if tls::looks_like_tls(&first) {
         let (buffered, hello) =
             match tls::read_hello(&mut *tunnel, first, limits.header_timeout()).await {
                 Ok(read) => read,
@@ -982,22 +1098,66 @@ async fn tunnel_after_connect(
                 .await;
             return;
         }
-        buffered
-    } else {
-        // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
-        let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
-            .dst(dst.ip())
-            .port(dst.port());
-        let decision = loaded.rules.decide(&ask);
-        card.events
-            .decision(peer.ip(), Protocol::Tcp, &target, &decision);
-        if decision.action == Action::Deny {
-            return;
+        if upstream.write_all(&buffered).await.is_ok() {
+            tls::pass_tls(card, peer, &target, tunnel, &upstream, &buffered).await;
         }
-        first
-    };
-    if upstream.write_all(&buffered).await.is_err() {
+        return;
+    }
+    // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
+    let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
+        .dst(dst.ip())
+        .port(dst.port());
+    let decision = loaded.rules.decide(&ask);
+    card.events
+        .decision(peer.ip(), Protocol::Tcp, &target, &decision);
+    if decision.action == Action::Deny {
+        return;
+    }
+    if upstream.write_all(&first).await.is_err() {
         return;
     }
     splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sites_read_in_different_ways_are_named() {
+        for (path, why) in [
+            ("/x/..%2Fadmin", "an encoded slash (%2F)"),
+            ("/x%2fadmin", "an encoded slash (%2F)"),
+            ("/x\\..\\admin", "a backslash"),
+            ("/x%5Cadmin", "a backslash"),
+            ("/x/%2e%2e/admin", "a dot segment (. or ..)"),
+            ("/x/%2E/admin", "a dot segment (. or ..)"),
+            ("/x/../admin", "a dot segment (. or ..)"),
+            ("/./admin", "a dot segment (. or ..)"),
+            ("//admin", "an empty segment (//)"),
+            ("/a//b?x", "an empty segment (//)"),
+        ] {
+            assert_eq!(ambiguous_path(path), Some(why), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b/",
+            "/%61dmin",
+            "/a%20b",
+            "/a.b/..c",
+            "/x?next=/../a//b",
+            "/a/...",
+            "*",
+        ] {
+            assert_eq!(ambiguous_path(path), None, "{path}");
+            // What is left means the same to the rules and to a site that decodes it.
+            if path.starts_with('/') {
+                let cleaned = rules::normalize_path(path);
+                assert!(
+                    !cleaned.contains("/../") && !cleaned.contains("//"),
+                    "{path}"
+                );
+            }
+        }
+    }
 }

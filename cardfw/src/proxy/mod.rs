@@ -3,6 +3,7 @@
 //!
 //! [`Card`]: crate::card::Card
 
+pub mod destination;
 pub mod dns;
 pub mod http;
 pub mod pages;

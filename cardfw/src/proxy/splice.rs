@@ -24,26 +24,111 @@ pub struct Moved {
 /// `idle`. A half-close is passed on: when one side stops sending, the other side's write
 /// half is shut down and the opposite direction keeps going.
 pub async fn splice(client: &TcpStream, upstream: &TcpStream, idle: Duration) -> Moved {
-    let started = Instant::now();
-    // Milliseconds since `started` of the last byte in either direction.
-    let last_activity = AtomicU64::new(0);
-    let up = pump(client, upstream, idle, started, &last_activity);
-    let down = pump(upstream, client, idle, started, &last_activity);
-    let (client_to_upstream, upstream_to_client) = tokio::join!(up, down);
-    Moved {
-        client_to_upstream,
-        upstream_to_client,
+    match splice_checked(client, upstream, idle, None, None).await {
+        Ok(moved) | Err((_, moved)) => moved,
     }
 }
 
+/// A test the first bytes one way must pass before any of them is passed on (a TLS tunnel:
+/// what follows the hello must be TLS records, both ways).
+#[derive(Debug, Clone, Copy)]
+pub struct FirstBytes {
+    /// Bytes the test looks at; fewer are judged as they come.
+    pub len: usize,
+    /// Whether these first bytes (possibly fewer than `len`) may start this direction.
+    pub ok: fn(&[u8]) -> bool,
+}
+
+/// The direction whose first bytes failed their test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+/// Like [`splice`], but each direction's first bytes must pass its test, looked at before
+/// they leave the kernel (`MSG_PEEK`). On a failure both connections are shut down at once
+/// and the failing direction is returned, with what moved before it.
+pub async fn splice_checked(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+    up_first: Option<FirstBytes>,
+    down_first: Option<FirstBytes>,
+) -> Result<Moved, (Direction, Moved)> {
+    let started = Instant::now();
+    // Milliseconds since `started` of the last byte in either direction.
+    let last_activity = AtomicU64::new(0);
+    let up = pump(client, upstream, idle, started, &last_activity, up_first);
+    let down = pump(upstream, client, idle, started, &last_activity, down_first);
+    let ((client_to_upstream, up_ok), (upstream_to_client, down_ok)) = tokio::join!(up, down);
+    let moved = Moved {
+        client_to_upstream,
+        upstream_to_client,
+    };
+    match (up_ok, down_ok) {
+        (false, _) => Err((Direction::ClientToUpstream, moved)),
+        (_, false) => Err((Direction::UpstreamToClient, moved)),
+        _ => Ok(moved),
+    }
+}
+
+/// What the first bytes of one direction turned out to be.
+enum First {
+    Pass,
+    Fail,
+    /// The stream ended, failed or stayed silent for `idle` before enough bytes came.
+    End,
+}
+
+async fn check_first(from: &TcpStream, check: FirstBytes, idle: Duration) -> First {
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut buf = [0u8; 16];
+    let want = check.len.clamp(1, buf.len());
+    loop {
+        match tokio::time::timeout_at(deadline, from.peek(&mut buf[..want])).await {
+            Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return First::End,
+            Ok(Ok(n)) if !(check.ok)(&buf[..n]) => return First::Fail,
+            Ok(Ok(n)) if n >= want => return First::Pass,
+            // Some of them: good so far. Peeking leaves the socket readable, so wait a little
+            // for the rest rather than on readiness.
+            Ok(Ok(_)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return First::End;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// Moves one direction until it ends; false if its first bytes failed `first`.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
     started: Instant,
     last: &AtomicU64,
-) -> u64 {
+    first: Option<FirstBytes>,
+) -> (u64, bool) {
     let mut moved = 0u64;
+    let checked = match first {
+        None => First::Pass,
+        Some(check) => check_first(from, check, idle).await,
+    };
+    match checked {
+        First::Pass => {}
+        First::Fail => {
+            // Nothing of it is passed on, and the other direction stops too.
+            let _ = socket2::SockRef::from(from).shutdown(Shutdown::Both);
+            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Both);
+            return (0, false);
+        }
+        First::End => {
+            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            return (0, true);
+        }
+    }
     if let Ok(mut pipe) = Pipe::new() {
         loop {
             match pipe.relay_once(from, to, PIPE_CHUNK, idle).await {
@@ -65,7 +150,7 @@ async fn pump(
         }
     }
     let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
-    moved
+    (moved, true)
 }
 
 /// Bytes asked of the kernel per `splice(2)` call: the default pipe capacity.
@@ -207,6 +292,68 @@ mod tests {
                 upstream_to_client: 17
             }
         );
+    }
+
+    #[tokio::test]
+    async fn first_bytes_that_fail_their_test_are_not_passed_on() {
+        let tls = FirstBytes {
+            len: 3,
+            ok: |b| b.first().is_none_or(|&t| t == 0x17),
+        };
+        // The client's first bytes are not what the test wants: nothing reaches upstream,
+        // and both connections end.
+        let (mut client_peer, client) = pair().await;
+        let (upstream, mut upstream_peer) = pair().await;
+        let task = tokio::spawn(async move {
+            splice_checked(&client, &upstream, Duration::from_secs(5), Some(tls), None).await
+        });
+        client_peer
+            .write_all(b"HELO smtp.example\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        upstream_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"");
+        let result = tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .unwrap();
+        assert_eq!(result.unwrap().unwrap_err().0, Direction::ClientToUpstream);
+        let mut back = Vec::new();
+        let _ = client_peer.read_to_end(&mut back).await;
+        assert_eq!(back, b"");
+
+        // First bytes that pass, even one at a time, go through whole.
+        let (mut client_peer, client) = pair().await;
+        let (upstream, mut upstream_peer) = pair().await;
+        let task = tokio::spawn(async move {
+            splice_checked(
+                &client,
+                &upstream,
+                Duration::from_secs(5),
+                Some(tls),
+                Some(tls),
+            )
+            .await
+        });
+        client_peer.write_all(&[0x17]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client_peer.write_all(&[3, 3, 0, 1, b'x']).await.unwrap();
+        client_peer.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        upstream_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [0x17, 3, 3, 0, 1, b'x']);
+        // The upstream's first bytes fail: the client gets none of them.
+        upstream_peer
+            .write_all(b"220 smtp.example\r\n")
+            .await
+            .unwrap();
+        let mut back = Vec::new();
+        let _ = client_peer.read_to_end(&mut back).await;
+        assert_eq!(back, b"");
+        let result = tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .unwrap();
+        assert_eq!(result.unwrap().unwrap_err().0, Direction::UpstreamToClient);
     }
 
     #[tokio::test]

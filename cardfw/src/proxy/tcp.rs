@@ -24,6 +24,19 @@ async fn connection(client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         return;
     };
     let Ok(dst) = client.local_addr() else { return };
+    let dst = SocketAddr::new(super::destination::canonical(dst.ip()), dst.port());
+    if let Some(why) = super::destination::never_connect(&card.config, dst.ip()) {
+        super::destination::log_refusal(
+            &card,
+            peer,
+            Protocol::Tcp,
+            &dst.to_string(),
+            dst.ip(),
+            why,
+        );
+        refuse(client);
+        return;
+    }
     let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
         .dst(dst.ip())
         .port(dst.port());

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rules::{Action, LocalTime, Protocol};
+use rules::{LocalTime, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{splice, upstream};
+use super::destination::{self, Candidates};
+use super::splice::{self, Direction, FirstBytes};
+use super::upstream;
 use crate::card::{Card, Counters, Refusal};
 use crate::ech::CoverNames;
 use crate::wire::client_hello::{
@@ -113,20 +115,19 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
     };
     // TPROXY keeps the address the client dialled as our local address.
     let Ok(dst) = client.local_addr() else { return };
-    let limits = &card.config.limits;
-    let (buffered, hello) = match read_hello(&mut client, Vec::new(), limits.header_timeout()).await
-    {
-        Ok(read) => read,
-        Err(failure) => {
-            count_hello_failure(&card, peer, &failure);
-            if matches!(failure, HelloFailure::Invalid(_)) {
-                let _ = client
-                    .write_all(&client_hello::fatal_alert(AlertDescription::DecodeError))
-                    .await;
+    let (buffered, hello) =
+        match read_hello(&mut client, Vec::new(), card.config.limits.header_timeout()).await {
+            Ok(read) => read,
+            Err(failure) => {
+                count_hello_failure(&card, peer, &failure);
+                if matches!(failure, HelloFailure::Invalid(_)) {
+                    let _ = client
+                        .write_all(&client_hello::fatal_alert(AlertDescription::DecodeError))
+                        .await;
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let loaded = card.policy.current();
     let name = hello.server_name.clone();
     let target = format!(
@@ -135,8 +136,8 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         dst.port()
     );
     // With a name, the card connects where the name points, not where the packet was going,
-    // and decides with that address: a hello naming an allowed site cannot carry the
-    // connection to some other address.
+    // and decides each address the name has: a hello naming an allowed site cannot carry the
+    // connection to some other address, nor to one a rule denies.
     let addresses = match &name {
         Some(name) => match upstream::resolve(&card, name).await {
             Ok(addresses) => addresses,
@@ -144,39 +145,101 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
         },
         None => vec![dst.ip()],
     };
-    let mut ask = rules::Request::new(Protocol::Https, LocalTime::now())
-        .dst(addresses[0])
-        .port(dst.port());
+    let mut ask = rules::Request::new(Protocol::Https, LocalTime::now()).port(dst.port());
     if let Some(name) = &name {
         ask = ask.host(name);
     }
-    let decision = loaded.rules.decide(&ask);
-    let refused = match decision.action {
-        Action::Deny => Some(None),
-        Action::Allow => refusal(&hello, None, decision.rule, &card.ech_covers).map(Some),
-    };
-    match refused {
-        None | Some(None) => card
-            .events
-            .decision(peer.ip(), Protocol::Https, &target, &decision),
-        Some(Some(why)) => card
-            .events
-            .refusal(peer.ip(), Protocol::Https, &target, why),
-    }
-    if refused.is_some() {
+    let mut candidates = Candidates::decide(&card.config, &loaded.rules, &ask, &addresses);
+    let mut refused = None;
+    candidates.allowed.retain(|(_, decision)| {
+        let reason = refusal(&hello, None, decision.rule, &card.ech_covers);
+        if refused.is_none() {
+            refused = reason;
+        }
+        reason.is_none()
+    });
+    if candidates.allowed.is_empty() {
+        match (candidates.denied, refused, candidates.refused) {
+            (Some((_, decision)), _, _) => {
+                card.events
+                    .decision(peer.ip(), Protocol::Https, &target, &decision);
+            }
+            (None, Some(why), _) => {
+                card.events
+                    .refusal(peer.ip(), Protocol::Https, &target, why);
+            }
+            (None, None, Some((ip, why))) => {
+                destination::log_refusal(&card, peer, Protocol::Https, &target, ip, why);
+            }
+            (None, None, None) => {}
+        }
         let _ = client
             .write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied))
             .await;
         return;
     }
-    let mut upstream = match upstream::connect_first(&card, &addresses, dst.port()).await {
-        Ok(stream) => stream,
-        Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
-    };
+    let (mut upstream, used) =
+        match upstream::connect_first(&card, &candidates.addresses(), dst.port()).await {
+            Ok(connected) => connected,
+            Err(e) => return upstream_failed(&card, peer, &target, &e, &mut client).await,
+        };
+    if let Some(decision) = candidates.decision_for(used.ip()) {
+        card.events
+            .decision(peer.ip(), Protocol::Https, &target, &decision);
+    }
     if upstream.write_all(&buffered).await.is_err() {
         return;
     }
-    splice::splice(&client, &upstream, limits.idle_timeout()).await;
+    pass_tls(&card, peer, &target, &client, &upstream, &buffered).await;
+}
+
+/// Passes an allowed TLS connection on, once its hello (in `sent`, already written upstream)
+/// went through: from here both directions must be TLS records. The client's next record
+/// must be one (content types 20 to 23), and the server's first bytes too, or the tunnel is
+/// cut and counted as malformed: a made-up hello must not open a plain TCP pipe to a port
+/// that an `https` rule allowed.
+pub async fn pass_tls(
+    card: &Card,
+    peer: SocketAddr,
+    target: &str,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    sent: &[u8],
+) {
+    let idle = card.config.limits.idle_timeout();
+    let after_hello = client_hello::hello_records_len(sent).and_then(|end| sent.get(end..));
+    let client_next = match after_hello {
+        Some([]) | None => Some(FirstBytes {
+            len: 3,
+            ok: |bytes| client_hello::starts_record(bytes, &client_hello::CLIENT_RECORD_TYPES),
+        }),
+        // The client's next record came with its hello (and went upstream with it): judge it
+        // here. Further bytes continue that record, so nothing more is checked that way.
+        Some(next) => {
+            if !client_hello::starts_record(next, &client_hello::CLIENT_RECORD_TYPES) {
+                return not_tls_after_hello(card, peer, target, Direction::ClientToUpstream);
+            }
+            None
+        }
+    };
+    let server_first = FirstBytes {
+        len: 3,
+        ok: |bytes| client_hello::starts_record(bytes, &client_hello::SERVER_FIRST_RECORD_TYPES),
+    };
+    if let Err((direction, _)) =
+        splice::splice_checked(client, upstream, idle, client_next, Some(server_first)).await
+    {
+        not_tls_after_hello(card, peer, target, direction);
+    }
+}
+
+fn not_tls_after_hello(card: &Card, peer: SocketAddr, target: &str, direction: Direction) {
+    Counters::bump(&card.events.counters.malformed);
+    let from = match direction {
+        Direction::ClientToUpstream => "the client's bytes after its TLS hello",
+        Direction::UpstreamToClient => "the server's first bytes",
+    };
+    tracing::info!(client = %peer, target, from, "closed: not TLS after an allowed TLS hello");
 }
 
 async fn upstream_failed(

@@ -49,11 +49,12 @@ impl UpstreamError {
 }
 
 /// Looks `host` up through the card's configured resolver (queries leave from the outside
-/// address like all card traffic). An address literal is returned as it is.
+/// address like all card traffic). An address literal is returned as it is (a v4-mapped
+/// IPv6 literal as its IPv4 address, which is what a connection to it reaches).
 pub async fn resolve(card: &Card, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![ip]);
+        return Ok(vec![super::destination::canonical(ip)]);
     }
     let failed = |why: String| UpstreamError::NameLookupFailed {
         name: host.to_string(),
@@ -142,16 +143,19 @@ pub async fn connect(card: &Card, addr: SocketAddr) -> Result<TcpStream, Upstrea
     }
 }
 
-/// Connects to the first of `addresses` that answers on `port`.
+/// Connects to the first of `addresses` that answers on `port`; returns the connection and
+/// the address it reached. Callers pass only addresses that were decided and allowed
+/// ([`super::destination::Candidates`]).
 pub async fn connect_first(
     card: &Card,
     addresses: &[IpAddr],
     port: u16,
-) -> Result<TcpStream, UpstreamError> {
+) -> Result<(TcpStream, SocketAddr), UpstreamError> {
     let mut last = None;
     for ip in addresses {
-        match connect(card, SocketAddr::new(*ip, port)).await {
-            Ok(stream) => return Ok(stream),
+        let addr = SocketAddr::new(*ip, port);
+        match connect(card, addr).await {
+            Ok(stream) => return Ok((stream, addr)),
             Err(e) => last = Some(e),
         }
     }

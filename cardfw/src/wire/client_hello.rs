@@ -234,6 +234,47 @@ fn reassemble(buf: &[u8]) -> Result<Cow<'_, [u8]>, HelloError> {
     }
 }
 
+/// How many bytes of `buf` the records carrying the ClientHello take, for a `buf` that
+/// [`parse`] accepted; `None` if the hello is not complete in it. What follows is the
+/// client's next record, which the proxy checks before passing the connection on.
+pub fn hello_records_len(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    // The handshake message's first bytes (its header), gathered across records.
+    let mut header = Vec::with_capacity(HANDSHAKE_HEADER_LEN);
+    let mut carried = 0usize;
+    loop {
+        let record = buf.get(at..at + RECORD_HEADER_LEN)?;
+        let length = usize::from(u16::from_be_bytes([record[3], record[4]]));
+        let fragment = buf.get(at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + length)?;
+        at += RECORD_HEADER_LEN + length;
+        carried += length;
+        let wanted = HANDSHAKE_HEADER_LEN - header.len();
+        header.extend_from_slice(&fragment[..wanted.min(fragment.len())]);
+        if let [_, a, b, c] = header[..] {
+            let total = HANDSHAKE_HEADER_LEN
+                + (usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c));
+            if carried >= total {
+                return Some(at);
+            }
+        }
+    }
+}
+
+/// Whether `bytes` can start a TLS record (RFC 8446 §5.1) of one of `types`: the content
+/// type, then the legacy version 3.0 to 3.4. Fewer than three bytes are judged on what is
+/// there. After a hello the client's next record is change_cipher_spec (20), alert (21),
+/// handshake (22) or application_data (23); a server's first is handshake or alert.
+pub fn starts_record(bytes: &[u8], types: &[u8]) -> bool {
+    bytes.first().is_none_or(|t| types.contains(t))
+        && bytes.get(1).is_none_or(|&major| major == 3)
+        && bytes.get(2).is_none_or(|&minor| minor <= 4)
+}
+
+/// Content types a client may send after its hello.
+pub const CLIENT_RECORD_TYPES: [u8; 4] = [20, 21, 22, 23];
+/// Content types a server may open with.
+pub const SERVER_FIRST_RECORD_TYPES: [u8; 2] = [CONTENT_TYPE_ALERT, CONTENT_TYPE_HANDSHAKE];
+
 /// Lower bound on the buffer length that completes the message, seen from a record starting
 /// at `record_start` with `length` bytes when the message still missed `missing` bytes before
 /// it: the message bytes this record holds, and if it cannot hold them all, at least one more
@@ -668,6 +709,43 @@ mod tests {
         message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         message.extend_from_slice(body);
         message
+    }
+
+    #[test]
+    fn the_hello_records_end_where_the_next_record_starts() {
+        let hello = real_hello();
+        let message = message_in(&hello).to_vec();
+        for sizes in [&[message.len()][..], &[2, 10, 1][..], &[1, 1, 1, 1, 1][..]] {
+            let mut bytes = framed(&message, sizes);
+            let end = bytes.len();
+            bytes.extend_from_slice(b"\x14\x03\x03\x00\x01\x01");
+            assert!(parse(&bytes).is_ok());
+            assert_eq!(hello_records_len(&bytes), Some(end), "{sizes:?}");
+            assert!(starts_record(&bytes[end..], &CLIENT_RECORD_TYPES));
+            assert_eq!(hello_records_len(&bytes[..end - 1]), None);
+        }
+    }
+
+    #[test]
+    fn only_tls_records_start_like_tls() {
+        for ok in [&b"\x17\x03\x03\x00\x10"[..], b"\x14\x03\x03", b"\x15", b""] {
+            assert!(starts_record(ok, &CLIENT_RECORD_TYPES), "{ok:?}");
+        }
+        for bad in [
+            &b"HELO x\r\n"[..],
+            b"\x18\x03\x03",
+            b"\x17\x04\x03",
+            b"\x17\x03\x05",
+            b"220 smtp",
+        ] {
+            assert!(!starts_record(bad, &CLIENT_RECORD_TYPES), "{bad:?}");
+        }
+        assert!(starts_record(b"\x16\x03\x03", &SERVER_FIRST_RECORD_TYPES));
+        assert!(!starts_record(b"\x17\x03\x03", &SERVER_FIRST_RECORD_TYPES));
+        assert!(!starts_record(
+            b"220 mail.example ESMTP",
+            &SERVER_FIRST_RECORD_TYPES
+        ));
     }
 
     /// One handshake record around `message`.

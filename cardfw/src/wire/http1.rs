@@ -4,6 +4,13 @@
 //! does not re-encode bodies: it passes each body on byte for byte, framing included, and only
 //! needs to know where the body ends. That is what lets a decided body move socket to socket
 //! inside the kernel (`splice(2)`) and keeps a connection's memory to two small buffers.
+//!
+//! A request head must mean one thing to the card and to every origin behind it, so what
+//! servers read two ways is refused rather than guessed (RFC 9112 2.2 lets a server accept a
+//! bare LF as a line end; some do, so the card does not): a bare LF anywhere in the head or
+//! in a chunk-size or trailer line, a control byte in a field value, two `Host` fields, a
+//! `Host` that is not a plain ASCII authority. Response heads are read as `httparse` reads
+//! them: they come from the origin the rules chose, and are written back with CRLF.
 
 use std::fmt::Write as _;
 
@@ -154,6 +161,23 @@ pub enum HeadError {
     BadTransferEncoding,
     #[error("both Transfer-Encoding and Content-Length: the body's end would be ambiguous")]
     AmbiguousLength,
+    #[error("a line of the request head ends with a bare LF, not CRLF")]
+    BareLf,
+    #[error("a header field value holds a control character")]
+    ControlInValue,
+    #[error("more than one Host header field")]
+    MultipleHost,
+    #[error("the Host header is not an ASCII host name or address")]
+    BadHost,
+}
+
+/// The first bare LF (one not preceded by CR) in `bytes`, if any.
+fn bare_lf(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+        .map(|(i, _)| i)
 }
 
 fn owned_headers(parsed: &[httparse::Header<'_>]) -> Headers {
@@ -176,17 +200,37 @@ pub type ParseHead<T> = fn(&[u8]) -> Result<Option<(T, usize)>, HeadError>;
 pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
-    match request.parse(buf).map_err(HeadError::Syntax)? {
+    let parsed = request.parse(buf);
+    // `httparse` takes a bare LF for a line end; an origin may not. Judged on the head only
+    // (the body is the body's business), or on all there is while the head is incomplete.
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => buf.len(),
+    };
+    if bare_lf(&buf[..head_len]).is_some() {
+        return Err(HeadError::BareLf);
+    }
+    match parsed.map_err(HeadError::Syntax)? {
         httparse::Status::Partial => Ok(None),
-        httparse::Status::Complete(len) => Ok(Some((
-            RequestHead {
-                method: request.method.unwrap_or_default().to_string(),
-                target: request.path.unwrap_or_default().to_string(),
-                minor_version: request.version.unwrap_or(1),
-                headers: owned_headers(request.headers),
-            },
-            len,
-        ))),
+        httparse::Status::Complete(len) => {
+            let headers = owned_headers(request.headers);
+            if headers.0.iter().any(|h| {
+                h.value
+                    .iter()
+                    .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            }) {
+                return Err(HeadError::ControlInValue);
+            }
+            Ok(Some((
+                RequestHead {
+                    method: request.method.unwrap_or_default().to_string(),
+                    target: request.path.unwrap_or_default().to_string(),
+                    minor_version: request.version.unwrap_or(1),
+                    headers,
+                },
+                len,
+            )))
+        }
     }
 }
 
@@ -252,6 +296,24 @@ impl RequestHead {
     /// The client will not send another request on this connection after this one.
     pub fn closes(&self) -> bool {
         closes(self.minor_version, &self.headers)
+    }
+
+    /// The `Host` field, if there is one: refused when there are two (a server could take
+    /// either) or when it is not printable ASCII (RFC 9110 7.2: `uri-host [ ":" port ]`).
+    pub fn host(&self) -> Result<Option<&str>, HeadError> {
+        let mut hosts = self.headers.all("host");
+        let Some(host) = hosts.next() else {
+            return Ok(None);
+        };
+        if hosts.next().is_some() {
+            return Err(HeadError::MultipleHost);
+        }
+        if host.is_empty() || !host.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(HeadError::BadHost);
+        }
+        std::str::from_utf8(host)
+            .map(Some)
+            .map_err(|_| HeadError::BadHost)
     }
 
     pub fn write_to(&self, out: &mut Vec<u8>) {
@@ -330,6 +392,8 @@ pub enum ChunkError {
     MissingCrlf,
     #[error("chunk extension or trailer line longer than {MAX_LINE} bytes")]
     LineTooLong,
+    #[error("a chunk-size or trailer line ends with a bare LF, not CRLF")]
+    BareLf,
 }
 
 /// Longest chunk-size line extension or trailer field line accepted.
@@ -412,7 +476,12 @@ impl ChunkedTracker {
                 (Size { digits: 0, .. }, _) => return Err(ChunkError::BadSize),
                 (Size { size, .. }, b';' | b' ' | b'\t') => Extension { size, len: 0 },
                 (Size { size, .. } | Extension { size, .. }, b'\r') => SizeLf { size },
+                (Size { .. }, b'\n') => return Err(ChunkError::BareLf),
                 (Size { .. }, _) => return Err(ChunkError::BadSize),
+                // A bare LF ends the line for some servers and not for us: refused.
+                (Extension { .. } | TrailerStart | TrailerLine { .. }, b'\n') => {
+                    return Err(ChunkError::BareLf);
+                }
                 (Extension { len, .. }, _) if len >= MAX_LINE => {
                     return Err(ChunkError::LineTooLong);
                 }
@@ -486,6 +555,66 @@ mod tests {
             parse_request(text.as_bytes()),
             Err(HeadError::Syntax(httparse::Error::TooManyHeaders))
         );
+    }
+
+    #[test]
+    fn heads_servers_read_two_ways_are_refused() {
+        for (text, error) in [
+            ("GET / HTTP/1.1\nHost: a\r\n\r\n", HeadError::BareLf),
+            ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", HeadError::BareLf),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\n", HeadError::BareLf),
+            ("\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BareLf),
+        ] {
+            assert_eq!(parse_request(text.as_bytes()), Err(error), "{text:?}");
+        }
+        // Refused as soon as the bare LF arrives, not only once the head is whole.
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\nHost: a"),
+            Err(HeadError::BareLf)
+        );
+        // A bare LF in the body is the body's business.
+        assert!(
+            parse_request(b"POST / HTTP/1.1\r\nHost: a\r\n\r\nx\ny")
+                .unwrap()
+                .is_some()
+        );
+        // Control bytes in a value: refused by httparse or by us, never passed on.
+        for value in [&b"a\x00b"[..], b"a\x01b", b"a\x1fb", b"a\x7fb", b"a\rb"] {
+            let mut text = b"GET / HTTP/1.1\r\nX: ".to_vec();
+            text.extend_from_slice(value);
+            text.extend_from_slice(b"\r\n\r\n");
+            assert!(parse_request(&text).is_err(), "{value:?}");
+        }
+        assert!(
+            request("GET / HTTP/1.1\r\nX: a\tb\r\n\r\n")
+                .headers
+                .contains("x")
+        );
+    }
+
+    #[test]
+    fn one_ascii_host_or_none() {
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n").host(),
+            Ok(Some("a.example:8080"))
+        );
+        assert_eq!(request("GET / HTTP/1.0\r\n\r\n").host(), Ok(None));
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nHost: a.example\r\nhost: b.example\r\n\r\n").host(),
+            Err(HeadError::MultipleHost)
+        );
+        for bad in [
+            &b"a.example\xff"[..],
+            "\u{e9}.example".as_bytes(),
+            b"a b",
+            b"",
+        ] {
+            let mut text = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            text.extend_from_slice(bad);
+            text.extend_from_slice(b"\r\n\r\n");
+            let head = parse_request(&text).unwrap().unwrap().0;
+            assert_eq!(head.host(), Err(HeadError::BadHost), "{bad:?}");
+        }
     }
 
     #[test]
@@ -600,6 +729,12 @@ mod tests {
             track(b"1000000000000000\r\n").0,
             Err(ChunkError::SizeTooLong)
         );
+        // A bare LF in a chunk-size, extension or trailer line: some servers end the line
+        // there, and would read the rest as the next request.
+        assert_eq!(track(b"5\nhello\r\n").0, Err(ChunkError::BareLf));
+        assert_eq!(track(b"5;x\nhello\r\n").0, Err(ChunkError::BareLf));
+        assert_eq!(track(b"0\r\n\n").0, Err(ChunkError::BareLf));
+        assert_eq!(track(b"0\r\nX-T: 1\n\r\n").0, Err(ChunkError::BareLf));
         let long_ext = format!("1;{}", "x".repeat(MAX_LINE + 1));
         assert_eq!(track(long_ext.as_bytes()).0, Err(ChunkError::LineTooLong));
     }
