@@ -181,7 +181,12 @@ fn login_page(status: StatusCode, error: Option<String>) -> Response {
         },
     )
         .into_response();
-    set_cookie(&mut response, LOGIN_COOKIE, &token, Duration::from_secs(600));
+    set_cookie(
+        &mut response,
+        LOGIN_COOKIE,
+        &token,
+        Duration::from_secs(600),
+    );
     protect(response)
 }
 
@@ -263,7 +268,11 @@ async fn login(
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !tokens_match(&form.csrf, &expected) {
         return protect(
-            (StatusCode::FORBIDDEN, "a stale or forged login form: reload the page").into_response(),
+            (
+                StatusCode::FORBIDDEN,
+                "a stale or forged login form: reload the page",
+            )
+                .into_response(),
         );
     }
     if !state.admin_token_matches(&form.token) {
@@ -314,7 +323,8 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let Some((_, csrf)) = session(&state, &headers).filter(|(_, csrf)| tokens_match(&form.csrf, csrf))
+    let Some((_, csrf)) =
+        session(&state, &headers).filter(|(_, csrf)| tokens_match(&form.csrf, csrf))
     else {
         return protect((StatusCode::FORBIDDEN, "not logged in, or a stale form").into_response());
     };

@@ -950,7 +950,11 @@ mod tests {
         let (_, cookies, page) = send(get("/admin", "")).await;
         let login_cookie = cookies[0].clone();
         let forged = send(post("/admin/login", "", form, format!("token={token}"))).await;
-        assert_eq!(forged.0, StatusCode::FORBIDDEN, "a login form from elsewhere");
+        assert_eq!(
+            forged.0,
+            StatusCode::FORBIDDEN,
+            "a login form from elsewhere"
+        );
         let (status, cookies, _) = send(post(
             "/admin/login",
             &login_cookie,
@@ -970,10 +974,19 @@ mod tests {
 
         // The attack: a page of another site posts with the browser's cookie, as text/plain.
         let body = r#"{"group":"laptops","count":1}"#.to_owned();
-        let (status, _, _) = send(post("/v1/admin/tokens", &session, "text/plain", body.clone())).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "the cookie opens no API call");
-        let (status, _, _) =
-            send(post("/v1/admin/tokens", &session, JSON, body.clone())).await;
+        let (status, _, _) = send(post(
+            "/v1/admin/tokens",
+            &session,
+            "text/plain",
+            body.clone(),
+        ))
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the cookie opens no API call"
+        );
+        let (status, _, _) = send(post("/v1/admin/tokens", &session, JSON, body.clone())).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "not even as JSON");
         let bearer = |content_type: &str| {
             let mut request = post("/v1/admin/tokens", "", content_type, body.clone());
@@ -996,13 +1009,23 @@ mod tests {
         let csrf = csrf_of(&fleet);
         let (status, _, _) = send(post("/admin/revoke", &session, form, "card=x".into())).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, _, _) =
-            send(post("/admin/logout", &session, form, format!("csrf={csrf}"))).await;
+        let (status, _, _) = send(post(
+            "/admin/logout",
+            &session,
+            form,
+            format!("csrf={csrf}"),
+        ))
+        .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let (_, _, page) = send(get("/admin", &session)).await;
         assert!(page.contains("Admin token"), "logged out: {page}");
-        let (status, _, _) =
-            send(post("/admin/revoke", &session, form, format!("csrf={csrf}&card=x"))).await;
+        let (status, _, _) = send(post(
+            "/admin/revoke",
+            &session,
+            form,
+            format!("csrf={csrf}&card=x"),
+        ))
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }
