@@ -644,7 +644,7 @@ async fn setup(
         Ok(puk) => {
             tracing::info!("admin page: the card is set up");
             let notice = "The card is set up. Note the PUK below now: it is shown only this once, \
-                and it is what unblocks the PIN (over the card's reader: `cardctl unblock`)."
+                and it is what unblocks the PIN (over the card's reader, with cardctl unblock)."
                 .to_owned();
             let mut response = login_page(&state, StatusCode::OK, None, Some(notice), Some(puk));
             // The page holds the PUK: no copy in any cache, and none kept by the back button.
