@@ -634,7 +634,10 @@ async fn admin_no_pin_or_session_id_in_any_page_or_log() {
         .find(|(n, _)| n == session::SESSION_COOKIE)
         .map(|(_, v)| v.clone());
     let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("rules saved"), "the log is captured: {log}");
+    // Any line of the page shows the capture works. (Not one chosen line: tracing caches a
+    // call site's interest globally, and another test thread may hit it first.)
+    assert!(log.contains("admin page:"), "the log is captured: {log}");
+    assert_eq!(browser.version(), 2, "the rules were saved");
     for secret in [PIN, "24242424", "13579135", "11223344", code.as_str()] {
         assert!(!log.contains(secret), "{secret} in the log");
         for body in &browser.bodies {
