@@ -8,11 +8,21 @@
 //! | VERIFY | 00 20 00 [`PIN_REFERENCE`] | the PIN's digits (none: ask the tries left) | — |
 //! | VERIFY reset | 00 20 FF [`PIN_REFERENCE`] | — (forget the PIN presented) | — |
 //! | CHANGE REFERENCE DATA | 00 24 00 [`PIN_REFERENCE`] | [`secret_pair`] old PIN, new PIN | — (the old PIN costs a try if wrong) |
+//! | CHANGE REFERENCE DATA | 00 24 00 [`PUK_REFERENCE`] | [`secret_pair`] old PUK, new PUK | — (the old PUK costs a PUK try if wrong) |
+//! | first setup | 00 24 00 [`SETUP_REFERENCE`] | [`secret_pair`] setup code, first PIN | a card not set up; answers the new PUK (digits), shown this once |
 //! | RESET RETRY COUNTER | 00 2C 00 [`PIN_REFERENCE`] | [`secret_pair`] PUK, new PIN | — (the PUK costs a try if wrong) |
+//! | factory reset | 00 E4 00 00 (DELETE FILE) | [`AID`] | — (wipes everything; a new setup code) |
 //! | READ BINARY | 00 B0 offset (15 bits), or P1 = 80+SFI, P2 = offset | — | PIN |
 //! | READ BINARY (odd) | 00 B1 00 00 | 54 len offset | PIN |
 //! | UPDATE BINARY | 00/10 D6 00 00 (or 80+SFI 00) | the whole new rule file, chained | PIN |
-//! | GET DATA | 00 CA [`TAG_STATUS`] / [`TAG_LAST_REFUSAL`] | — | — |
+//! | GET DATA | 00 CA [`TAG_STATUS`] | — | — |
+//! | GET DATA | 00 CA [`TAG_LAST_REFUSAL`] | — | PIN |
+//! | GET DATA | 00 CA [`TAG_SETUP_CODE`] | — | a card not set up (6A88 after) |
+//!
+//! The reader is the card's physical-presence channel: whoever reaches the card's reader holds
+//! the card. So the setup code, the PUK unblock and the factory reset are offered here and on
+//! the card's console, never on the card's web page, which every computer on the inside
+//! reaches.
 //!
 //! UPDATE BINARY always replaces the whole file, because a rule set is only accepted whole,
 //! after it parses: a file longer than one command is sent as a command chain (CLA bit 10 on
@@ -27,6 +37,11 @@ pub const RULES_FID: [u8; 2] = [0x52, 0x53];
 pub const RULES_SFI: u8 = 1;
 /// P2 of VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER: the application's PIN.
 pub const PIN_REFERENCE: u8 = 0x81;
+/// P2 of CHANGE REFERENCE DATA for the PUK.
+pub const PUK_REFERENCE: u8 = 0x82;
+/// P2 of CHANGE REFERENCE DATA for a new card's first setup (the setup code is the "old"
+/// reference data, the first PIN the new one).
+pub const SETUP_REFERENCE: u8 = 0x83;
 
 pub const INS_SELECT: u8 = 0xA4;
 pub const INS_VERIFY: u8 = 0x20;
@@ -36,11 +51,16 @@ pub const INS_READ_BINARY: u8 = 0xB0;
 pub const INS_READ_BINARY_ODD: u8 = 0xB1;
 pub const INS_UPDATE_BINARY: u8 = 0xD6;
 pub const INS_GET_DATA: u8 = 0xCA;
+/// DELETE FILE of the application ([`AID`] as data): the factory reset.
+pub const INS_DELETE_FILE: u8 = 0xE4;
 
 /// GET DATA tag (P1-P2) of the card's status, a [`CardStatus`].
 pub const TAG_STATUS: u16 = 0x0101;
-/// GET DATA tag of why the last UPDATE BINARY was refused (UTF-8 text; empty if none).
+/// GET DATA tag of why the last UPDATE BINARY was refused (UTF-8 text; empty if none). Needs
+/// the PIN; cleared when the card is reset.
 pub const TAG_LAST_REFUSAL: u16 = 0x0102;
+/// GET DATA tag of a new card's setup code (ASCII digits), only until the card is set up.
+pub const TAG_SETUP_CODE: u16 = 0x0103;
 /// The offset data object of READ BINARY with the odd instruction.
 pub const TAG_OFFSET: u8 = 0x54;
 
@@ -86,8 +106,8 @@ pub struct CardStatus {
     pub rules_bytes: u32,
     pub pin_tries_left: u8,
     pub puk_tries_left: u8,
-    /// The default PIN is still set: everything but CHANGE REFERENCE DATA is refused.
-    pub must_change_pin: bool,
+    /// A new card, not set up: it has no PIN yet, only its setup code.
+    pub needs_setup: bool,
     /// The PIN has been presented since the card was powered or reset.
     pub verified: bool,
     /// Commands refused since the card was powered.
@@ -100,13 +120,13 @@ const T_PIN: u8 = 0x82;
 const T_PUK: u8 = 0x83;
 const T_FLAGS: u8 = 0x84;
 const T_REFUSED: u8 = 0x85;
-const FLAG_MUST_CHANGE: u8 = 1;
+const FLAG_NEEDS_SETUP: u8 = 1;
 const FLAG_VERIFIED: u8 = 2;
 
 impl CardStatus {
     pub fn emit(&self) -> Vec<u8> {
-        let flags = u8::from(self.must_change_pin) * FLAG_MUST_CHANGE
-            + u8::from(self.verified) * FLAG_VERIFIED;
+        let flags =
+            u8::from(self.needs_setup) * FLAG_NEEDS_SETUP + u8::from(self.verified) * FLAG_VERIFIED;
         let mut out = Vec::with_capacity(32);
         for (tag, value) in [
             (T_VERSION, &self.rules_version.to_be_bytes()[..]),
@@ -130,7 +150,7 @@ impl CardStatus {
             rules_bytes: 0,
             pin_tries_left: 0,
             puk_tries_left: 0,
-            must_change_pin: false,
+            needs_setup: false,
             verified: false,
             refused_commands: 0,
         };
@@ -144,7 +164,7 @@ impl CardStatus {
                 (T_PIN, 1) => status.pin_tries_left = value[0],
                 (T_PUK, 1) => status.puk_tries_left = value[0],
                 (T_FLAGS, 1) => {
-                    status.must_change_pin = value[0] & FLAG_MUST_CHANGE != 0;
+                    status.needs_setup = value[0] & FLAG_NEEDS_SETUP != 0;
                     status.verified = value[0] & FLAG_VERIFIED != 0;
                 }
                 (T_REFUSED, 4) => {
@@ -182,7 +202,7 @@ mod tests {
             rules_bytes: 1234,
             pin_tries_left: 2,
             puk_tries_left: 10,
-            must_change_pin: true,
+            needs_setup: true,
             verified: false,
             refused_commands: 3,
         };

@@ -64,7 +64,7 @@ impl StatusWord {
             StatusWord::SECURITY_STATUS_NOT_SATISFIED => "the PIN has not been presented",
             StatusWord::AUTHENTICATION_BLOCKED => "blocked",
             StatusWord::CONDITIONS_NOT_SATISFIED => {
-                "conditions of use not satisfied (is the default PIN still set?)"
+                "conditions of use not satisfied (is the card not set up yet?)"
             }
             StatusWord::NO_CURRENT_FILE => "no file selected",
             StatusWord::INCORRECT_DATA => "incorrect data",

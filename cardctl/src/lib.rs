@@ -168,13 +168,73 @@ impl Card {
     }
 
     pub fn unblock(&mut self, puk: &str, new_pin: &str) -> Result<(), CardError> {
-        let data = Zeroizing::new(app::secret_pair(puk, new_pin).ok_or(CardError::Usage(
+        let puk: Zeroizing<String> =
+            Zeroizing::new(puk.chars().filter(|c| !matches!(c, '-' | ' ')).collect());
+        let data = Zeroizing::new(app::secret_pair(&puk, new_pin).ok_or(CardError::Usage(
             "the PUK and the PIN have at most 16 digits",
         ))?);
         let command = Command::new(0, app::INS_RESET_RETRY_COUNTER, 0, app::PIN_REFERENCE)
             .with_data(data.to_vec());
         let response = self.transmit(&command)?;
         pin_outcome("RESET RETRY COUNTER", "PUK", response.sw)
+    }
+
+    /// A new card's setup code (digits), or `None` once the card is set up. The reader is the
+    /// card's physical-presence channel: whoever reaches it holds the card.
+    pub fn setup_code(&mut self) -> Result<Option<Zeroizing<String>>, CardError> {
+        let [p1, p2] = app::TAG_SETUP_CODE.to_be_bytes();
+        let response = self.transmit(&Command::new(0, app::INS_GET_DATA, p1, p2).with_le(256))?;
+        match response.sw {
+            StatusWord::OK => Ok(Some(Zeroizing::new(
+                String::from_utf8_lossy(&response.data).into_owned(),
+            ))),
+            StatusWord::DATA_NOT_FOUND => Ok(None),
+            sw => Err(CardError::Refused {
+                command: "GET DATA",
+                sw,
+            }),
+        }
+    }
+
+    /// First setup: the setup code and the first PIN; returns the PUK, which the card shows
+    /// this once.
+    pub fn setup(&mut self, code: &str, pin: &str) -> Result<Zeroizing<String>, CardError> {
+        let code: String = code.chars().filter(|c| !matches!(c, '-' | ' ')).collect();
+        let data = Zeroizing::new(app::secret_pair(&code, pin).ok_or(CardError::Usage(
+            "the setup code and the PIN have at most 16 digits",
+        ))?);
+        let command = Command::new(0, app::INS_CHANGE_REFERENCE_DATA, 0, app::SETUP_REFERENCE)
+            .with_data(data.to_vec())
+            .with_le(256);
+        let response = self.transmit(&command)?;
+        pin_outcome("CHANGE REFERENCE DATA", "setup code", response.sw)?;
+        Ok(Zeroizing::new(
+            String::from_utf8_lossy(&response.data).into_owned(),
+        ))
+    }
+
+    /// Replaces the PUK; a wrong current PUK costs a PUK try.
+    pub fn change_puk(&mut self, old: &str, new: &str) -> Result<(), CardError> {
+        let strip = |s: &str| -> Zeroizing<String> {
+            Zeroizing::new(s.chars().filter(|c| !matches!(c, '-' | ' ')).collect())
+        };
+        let (old, new) = (strip(old), strip(new));
+        let data = Zeroizing::new(
+            app::secret_pair(&old, &new).ok_or(CardError::Usage("a PUK has at most 16 digits"))?,
+        );
+        let command = Command::new(0, app::INS_CHANGE_REFERENCE_DATA, 0, app::PUK_REFERENCE)
+            .with_data(data.to_vec());
+        let response = self.transmit(&command)?;
+        pin_outcome("CHANGE REFERENCE DATA", "PUK", response.sw)
+    }
+
+    /// The factory reset: everything on the card is wiped and it gets a new setup code.
+    pub fn factory_reset(&mut self) -> Result<(), CardError> {
+        self.expect_ok(
+            "DELETE FILE",
+            Command::new(0, app::INS_DELETE_FILE, 0, 0).with_data(app::AID),
+        )
+        .map(drop)
     }
 
     fn select_rules(&mut self) -> Result<(), CardError> {
@@ -271,10 +331,12 @@ fn pin_outcome(command: &'static str, what: &'static str, sw: StatusWord) -> Res
         return Err(CardError::Blocked {
             what,
             sw,
-            hint: if what == "PIN" {
-                ": unblock it with `cardctl unblock` and the PUK"
-            } else {
-                ": only a factory reset on the card makes it usable again"
+            hint: match what {
+                "PIN" => ": unblock it with `cardctl unblock` and the PUK",
+                "setup code" => {
+                    ": a factory reset (`cardctl reset`) gives the card a new setup code"
+                }
+                _ => ": only a factory reset (`cardctl reset`) makes the card usable again",
             },
         });
     }

@@ -39,8 +39,24 @@ enum Cmd {
         #[command(subcommand)]
         command: PinCmd,
     },
+    /// A new card: print its setup code (what its label says), then ask for the first PIN
+    /// (twice) and print the PUK, which the card shows only this once.
+    Setup,
+    /// Print a new card's setup code, for setting it up on its web page.
+    SetupCode,
+    /// The PUK.
+    Puk {
+        #[command(subcommand)]
+        command: PukCmd,
+    },
     /// Unblock the PIN with the PUK and set a new PIN.
     Unblock,
+    /// Factory reset: wipe the rules, PIN, PUK, list files and audit log; the card gets a new
+    /// setup code. Needs `--yes`.
+    Reset {
+        #[arg(long)]
+        yes: bool,
+    },
     /// Send raw command APDUs (hex, one per argument) after selecting the application, and
     /// print each response and its status word. For diagnosis: never put a PIN here.
     Send {
@@ -55,6 +71,12 @@ enum RulesCmd {
     Get,
     /// Replace the card's rules with FILE (refused, and nothing changes, if it does not parse).
     Put { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PukCmd {
+    /// Change the PUK (current PUK, then the new one, 8 to 16 digits, twice).
+    Change,
 }
 
 #[derive(Subcommand)]
@@ -97,8 +119,8 @@ fn run(args: Args) -> Result<()> {
                 "commands refused since the card was powered: {}",
                 status.refused_commands
             );
-            if status.must_change_pin {
-                println!("the default PIN is still set: change it with `cardctl pin change`");
+            if status.needs_setup {
+                println!("a new card, not set up: set its PIN with `cardctl setup`");
             }
         }
         Cmd::Verify => {
@@ -131,6 +153,40 @@ fn run(args: Args) -> Result<()> {
             card.change_pin(&old, &new)?;
             println!("PIN changed");
         }
+        Cmd::Setup => {
+            let Some(code) = card.setup_code()? else {
+                bail!("the card is already set up");
+            };
+            println!("setup code: {}", group(&code));
+            let pin = secrets.read_new("new PIN")?;
+            let puk = card.setup(&code, &pin)?;
+            println!(
+                "the card is set up. Its PUK, shown only this once: {}",
+                group(&puk)
+            );
+            println!("write it down and keep it apart from the card: it unblocks the PIN");
+        }
+        Cmd::SetupCode => match card.setup_code()? {
+            Some(code) => println!("{}", group(&code)),
+            None => bail!("the card is set up: it has no setup code any more"),
+        },
+        Cmd::Puk {
+            command: PukCmd::Change,
+        } => {
+            let old = secrets.read("current PUK")?;
+            let new = secrets.read_new("new PUK")?;
+            card.change_puk(&old, &new)?;
+            println!("PUK changed");
+        }
+        Cmd::Reset { yes } => {
+            if !yes {
+                bail!(
+                    "a factory reset wipes the rules, the PIN, the PUK and the audit log: add --yes"
+                );
+            }
+            card.factory_reset()?;
+            println!("the card is new: set it up with `cardctl setup`");
+        }
         Cmd::Unblock => {
             let puk = secrets.read("PUK")?;
             let new = secrets.read_new("new PIN")?;
@@ -158,6 +214,18 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
         .collect()
+}
+
+/// Digits in groups of four, as the card's label and page show codes.
+fn group(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() + digits.len() / 4);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -77,12 +77,9 @@ impl LoadedRules {
     pub fn from_store(store: &crate::store::Store) -> Result<LoadedRules, String> {
         let current = store.rules().map_err(|e| e.to_string())?;
         let name = format!("store v{}", current.version);
-        let rules = RuleSet::from_text(
-            &name,
-            &current.text,
-            &rules::DirLoader(store.dir().to_path_buf()),
-        )
-        .map_err(|e| e.to_string())?;
+        let rules = store
+            .compile(&name, &current.text)
+            .map_err(|e| e.to_string())?;
         let version = match current.source {
             crate::store::RulesSource::Current => name,
             crate::store::RulesSource::PreviousFallback => {

@@ -42,6 +42,16 @@ enum Command {
     /// Leave the policy server (the PIN is read from standard input); the rules in force stay
     /// and become editable again.
     Unenroll,
+    /// Print a new card's setup code (what its label says), needed to choose its first PIN;
+    /// nothing once the card is set up. Reads the store without changing it, so it may run
+    /// beside the card.
+    SetupCode,
+    /// Console only: wipe the rules, PIN, PUK, list files and audit log and make the card new
+    /// (a new setup code). Stop the card first. Needs `--yes`.
+    FactoryReset {
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +89,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    match &args.command {
+        Some(Command::SetupCode) => return setup_code(&config),
+        Some(Command::FactoryReset { yes }) => return factory_reset(&config, *yes),
+        _ => {}
     }
     let managed = match &args.command {
         Some(Command::Enroll { server, token, ca }) => Some(enroll(&config, server, token, ca)),
@@ -170,4 +185,50 @@ fn unenroll(config: &cardfw::config::Config) -> anyhow::Result<String> {
         "left {} (card {}): the rules in force stay and are editable again",
         enrolment.server, enrolment.card_id
     ))
+}
+
+fn setup_code(config: &cardfw::config::Config) -> ExitCode {
+    let Some(dir) = &config.store else {
+        eprintln!("error: no `store` in the configuration: the card has no PIN to set up");
+        return ExitCode::FAILURE;
+    };
+    match cardfw::store::Store::read_setup_code(dir) {
+        Ok(Some(code)) => {
+            println!("{}", cardfw::store::format_setup_code(&code).as_str());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("the card is set up: it has no setup code any more");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e} (a new store is made when cardfw first starts)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn factory_reset(config: &cardfw::config::Config, yes: bool) -> ExitCode {
+    if !yes {
+        eprintln!(
+            "error: a factory reset wipes the rules, the PIN, the PUK and the audit log: add --yes"
+        );
+        return ExitCode::from(2);
+    }
+    let outcome = cardfw::run::open_store(config).and_then(|store| {
+        let store = anyhow::Context::context(store, "no `store` in the configuration")?;
+        store.factory_reset()?;
+        Ok(store)
+    });
+    match outcome {
+        Ok(store) => {
+            println!("the card is new: set it up with its setup code");
+            cardfw::iso7816::log_setup_code(&store);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

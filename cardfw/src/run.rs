@@ -46,9 +46,8 @@ pub fn open_store(config: &Config) -> Result<Option<Store>> {
     let first = std::fs::read_to_string(&config.rules).unwrap_or_else(|_| FIRST_RULES.to_string());
     let store = Store::open_or_create(dir, &first, PinCost::PRODUCTION)
         .with_context(|| format!("cannot open the rule store in {}", dir.display()))?;
-    if dir.join("puk.txt").exists() {
-        tracing::warn!(file = %dir.join("puk.txt").display(), "a new card: its PUK is in this file; keep it somewhere safe and delete the file");
-    }
+    // Until the card is set up, its console shows the setup code at every start.
+    crate::iso7816::log_setup_code(&store);
     Ok(Some(store))
 }
 

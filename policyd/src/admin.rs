@@ -188,7 +188,8 @@ impl AdminClient {
         self.call(
             Method::POST,
             &format!("/v1/admin/cards/{card_id}/revoke"),
-            None,
+            // The server takes admin POSTs only as JSON (no form a browser could forge).
+            Some(("application/json", b"{}".to_vec())),
         )
         .await
         .map(drop)

@@ -1,8 +1,16 @@
-//! The admin page: `/admin` (the fleet view), `/admin/login` (admin token → cookie),
-//! `/admin/revoke`. The cookie is `HttpOnly; Secure; SameSite=Strict` and holds a hash of the
-//! admin token; the revoke form also carries a CSRF token derived from it.
+//! The admin page: `/admin` (the fleet view), `/admin/login` (admin token → session),
+//! `/admin/logout`, `/admin/revoke`.
+//!
+//! A session is a random id in a cookie (`HttpOnly; Secure; SameSite=Strict`), kept only in
+//! the server's memory with its own random CSRF token; it ends at logout, after
+//! [`SESSION_IDLE`] without a request, or [`SESSION_LIFETIME`] after login (and when the server
+//! restarts). The cookie opens only these pages: the `/v1/admin` API takes the bearer token
+//! alone. Every form carries a CSRF token: the login form a random one that must match its
+//! own short-lived cookie (so no other site can log a browser in), the others the session's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Form, State};
@@ -15,11 +23,103 @@ use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
 use crate::server::AppState;
 
 const COOKIE: &str = "policyd_admin";
+/// The login form's own cookie: its CSRF token is this value.
+const LOGIN_COOKIE: &str = "policyd_login";
+/// A session ends after this long without a request…
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// …and this long after login in any case.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// Sessions kept at once; the oldest goes for a new login (which needs the admin token).
+const MAX_SESSIONS: usize = 32;
+
+/// The admin page's sessions: id → its CSRF token and times. Never written anywhere.
+#[derive(Default)]
+pub(crate) struct PageSessions {
+    table: Mutex<HashMap<String, Session>>,
+}
+
+struct Session {
+    csrf: String,
+    created: Instant,
+    last: Instant,
+}
+
+impl PageSessions {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session: its id for the cookie.
+    fn create(&self) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let mut table = self.table();
+        table.retain(|_, s| live(s, now));
+        if table.len() >= MAX_SESSIONS
+            && let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(id, _)| id.clone())
+        {
+            table.remove(&oldest);
+        }
+        table.insert(
+            id.clone(),
+            Session {
+                csrf: random_token(),
+                created: now,
+                last: now,
+            },
+        );
+        id
+    }
+
+    /// The CSRF token of live session `id` (its idle clock restarted), if it is one.
+    fn touch(&self, id: &str) -> Option<String> {
+        let now = Instant::now();
+        let mut table = self.table();
+        match table.get_mut(id) {
+            Some(session) if live(session, now) => {
+                session.last = now;
+                Some(session.csrf.clone())
+            }
+            Some(_) => {
+                table.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        self.table().remove(id);
+    }
+}
+
+fn live(session: &Session, now: Instant) -> bool {
+    now.duration_since(session.last) < SESSION_IDLE
+        && now.duration_since(session.created) < SESSION_LIFETIME
+}
+
+fn random_token() -> String {
+    crate::fleet::random_hex(32).expect("the system has randomness")
+}
+
+/// Constant-time comparison of a sent token with the expected one.
+fn tokens_match(sent: &str, expected: &str) -> bool {
+    sent.len() == expected.len()
+        && sent
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin", get(fleet))
         .route("/admin/login", post(login))
+        .route("/admin/logout", post(logout))
         .route("/admin/revoke", post(revoke))
         .route("/static/style.css", get(|| css(web::STYLE_CSS)))
         .route("/static/card.css", get(|| css(web::card::CARD_CSS)))
@@ -29,16 +129,26 @@ async fn css(text: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], text).into_response()
 }
 
-/// The admin cookie's value, if the request has one.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name`, if the request has one.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value.to_string())
+}
+
+fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: Duration) {
+    let cookie = format!(
+        "{name}={value}; HttpOnly; Secure; SameSite=Strict; Path=/admin; Max-Age={}",
+        max_age.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 fn protect(mut response: Response) -> Response {
@@ -52,24 +162,47 @@ fn protect(mut response: Response) -> Response {
     response
 }
 
-fn is_logged_in(state: &AppState, headers: &HeaderMap) -> bool {
-    session_cookie(headers).is_some_and(|c| c == state.session_value())
+/// The session of the request (id, CSRF token), if it has a live one.
+fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
+    let id = cookie(headers, COOKIE)?;
+    let csrf = state.page_sessions.touch(&id)?;
+    Some((id, csrf))
+}
+
+/// The login form with a fresh login cookie, whose value is the form's CSRF token.
+fn login_page(status: StatusCode, error: Option<String>) -> Response {
+    let token = random_token();
+    let mut response = (
+        status,
+        AdminLoginPage {
+            csrf: token.clone(),
+            notice: None,
+            error,
+        },
+    )
+        .into_response();
+    set_cookie(
+        &mut response,
+        LOGIN_COOKIE,
+        &token,
+        Duration::from_secs(600),
+    );
+    protect(response)
 }
 
 async fn fleet(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if !is_logged_in(&state, &headers) {
-        return protect(
-            AdminLoginPage {
-                notice: None,
-                error: None,
-            }
-            .into_response(),
-        );
+    match session(&state, &headers) {
+        Some((_, csrf)) => protect(fleet_page(&state, &csrf, None, None).await),
+        None => login_page(StatusCode::OK, None),
     }
-    protect(fleet_page(&state, None, None).await)
 }
 
-async fn fleet_page(state: &AppState, notice: Option<String>, error: Option<String>) -> Response {
+async fn fleet_page(
+    state: &AppState,
+    csrf: &str,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
     let cards = match state.db().cards().await {
         Ok(cards) => cards,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
@@ -111,7 +244,7 @@ async fn fleet_page(state: &AppState, notice: Option<String>, error: Option<Stri
         })
         .collect();
     FleetPage {
-        csrf: state.csrf_value(),
+        csrf: csrf.to_owned(),
         notice,
         error,
         groups,
@@ -122,36 +255,65 @@ async fn fleet_page(state: &AppState, notice: Option<String>, error: Option<Stri
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
+    csrf: String,
     token: String,
 }
 
-async fn login(State(state): State<Arc<AppState>>, Form(form): Form<LoginForm>) -> Response {
-    if !state.admin_token_matches(&form.token) {
-        tracing::warn!("admin page: wrong admin token");
+async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !tokens_match(&form.csrf, &expected) {
         return protect(
             (
-                StatusCode::UNAUTHORIZED,
-                AdminLoginPage {
-                    notice: None,
-                    error: Some("That is not the admin token.".into()),
-                },
+                StatusCode::FORBIDDEN,
+                "a stale or forged login form: reload the page",
             )
                 .into_response(),
         );
     }
-    let cookie = format!(
-        "{COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/",
-        state.session_value()
-    );
-    let mut response = Redirect::to("/admin").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    if !state.admin_token_matches(&form.token) {
+        tracing::warn!("admin page: wrong admin token");
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not the admin token.".into()),
+        );
     }
+    let id = state.page_sessions.create();
+    let mut response = Redirect::to("/admin").into_response();
+    set_cookie(&mut response, COOKIE, &id, SESSION_LIFETIME);
+    set_cookie(&mut response, LOGIN_COOKIE, "", Duration::ZERO);
     protect(response)
 }
 
 #[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    match session(&state, &headers) {
+        Some((id, csrf)) if tokens_match(&form.csrf, &csrf) => {
+            state.page_sessions.remove(&id);
+            let mut response = Redirect::to("/admin").into_response();
+            set_cookie(&mut response, COOKIE, "", Duration::ZERO);
+            protect(response)
+        }
+        _ => protect((StatusCode::FORBIDDEN, "not logged in, or a stale form").into_response()),
+    }
+}
+
+#[derive(Deserialize)]
 struct RevokeForm {
+    #[serde(default)]
     csrf: String,
     card: String,
 }
@@ -161,12 +323,14 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    if !is_logged_in(&state, &headers) || form.csrf != state.csrf_value() {
+    let Some((_, csrf)) =
+        session(&state, &headers).filter(|(_, csrf)| tokens_match(&form.csrf, csrf))
+    else {
         return protect((StatusCode::FORBIDDEN, "not logged in, or a stale form").into_response());
-    }
+    };
     let (notice, error) = match state.revoke(&form.card).await {
         Ok(()) => (Some(format!("Card {} is revoked.", form.card)), None),
         Err(e) => (None, Some(e.1)),
     };
-    protect(fleet_page(&state, notice, error).await)
+    protect(fleet_page(&state, &csrf, notice, error).await)
 }

@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `POST /v1/enrol` | anyone holding a one-time token |
 //! | `GET /v1/bundle?after=N`, `POST /v1/report` | an enrolled, unrevoked card (its certificate) |
-//! | `/v1/admin/…`, `/admin` | the administrator (`Authorization: Bearer <admin.token>`, or the page's cookie) |
+//! | `/v1/admin/…` | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
+//! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see [`crate::page`]) |
 //!
 //! Revocation is checked at the application layer after the handshake: the SHA-256 of the
 //! presented certificate is looked up (in the card table, then in memory: a certificate's card
@@ -83,6 +84,8 @@ pub struct AppState {
     revoked: Mutex<HashSet<String>>,
     /// To the task that writes card updates in batches (group commit).
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
+    /// The admin page's sessions.
+    pub(crate) page_sessions: crate::page::PageSessions,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -151,6 +154,7 @@ impl AppState {
         let (updates, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(write_updates(db.clone(), queue));
         let state = Arc::new(AppState {
+            page_sessions: crate::page::PageSessions::default(),
             updates,
             fleet,
             db,
@@ -214,19 +218,12 @@ impl AppState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        // Only the bearer token: a browser sends cookies by itself, even with a request another
+        // site made, but never an Authorization header it was not told to send.
         // Compared as hashes: the time taken says nothing about how much of the token matched.
-        let cookie = crate::page::session_cookie(headers);
         bearer.is_some_and(|t| {
             sha256_hex(t.as_bytes()) == sha256_hex(self.fleet.admin_token.as_bytes())
-        }) || cookie.is_some_and(|c| c == self.session_value())
-    }
-
-    pub(crate) fn session_value(&self) -> String {
-        sha256_hex(format!("session:{}", self.fleet.admin_token).as_bytes())
-    }
-
-    pub(crate) fn csrf_value(&self) -> String {
-        sha256_hex(format!("csrf:{}", self.fleet.admin_token).as_bytes())
+        })
     }
 
     pub(crate) fn admin_token_matches(&self, token: &str) -> bool {
@@ -699,12 +696,39 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
+/// An admin POST: the bearer token, and a body of media type `expected`. The types a page of
+/// another site can post without asking first (`text/plain`, forms) are never accepted.
+fn require_admin_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    expected: &str,
+) -> Result<(), ApiError> {
+    require_admin(state, headers)?;
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media_type.as_deref() == Some(expected) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("this admin call takes `Content-Type: {expected}`"),
+        ))
+    }
+}
+
+const JSON: &str = "application/json";
+/// What `policyd upload` sends: a signed bundle's bytes.
+const BUNDLE: &str = "application/vnd.cardwall.bundle";
+
 async fn admin_tokens(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin_post(&state, &headers, JSON)?;
     let request: TokensRequest = parse_json(&body)?;
     let tokens = state
         .new_tokens(
@@ -721,7 +745,7 @@ async fn admin_publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin_post(&state, &headers, JSON)?;
     let request: PublishRequest = parse_json(&body)?;
     let version = state.publish(&request).await?;
     Ok(axum::Json(PublishResponse {
@@ -742,7 +766,7 @@ async fn admin_upload(
     Query(UploadQuery { group }): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin_post(&state, &headers, BUNDLE)?;
     let version = state.upload(&group, &body).await?;
     Ok(axum::Json(PublishResponse { group, version }).into_response())
 }
@@ -764,7 +788,7 @@ async fn admin_revoke(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin_post(&state, &headers, JSON)?;
     state.revoke(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -869,5 +893,139 @@ mod tests {
             a.card(&Peer(Some("00".repeat(32)))).await.unwrap_err().0,
             StatusCode::FORBIDDEN
         );
+    }
+
+    /// Issue 13.12: the page's cookie never opens the admin API, and the API takes JSON only:
+    /// a cross-site `fetch` (the browser adds the cookie; the body is `text/plain`, which needs
+    /// no preflight) is refused. Page sessions are random, server-side, and end at logout.
+    #[tokio::test]
+    async fn the_admin_api_takes_the_bearer_token_and_json_only() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let token = state.fleet.admin_token.clone();
+        let app = router(state.clone());
+        let send = |request: axum::http::Request<axum::body::Body>| {
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let cookies: Vec<String> = response
+                    .headers()
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+                    .collect();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, cookies, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let get = |path: &str, cookie: &str| {
+            axum::http::Request::get(path)
+                .header(header::COOKIE, cookie)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let post = |path: &str, cookie: &str, content_type: &str, body: String| {
+            axum::http::Request::post(path)
+                .header(header::COOKIE, cookie)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let csrf_of = |body: &str| {
+            let marker = "name=\"csrf\" value=\"";
+            let at = body.find(marker).expect("a CSRF field") + marker.len();
+            body[at..at + body[at..].find('"').unwrap()].to_owned()
+        };
+        let form = "application/x-www-form-urlencoded";
+
+        // Log in on the page: the login form has its own CSRF token.
+        let (_, cookies, page) = send(get("/admin", "")).await;
+        let login_cookie = cookies[0].clone();
+        let forged = send(post("/admin/login", "", form, format!("token={token}"))).await;
+        assert_eq!(
+            forged.0,
+            StatusCode::FORBIDDEN,
+            "a login form from elsewhere"
+        );
+        let (status, cookies, _) = send(post(
+            "/admin/login",
+            &login_cookie,
+            form,
+            format!("csrf={}&token={token}", csrf_of(&page)),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("policyd_admin="))
+            .unwrap()
+            .clone();
+        let id = session.split_once('=').unwrap().1;
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, sha256_hex(format!("session:{token}").as_bytes()));
+
+        // The attack: a page of another site posts with the browser's cookie, as text/plain.
+        let body = r#"{"group":"laptops","count":1}"#.to_owned();
+        let (status, _, _) = send(post(
+            "/v1/admin/tokens",
+            &session,
+            "text/plain",
+            body.clone(),
+        ))
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the cookie opens no API call"
+        );
+        let (status, _, _) = send(post("/v1/admin/tokens", &session, JSON, body.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "not even as JSON");
+        let bearer = |content_type: &str| {
+            let mut request = post("/v1/admin/tokens", "", content_type, body.clone());
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            request
+        };
+        for content_type in ["text/plain", form, "multipart/form-data; boundary=x"] {
+            let (status, _, _) = send(bearer(content_type)).await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+        }
+        let (status, _, answer) = send(bearer("application/json; charset=utf-8")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+
+        // The page: its forms carry the session's token; logout ends the session.
+        let (status, _, fleet) = send(get("/admin", &session)).await;
+        assert_eq!(status, StatusCode::OK);
+        let csrf = csrf_of(&fleet);
+        let (status, _, _) = send(post("/admin/revoke", &session, form, "card=x".into())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _, _) = send(post(
+            "/admin/logout",
+            &session,
+            form,
+            format!("csrf={csrf}"),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, page) = send(get("/admin", &session)).await;
+        assert!(page.contains("Admin token"), "logged out: {page}");
+        let (status, _, _) = send(post(
+            "/admin/revoke",
+            &session,
+            form,
+            format!("csrf={csrf}&card=x"),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }

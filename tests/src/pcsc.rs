@@ -15,7 +15,7 @@ pub use appliance::pcscd::{READER, VPCD_PORT};
 pub struct CardReader {
     /// The `pcscd` socket to give clients as `PCSCLITE_CSOCK_NAME`.
     pub socket: PathBuf,
-    /// The card's data directory (its `puk.txt` holds the PUK of a new card).
+    /// The card's data directory.
     pub store: PathBuf,
     pub pcscd: u32,
     pub card: u32,
@@ -109,15 +109,21 @@ impl CardReader {
         )
     }
 
-    /// The PUK the new card wrote for its owner.
-    pub fn puk(&self) -> anyhow::Result<String> {
-        let notice = std::fs::read_to_string(self.store.join("puk.txt"))?;
-        notice
+    /// Sets the new card up over its reader (`cardctl setup`: the setup code read from the
+    /// card, then `pin`) and returns the PUK the card showed, digits only.
+    pub fn set_up(&self, pin: &str) -> anyhow::Result<String> {
+        let output = self.cardctl(&["setup"], &format!("{pin}\n"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "cardctl setup: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
             .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("cardwall card PUK: "))
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no PUK in {}", self.store.display()))
+            .find_map(|line| line.split_once("shown only this once: "))
+            .map(|(_, puk)| puk.replace('-', ""))
+            .ok_or_else(|| anyhow::anyhow!("no PUK in: {stdout}"))
     }
 
     pub fn socket(&self) -> &Path {

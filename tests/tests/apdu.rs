@@ -49,24 +49,36 @@ fn status_words(reader: &CardReader, apdus: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A new card set up over its reader with [`PIN`]; its PUK is in `PUK_OF`.
 fn setup(tag: &str) -> Option<(Lab, CardReader)> {
+    setup_with_puk(tag).map(|(lab, reader, _)| (lab, reader))
+}
+
+fn setup_with_puk(tag: &str) -> Option<(Lab, CardReader, String)> {
     if !pcsc::require_pcsc() {
         return None;
     }
     let mut lab = Lab::new(tag).expect("lab");
     let ns = lab.namespace("card").expect("namespace");
     let reader = pcsc::start(&mut lab, &ns, FIRST_RULES).expect("pcscd and the card");
-    assert!(ok(&reader, &["status"], "").contains("default PIN is still set"));
-    ok(&reader, &["pin", "change"], &format!("1234\n{PIN}\n"));
-    Some((lab, reader))
+    assert!(ok(&reader, &["status"], "").contains("not set up"));
+    // Issue 13.9: no default PIN; the setup code comes from the card's reader (or its console).
+    assert!(refused(&reader, &["verify"], "1234\n").contains("6985"));
+    let code = ok(&reader, &["setup-code"], "");
+    let from_store = cardfw::store::Store::read_setup_code(&reader.store)
+        .unwrap()
+        .unwrap();
+    assert_eq!(code.trim().replace('-', ""), *from_store);
+    let puk = reader.set_up(PIN).expect("cardctl setup");
+    assert!(refused(&reader, &["setup-code"], "").contains("set up"));
+    Some((lab, reader, puk))
 }
 
 #[test]
 fn wrong_pin_counts_down_blocks_after_three_and_the_puk_unblocks() {
-    let Some((_lab, reader)) = setup("apdupin") else {
+    let Some((_lab, reader, puk)) = setup_with_puk("apdupin") else {
         return;
     };
-    let puk = reader.puk().expect("PUK");
     ok(&reader, &["verify"], &format!("{PIN}\n"));
     let first = refused(&reader, &["verify"], "0000\n");
     assert!(
@@ -193,7 +205,8 @@ fn garbage_apdus_each_get_their_status_word_and_the_card_lives_on() {
     let status = ok(&reader, &["status"], "");
     assert!(status.contains("PIN: 3 tries left"), "{status}");
     assert!(
-        status.contains("refused since the card was powered: 20"),
+        // 20 here, and 2 in `setup`: the default PIN and the setup code once set up.
+        status.contains("refused since the card was powered: 22"),
         "{status}"
     );
     ok(&reader, &["verify"], &format!("{PIN}\n"));
@@ -202,4 +215,27 @@ fn garbage_apdus_each_get_their_status_word_and_the_card_lives_on() {
         log.contains("apdu: refused") && !log.contains("panicked"),
         "{log}"
     );
+}
+
+/// Issue 13.8 and 13.10: the PUK changes over the reader, and a factory reset over the reader
+/// makes the card new (a new setup code, the first rules).
+#[test]
+fn puk_change_and_factory_reset_over_the_reader() {
+    let Some((_lab, reader, puk)) = setup_with_puk("apdureset") else {
+        return;
+    };
+    let wrong = refused(&reader, &["puk", "change"], "000000000000\n1357913579\n");
+    assert!(wrong.contains("63C9"), "{wrong}");
+    ok(&reader, &["puk", "change"], &format!("{puk}\n1357913579\n"));
+    for _ in 0..3 {
+        let _ = reader.cardctl(&["verify"], "0000\n");
+    }
+    ok(&reader, &["unblock"], "1357-9135-79\n2468\n");
+    ok(&reader, &["verify"], "2468\n");
+    assert!(refused(&reader, &["reset"], "").contains("--yes"));
+    ok(&reader, &["reset", "--yes"], "");
+    assert!(ok(&reader, &["status"], "").contains("not set up"));
+    assert!(refused(&reader, &["verify"], "2468\n").contains("6985"));
+    reader.set_up(PIN).expect("set up again");
+    ok(&reader, &["verify"], &format!("{PIN}\n"));
 }

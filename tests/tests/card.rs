@@ -840,10 +840,22 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
         "`cardfw fingerprint` prints what the status reports"
     );
 
-    // What the card's web page does for an admin: log in with the PIN, change the default
-    // PIN, save new rules.
+    // What the card's web page does for an admin: set the new card up with its setup code
+    // (which the card printed on its console), log in with the PIN, save new rules.
+    let code = Store::read_setup_code(&lab.dir.join("store"))
+        .unwrap()
+        .expect("a new card has a setup code");
+    assert!(
+        lab.log().contains(&format!(
+            "{}{}",
+            cardfw::store::SETUP_CODE_LOG,
+            cardfw::store::format_setup_code(&code).as_str()
+        )),
+        "the console shows the setup code:\n{}",
+        lab.log()
+    );
     let store = Store::open_or_create(&lab.dir.join("store"), "", PinCost::PRODUCTION).unwrap();
-    store.login("1234").unwrap().change_pin("2580").unwrap();
+    store.setup(&code, "2580").unwrap();
     let admin = store.login("2580").unwrap();
     admin
         .save_rules(&format!("late: deny http host allowed.test\n{RULES}"))
@@ -871,8 +883,8 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
     }
 }
 
-/// The card's web page in a real browser on the protected side: a wrong PIN shows the tries
-/// left, the default PIN must be changed, then the admin blocks a name in the rule editor and
+/// The card's web page in a real browser on the protected side: the new card is set up with
+/// its setup code (the PUK shown once), a wrong PIN shows the tries left, then the admin blocks a name in the rule editor and
 /// the protected computer's next request for it is blocked.
 #[test]
 fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
@@ -888,6 +900,11 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let new_rules = format!("no-allowed: deny any host allowed.test\n{RULES}");
+    // On real hardware the label; here the card's console (and `cardfw setup-code`).
+    let code = cardfw::store::Store::read_setup_code(&lab.dir.join("store"))
+        .unwrap()
+        .expect("a new card has a setup code")
+        .to_string();
     let outcome = lab
         .client
         .enter(move || {
@@ -914,6 +931,16 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                     b.client().find(Locator::Css(&css)).await?.click().await?;
                     Ok(())
                 };
+                // A new card: the setup code and the first PIN; the PUK is shown once.
+                type_into(&b, "setup-code", &code).await?;
+                type_into(&b, "setup-pin", "2580").await?;
+                type_into(&b, "setup-confirm", "2580").await?;
+                submit(&b, "/setup").await?;
+                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
+                    Ok(b.text("main").await?.contains("Your PUK"))
+                })
+                .await?;
+                b.screenshot(&shots.join("card-setup-puk.png")).await?;
                 // A wrong PIN costs a try, and the page says how many are left.
                 type_into(&b, "pin", "9999").await?;
                 submit(&b, "/login").await?;
@@ -923,23 +950,11 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 .await?;
                 let tries = b.text("main").await?;
                 b.screenshot(&shots.join("card-wrong-pin.png")).await?;
-                // The default PIN works once, to change it.
-                type_into(&b, "pin", "1234").await?;
-                submit(&b, "/login").await?;
-                type_into(&b, "current-pin", "1234").await?;
-                type_into(&b, "new-pin", "2580").await?;
-                type_into(&b, "confirm-pin", "2580").await?;
-                submit(&b, "/pin").await?;
-                // The change is done when the page no longer asks for it.
-                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
-                    Ok(!b.text("main").await?.contains("Choose your own PIN first"))
-                })
-                .await?;
+                // A wrong PIN makes this computer wait a second before the next try.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 b.goto(&format!("https://{CARD_INSIDE}/")).await?;
-                if b.count("#pin").await? > 0 {
-                    type_into(&b, "pin", "2580").await?;
-                    submit(&b, "/login").await?;
-                }
+                type_into(&b, "pin", "2580").await?;
+                submit(&b, "/login").await?;
                 // The rule editor: block allowed.test, confirm with the PIN.
                 type_into(&b, "rules", &new_rules).await?;
                 type_into(&b, "rules-pin", "2580").await?;

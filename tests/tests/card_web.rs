@@ -139,6 +139,7 @@ fn card_page_is_served_over_pinned_https_on_the_inside_address_only() {
         PinCost::INSECURE_FAST_FOR_TESTS,
     )
     .expect("store");
+    let setup_code = store.setup_code().unwrap().expect("a new card");
     let identity = tls_identity(&store, inside).expect("TLS identity");
     let cert = identity.cert_der.clone();
     let tls = identity.server_config();
@@ -179,6 +180,9 @@ fn card_page_is_served_over_pinned_https_on_the_inside_address_only() {
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("Log in"), "{page}");
     assert!(page.contains("tries left"), "{page}");
+    // Issue 13.9: a new card asks for its setup code and never shows it.
+    assert!(page.contains("Set up this card"), "{page}");
+    assert!(!page.contains(setup_code.as_str()), "{page}");
     let lower = page.to_ascii_lowercase();
     assert!(lower.contains("content-security-policy:"), "{page}");
     assert!(

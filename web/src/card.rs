@@ -1,6 +1,6 @@
 //! The card's own web page (served by `cardfw::admin` over HTTPS on the card's inside address):
-//! the PIN login, and once logged in the rules, a decision tester, the recent decisions, the
-//! counters, the PIN change and the audit log.
+//! a new card's setup, the PIN login, and once logged in the rules, a decision tester, the
+//! recent decisions, the counters, the PIN and PUK change and the audit log.
 //!
 //! The page has no script at all; every form posts to the card itself and carries a CSRF token.
 
@@ -16,13 +16,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 /// The card page's few extra rules (forms), for `/static/card.css`, after the shared stylesheet.
 pub const CARD_CSS: &str = include_str!("../templates/card/card.css");
 
-/// `GET /` without a session: the PIN form, or the PUK form when the PIN is blocked.
+/// `GET /` without a session: the setup form of a new card, the PIN form, or what to do when
+/// the PIN is blocked (unblocking needs the card's reader, not this page).
 #[derive(Debug, Clone, Template)]
 #[cfg_attr(feature = "axum", derive(WebTemplate))]
 #[template(path = "card/login.html")]
 pub struct LoginPage {
-    /// The pre-session CSRF token for the login and unblock forms.
+    /// The pre-session CSRF token for the login and setup forms.
     pub csrf: String,
+    /// A new card: the setup form (setup code and first PIN) instead of the login.
+    pub needs_setup: bool,
+    pub setup_tries_left: u8,
+    /// Right after setup: the PUK, shown this once (grouped `1234-5678-9012`).
+    pub new_puk: Option<String>,
     pub tries_left: u8,
     pub blocked: bool,
     pub puk_tries_left: u8,
@@ -40,8 +46,6 @@ pub struct LoginPage {
 #[template(path = "card/dashboard.html")]
 pub struct DashboardPage {
     pub csrf: String,
-    /// The PIN is still the default one: only the PIN form is shown.
-    pub must_change: bool,
     pub notice: Option<String>,
     pub error: Option<String>,
     /// The stored rules' version and when it was saved (UTC).
@@ -118,6 +122,9 @@ mod tests {
     fn login_page_labels_every_input_and_escapes() {
         let page = LoginPage {
             csrf: "t\"<x>".into(),
+            needs_setup: false,
+            setup_tries_left: 0,
+            new_puk: None,
             tries_left: 2,
             blocked: false,
             puk_tries_left: 10,

@@ -10,6 +10,8 @@ use askama_web::WebTemplate;
 #[cfg_attr(feature = "axum", derive(WebTemplate))]
 #[template(path = "policy/login.html")]
 pub struct AdminLoginPage {
+    /// The login form's CSRF token (the value of its own cookie).
+    pub csrf: String,
     pub notice: Option<String>,
     pub error: Option<String>,
 }

@@ -4,14 +4,15 @@
 //!
 //! | route | what | needs |
 //! |---|---|---|
-//! | `GET /` | the login form (PUK form when blocked), or the dashboard | — |
+//! | `GET /` | the setup form (a new card), the login form, or the dashboard | — |
+//! | `POST /setup` | a new card's setup code and first PIN → the PUK, shown this once | pre-session CSRF token |
 //! | `POST /login` | PIN → session cookie, then back to `/` | pre-session CSRF token |
-//! | `POST /unblock` | PUK and a new PIN | pre-session CSRF token |
 //! | `POST /logout` | ends the session | session, CSRF token |
 //! | `POST /explain` | the decision tester, on the text in the editor (nothing saved) | session, CSRF token |
 //! | `POST /rules` | validates, then saves the rules as the next version | session, CSRF token, PIN |
 //! | `POST /rules/rollback` | the previous version becomes current again | session, CSRF token, PIN |
 //! | `POST /pin` | changes the PIN | session, CSRF token, PIN |
+//! | `POST /puk` | changes the PUK | session, CSRF token, PIN, PUK |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
 //! # A PIN with every change
@@ -23,6 +24,15 @@
 //! `AdminSession` for that one change with [`Store::login`]. A stolen cookie therefore shows the
 //! rules but changes nothing, each change is audited with its own login, and a wrong PIN on any
 //! form costs a try like at the login, so guessing through the forms blocks the PIN too.
+//!
+//! # What the page does not do
+//!
+//! Unblocking the PIN with the PUK and the factory reset are not on the page: any computer on
+//! the inside reaches it, and ten wrong PUKs from one of them would leave the owner only a
+//! factory reset. They need physical presence: the card's reader (`cardctl unblock`,
+//! `cardctl reset`) or its console. A new card is set up only with its setup code, which the
+//! page never shows. Every wrong PIN or setup code makes the sender wait, doubling per failure
+//! ([`session::LoginDelays`]): an inside computer guessing is slowed without slowing the owner's.
 //!
 //! # Cookies and CSRF
 //!
@@ -40,13 +50,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Form, State};
+use axum::extract::{DefaultBodyLimit, Form, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rules::{Action, DirLoader, LocalTime, Protocol, Request, RuleSet};
+use rules::{Action, LocalTime, Protocol, Request, RuleSet};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -57,14 +67,16 @@ use web::card::{
 use zeroize::Zeroize;
 
 use crate::card::Card;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, pin};
 use session::{
-    PRE_SESSION_COOKIE, PRE_SESSION_LIFETIME, SESSION_COOKIE, Sessions, clear_cookie, cookie,
-    set_cookie, tokens_match,
+    LoginDelays, PRE_SESSION_COOKIE, PRE_SESSION_LIFETIME, SESSION_COOKIE, Sessions, clear_cookie,
+    cookie, set_cookie, tokens_match,
 };
 
 /// How long a session lasts without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// The wait after a client's first wrong PIN or setup code; it doubles with every further one.
+pub const LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Time for a client to finish the TLS handshake, then to send its request headers.
@@ -81,19 +93,27 @@ pub struct AdminState {
     store: Store,
     card: Arc<Card>,
     sessions: Sessions,
+    delays: LoginDelays,
 }
 
 impl AdminState {
     pub fn new(store: Store, card: Arc<Card>) -> Arc<AdminState> {
-        AdminState::with_idle_timeout(store, card, IDLE_TIMEOUT)
+        AdminState::with_timing(store, card, IDLE_TIMEOUT, LOGIN_DELAY)
     }
 
-    /// Like [`AdminState::new`] with another idle timeout (tests use a short one).
-    pub fn with_idle_timeout(store: Store, card: Arc<Card>, idle: Duration) -> Arc<AdminState> {
+    /// Like [`AdminState::new`] with another idle timeout and first wait after a wrong PIN
+    /// (tests use short ones).
+    pub fn with_timing(
+        store: Store,
+        card: Arc<Card>,
+        idle: Duration,
+        login_delay: Duration,
+    ) -> Arc<AdminState> {
         Arc::new(AdminState {
             store,
             card,
             sessions: Sessions::new(idle),
+            delays: LoginDelays::new(login_delay),
         })
     }
 
@@ -108,12 +128,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", post(login))
-        .route("/unblock", post(unblock))
+        .route("/setup", post(setup))
         .route("/logout", post(logout))
         .route("/explain", post(explain))
         .route("/rules", post(save_rules))
         .route("/rules/rollback", post(rollback))
         .route("/pin", post(change_pin))
+        .route("/puk", post(change_puk))
         .route("/static/style.css", get(|| static_css(web::STYLE_CSS)))
         .route("/static/card.css", get(|| static_css(web::card::CARD_CSS)))
         .fallback(not_found)
@@ -134,7 +155,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
-        let (tcp, _) = listener.accept().await?;
+        let (tcp, peer) = listener.accept().await?;
+        let client = ClientAddr(peer.ip());
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
@@ -147,9 +169,11 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                app.clone().oneshot(request)
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                    request.extensions_mut().insert(client);
+                    app.clone().oneshot(request)
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -221,6 +245,81 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The address a request came from (what login waits are counted by). Requests that did not
+/// come through [`serve`] (tests) are from the unspecified address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<ClientAddr, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))))
+    }
+}
+
+/// Why a PIN-guarded action did not happen.
+enum Refusal {
+    Store(StoreError),
+    /// The client must wait this long after its last wrong secret; nothing was tried.
+    Wait(Duration),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Refusal {
+        Refusal::Store(error)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Store(error) => error.fmt(f),
+            Refusal::Wait(left) => write!(
+                f,
+                "too many wrong tries from this computer: wait {} s before the next (no try was spent)",
+                left.as_secs().max(1)
+            ),
+        }
+    }
+}
+
+/// Whether a refusal counts as a wrong secret for the client's wait.
+fn wrong_secret(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::WrongPin { .. }
+            | StoreError::Blocked
+            | StoreError::WrongSetupCode { .. }
+            | StoreError::SetupBlocked
+    )
+}
+
+/// Runs `attempt` unless `client` must still wait; counts its outcome for the next wait.
+async fn throttled<T: Send + 'static>(
+    state: &Arc<AdminState>,
+    client: ClientAddr,
+    attempt: impl FnOnce(&AdminState) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    if let Some(left) = state.delays.wait_left(client.0) {
+        return Err(Refusal::Wait(left));
+    }
+    let result = blocking(state, attempt).await;
+    match &result {
+        Ok(_) => state.delays.succeeded(client.0),
+        Err(error) if wrong_secret(error) => state.delays.failed(client.0),
+        Err(_) => {}
+    }
+    Ok(result?)
+}
+
 // ---- forms. Secrets are wiped when the form is dropped; none derives Debug. ----
 
 /// A PIN or PUK from a form, wiped when dropped.
@@ -249,10 +348,21 @@ struct PinForm {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UnblockForm {
+struct SetupForm {
     csrf: String,
-    puk: Secret,
+    setup_code: Secret,
     new_pin: Secret,
+    confirm_pin: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ChangePukForm {
+    csrf: String,
+    pin: Secret,
+    puk: Secret,
+    new_puk: Secret,
+    confirm_puk: Secret,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,21 +428,27 @@ fn check_pre_session(
 async fn index(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     match live_session(&state, &headers) {
         Some(id) => dashboard(&state, &id, View::default()),
-        None => login_page(&state, StatusCode::OK, None, None),
+        None => login_page(&state, StatusCode::OK, None, None, None),
     }
 }
 
 /// The login page, with a new pre-session cookie and its token.
+/// The login page, with a new pre-session cookie and its token. `new_puk` is shown once,
+/// right after setup.
 fn login_page(
     state: &AdminState,
     status: StatusCode,
     error: Option<String>,
     notice: Option<String>,
+    new_puk: Option<zeroize::Zeroizing<String>>,
 ) -> Response {
     let pre = state.sessions.new_pre_session();
     let pin = state.store.pin_state();
     let page = LoginPage {
         csrf: state.sessions.pre_session_token(&pre),
+        needs_setup: pin.as_ref().is_ok_and(|p| p.needs_setup),
+        setup_tries_left: pin.as_ref().map_or(0, |p| p.setup_tries_left),
+        new_puk: new_puk.map(|puk| pin::group_digits(&puk).to_string()),
         tries_left: pin.as_ref().map_or(0, |p| p.tries_left),
         blocked: pin.as_ref().is_ok_and(|p| p.blocked),
         puk_tries_left: pin.as_ref().map_or(0, |p| p.puk_tries_left),
@@ -370,13 +486,6 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
     let mut note = |e: StoreError| {
         error.get_or_insert_with(|| e.to_string());
     };
-    let must_change = match store.pin_state() {
-        Ok(pin) => pin.must_change,
-        Err(e) => {
-            note(e);
-            true
-        }
-    };
     let (rules_version, rules_saved_at, stored_text) = match store.rules() {
         Ok(rules) => (
             rules.version,
@@ -413,7 +522,6 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let page = DashboardPage {
         csrf: state.sessions.session_token(id),
-        must_change,
         notice: view.notice,
         error,
         rules_version,
@@ -467,6 +575,7 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
 
 async fn login(
     State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<PinForm>,
 ) -> Response {
@@ -474,7 +583,7 @@ async fn login(
         return forbidden(why);
     }
     let pin = form.pin.0.clone();
-    let result = blocking(&state, move |state| {
+    let result = throttled(&state, client, move |state| {
         let pin = zeroizing(pin);
         state.store.login(&pin).map(|_| ())
     })
@@ -502,43 +611,55 @@ async fn login(
         }
         Err(error) => {
             tracing::info!("admin page: login refused: {error}");
-            login_page(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                Some(error.to_string()),
-                None,
-            )
+            let status = match error {
+                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
+            };
+            login_page(&state, status, Some(error.to_string()), None, None)
         }
     }
 }
 
-async fn unblock(
+/// First setup: the setup code and the first PIN; the answer shows the new PUK, once.
+async fn setup(
     State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
     headers: HeaderMap,
-    Form(form): Form<UnblockForm>,
+    Form(form): Form<SetupForm>,
 ) -> Response {
     if let Err(why) = check_pre_session(&state, &headers, &form.csrf) {
         return forbidden(why);
     }
-    let (puk, new_pin) = (form.puk.0.clone(), form.new_pin.0.clone());
-    let result = blocking(&state, move |state| {
-        let (puk, new_pin) = (zeroizing(puk), zeroizing(new_pin));
-        state.store.unblock(&puk, &new_pin)
+    if form.new_pin.0 != form.confirm_pin.0 {
+        let error = "The two PINs differ: nothing was changed.".to_owned();
+        return login_page(&state, StatusCode::OK, Some(error), None, None);
+    }
+    let (code, new_pin) = (form.setup_code.0.clone(), form.new_pin.0.clone());
+    let result = throttled(&state, client, move |state| {
+        let (code, new_pin) = (zeroizing(code), zeroizing(new_pin));
+        state.store.setup(&code, &new_pin)
     })
     .await;
     match result {
-        Ok(()) => {
-            tracing::info!("admin page: PIN unblocked with the PUK");
-            login_page(
-                &state,
-                StatusCode::OK,
-                None,
-                Some("The PIN is unblocked: log in with the new PIN.".into()),
-            )
+        Ok(puk) => {
+            tracing::info!("admin page: the card is set up");
+            let notice = "The card is set up. Note the PUK below now: it is shown only this once, \
+                and it is what unblocks the PIN (over the card's reader, with cardctl unblock)."
+                .to_owned();
+            let mut response = login_page(&state, StatusCode::OK, None, Some(notice), Some(puk));
+            // The page holds the PUK: no copy in any cache, and none kept by the back button.
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
         }
         Err(error) => {
-            tracing::info!("admin page: unblock refused: {error}");
-            login_page(&state, StatusCode::OK, Some(error.to_string()), None)
+            tracing::info!("admin page: setup refused: {error}");
+            let status = match error {
+                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
+            };
+            login_page(&state, status, Some(error.to_string()), None, None)
         }
     }
 }
@@ -588,6 +709,7 @@ async fn explain(
 
 async fn save_rules(
     State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<RulesForm>,
 ) -> Response {
@@ -608,7 +730,10 @@ async fn save_rules(
         );
     }
     let (pin, text) = (form.pin.0.clone(), form.rules.clone());
-    let result = with_pin(&state, pin, move |session| session.save_rules(&text)).await;
+    let result = with_pin(&state, client, pin, move |session| {
+        session.save_rules(&text)
+    })
+    .await;
     match result {
         Ok(version) => {
             tracing::info!(version, "admin page: rules saved");
@@ -622,6 +747,7 @@ async fn save_rules(
 
 async fn rollback(
     State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<PinForm>,
 ) -> Response {
@@ -629,7 +755,10 @@ async fn rollback(
         Ok(id) => id,
         Err(why) => return forbidden(why),
     };
-    let result = with_pin(&state, form.pin.0.clone(), |session| session.rollback()).await;
+    let result = with_pin(&state, client, form.pin.0.clone(), |session| {
+        session.rollback()
+    })
+    .await;
     match result {
         Ok(version) => {
             tracing::info!(version, "admin page: rules rolled back");
@@ -642,6 +771,7 @@ async fn rollback(
 
 async fn change_pin(
     State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<ChangePinForm>,
 ) -> Response {
@@ -657,7 +787,7 @@ async fn change_pin(
         return dashboard(&state, &id, view);
     }
     let new_pin = form.new_pin.0.clone();
-    let result = with_pin(&state, form.pin.0.clone(), move |session| {
+    let result = with_pin(&state, client, form.pin.0.clone(), move |session| {
         let new_pin = zeroizing(new_pin);
         session.change_pin(&new_pin)
     })
@@ -666,6 +796,39 @@ async fn change_pin(
         Ok(()) => {
             tracing::info!("admin page: PIN changed");
             dashboard(&state, &id, notice_view("The PIN is changed.".into()))
+        }
+        Err(error) => action_failed(&state, &id, error, None),
+    }
+}
+
+/// The PIN opens the form like every change; the current PUK is checked with its own counter.
+async fn change_puk(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<ChangePukForm>,
+) -> Response {
+    let id = match check_session(&state, &headers, &form.csrf) {
+        Ok(id) => id,
+        Err(why) => return forbidden(why),
+    };
+    if form.new_puk.0 != form.confirm_puk.0 {
+        let view = View {
+            error: Some("The two new PUKs differ: nothing was changed.".into()),
+            ..View::default()
+        };
+        return dashboard(&state, &id, view);
+    }
+    let (puk, new_puk) = (form.puk.0.clone(), form.new_puk.0.clone());
+    let result = with_pin(&state, client, form.pin.0.clone(), move |session| {
+        let (puk, new_puk) = (zeroizing(puk), zeroizing(new_puk));
+        session.change_puk(&puk, &new_puk)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: PUK changed");
+            dashboard(&state, &id, notice_view("The PUK is changed.".into()))
         }
         Err(error) => action_failed(&state, &id, error, None),
     }
@@ -685,10 +848,11 @@ fn zeroizing(secret: String) -> zeroize::Zeroizing<String> {
 /// Opens an admin session with `pin` for one change (see the module documentation).
 async fn with_pin<T: Send + 'static>(
     state: &Arc<AdminState>,
+    client: ClientAddr,
     pin: String,
     change: impl FnOnce(&crate::store::AdminSession<'_>) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    blocking(state, move |state| {
+) -> Result<T, Refusal> {
+    throttled(state, client, move |state| {
         let pin = zeroizing(pin);
         let session = state.store.login(&pin)?;
         change(&session)
@@ -701,13 +865,16 @@ async fn with_pin<T: Send + 'static>(
 fn action_failed(
     state: &AdminState,
     id: &str,
-    error: StoreError,
+    error: Refusal,
     rules_text: Option<String>,
 ) -> Response {
     tracing::info!("admin page: change refused: {error}");
-    if matches!(error, StoreError::Blocked | StoreError::PukBlocked) {
+    if matches!(
+        error,
+        Refusal::Store(StoreError::Blocked | StoreError::PukBlocked)
+    ) {
         state.sessions.remove(id);
-        let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None);
+        let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None, None);
         response.headers_mut().append(
             header::SET_COOKIE,
             HeaderValue::from_str(&clear_cookie(SESSION_COOKIE)).expect("ASCII"),
@@ -725,22 +892,24 @@ fn action_failed(
 /// Compiles the edited text as the firewall would (list files beside the store), or says
 /// where it is wrong.
 fn compile(state: &AdminState, text: &str) -> Result<RuleSet, Vec<RuleError>> {
-    let lists = DirLoader(state.store.dir().to_path_buf());
-    RuleSet::from_text(RULES_NAME, text, &lists).map_err(|diagnostics| {
-        diagnostics
-            .iter()
-            .map(|d| RuleError {
-                line: d.line,
-                col: d.col,
-                message: if d.file == RULES_NAME {
-                    d.message.clone()
-                } else {
-                    format!("in {}: {}", d.file, d.message)
-                },
-                source_line: d.source_line.clone(),
-            })
-            .collect()
-    })
+    state
+        .store
+        .compile(RULES_NAME, text)
+        .map_err(|diagnostics| {
+            diagnostics
+                .iter()
+                .map(|d| RuleError {
+                    line: d.line,
+                    col: d.col,
+                    message: if d.file == RULES_NAME {
+                        d.message.clone()
+                    } else {
+                        format!("in {}: {}", d.file, d.message)
+                    },
+                    source_line: d.source_line.clone(),
+                })
+                .collect()
+        })
 }
 
 /// The decision tester: a URL (`http://…`, `https://…`) or a bare name (asked as HTTPS).

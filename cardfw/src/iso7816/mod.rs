@@ -72,6 +72,8 @@ impl<'store> Application<'store> {
         self.rules_selected = false;
         self.chain = None;
         self.snapshot = None;
+        // It may quote the rules: it is for whoever presented the PIN, in this session only.
+        self.last_refusal.clear();
     }
 
     /// Commands refused since power on.
@@ -121,8 +123,9 @@ impl<'store> Application<'store> {
         match command.ins {
             app::INS_SELECT => self.select(command),
             app::INS_VERIFY => self.verify(command),
-            app::INS_CHANGE_REFERENCE_DATA => self.change_pin(command),
+            app::INS_CHANGE_REFERENCE_DATA => self.change_reference_data(command),
             app::INS_RESET_RETRY_COUNTER => self.unblock(command),
+            app::INS_DELETE_FILE => self.factory_reset(command),
             app::INS_READ_BINARY | app::INS_READ_BINARY_ODD => self.read_binary(command),
             app::INS_UPDATE_BINARY => self.update_binary(command),
             app::INS_GET_DATA => self.get_data(command),
@@ -192,11 +195,53 @@ impl<'store> Application<'store> {
         }
     }
 
-    fn change_pin(&mut self, command: &Command) -> Response {
-        let (old, new) = match secret_pair(command) {
-            Ok(pair) => pair,
-            Err(refusal) => return refusal,
+    fn change_reference_data(&mut self, command: &Command) -> Response {
+        if command.p1 != 0x00 {
+            return Response::status(StatusWord::INCORRECT_P1P2);
+        }
+        let Some((old, new)) = app::split_secret_pair(&command.data) else {
+            return Response::status(StatusWord::INCORRECT_DATA);
         };
+        match command.p2 {
+            app::PIN_REFERENCE => self.change_pin(old, new),
+            app::PUK_REFERENCE => match self.store.change_puk(old, new) {
+                Ok(()) => Response::status(StatusWord::OK),
+                Err(error) => store_failure(&error),
+            },
+            app::SETUP_REFERENCE => {
+                self.session = None;
+                match self.store.setup(old, new) {
+                    Ok(puk) => {
+                        tracing::info!("apdu: the card is set up");
+                        Response::ok(puk.as_bytes().to_vec())
+                    }
+                    Err(error) => store_failure(&error),
+                }
+            }
+            _ => Response::status(StatusWord::DATA_NOT_FOUND),
+        }
+    }
+
+    /// DELETE FILE of the application: the factory reset. Physical presence is the reader.
+    fn factory_reset(&mut self, command: &Command) -> Response {
+        if command.p1p2() != 0 {
+            return Response::status(StatusWord::INCORRECT_P1P2);
+        }
+        if command.data != app::AID {
+            return Response::status(StatusWord::FILE_NOT_FOUND);
+        }
+        self.reset();
+        match self.store.factory_reset() {
+            Ok(()) => {
+                tracing::warn!("apdu: factory reset: the card is new");
+                log_setup_code(self.store);
+                Response::status(StatusWord::OK)
+            }
+            Err(error) => store_failure(&error),
+        }
+    }
+
+    fn change_pin(&mut self, old: &str, new: &str) -> Response {
         self.session = None;
         let session = match self.store.login(old) {
             Ok(session) => session,
@@ -227,7 +272,6 @@ impl<'store> Application<'store> {
     fn authorised(&self) -> Result<&AdminSession<'store>, StatusWord> {
         match &self.session {
             None => Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED),
-            Some(session) if session.must_change_pin() => Err(StatusWord::CONDITIONS_NOT_SATISFIED),
             Some(session) => Ok(session),
         }
     }
@@ -366,7 +410,7 @@ impl<'store> Application<'store> {
                         rules_bytes: u32::try_from(rules.text.len()).unwrap_or(u32::MAX),
                         pin_tries_left: pin.tries_left,
                         puk_tries_left: pin.puk_tries_left,
-                        must_change_pin: pin.must_change,
+                        needs_setup: pin.needs_setup,
                         verified: self.session.is_some(),
                         refused_commands: self.refused,
                     }
@@ -374,11 +418,31 @@ impl<'store> Application<'store> {
                 )
             }
             app::TAG_LAST_REFUSAL => {
+                if self.session.is_none() {
+                    return Response::status(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+                }
                 let text = self.last_refusal.as_bytes();
                 Response::ok(text[..text.len().min(MAX_RESPONSE_DATA)].to_vec())
             }
+            app::TAG_SETUP_CODE => match self.store.setup_code() {
+                Ok(Some(code)) => Response::ok(code.as_bytes().to_vec()),
+                Ok(None) => Response::status(StatusWord::DATA_NOT_FOUND),
+                Err(error) => store_failure(&error),
+            },
             _ => Response::status(StatusWord::DATA_NOT_FOUND),
         }
+    }
+}
+
+/// Prints the setup code of a card that is not set up on the card's console (standard error)
+/// and in its log: what the owner reads at first start, as on a label.
+pub fn log_setup_code(store: &Store) {
+    if let Ok(Some(code)) = store.setup_code() {
+        let shown = crate::store::format_setup_code(&code);
+        eprintln!("{}{}", crate::store::SETUP_CODE_LOG, shown.as_str());
+        tracing::warn!(
+            "a new card: set it up on its web page or with `cardctl setup`, with the setup code printed above"
+        );
     }
 }
 
@@ -408,14 +472,15 @@ fn store_failure(error: &StoreError) -> Response {
             StatusWord::tries_left(*tries_left)
         }
         StoreError::Blocked | StoreError::PukBlocked => StatusWord::AUTHENTICATION_BLOCKED,
+        StoreError::WrongSetupCode { tries_left } => StatusWord::tries_left(*tries_left),
+        StoreError::SetupBlocked => StatusWord::AUTHENTICATION_BLOCKED,
         StoreError::BadPin(_) | StoreError::BadPuk(_) | StoreError::Rules(_) => {
             StatusWord::INCORRECT_DATA
         }
+        StoreError::NotSetUp | StoreError::AlreadySetUp => StatusWord::CONDITIONS_NOT_SATISFIED,
         // A managed card's rules change only by signed bundles from its policy server: the
         // same refusal the web page's read-only editor gives.
-        StoreError::MustChangePin | StoreError::Managed { .. } => {
-            StatusWord::CONDITIONS_NOT_SATISFIED
-        }
+        StoreError::Managed { .. } => StatusWord::CONDITIONS_NOT_SATISFIED,
         StoreError::Bundle(_) => StatusWord::INCORRECT_DATA,
         StoreError::NoPreviousVersion => StatusWord::DATA_NOT_FOUND,
         StoreError::Tampered { .. }

@@ -12,10 +12,21 @@ const RULES: &str = "deny any\n";
 const NEW_RULES: &str = "allow https host example.com\ndeny any\n";
 const PIN: &str = "4711";
 
-fn store(dir: &std::path::Path) -> Store {
+/// A card set up with [`PIN`], and its PUK.
+fn store_and_puk(dir: &std::path::Path) -> (Store, String) {
     let store = Store::open_or_create(dir, RULES, PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
-    store.login("1234").unwrap().change_pin(PIN).unwrap();
-    store
+    let code = store.setup_code().unwrap().unwrap();
+    let puk = store.setup(&code, PIN).unwrap().to_string();
+    (store, puk)
+}
+
+fn store(dir: &std::path::Path) -> Store {
+    store_and_puk(dir).0
+}
+
+fn get_data(tag: u16) -> Command {
+    let [p1, p2] = tag.to_be_bytes();
+    Command::new(0, app::INS_GET_DATA, p1, p2).with_le(256)
 }
 
 fn sw(app: &mut Application<'_>, command: Command) -> StatusWord {
@@ -49,8 +60,7 @@ fn status(app: &mut Application<'_>) -> CardStatus {
 #[test]
 fn wrong_pin_counts_down_then_blocks_and_the_puk_unblocks() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
-    let puk = store.take_puk_notice().unwrap().unwrap().to_string();
+    let (store, puk) = store_and_puk(dir.path());
     let mut app = Application::new(&store);
     assert_eq!(sw(&mut app, verify("0000")), StatusWord(0x63C2));
     assert_eq!(sw(&mut app, verify("0000")), StatusWord(0x63C1));
@@ -158,39 +168,113 @@ fn rules_read_and_update_need_the_pin_and_a_bad_file_changes_nothing() {
     );
 }
 
+/// Issue 13.9: a new card has no PIN; its reader (physical presence) reads the setup code,
+/// which sets the first PIN and returns the PUK, once.
 #[test]
-fn the_default_pin_must_be_changed_first_and_is_changed_over_apdu() {
+fn a_new_card_is_set_up_over_its_reader() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_or_create(dir.path(), RULES, PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
     let mut app = Application::new(&store);
-    assert_eq!(sw(&mut app, verify("1234")), StatusWord::OK);
-    assert!(status(&mut app).must_change_pin);
+    assert!(status(&mut app).needs_setup);
     assert_eq!(
-        sw(
-            &mut app,
-            Command::new(0, app::INS_READ_BINARY, 0x81, 0).with_le(1)
-        ),
+        sw(&mut app, verify("1234")),
+        StatusWord::CONDITIONS_NOT_SATISFIED,
+        "no default PIN"
+    );
+    let code = app.transmit(&get_data(app::TAG_SETUP_CODE).emit());
+    assert_eq!(code.sw, StatusWord::OK);
+    let code = String::from_utf8(code.data).unwrap();
+    assert_eq!(code, *store.setup_code().unwrap().unwrap());
+    let setup = |code: &str, pin: &str| {
+        Command::new(0, app::INS_CHANGE_REFERENCE_DATA, 0, app::SETUP_REFERENCE)
+            .with_data(app::secret_pair(code, pin).unwrap())
+            .with_le(256)
+    };
+    assert_eq!(sw(&mut app, setup("000000000000", PIN)), StatusWord(0x63C9));
+    let answer = app.transmit(&setup(&code, PIN).emit());
+    assert_eq!(answer.sw, StatusWord::OK);
+    let puk = String::from_utf8(answer.data).unwrap();
+    assert!(crate::store::pin::check_puk_format(&puk).is_ok(), "{puk}");
+    assert!(!status(&mut app).needs_setup);
+    assert_eq!(
+        sw(&mut app, get_data(app::TAG_SETUP_CODE)),
+        StatusWord::DATA_NOT_FOUND,
+        "the code is gone once set up"
+    );
+    assert_eq!(
+        sw(&mut app, setup(&code, "2468")),
         StatusWord::CONDITIONS_NOT_SATISFIED
     );
-    let change = |old: &str, new: &str| {
-        Command::new(0, app::INS_CHANGE_REFERENCE_DATA, 0, app::PIN_REFERENCE)
+    assert_eq!(sw(&mut app, verify(PIN)), StatusWord::OK);
+    assert!(store.login(PIN).is_ok(), "the web page takes the PIN");
+
+    // Change the PIN and the PUK (each with its own counter).
+    let change = |reference: u8, old: &str, new: &str| {
+        Command::new(0, app::INS_CHANGE_REFERENCE_DATA, 0, reference)
             .with_data(app::secret_pair(old, new).unwrap())
     };
     assert_eq!(
-        sw(&mut app, change("1234", "1234")),
-        StatusWord::INCORRECT_DATA,
-        "the default again"
+        sw(&mut app, change(app::PIN_REFERENCE, "9999", "2468")),
+        StatusWord(0x63C2)
     );
-    assert_eq!(sw(&mut app, change("9999", PIN)), StatusWord(0x63C2));
-    assert_eq!(sw(&mut app, change("1234", PIN)), StatusWord::OK);
-    assert!(store.login(PIN).is_ok(), "the web page takes the new PIN");
+    assert_eq!(
+        sw(&mut app, change(app::PIN_REFERENCE, PIN, "2468")),
+        StatusWord::OK
+    );
     assert_eq!(
         sw(
             &mut app,
-            Command::new(0, app::INS_READ_BINARY, 0x81, 0).with_le(1)
+            change(app::PUK_REFERENCE, "000000000000", "1357913579")
         ),
+        StatusWord(0x63C9)
+    );
+    assert_eq!(
+        sw(&mut app, change(app::PUK_REFERENCE, &puk, "1357913579")),
         StatusWord::OK
     );
+    store.unblock("1357913579", "8642").unwrap();
+    assert_eq!(sw(&mut app, verify("8642")), StatusWord::OK);
+}
+
+/// Issue 13.10 and 13.11: the factory reset is over the reader; GET DATA of the last refusal
+/// needs the PIN and is cleared when the card is reset.
+#[test]
+fn factory_reset_and_the_last_refusal_need_the_reader_and_the_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let mut app = Application::new(&store);
+    assert_eq!(sw(&mut app, verify(PIN)), StatusWord::OK);
+    assert_eq!(sw(&mut app, select_rules()), StatusWord::OK);
+    assert_eq!(
+        sw(
+            &mut app,
+            update(b"allow https hots secret-host.example\n", false)
+        ),
+        StatusWord::INCORRECT_DATA
+    );
+    let why = app.transmit(&get_data(app::TAG_LAST_REFUSAL).emit());
+    assert_eq!(why.sw, StatusWord::OK);
+    assert!(String::from_utf8_lossy(&why.data).contains("secret-host"));
+    // Without the PIN: refused.
+    let forget = Command::new(0, app::INS_VERIFY, 0xFF, app::PIN_REFERENCE);
+    assert_eq!(sw(&mut app, forget), StatusWord::OK);
+    assert_eq!(
+        sw(&mut app, get_data(app::TAG_LAST_REFUSAL)),
+        StatusWord::SECURITY_STATUS_NOT_SATISFIED
+    );
+    // After a reset, even with the PIN: nothing left.
+    app.reset();
+    assert_eq!(sw(&mut app, verify(PIN)), StatusWord::OK);
+    let why = app.transmit(&get_data(app::TAG_LAST_REFUSAL).emit());
+    assert_eq!((why.sw, why.data.len()), (StatusWord::OK, 0));
+
+    let reset = |data: &[u8]| Command::new(0, app::INS_DELETE_FILE, 0, 0).with_data(data);
+    assert_eq!(sw(&mut app, reset(b"other")), StatusWord::FILE_NOT_FOUND);
+    assert!(store.login(PIN).is_ok(), "nothing wiped");
+    assert_eq!(sw(&mut app, reset(&app::AID)), StatusWord::OK);
+    assert!(status(&mut app).needs_setup);
+    assert!(!status(&mut app).verified);
+    assert!(matches!(store.login(PIN), Err(StoreError::NotSetUp)));
 }
 
 #[test]

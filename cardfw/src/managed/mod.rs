@@ -183,9 +183,6 @@ pub fn enroll(
         return Err(ManagedError::AlreadyEnrolled(existing.server));
     }
     let session = store.login(pin)?;
-    if session.must_change_pin() {
-        return Err(StoreError::MustChangePin.into());
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

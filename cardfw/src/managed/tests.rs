@@ -39,7 +39,8 @@ fn bundle(version: u64) -> Bundle {
 /// An enrolled card: PIN changed, enrolment pinned at `installed` with the test policy key.
 fn enrolled_card(dir: &std::path::Path, installed: u64) -> (Store, Enrolment) {
     let store = Store::open_or_create(dir, FIRST_RULES, PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
-    store.login("1234").unwrap().change_pin(PIN).unwrap();
+    let code = store.setup_code().unwrap().unwrap();
+    store.setup(&code, PIN).unwrap();
     let enrolment = Enrolment {
         server: "https://policy.test:8443".into(),
         card_id: "c1".into(),
@@ -70,7 +71,7 @@ fn a_good_bundle_is_installed_and_local_edits_stop() {
     assert_eq!(rules.version, before + 1);
     assert!(rules.text.starts_with("v3: allow http"));
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("ads.txt")).unwrap(),
+        std::fs::read_to_string(dir.path().join("lists").join("ads.txt")).unwrap(),
         "ads.example\n"
     );
     // The firewall's loader compiles what was installed, list file included.
@@ -245,4 +246,41 @@ fn the_network_is_up_only_with_the_link_and_the_outside_address_running() {
     assert!(is_up("lo", loopback));
     assert!(!is_up("lo", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))));
     assert!(!is_up("no-such-link0", loopback));
+}
+
+/// Issue 13.11: a bundle's list file cannot be named after a store file (here the card's
+/// certificate): the bundle is refused whole, and nothing is written.
+#[test]
+fn a_list_file_named_like_a_store_file_is_refused() {
+    for name in [
+        "tls.crt",
+        "device.key",
+        "pin.sealed",
+        "tls.key.sealed",
+        "lists",
+    ] {
+        let mut colliding = bundle(6);
+        colliding.list_files = vec![
+            ("ads.txt".into(), "ads.example\n".into()),
+            (name.into(), "x.example\n".into()),
+        ];
+        refused(colliding.sign(&policy_key()), |e| {
+            matches!(
+                e,
+                ManagedError::Store(StoreError::Bundle(_)) | ManagedError::Bundle(_)
+            )
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, enrolment) = enrolled_card(dir.path(), 0);
+    let certificate = crate::store::tls::tls_identity(&store, [172, 31, 77, 2].into())
+        .unwrap()
+        .cert_der;
+    let mut colliding = bundle(3);
+    colliding.list_files = vec![("tls.crt".into(), "x.example\n".into())];
+    assert!(apply(&store, &enrolment, &colliding.sign(&policy_key()), now()).is_err());
+    assert_eq!(
+        std::fs::read(dir.path().join("tls.crt")).unwrap(),
+        certificate
+    );
 }

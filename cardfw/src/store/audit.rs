@@ -17,11 +17,13 @@ pub enum Actor {
     PukHolder,
     /// The card itself (first start, factory reset).
     Card,
+    /// Whoever holds the setup code (the card's label, or its reader).
+    Owner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditEvent {
-    /// First start: device key, default PIN, PUK and rules v1 created.
+    /// First start: device key, setup code and rules v1 created.
     Created,
     LoginOk,
     LoginFailed {
@@ -49,6 +51,15 @@ pub enum AuditEvent {
     BundleInstalled {
         version: u64,
     },
+    /// First setup: the PIN chosen with the setup code, a PUK made and shown once.
+    SetUp,
+    SetupFailed {
+        tries_left: u8,
+    },
+    PukChanged,
+    PukChangeFailed {
+        tries_left: u8,
+    },
 }
 
 impl AuditEvent {
@@ -57,7 +68,11 @@ impl AuditEvent {
             AuditEvent::Created | AuditEvent::FactoryReset | AuditEvent::BundleInstalled { .. } => {
                 Actor::Card
             }
-            AuditEvent::Unblocked | AuditEvent::UnblockFailed { .. } => Actor::PukHolder,
+            AuditEvent::Unblocked
+            | AuditEvent::UnblockFailed { .. }
+            | AuditEvent::PukChanged
+            | AuditEvent::PukChangeFailed { .. } => Actor::PukHolder,
+            AuditEvent::SetUp | AuditEvent::SetupFailed { .. } => Actor::Owner,
             _ => Actor::Admin,
         }
     }
@@ -77,6 +92,10 @@ impl AuditEvent {
             AuditEvent::Enrolled => (11, 0),
             AuditEvent::Unenrolled => (12, 0),
             AuditEvent::BundleInstalled { version } => (13, version),
+            AuditEvent::SetUp => (14, 0),
+            AuditEvent::SetupFailed { tries_left } => (15, tries_left.into()),
+            AuditEvent::PukChanged => (16, 0),
+            AuditEvent::PukChangeFailed { tries_left } => (17, tries_left.into()),
         }
     }
 
@@ -100,6 +119,14 @@ impl AuditEvent {
             11 => AuditEvent::Enrolled,
             12 => AuditEvent::Unenrolled,
             13 => AuditEvent::BundleInstalled { version: arg },
+            14 => AuditEvent::SetUp,
+            15 => AuditEvent::SetupFailed {
+                tries_left: tries_left?,
+            },
+            16 => AuditEvent::PukChanged,
+            17 => AuditEvent::PukChangeFailed {
+                tries_left: tries_left?,
+            },
             _ => return None,
         })
     }
@@ -128,6 +155,17 @@ impl fmt::Display for AuditEvent {
             AuditEvent::Unenrolled => f.write_str("left the policy server"),
             AuditEvent::BundleInstalled { version } => {
                 write!(f, "policy bundle version {version} installed")
+            }
+            AuditEvent::SetUp => f.write_str("first setup: PIN chosen, PUK shown"),
+            AuditEvent::SetupFailed { tries_left } => {
+                write!(
+                    f,
+                    "setup refused: wrong setup code, {tries_left} tries left"
+                )
+            }
+            AuditEvent::PukChanged => f.write_str("PUK changed"),
+            AuditEvent::PukChangeFailed { tries_left } => {
+                write!(f, "PUK change failed, {tries_left} PUK tries left")
             }
         }
     }

@@ -9,12 +9,18 @@
 //! | file | content |
 //! |---|---|
 //! | `device.key` | 32 random bytes. A card without it is a new card: see [`Store::open_or_create`]. |
-//! | `pin.sealed` | [`pin::PinRecord`]: Argon2id hashes of PIN and PUK, both retry counters, must-change flag |
+//! | `pin.sealed` | [`pin::PinRecord`]: before the first setup the setup code; after it Argon2id hashes of PIN and PUK; the retry counters |
 //! | `rules.sealed` | the current rule set: version, saved-at, text |
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see [`crate::managed`]) |
-//! | `puk.txt` | the PUK in clear, written at first start and at factory reset for the owner to note; [`Store::take_puk_notice`] reads and deletes it |
+//! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
+//!
+//! A new card has no PIN and no PUK, only a random setup code ([`Store::setup_code`]): the card
+//! prints it on its console at every start until it is set up, and gives it over its reader
+//! (physical presence); on real hardware it is also on the card's label. [`Store::setup`] takes
+//! it and the owner's first PIN, makes a PUK and returns it: the PUK is shown that once and
+//! kept only as a hash. (Earlier firmware wrote the PUK to `puk.txt`; it is deleted at open.)
 //!
 //! Every write is a temp file in the same directory, written, fsynced, renamed over the old
 //! file, then the directory fsynced: a power cut leaves the old file or the new one. The store
@@ -31,7 +37,6 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -42,8 +47,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
-pub use pin::PinCost;
-use pin::{Hash, HashError, PinRecord};
+pub use pin::{PinCost, format_setup_code};
+
+/// The line the card writes to its console (standard error) at every start while it is not set
+/// up, followed by the code grouped by four: `cardwall setup code: 1234-5678-9012`.
+pub const SETUP_CODE_LOG: &str = "cardwall setup code: ";
+use pin::{Hash, HashError, PinRecord, Secrets};
 pub use sealed::WireError;
 
 const KEY_FILE: &str = "device.key";
@@ -51,7 +60,8 @@ const PIN_FILE: &str = "pin.sealed";
 const RULES_FILE: &str = "rules.sealed";
 const PREVIOUS_RULES_FILE: &str = "rules.prev.sealed";
 const AUDIT_FILE: &str = "audit.sealed";
-const PUK_NOTICE_FILE: &str = "puk.txt";
+/// The clear PUK file of earlier firmware: removed wherever it is found.
+const LEGACY_PUK_FILE: &str = "puk.txt";
 const MANAGED_FILE: &str = "managed.sealed";
 const ALL_FILES: [&str; 7] = [
     KEY_FILE,
@@ -59,9 +69,13 @@ const ALL_FILES: [&str; 7] = [
     RULES_FILE,
     PREVIOUS_RULES_FILE,
     AUDIT_FILE,
-    PUK_NOTICE_FILE,
+    LEGACY_PUK_FILE,
     MANAGED_FILE,
 ];
+/// The folder list files live in, inside the store.
+pub const LISTS_DIR: &str = "lists";
+/// The largest list file read (a big public blocklist is a few MiB).
+const MAX_LIST_FILE: u64 = 32 * 1024 * 1024;
 
 /// Names the rules text in parse diagnostics.
 const RULES_NAME: &str = "rules";
@@ -94,8 +108,16 @@ pub enum StoreError {
     BadPin(&'static str),
     #[error("{0}")]
     BadPuk(&'static str),
-    #[error("the default PIN must be changed before anything else")]
-    MustChangePin,
+    #[error("the card is not set up yet: choose its first PIN with the setup code")]
+    NotSetUp,
+    #[error("the card is already set up")]
+    AlreadySetUp,
+    #[error("wrong setup code, {tries_left} tries left")]
+    WrongSetupCode { tries_left: u8 },
+    #[error(
+        "the setup code was entered wrongly too often: a factory reset over the card's reader or console makes a new one"
+    )]
+    SetupBlocked,
     #[error("{file} failed to verify: it was changed, damaged, or sealed for another purpose")]
     Tampered { file: String },
     #[error("{file} is not a sealed store file: {error}")]
@@ -183,7 +205,89 @@ pub struct PinState {
     pub blocked: bool,
     pub puk_tries_left: u8,
     pub puk_blocked: bool,
-    pub must_change: bool,
+    /// A new card: no PIN yet, only the setup code.
+    pub needs_setup: bool,
+    pub setup_tries_left: u8,
+}
+
+/// Why a list file name is refused: a list file is a plain file name in the store's `lists/`
+/// folder, never a path, a hidden file, or the name of one of the store's own files (so that
+/// neither a rule file nor a policy bundle can make the card read or overwrite them).
+pub fn check_list_name(name: &str) -> Result<(), &'static str> {
+    const REFUSED: &str = "a list file is a plain file name in the card's list folder \
+         (no `/`, no leading `.`, not one of the store's own files)";
+    let reserved = ALL_FILES.contains(&name)
+        || [tls::KEY_FILE, tls::CERT_FILE, LISTS_DIR].contains(&name)
+        || name.ends_with(".sealed")
+        || name.ends_with(".tmp")
+        || name.ends_with(".key");
+    if name.is_empty()
+        || name.len() > 255
+        || name.starts_with('.')
+        || name.contains(['/', '\\', '\0'])
+        || name.chars().any(char::is_control)
+        || reserved
+    {
+        return Err(REFUSED);
+    }
+    Ok(())
+}
+
+/// Reads list files from the store's `lists/` folder, by plain name only
+/// ([`check_list_name`]), never following a symbolic link.
+#[derive(Debug, Clone)]
+pub struct ListDir(PathBuf);
+
+impl rules::ListLoader for ListDir {
+    fn load(&self, name: &str) -> io::Result<String> {
+        check_list_name(name).map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        let path = self.0.join(name);
+        if !fs::symlink_metadata(&path)?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut text = String::new();
+        io::Read::read_to_string(
+            &mut io::Read::take(File::open(&path)?, MAX_LIST_FILE),
+            &mut text,
+        )?;
+        Ok(text)
+    }
+}
+
+/// Diagnostics for a user who may not read the list files: what is wrong and where
+/// (`file:line:col`), never the line itself or a word from it. A list file could be any file
+/// the card can read, so echoing it would print it.
+pub fn redact_list_diagnostics(
+    rules_name: &str,
+    diagnostics: rules::Diagnostics,
+) -> rules::Diagnostics {
+    use rules::ErrorKind;
+    rules::Diagnostics(
+        diagnostics
+            .0
+            .into_iter()
+            .map(|mut d| {
+                if d.file != rules_name {
+                    d.message = match d.kind {
+                        ErrorKind::BadHost => "not a host name or `*.name` pattern",
+                        ErrorKind::UnexpectedToken => {
+                            "one name per line (or a hosts-file line: address then names)"
+                        }
+                        ErrorKind::MissingValue => {
+                            "a hosts-file line needs a name after the address"
+                        }
+                        _ => "this line is not understood",
+                    }
+                    .to_owned();
+                    d.source_line.clear();
+                }
+                d
+            })
+            .collect(),
+    )
 }
 
 struct DeviceKey(Zeroizing<[u8; sealed::KEY_LEN]>);
@@ -198,16 +302,19 @@ impl std::fmt::Debug for DeviceKey {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    key: DeviceKey,
+    /// Replaced only by a factory reset.
+    key: std::sync::RwLock<DeviceKey>,
     cost: PinCost,
+    /// The rule set of a new card, for a factory reset.
+    initial_rules: String,
     /// Serialises read-modify-write of the PIN record, the rules and the audit log.
     lock: Mutex<()>,
 }
 
 impl Store {
     /// Opens the store in `dir`, or makes a new card there when it has no `device.key`: a new
-    /// device key, the default PIN "1234" (which must be changed at first login), a random PUK
-    /// written to `puk.txt` for the owner, and `initial_rules` as version 1.
+    /// device key, a random setup code (no PIN, no PUK until [`Store::setup`]), and
+    /// `initial_rules` as version 1.
     ///
     /// `cost` is the Argon2id cost of new PIN hashes: [`PinCost::PRODUCTION`] on the card; tests
     /// pass [`PinCost::INSECURE_FAST_FOR_TESTS`] so hundreds of logins stay fast.
@@ -219,93 +326,58 @@ impl Store {
         initial_rules: &str,
         cost: PinCost,
     ) -> Result<Store, StoreError> {
-        match fs::read(dir.join(KEY_FILE)) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let key: [u8; sealed::KEY_LEN] =
-                    bytes
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| StoreError::Unreadable {
-                            file: KEY_FILE.into(),
-                        })?;
+        match read_key(dir) {
+            Ok(key) => {
                 let store = Store {
                     dir: dir.to_path_buf(),
-                    key: DeviceKey(Zeroizing::new(key)),
+                    key: std::sync::RwLock::new(key),
                     cost,
+                    initial_rules: initial_rules.to_owned(),
                     lock: Mutex::new(()),
                 };
                 store.remove_stale_temp_files();
+                store.upgrade()?;
                 Ok(store)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Store::create(dir, initial_rules, cost, AuditEvent::Created)
+            Err(StoreError::Missing { .. }) => {
+                rules::parse(RULES_NAME, initial_rules).map_err(StoreError::Rules)?;
+                let store = Store {
+                    dir: dir.to_path_buf(),
+                    key: std::sync::RwLock::new(DeviceKey(Zeroizing::new([0; sealed::KEY_LEN]))),
+                    cost,
+                    initial_rules: initial_rules.to_owned(),
+                    lock: Mutex::new(()),
+                };
+                store.initialise(AuditEvent::Created)?;
+                Ok(store)
             }
-            Err(e) => Err(io_error(format!(
-                "reading {}",
-                dir.join(KEY_FILE).display()
-            ))(e)),
+            Err(error) => Err(error),
         }
     }
 
-    fn create(
-        dir: &Path,
-        initial_rules: &str,
-        cost: PinCost,
-        event: AuditEvent,
-    ) -> Result<Store, StoreError> {
-        rules::parse(RULES_NAME, initial_rules).map_err(StoreError::Rules)?;
+    /// The setup code of the card in `dir` while it is not set up, read without changing
+    /// anything there: for another process than the card's own (a lab, a test) that has the
+    /// right to read the store's files (it reads `device.key`). The card's console prints the
+    /// same code at start ([`SETUP_CODE_LOG`]).
+    pub fn read_setup_code(dir: &Path) -> Result<Option<Zeroizing<String>>, StoreError> {
+        let store = Store {
+            dir: dir.to_path_buf(),
+            key: std::sync::RwLock::new(read_key(dir)?),
+            cost: PinCost::PRODUCTION,
+            initial_rules: String::new(),
+            lock: Mutex::new(()),
+        };
+        store.setup_code()
+    }
+
+    /// Makes a new card in the directory: a new key, the setup code, the first rules. Every
+    /// file of the old card is removed first, the key before the rest.
+    fn initialise(&self, event: AuditEvent) -> Result<(), StoreError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .map_err(io_error(format!("creating {}", dir.display())))?;
-        let mut key = Zeroizing::new([0u8; sealed::KEY_LEN]);
-        getrandom::fill(&mut key[..]).map_err(StoreError::Random)?;
-        let store = Store {
-            dir: dir.to_path_buf(),
-            key: DeviceKey(key),
-            cost,
-            lock: Mutex::new(()),
-        };
-        store.remove_stale_temp_files();
-        let puk = pin::generate_puk().map_err(StoreError::Random)?;
-        let record = PinRecord {
-            tries_left: pin::PIN_TRIES,
-            puk_tries_left: pin::PUK_TRIES,
-            must_change: true,
-            pin: Hash::new(pin::DEFAULT_PIN, cost)?,
-            puk: Hash::new(&puk, cost)?,
-        };
-        store.write_pin_record(&record)?;
-        let _ = fs::remove_file(dir.join(PREVIOUS_RULES_FILE));
-        store.write_rules_file(
-            RULES_FILE,
-            &RuleVersion {
-                version: 1,
-                saved_at: SystemTime::now(),
-                text: initial_rules.to_owned(),
-                source: RulesSource::Current,
-            },
-        )?;
-        store.write_sealed(AUDIT_FILE, &audit::emit(&[AuditEntry::now(event)]))?;
-        let notice = Zeroizing::new(format!(
-            "cardwall card PUK: {}\nKeep it safe and delete this file: it unblocks the PIN.\n",
-            puk.as_str()
-        ));
-        store.write_durably(PUK_NOTICE_FILE, notice.as_bytes())?;
-        store.write_durably(KEY_FILE, &store.key.0[..])?;
-        Ok(store)
-    }
-
-    /// Wipes the rules, the PIN, the audit log and the device key, and starts a new card as
-    /// at first start (default PIN, a new PUK in `puk.txt`, `initial_rules` as version 1).
-    /// It needs no PIN: it is what remains when the PUK is used up, and it destroys what a PIN
-    /// protects. The card asks for physical presence (a button) before calling it.
-    pub fn factory_reset(self, initial_rules: &str) -> Result<Store, StoreError> {
-        rules::parse(RULES_NAME, initial_rules).map_err(StoreError::Rules)?;
-        // The key goes first: once it is gone the other files are unreadable, whatever
-        // happens next.
+            .create(&self.dir)
+            .map_err(io_error(format!("creating {}", self.dir.display())))?;
         for name in ALL_FILES {
             match fs::remove_file(self.dir.join(name)) {
                 Ok(()) => {}
@@ -313,18 +385,82 @@ impl Store {
                 Err(e) => return Err(io_error(format!("wiping {name}"))(e)),
             }
         }
+        match fs::remove_dir_all(self.lists_dir()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(format!("wiping {LISTS_DIR}"))(e)),
+        }
         self.sync_dir()?;
-        Store::create(
-            &self.dir,
-            initial_rules,
-            self.cost,
-            AuditEvent::FactoryReset,
-        )
+        self.remove_stale_temp_files();
+        let mut key = Zeroizing::new([0u8; sealed::KEY_LEN]);
+        getrandom::fill(&mut key[..]).map_err(StoreError::Random)?;
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = DeviceKey(key);
+        let code = pin::generate_setup_code().map_err(StoreError::Random)?;
+        self.write_pin_record(&PinRecord::new_card(code))?;
+        self.write_rules_file(
+            RULES_FILE,
+            &RuleVersion {
+                version: 1,
+                saved_at: SystemTime::now(),
+                text: self.initial_rules.clone(),
+                source: RulesSource::Current,
+            },
+        )?;
+        self.write_sealed(AUDIT_FILE, &audit::emit(&[AuditEntry::now(event)]))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(self.lists_dir())
+            .map_err(io_error(format!("creating {LISTS_DIR}")))?;
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        self.write_durably(KEY_FILE, &key.0[..])
+    }
+
+    /// What earlier firmware left: the PUK in clear in `puk.txt` (deleted), and a record
+    /// still holding the default PIN (the card is set up again from a new setup code).
+    fn upgrade(&self) -> Result<(), StoreError> {
+        match fs::remove_file(self.dir.join(LEGACY_PUK_FILE)) {
+            Ok(()) => self.sync_dir()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(format!("removing {LEGACY_PUK_FILE}"))(e)),
+        }
+        let bytes = self.read_sealed(PIN_FILE)?;
+        if PinRecord::parse(&bytes) == Some(pin::Parsed::LegacyDefaultPin) {
+            let code = pin::generate_setup_code().map_err(StoreError::Random)?;
+            self.write_pin_record(&PinRecord::new_card(code))?;
+        }
+        Ok(())
+    }
+
+    /// Wipes the rules, the PIN and PUK, the list files, the audit log and the device key,
+    /// and starts a new card as at first start (a new setup code, the first rules as
+    /// version 1). It needs no PIN: it is what remains when the PUK is used up, and it
+    /// destroys what a PIN protects. Only the card's reader and console offer it (physical
+    /// presence), never the web page.
+    pub fn factory_reset(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        self.initialise(AuditEvent::FactoryReset)
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The folder list files are read from.
+    pub fn lists_dir(&self) -> PathBuf {
+        self.dir.join(LISTS_DIR)
+    }
+
+    /// The loader for the list files rules name: plain names in [`Store::lists_dir`] only.
+    pub fn lists(&self) -> ListDir {
+        ListDir(self.lists_dir())
+    }
+
+    /// Compiles rule text as the firewall would, with the store's list files. Errors in a list
+    /// file say where and what, never the line itself ([`redact_list_diagnostics`]).
+    pub fn compile(&self, name: &str, text: &str) -> Result<rules::RuleSet, rules::Diagnostics> {
+        rules::RuleSet::from_text(name, text, &self.lists())
+            .map_err(|diagnostics| redact_list_diagnostics(name, diagnostics))
     }
 
     /// The current rule set, with no PIN. When the current file fails to verify, the previous
@@ -367,8 +503,65 @@ impl Store {
             blocked: record.tries_left == 0,
             puk_tries_left: record.puk_tries_left,
             puk_blocked: record.puk_tries_left == 0,
-            must_change: record.must_change,
+            needs_setup: matches!(record.secrets, Secrets::Setup { .. }),
+            setup_tries_left: record.setup_tries_left,
         })
+    }
+
+    /// The setup code (digits only; [`pin::format_setup_code`] groups them for reading) while
+    /// the card is not set up; `None` after. Only the card's console and its reader show it:
+    /// they are what only the owner reaches.
+    pub fn setup_code(&self) -> Result<Option<Zeroizing<String>>, StoreError> {
+        Ok(match self.read_pin_record()?.secrets {
+            Secrets::Setup { code } => Some(code),
+            Secrets::Set { .. } => None,
+        })
+    }
+
+    /// First setup: with the card's setup code, sets the first PIN, and makes the PUK, which is
+    /// returned to be shown to the owner this once (only its hash is kept). A wrong code costs
+    /// one of [`pin::SETUP_TRIES`] tries, spent durably before the check, like a PIN's.
+    pub fn setup(&self, code: &str, new_pin: &str) -> Result<Zeroizing<String>, StoreError> {
+        check_new_pin(new_pin)?;
+        let code = pin::normalise_setup_code(code);
+        let _guard = self.lock();
+        let mut record = self.read_pin_record()?;
+        let Secrets::Setup { code: expected } = record.secrets.clone() else {
+            return Err(StoreError::AlreadySetUp);
+        };
+        if record.setup_tries_left == 0 {
+            return Err(StoreError::SetupBlocked);
+        }
+        record.setup_tries_left -= 1;
+        self.write_pin_record(&record)?;
+        crash_hook("after-setup-decrement");
+        let matches = code.len() == expected.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                code.as_bytes(),
+                expected.as_bytes(),
+            ));
+        if !matches {
+            let tries_left = record.setup_tries_left;
+            self.append_audit(AuditEvent::SetupFailed { tries_left })?;
+            return Err(if tries_left == 0 {
+                StoreError::SetupBlocked
+            } else {
+                StoreError::WrongSetupCode { tries_left }
+            });
+        }
+        let puk = pin::generate_puk().map_err(StoreError::Random)?;
+        let record = PinRecord {
+            tries_left: pin::PIN_TRIES,
+            puk_tries_left: pin::PUK_TRIES,
+            setup_tries_left: 0,
+            secrets: Secrets::Set {
+                pin: Hash::new(new_pin, self.cost)?,
+                puk: Hash::new(&puk, self.cost)?,
+            },
+        };
+        self.write_pin_record(&record)?;
+        self.append_audit(AuditEvent::SetUp)?;
+        Ok(puk)
     }
 
     /// Opens an admin session. The retry counter is decremented and made durable before the
@@ -378,6 +571,10 @@ impl Store {
         pin::check_pin_format(pin).map_err(StoreError::BadPin)?;
         let _guard = self.lock();
         let mut record = self.read_pin_record()?;
+        let Secrets::Set { pin: pin_hash, .. } = &record.secrets else {
+            return Err(StoreError::NotSetUp);
+        };
+        let pin_hash = pin_hash.clone();
         if record.tries_left == 0 {
             // One entry for a run of attempts: repeated tries on a blocked card must not push
             // the history out of the bounded log.
@@ -397,14 +594,11 @@ impl Store {
         record.tries_left -= 1;
         self.write_pin_record(&record)?;
         crash_hook("after-pin-decrement");
-        if record.pin.verify(pin)? {
+        if pin_hash.verify(pin)? {
             record.tries_left = pin::PIN_TRIES;
             self.write_pin_record(&record)?;
             self.append_audit(AuditEvent::LoginOk)?;
-            Ok(AdminSession {
-                store: self,
-                must_change: Cell::new(record.must_change),
-            })
+            Ok(AdminSession { store: self })
         } else {
             let tries_left = record.tries_left;
             self.append_audit(AuditEvent::LoginFailed { tries_left })?;
@@ -416,29 +610,39 @@ impl Store {
         }
     }
 
-    /// Unblocks (or resets) the PIN with the PUK and sets `new_pin`. The PUK counter is
-    /// decremented durably before the check, like the PIN's.
-    pub fn unblock(&self, puk: &str, new_pin: &str) -> Result<(), StoreError> {
+    /// Checks the PUK with its own retry counter, decremented durably before the check and
+    /// reset after a match; on a match `change` makes the new record.
+    fn with_puk(
+        &self,
+        puk: &str,
+        ok: AuditEvent,
+        failed: fn(u8) -> AuditEvent,
+        change: impl FnOnce(&mut PinRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // The PUK is shown grouped (`1234-5678-9012`): typed so, it is the same PUK.
+        let puk = pin::normalise_setup_code(puk);
+        let puk = puk.as_str();
         pin::check_puk_format(puk).map_err(StoreError::BadPuk)?;
-        check_new_pin(new_pin)?;
         let _guard = self.lock();
         let mut record = self.read_pin_record()?;
+        let Secrets::Set { puk: puk_hash, .. } = &record.secrets else {
+            return Err(StoreError::NotSetUp);
+        };
+        let puk_hash = puk_hash.clone();
         if record.puk_tries_left == 0 {
             return Err(StoreError::PukBlocked);
         }
         record.puk_tries_left -= 1;
         self.write_pin_record(&record)?;
         crash_hook("after-puk-decrement");
-        if record.puk.verify(puk)? {
+        if puk_hash.verify(puk)? {
             record.puk_tries_left = pin::PUK_TRIES;
-            record.tries_left = pin::PIN_TRIES;
-            record.must_change = false;
-            record.pin = Hash::new(new_pin, self.cost)?;
+            change(&mut record)?;
             self.write_pin_record(&record)?;
-            self.append_audit(AuditEvent::Unblocked)
+            self.append_audit(ok)
         } else {
             let tries_left = record.puk_tries_left;
-            self.append_audit(AuditEvent::UnblockFailed { tries_left })?;
+            self.append_audit(failed(tries_left))?;
             Err(if tries_left == 0 {
                 StoreError::PukBlocked
             } else {
@@ -447,22 +651,44 @@ impl Store {
         }
     }
 
-    /// Reads and deletes `puk.txt`: the PUK shown once to the owner. `None` once taken.
-    pub fn take_puk_notice(&self) -> Result<Option<Zeroizing<String>>, StoreError> {
-        let path = self.dir.join(PUK_NOTICE_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => Zeroizing::new(text),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("reading {}", path.display()))(e)),
-        };
-        fs::remove_file(&path).map_err(io_error(format!("removing {}", path.display())))?;
-        self.sync_dir()?;
-        let puk = text
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("cardwall card PUK: "))
-            .map(|puk| Zeroizing::new(puk.to_owned()));
-        Ok(puk)
+    /// Unblocks (or resets) the PIN with the PUK and sets `new_pin`. The PUK counter is
+    /// decremented durably before the check, like the PIN's. Offered over the card's reader
+    /// only (physical presence), never on the web page.
+    pub fn unblock(&self, puk: &str, new_pin: &str) -> Result<(), StoreError> {
+        check_new_pin(new_pin)?;
+        let cost = self.cost;
+        self.with_puk(
+            puk,
+            AuditEvent::Unblocked,
+            |tries_left| AuditEvent::UnblockFailed { tries_left },
+            |record| {
+                record.tries_left = pin::PIN_TRIES;
+                if let Secrets::Set { pin, .. } = &mut record.secrets {
+                    *pin = Hash::new(new_pin, cost)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Replaces the PUK with one the owner chooses (8–16 digits), given the current one. A
+    /// wrong PUK costs a PUK try.
+    pub fn change_puk(&self, puk: &str, new_puk: &str) -> Result<(), StoreError> {
+        let new_puk = pin::normalise_setup_code(new_puk);
+        let new_puk = new_puk.as_str();
+        pin::check_puk_format(new_puk).map_err(StoreError::BadPuk)?;
+        let cost = self.cost;
+        self.with_puk(
+            puk,
+            AuditEvent::PukChanged,
+            |tries_left| AuditEvent::PukChangeFailed { tries_left },
+            |record| {
+                if let Secrets::Set { puk, .. } = &mut record.secrets {
+                    *puk = Hash::new(new_puk, cost)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// The audit log, oldest first.
@@ -493,18 +719,24 @@ impl Store {
         record: &[u8],
     ) -> Result<u64, StoreError> {
         let bundle = &verified.bundle;
-        for (name, text) in &bundle.list_files {
-            let plain = !name.is_empty()
-                && !name.starts_with('.')
-                && !name.contains('/')
-                && !ALL_FILES.contains(&name.as_str())
-                && !name.ends_with(".sealed");
-            if !plain {
+        // Every name is checked before anything is written: a bundle is installed whole or not.
+        for (name, _) in &bundle.list_files {
+            if let Err(why) = check_list_name(name) {
                 return Err(StoreError::Bundle(format!(
-                    "list file name `{name}` is not a plain file name"
+                    "list file name `{name}`: {why}"
                 )));
             }
-            self.write_durably(name, text.as_bytes())?;
+        }
+        let lists = self.lists_dir();
+        if !bundle.list_files.is_empty() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&lists)
+                .map_err(io_error(format!("creating {}", lists.display())))?;
+        }
+        for (name, text) in &bundle.list_files {
+            write_durably_in(&lists, name, text.as_bytes())?;
         }
         let _guard = self.lock();
         let current = self.rules()?;
@@ -555,9 +787,13 @@ impl Store {
 
     fn read_pin_record(&self) -> Result<PinRecord, StoreError> {
         let bytes = self.read_sealed(PIN_FILE)?;
-        PinRecord::parse(&bytes).ok_or_else(|| StoreError::Unreadable {
-            file: PIN_FILE.into(),
-        })
+        match PinRecord::parse(&bytes) {
+            Some(pin::Parsed::Current(record)) => Ok(record),
+            // Upgraded at open; seen here only if the file was put back since.
+            Some(pin::Parsed::LegacyDefaultPin) | None => Err(StoreError::Unreadable {
+                file: PIN_FILE.into(),
+            }),
+        }
     }
 
     fn write_pin_record(&self, record: &PinRecord) -> Result<(), StoreError> {
@@ -583,7 +819,8 @@ impl Store {
             }
             Err(e) => return Err(io_error(format!("reading {}", path.display()))(e)),
         };
-        sealed::open(&self.key.0, name, &bytes).map_err(|error| match error {
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        sealed::open(&key.0, name, &bytes).map_err(|error| match error {
             sealed::OpenError::Malformed(error) => StoreError::Malformed {
                 file: name.into(),
                 error,
@@ -595,36 +832,19 @@ impl Store {
     fn write_sealed(&self, name: &str, plaintext: &[u8]) -> Result<(), StoreError> {
         let mut nonce = [0u8; sealed::NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
-        self.write_durably(name, &sealed::seal(&self.key.0, name, nonce, plaintext))
+        let bytes = {
+            let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+            sealed::seal(&key.0, name, nonce, plaintext)
+        };
+        self.write_durably(name, &bytes)
     }
 
-    /// Temp file in the same directory, write, fsync, rename over `name`, fsync the directory.
     fn write_durably(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let temp = self.dir.join(temp_name(name));
-        let what = || format!("writing {}", temp.display());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io_error(what()))?;
-        file.write_all(bytes).map_err(io_error(what()))?;
-        file.sync_all().map_err(io_error(what()))?;
-        drop(file);
-        let target = self.dir.join(name);
-        fs::rename(&temp, &target).map_err(io_error(format!(
-            "renaming {} to {}",
-            temp.display(),
-            target.display()
-        )))?;
-        self.sync_dir()
+        write_durably_in(&self.dir, name, bytes)
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error(format!("syncing {}", self.dir.display())))
+        sync_dir(&self.dir)
     }
 
     /// Temp files left by a process killed mid-write: never renamed, so never in use.
@@ -635,48 +855,80 @@ impl Store {
     }
 }
 
+/// Reads the device key of the store in `dir`; [`StoreError::Missing`] for a new card.
+fn read_key(dir: &Path) -> Result<DeviceKey, StoreError> {
+    let path = dir.join(KEY_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let key: [u8; sealed::KEY_LEN] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Unreadable {
+                        file: KEY_FILE.into(),
+                    })?;
+            Ok(DeviceKey(Zeroizing::new(key)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Missing {
+            file: KEY_FILE.into(),
+        }),
+        Err(e) => Err(io_error(format!("reading {}", path.display()))(e)),
+    }
+}
+
+/// Temp file in the same directory, write, fsync, rename over `name`, fsync the directory.
+fn write_durably_in(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = dir.join(temp_name(name));
+    let what = || format!("writing {}", temp.display());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io_error(what()))?;
+    file.write_all(bytes).map_err(io_error(what()))?;
+    file.sync_all().map_err(io_error(what()))?;
+    drop(file);
+    let target = dir.join(name);
+    fs::rename(&temp, &target).map_err(io_error(format!(
+        "renaming {} to {}",
+        temp.display(),
+        target.display()
+    )))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(format!("syncing {}", dir.display())))
+}
+
 fn temp_name(name: &str) -> String {
     format!(".{name}.tmp")
 }
 
 fn check_new_pin(new_pin: &str) -> Result<(), StoreError> {
-    pin::check_pin_format(new_pin).map_err(StoreError::BadPin)?;
-    if new_pin == pin::DEFAULT_PIN {
-        return Err(StoreError::BadPin(
-            "the new PIN must not be the default PIN",
-        ));
-    }
-    Ok(())
+    pin::check_pin_format(new_pin).map_err(StoreError::BadPin)
 }
 
 /// Proof of a correct PIN: the only way to change anything in the store. Made only by
-/// [`Store::login`]. Until the default PIN is changed, only [`AdminSession::change_pin`] works.
+/// [`Store::login`], which a card not yet set up refuses.
 #[derive(Debug)]
 pub struct AdminSession<'store> {
     store: &'store Store,
-    must_change: Cell<bool>,
 }
 
 impl AdminSession<'_> {
-    /// Whether the PIN is still the default one (everything but `change_pin` is refused).
-    pub fn must_change_pin(&self) -> bool {
-        self.must_change.get()
-    }
-
-    fn check_may_change(&self) -> Result<(), StoreError> {
-        if self.must_change.get() {
-            Err(StoreError::MustChangePin)
-        } else {
-            Ok(())
-        }
-    }
-
     /// Saves `text` as the next version; the current one becomes the previous. Text that does
     /// not parse is refused with its diagnostics: a bad rule set never replaces a good one.
     pub fn save_rules(&self, text: &str) -> Result<u64, StoreError> {
-        self.check_may_change()?;
         self.store.check_not_managed()?;
-        rules::parse(RULES_NAME, text).map_err(StoreError::Rules)?;
+        self.store
+            .compile(RULES_NAME, text)
+            .map_err(StoreError::Rules)?;
         let store = self.store;
         let _guard = store.lock();
         let current = store.rules()?;
@@ -690,7 +942,6 @@ impl AdminSession<'_> {
     /// firewall sees a change); the replaced one becomes the previous, so a second rollback
     /// undoes the first.
     pub fn rollback(&self) -> Result<u64, StoreError> {
-        self.check_may_change()?;
         self.store.check_not_managed()?;
         let store = self.store;
         let _guard = store.lock();
@@ -726,7 +977,6 @@ impl AdminSession<'_> {
     /// Enrols the card with a policy server (`record` from [`crate::managed`]), or with
     /// `None` leaves it; both need the PIN. The rules in force stay until a bundle replaces them.
     pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
-        self.check_may_change()?;
         let store = self.store;
         let _guard = store.lock();
         match record {
@@ -746,17 +996,22 @@ impl AdminSession<'_> {
         }
     }
 
-    /// Sets a new PIN (4–16 digits, not the default). Also clears the must-change flag.
+    /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.
+    pub fn change_puk(&self, puk: &str, new_puk: &str) -> Result<(), StoreError> {
+        self.store.change_puk(puk, new_puk)
+    }
+
+    /// Sets a new PIN (4–16 digits).
     pub fn change_pin(&self, new_pin: &str) -> Result<(), StoreError> {
         check_new_pin(new_pin)?;
         let store = self.store;
         let _guard = store.lock();
         let mut record = store.read_pin_record()?;
-        record.pin = Hash::new(new_pin, store.cost)?;
-        record.must_change = false;
+        if let Secrets::Set { pin, .. } = &mut record.secrets {
+            *pin = Hash::new(new_pin, store.cost)?;
+        }
         record.tries_left = pin::PIN_TRIES;
         store.write_pin_record(&record)?;
-        self.must_change.set(false);
         store.append_audit(AuditEvent::PinChanged)
     }
 }

@@ -17,19 +17,20 @@ fn open(dir: &Path) -> Store {
     Store::open_or_create(dir, RULES_V1, PinCost::INSECURE_FAST_FOR_TESTS).unwrap()
 }
 
-/// A store whose default PIN was already changed to [`NEW_PIN`].
-fn ready(dir: &Path) -> Store {
-    let store = open(dir);
-    store
-        .login(pin::DEFAULT_PIN)
+/// Sets a new card up with [`NEW_PIN`]; returns the PUK it showed.
+fn set_up(store: &Store) -> String {
+    let code = store
+        .setup_code()
         .unwrap()
-        .change_pin(NEW_PIN)
-        .unwrap();
-    store
+        .expect("a new card has a setup code");
+    store.setup(&code, NEW_PIN).unwrap().to_string()
 }
 
-fn puk_of(store: &Store) -> String {
-    store.take_puk_notice().unwrap().unwrap().to_string()
+/// A store set up with [`NEW_PIN`].
+fn ready(dir: &Path) -> Store {
+    let store = open(dir);
+    set_up(&store);
+    store
 }
 
 #[test]
@@ -46,28 +47,145 @@ fn first_start_creates_the_card() {
             blocked: false,
             puk_tries_left: 10,
             puk_blocked: false,
-            must_change: true
+            needs_setup: true,
+            setup_tries_left: pin::SETUP_TRIES,
         }
     );
     use std::os::unix::fs::PermissionsExt;
-    for name in [KEY_FILE, PIN_FILE, RULES_FILE, AUDIT_FILE, PUK_NOTICE_FILE] {
+    for name in [KEY_FILE, PIN_FILE, RULES_FILE, AUDIT_FILE] {
         let mode = fs::metadata(dir.path().join(name))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
-    let puk = puk_of(&store);
-    assert!(pin::check_puk_format(&puk).is_ok());
-    assert!(
-        store.take_puk_notice().unwrap().is_none(),
-        "the PUK is shown once"
-    );
-    // Reopening keeps everything.
+    let mode = fs::metadata(dir.path().join(LISTS_DIR))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // Reopening keeps everything, the setup code too.
+    let code = store.setup_code().unwrap().unwrap();
     drop(store);
     let store = open(dir.path());
     assert_eq!(store.rules().unwrap().text, RULES_V1);
     assert_eq!(store.audit().unwrap()[0].event, AuditEvent::Created);
+    assert_eq!(store.setup_code().unwrap().unwrap(), code);
+    assert_eq!(Store::read_setup_code(dir.path()).unwrap().unwrap(), code);
+}
+
+/// Issue 13.9: a new card takes no PIN at all (no default `1234`) until it is set up with its
+/// setup code; a wrong code costs one of its tries; the PUK is returned once, kept hashed.
+#[test]
+fn a_new_card_is_set_up_only_with_its_setup_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for pin in ["1234", "0000", NEW_PIN] {
+        assert!(
+            matches!(store.login(pin), Err(StoreError::NotSetUp)),
+            "{pin}"
+        );
+    }
+    let code = store.setup_code().unwrap().unwrap();
+    assert_eq!(code.len(), pin::SETUP_CODE_DIGITS);
+    assert!(matches!(
+        store.setup("000000000000", NEW_PIN),
+        Err(StoreError::WrongSetupCode { tries_left: 9 })
+    ));
+    assert!(matches!(
+        store.setup(&code, "12"),
+        Err(StoreError::BadPin(_))
+    ));
+    // Typed as the label shows it.
+    let shown = pin::format_setup_code(&code);
+    let puk = store.setup(&shown, NEW_PIN).unwrap();
+    assert!(pin::check_puk_format(&puk).is_ok());
+    assert!(store.setup_code().unwrap().is_none(), "the code is gone");
+    assert!(Store::read_setup_code(dir.path()).unwrap().is_none());
+    assert!(matches!(
+        store.setup(&code, "2468"),
+        Err(StoreError::AlreadySetUp)
+    ));
+    store.login(NEW_PIN).unwrap();
+    // Issue 13.8: nothing in the directory holds the PUK or the code in clear.
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            let bytes = fs::read(entry.path()).unwrap();
+            for secret in [puk.as_str(), code.as_str()] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} in {:?}",
+                    entry.file_name()
+                );
+            }
+        }
+    }
+    // Kept as a hash only: the sealed record has no PUK digits either.
+    let plain = store.read_sealed(PIN_FILE).unwrap();
+    assert!(!plain.windows(puk.len()).any(|w| w == puk.as_bytes()));
+}
+
+#[test]
+fn setup_code_tries_run_out_and_a_factory_reset_makes_a_new_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let code = store.setup_code().unwrap().unwrap();
+    for _ in 1..pin::SETUP_TRIES {
+        assert!(matches!(
+            store.setup("111122223333", NEW_PIN),
+            Err(StoreError::WrongSetupCode { .. })
+        ));
+    }
+    assert!(matches!(
+        store.setup("111122223333", NEW_PIN),
+        Err(StoreError::SetupBlocked)
+    ));
+    assert!(matches!(
+        store.setup(&code, NEW_PIN),
+        Err(StoreError::SetupBlocked)
+    ));
+    store.factory_reset().unwrap();
+    let new_code = store.setup_code().unwrap().unwrap();
+    assert_ne!(new_code, code);
+    store.setup(&new_code, NEW_PIN).unwrap();
+}
+
+/// Issue 13.8: a card of earlier firmware (default PIN, PUK in `puk.txt`) is upgraded at open:
+/// the clear PUK file goes, and a card whose default PIN was never changed needs setup.
+#[test]
+fn earlier_firmware_files_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cost = PinCost::INSECURE_FAST_FOR_TESTS;
+    let mut v1 = vec![1, 3, 10, 1];
+    v1.extend_from_slice(&{
+        let mut hashes = Vec::new();
+        for secret in ["1234", "123456789012"] {
+            let record = PinRecord {
+                tries_left: 3,
+                puk_tries_left: 10,
+                setup_tries_left: 0,
+                secrets: Secrets::Set {
+                    pin: Hash::new(secret, cost).unwrap(),
+                    puk: Hash::new(secret, cost).unwrap(),
+                },
+            };
+            hashes.extend_from_slice(&record.emit()[5..5 + 60]);
+        }
+        hashes
+    });
+    store.write_sealed(PIN_FILE, &v1).unwrap();
+    fs::write(
+        dir.path().join("puk.txt"),
+        "cardwall card PUK: 123456789012\n",
+    )
+    .unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert!(!dir.path().join("puk.txt").exists());
+    assert!(matches!(store.login("1234"), Err(StoreError::NotSetUp)));
+    assert!(store.setup_code().unwrap().is_some());
 }
 
 #[test]
@@ -80,29 +198,31 @@ fn bad_initial_rules_are_refused() {
 }
 
 #[test]
-fn default_pin_must_be_changed_first() {
+fn puk_changes_with_its_own_counter() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let session = store.login("1234").unwrap();
-    assert!(session.must_change_pin());
+    let puk = set_up(&store);
     assert!(matches!(
-        session.save_rules(RULES_V2),
-        Err(StoreError::MustChangePin)
+        store.change_puk("000000000000", "24682468"),
+        Err(StoreError::WrongPuk { tries_left: 9 })
     ));
-    assert!(matches!(session.rollback(), Err(StoreError::MustChangePin)));
     assert!(matches!(
-        session.change_pin("1234"),
-        Err(StoreError::BadPin(_))
+        store.change_puk(&puk, "123"),
+        Err(StoreError::BadPuk(_))
     ));
-    session.change_pin(NEW_PIN).unwrap();
-    assert!(!session.must_change_pin());
-    assert_eq!(session.save_rules(RULES_V2).unwrap(), 2);
-    assert!(!store.pin_state().unwrap().must_change);
+    assert_eq!(
+        store.pin_state().unwrap().tries_left,
+        3,
+        "the PIN's counter is apart"
+    );
+    store.change_puk(&puk, "2468-2468").unwrap();
+    assert_eq!(store.pin_state().unwrap().puk_tries_left, 10);
     assert!(matches!(
-        store.login("1234"),
-        Err(StoreError::WrongPin { tries_left: 2 })
+        store.unblock(&puk, "2580"),
+        Err(StoreError::WrongPuk { .. })
     ));
-    store.login(NEW_PIN).unwrap();
+    store.unblock("24682468", "2580").unwrap();
+    store.login("2580").unwrap();
 }
 
 #[test]
@@ -132,8 +252,7 @@ fn pin_format_is_checked_without_spending_a_try() {
 fn three_wrong_pins_block_then_puk_unblocks() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let puk = puk_of(&store);
-    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    let puk = set_up(&store);
     assert!(matches!(
         store.login("0000"),
         Err(StoreError::WrongPin { tries_left: 2 })
@@ -165,7 +284,7 @@ fn three_wrong_pins_block_then_puk_unblocks() {
         Err(StoreError::BadPuk(_))
     ));
     assert!(matches!(
-        store.unblock(&puk, "1234"),
+        store.unblock(&puk, "12"),
         Err(StoreError::BadPin(_))
     ));
     store.unblock(&puk, "2468").unwrap();
@@ -188,8 +307,7 @@ fn three_wrong_pins_block_then_puk_unblocks() {
 fn ten_wrong_puks_block_until_factory_reset() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let puk = puk_of(&store);
-    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    let puk = set_up(&store);
     store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
     for _ in 0..3 {
         let _ = store.login("0000");
@@ -214,12 +332,12 @@ fn ten_wrong_puks_block_until_factory_reset() {
     assert_eq!(store.rules().unwrap().text, RULES_V2);
 
     let old_key = fs::read(dir.path().join(KEY_FILE)).unwrap();
-    let store = store.factory_reset(RULES_V1).unwrap();
+    store.factory_reset().unwrap();
     assert_ne!(fs::read(dir.path().join(KEY_FILE)).unwrap(), old_key);
     let rules = store.rules().unwrap();
     assert_eq!((rules.version, rules.text.as_str()), (1, RULES_V1));
     assert!(store.previous_rules().unwrap().is_none());
-    assert!(store.pin_state().unwrap().must_change);
+    assert!(store.pin_state().unwrap().needs_setup);
     let events: Vec<_> = store
         .audit()
         .unwrap()
@@ -227,8 +345,12 @@ fn ten_wrong_puks_block_until_factory_reset() {
         .map(|e| e.event)
         .collect();
     assert_eq!(events, [AuditEvent::FactoryReset]);
-    assert_ne!(puk_of(&store), puk);
-    store.login("1234").unwrap();
+    assert!(matches!(store.login(NEW_PIN), Err(StoreError::NotSetUp)));
+    assert_ne!(set_up(&store), puk);
+    store.login(NEW_PIN).unwrap();
+    // The store reopens with the new key.
+    drop(store);
+    open(dir.path()).login(NEW_PIN).unwrap();
 }
 
 #[test]
@@ -341,8 +463,7 @@ fn files_swapped_between_purposes_are_refused() {
 fn audit_log_records_events_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let puk = puk_of(&store);
-    store.login("1234").unwrap().change_pin(NEW_PIN).unwrap();
+    let puk = set_up(&store);
     let _ = store.login("9999");
     store.login(NEW_PIN).unwrap().save_rules(RULES_V2).unwrap();
     for _ in 0..3 {
@@ -363,8 +484,7 @@ fn audit_log_records_events_and_no_secrets() {
         events,
         [
             Created,
-            LoginOk,
-            PinChanged,
+            SetUp,
             LoginFailed { tries_left: 2 },
             LoginOk,
             RulesChanged { version: 2 },
@@ -375,7 +495,8 @@ fn audit_log_records_events_and_no_secrets() {
             Unblocked,
         ]
     );
-    assert_eq!(store.audit().unwrap()[10].actor(), Actor::PukHolder);
+    assert_eq!(store.audit().unwrap()[9].actor(), Actor::PukHolder);
+    assert_eq!(store.audit().unwrap()[1].actor(), Actor::Owner);
     // The plaintext of the log holds kinds and numbers only.
     let plain = store.read_sealed(AUDIT_FILE).unwrap();
     for secret in ["1234", NEW_PIN, "9999", "2468", puk.as_str()] {
@@ -541,4 +662,82 @@ fn rules_survive_sigkill_at_random_moments() {
         runs_that_saved >= 50,
         "only {runs_that_saved} of 200 children saved anything"
     );
+}
+
+/// Issue 13.7: `list NAME file F` reads only plain names in the store's `lists/` folder, never
+/// the store's own files or anything outside; a list file's lines are located, never quoted.
+#[test]
+fn list_files_stay_in_the_list_folder_and_are_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    let lists = dir.path().join(LISTS_DIR);
+    fs::write(lists.join("ads.txt"), "ads.example\nsecret-word here\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join(PIN_FILE), lists.join("link.txt")).unwrap();
+    fs::write(dir.path().join("beside.txt"), "x.example\n").unwrap();
+    for name in [
+        "device.key",
+        "pin.sealed",
+        "tls.crt",
+        "tls.key.sealed",
+        "puk.txt",
+        "../beside.txt",
+        "../pin.sealed",
+        "/etc/passwd",
+        ".hidden",
+        "link.txt",
+        "beside.txt",
+    ] {
+        let text = format!("list p file {name}\ndeny any host @p\ndefault allow\n");
+        let errors = store.compile(RULES_NAME, &text).unwrap_err();
+        assert_eq!(errors.kinds(), [rules::ErrorKind::ListFile], "{name}");
+        assert_eq!(
+            errors.0[0].file, RULES_NAME,
+            "{name}: located in the rule file"
+        );
+    }
+    let text = "list p file ads.txt\ndeny any host @p\ndefault allow\n";
+    let errors = store.compile(RULES_NAME, text).unwrap_err();
+    let shown = errors.to_string();
+    assert!(shown.contains("ads.txt:2:"), "{shown}");
+    assert!(!shown.contains("secret-word"), "{shown}");
+    // Saving compiles with the list files too: the same refusal, nothing saved.
+    let session = store.login(NEW_PIN).unwrap();
+    match session.save_rules(text) {
+        Err(StoreError::Rules(errors)) => assert!(!errors.to_string().contains("secret-word")),
+        other => panic!("{other:?}"),
+    }
+    fs::write(lists.join("ads.txt"), "ads.example\n").unwrap();
+    assert_eq!(session.save_rules(text).unwrap(), 2);
+    crate::card::LoadedRules::from_store(&store).unwrap();
+}
+
+#[test]
+fn list_names() {
+    for good in ["ads.txt", "hosts", "a-b_c.list", "UPPER.TXT"] {
+        assert!(check_list_name(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "/x",
+        ".x",
+        "x\\y",
+        "a\nb",
+        "device.key",
+        "pin.sealed",
+        "rules.sealed",
+        "x.sealed",
+        "tls.crt",
+        "tls.key.sealed",
+        "managed.sealed",
+        "puk.txt",
+        "lists",
+        ".x.tmp",
+        "audit.sealed",
+    ] {
+        assert!(check_list_name(bad).is_err(), "{bad:?}");
+    }
 }

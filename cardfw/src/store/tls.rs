@@ -22,8 +22,8 @@ use zeroize::Zeroizing;
 
 use super::{Store, StoreError, io_error};
 
-const KEY_FILE: &str = "tls.key.sealed";
-const CERT_FILE: &str = "tls.crt";
+pub(super) const KEY_FILE: &str = "tls.key.sealed";
+pub(super) const CERT_FILE: &str = "tls.crt";
 /// The name the certificate carries beside the inside address.
 pub const CARD_NAME: &str = "card.cardwall";
 
