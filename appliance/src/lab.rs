@@ -41,9 +41,6 @@ echo:       allow tcp dst 203.0.113.10 port 2222
 default deny
 ";
 
-/// How the owner sets the first PIN, as the instructions say it.
-const FIRST_PIN_HINT: &str = "First login: PIN 1234, which the page makes you change at once (the PUK is in the store's puk.txt).";
-
 /// How to start the lab.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -252,10 +249,21 @@ impl SystemLab {
     /// The card web page's certificate fingerprint (SHA-256), as `cardfw fingerprint` reads it
     /// from the card's store.
     pub fn card_page_fingerprint(&self) -> Option<String> {
+        self.cardfw_says("fingerprint")
+    }
+
+    /// The one-time code that sets the card's first PIN, as `cardfw setup-code` reads it from
+    /// the store (on a real card it is on the label); `None` once the card is set up.
+    pub fn card_setup_code(&self) -> Option<String> {
+        self.cardfw_says("setup-code")
+    }
+
+    /// What `cardfw --config <the lab's> <command>` prints, if it succeeds.
+    fn cardfw_says(&self, command: &str) -> Option<String> {
         let output = std::process::Command::new(self.binary("cardfw").ok()?)
             .arg("--config")
             .arg(self.dir.join("cardfw.toml"))
-            .arg("fingerprint")
+            .arg(command)
             .output()
             .ok()?;
         output
@@ -436,7 +444,13 @@ Ctrl-C stops the lab and removes everything it created.",
             card_pid = self.card_pid.map_or("?".to_string(), |p| p.to_string()),
             store = self.store_dir().display(),
             fingerprint = self.card_page_fingerprint().unwrap_or_else(|| "?".into()),
-            first_pin = FIRST_PIN_HINT,
+            first_pin = match self.card_setup_code() {
+                Some(code) => format!(
+                    "First use: the page asks for the card's setup code {code} (a real card has it on its label; \
+                     `cardctl setup-code` reads it too), then you choose the PIN and note the PUK it shows once."
+                ),
+                None => "The card is set up: log in with its PIN.".to_string(),
+            },
             dir = self.dir.display(),
         )
     }
