@@ -32,10 +32,10 @@ pub const DEMO_RULES: &str = "\
 # The lab's demo rules: try allowed.test and blocked.test from the protected computer.
 no-blocked: deny any host blocked.test
 no-doh:     deny any host @doh
+no-admin:   deny http path /admin
 no-video:   deny http content-type video/*
 dns:        allow dns
 web:        allow http
-no-admin:   deny http host allowed.test path /admin
 tls:        allow https host allowed.test,*.allowed.test
 echo:       allow tcp dst 203.0.113.10 port 2222
 default deny
