@@ -42,10 +42,16 @@ pub async fn run(config: Config) -> Result<()> {
     let nl = Netlink::connect().await?;
     sysctl("net/ipv4/ip_forward", "1")?;
     sysctl("net/ipv6/conf/all/forwarding", "0")?;
-    // Replies from the card carry the outside addresses they answer for; loose reverse-path
-    // filtering lets them in on the card link.
-    sysctl("net/ipv4/conf/all/rp_filter", "2")?;
+    // Reverse-path filtering, per link (the kernel applies the larger of `all` and the link's
+    // own value, so `all` is 0). The inside is strict: a source the appliance would not route
+    // back out of the inside port is forged, and an answer to it would go to the world (no
+    // reflection, DESIGN.md rule 6; the ruleset's prerouting chain says the same). The card
+    // link is loose: the card's replies carry the outside addresses they answer for. Links
+    // made later (a card plugged in) start loose.
+    sysctl("net/ipv4/conf/all/rp_filter", "0")?;
     sysctl("net/ipv4/conf/default/rp_filter", "2")?;
+    sysctl(&rp_filter_key(&config.inside.interface), "1")?;
+    sysctl(&rp_filter_key(&config.outside.interface), "2")?;
 
     let inside = &config.inside;
     nl.link_up(&inside.interface).await?;
@@ -445,6 +451,9 @@ fn find_card_link(config: &Config) -> Option<String> {
 }
 
 async fn configure_card_link(nl: &Netlink, config: &Config, name: &str) {
+    if let Err(e) = sysctl(&rp_filter_key(name), "2") {
+        tracing::error!(link = name, error = %e, "cannot make reverse-path filtering loose on the card link");
+    }
     let address = [(IpAddr::V4(config.card.address), config.card.prefix)];
     if let Err(e) = async {
         nl.link_up(name).await?;
@@ -528,6 +537,11 @@ fn apply_or_log(ruleset: &str) {
     if let Err(e) = firewall::apply(ruleset) {
         tracing::error!(error = %e, "cannot apply the full ruleset; the previous one stays");
     }
+}
+
+/// The reverse-path filter setting of one link.
+fn rp_filter_key(link: &str) -> String {
+    format!("net/ipv4/conf/{link}/rp_filter")
 }
 
 fn sysctl(key: &str, value: &str) -> Result<()> {

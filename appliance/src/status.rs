@@ -8,14 +8,19 @@
 //! | `GET /graph.svg` | the traffic graph alone: one panel per link |
 //! | `GET /static/style.css`, `GET /static/live.js` | the look, from the `web` crate |
 //!
-//! Anything else is a 404. The look (templates, CSS, graph layout) lives in the `web` crate;
-//! this module only maps a [`Snapshot`] into `web`'s page structs and serves them.
+//! Anything else is a 404. A request whose `Host` is not the address the page is served on
+//! (with or without the port) is refused with 421 before any route: a web page the protected
+//! computer visits cannot rebind a name of its own to the appliance and read the status
+//! (DNS rebinding). The look (templates, CSS, graph layout) lives in the `web` crate; this
+//! module only maps a [`Snapshot`] into `web`'s page structs and serves them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use web::appliance::{BlockView, CardView, LinkView, StatusPage};
@@ -24,8 +29,9 @@ use web::graph::{Panel, Step, TrafficGraph};
 
 use crate::state::{ApplianceState, LinkState, Snapshot};
 
-/// The status UI's routes over the shared state.
-pub fn router(state: Arc<ApplianceState>) -> Router {
+/// The status UI's routes over the shared state, answering only requests whose `Host` is
+/// `address` (its IP, with or without the port).
+pub fn router(state: Arc<ApplianceState>, address: SocketAddr) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/status", get(api_status))
@@ -34,14 +40,55 @@ pub fn router(state: Arc<ApplianceState>) -> Router {
         .route("/static/live.js", get(script))
         .fallback(not_found)
         .with_state(state)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            only_own_host(address, request, next)
+        }))
 }
 
-/// Serves the status UI on `listener` until the task is dropped or accepting fails.
+/// Serves the status UI on `listener` until the task is dropped or accepting fails. The
+/// listener's own address is the one `Host` it answers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApplianceState>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    let address = listener.local_addr()?;
+    axum::serve(listener, router(state, address)).await
+}
+
+/// Whether a request's `Host` header names `address`: its IP (IPv6 in brackets), alone or with
+/// the port. A missing or repeated header does not.
+fn host_is(headers: &HeaderMap, address: SocketAddr) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    host.eq_ignore_ascii_case(&ip) || host.eq_ignore_ascii_case(&format!("{ip}:{}", address.port()))
+}
+
+/// Refuses a request for any other host with 421 and a line saying where the page is.
+async fn only_own_host(address: SocketAddr, request: Request, next: Next) -> Response {
+    if host_is(request.headers(), address) {
+        return next.run(request).await;
+    }
+    let url = if address.port() == 80 {
+        format!("http://{}/", address.ip())
+    } else {
+        format!("http://{address}/")
+    };
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        LIVE,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("This is the appliance's status page; it answers only at {url}\n"),
+    )
+        .into_response()
 }
 
 /// Headers of every dynamic response: never cached (it is live status), and the page may load
@@ -278,11 +325,30 @@ mod tests {
         snapshot
     }
 
+    /// Where the tests' router is served.
+    const AT: &str = "192.168.77.1:80";
+
     /// Status, content type and body of `GET path`.
     async fn get(snapshot: Snapshot, path: &str) -> (StatusCode, String, String) {
+        get_with_host(snapshot, path, Some("192.168.77.1")).await
+    }
+
+    /// [`get`] with this `Host` header (or none).
+    async fn get_with_host(
+        snapshot: Snapshot,
+        path: &str,
+        host: Option<&str>,
+    ) -> (StatusCode, String, String) {
         let state = Arc::new(ApplianceState::new(snapshot));
-        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
-        let response = router(state).oneshot(request).await.unwrap();
+        let mut request = Request::builder().uri(path);
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let response = router(state, AT.parse().unwrap())
+            .oneshot(request)
+            .await
+            .unwrap();
         let status = response.status();
         let content_type = response
             .headers()
@@ -405,6 +471,42 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
             assert!(body.contains("Not found"), "{body}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_appliance_address_as_host_is_answered() {
+        for host in ["192.168.77.1", "192.168.77.1:80"] {
+            let (status, _, _) = get_with_host(snapshot(0), "/api/status", Some(host)).await;
+            assert_eq!(status, StatusCode::OK, "{host}");
+        }
+        // A name rebound to the appliance by a web page's DNS, other ports, other addresses,
+        // no Host at all: refused before any route, with a line saying where the page is.
+        for host in [
+            Some("evil.example"),
+            Some("evil.example:80"),
+            Some("192.168.77.1:8080"),
+            Some("192.168.77.10"),
+            Some("192.168.77.1.nip.io"),
+            Some(""),
+            None,
+        ] {
+            for path in ["/", "/api/status", "/nope"] {
+                let (status, content_type, body) = get_with_host(snapshot(0), path, host).await;
+                assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host:?} {path}");
+                assert_eq!(content_type, "text/plain; charset=utf-8");
+                assert_eq!(
+                    body,
+                    "This is the appliance's status page; it answers only at http://192.168.77.1/\n"
+                );
+            }
+        }
+        let mut two = HeaderMap::new();
+        two.append(header::HOST, "192.168.77.1".parse().unwrap());
+        two.append(header::HOST, "evil.example".parse().unwrap());
+        assert!(!host_is(&two, AT.parse().unwrap()));
+        let mut v6 = HeaderMap::new();
+        v6.insert(header::HOST, "[fd77::1]:8080".parse().unwrap());
+        assert!(host_is(&v6, "[fd77::1]:8080".parse().unwrap()));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! The card never forwards (`ip_forward=0`): a packet that no rule hands to a proxy is
 //! rejected with ICMP admin-prohibited, so a client learns at once that it is not allowed
-//! instead of hanging.
+//! instead of hanging. The card's outside address takes nothing but replies to the card's own
+//! connections: a new packet to it is dropped without an answer.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -44,6 +45,10 @@ pub fn ruleset(config: &Config) -> String {
         }
     }
     let inside = config.inside_address;
+    let outside = match config.outside_address {
+        std::net::IpAddr::V4(address) => format!("ip daddr {address}"),
+        std::net::IpAddr::V6(address) => format!("ip6 daddr {address}"),
+    };
     let local_tcp = set(&[ports.explicit_proxy, ports.status, ports.dns, ports.admin]);
     format!(
         "table inet {TABLE}
@@ -59,6 +64,10 @@ table inet {TABLE} {{
     }}
     chain to_card {{
         ct state established,related accept
+        # The outside address only receives replies to the card's own connections: anything
+        # new to it is dropped, never answered (an answer would go wherever the source says,
+        # and the inside can forge that: no reflection, DESIGN.md rule 6).
+        {outside} drop
         meta l4proto tcp tcp dport {local_tcp} accept
         udp dport {dns} accept
         meta l4proto icmp icmp type echo-request accept
@@ -209,6 +218,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dnat ip to 172.31.77.2:53"), "{text}");
+        let to_card = &text[text.find("chain to_card").unwrap()..];
+        let replies = to_card.find("ct state established,related accept").unwrap();
+        let outside = to_card.find("ip daddr 172.31.77.3 drop").unwrap();
+        assert!(
+            replies < outside && outside < to_card.find("tcp dport").unwrap(),
+            "only replies reach the outside address: {to_card}"
+        );
         let reject = text.find("reject with icmpx admin-prohibited").unwrap();
         assert!(
             reject > text.find("tproxy").unwrap(),

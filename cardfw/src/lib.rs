@@ -9,7 +9,9 @@
 //! - [`wire`]: the byte formats read by hand (the TLS ClientHello).
 //! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
 //! - [`store`]: the PIN-protected, sealed rule store; [`admin`]: the card's web page over it.
+//! - [`accept`]: the one accept loop every listener runs, and the descriptor budget.
 
+pub mod accept;
 pub mod admin;
 pub mod card;
 pub mod config;

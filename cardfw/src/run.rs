@@ -80,6 +80,11 @@ impl RuleSource {
 /// Runs the card until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
+    // Before any listener: the connection caps, which refuse cleanly, must come before the
+    // descriptor limit, which refuses everyone.
+    if let Err(error) = crate::accept::raise_descriptor_limit(&config.limits) {
+        tracing::warn!(%error, "the descriptor limit stays as it is");
+    }
     let store = open_store(&config)?;
     let rules = load_rules(&config, store.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules loaded");

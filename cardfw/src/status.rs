@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::accept;
 use crate::card::{Card, Counters, DecisionRecord};
 
 #[derive(Debug, Serialize)]
@@ -27,6 +28,10 @@ pub struct Status<'a> {
     pub uptime_secs: u64,
     pub connections_open: usize,
     pub counters: &'a Counters,
+    /// Accept failures for lack of descriptors or memory since start (see [`accept`]).
+    pub accept_backoffs: u64,
+    /// Connections a listener's own cap refused since start (the status endpoint's).
+    pub refused_at_listener_cap: u64,
     pub recent: Vec<DecisionRecord>,
 }
 
@@ -42,10 +47,20 @@ pub fn render(card: &Card, started: Instant) -> String {
         uptime_secs: started.elapsed().as_secs(),
         connections_open: card.slots.in_use(),
         counters: &card.events.counters,
+        accept_backoffs: accept::backoffs(),
+        refused_at_listener_cap: accept::refused_at_cap(),
         recent: card.events.recent(),
     };
     serde_json::to_string_pretty(&status).expect("status serialises")
 }
+
+/// Connections the status endpoint serves at once (it is read by the appliance's probe and
+/// by a person now and then), and per client address: a client holding connections open
+/// leaves room for the appliance's probe.
+pub const CAP: accept::Cap = accept::Cap {
+    total: 16,
+    per_client: 4,
+};
 
 /// Serves `GET /status` on `listener` until the task is dropped.
 pub async fn serve(
@@ -53,18 +68,18 @@ pub async fn serve(
     card: Arc<Card>,
     started: Instant,
 ) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
+    match accept::serve(listener, "status", Some(CAP), move |stream, peer| {
         // The recent decisions name other clients and what they asked for: only the
         // appliance (its card-link address) may read them.
         let appliance = crate::proxy::destination::canonical(card.config.appliance_address);
-        if crate::proxy::destination::canonical(peer.ip()) != appliance {
-            tracing::info!(client = %peer, "status refused: only the appliance may read it");
-            let _ = stream.set_zero_linger();
-            continue;
-        }
+        let refused = crate::proxy::destination::canonical(peer.ip()) != appliance;
         let card = card.clone();
-        tokio::spawn(async move {
+        async move {
+            if refused {
+                tracing::info!(client = %peer, "status refused: only the appliance may read it");
+                let _ = stream.set_zero_linger();
+                return;
+            }
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let card = card.clone();
                 async move { Ok::<_, Infallible>(respond(&request, &card, started)) }
@@ -74,8 +89,9 @@ pub async fn serve(
                 .header_read_timeout(std::time::Duration::from_secs(5))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await {}
 }
 
 fn respond(request: &Request<Incoming>, card: &Card, started: Instant) -> Response<Full<Bytes>> {

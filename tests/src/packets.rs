@@ -48,6 +48,9 @@ use appliance::topology::{Netns, panic_message};
 /// [`Kind::TcpSynProxiedPortSpoofedSource`]). From 198.18.0.0/15, the benchmarking range.
 pub const FOREIGN_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 66);
 
+/// [`FOREIGN_SOURCE`]'s IPv6 counterpart: a world address no host in any lab owns.
+pub const FOREIGN_SOURCE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x66, 0, 0, 0, 0, 0x66);
+
 /// A port nothing proxies (the card rejects it).
 pub const UNPROXIED_PORT: u16 = 2222;
 
@@ -73,6 +76,8 @@ pub struct Target {
     pub appliance_outside_ip: Ipv4Addr,
     /// The card's outside address (the only source allowed out).
     pub card_outside_ip: Ipv4Addr,
+    /// The appliance's address on the inside network (the protected computer's gateway).
+    pub appliance_inside_ip: Ipv4Addr,
     /// The outside network's DHCP server.
     pub dhcp_server_ip: Ipv4Addr,
     /// Put in payloads / IP id / ports so captures can recognise our frames.
@@ -83,7 +88,8 @@ impl Target {
     /// A target with the default addressing of DESIGN.md (inside `192.168.77.0/24`, card link
     /// `172.31.77.0/29`) and documentation addresses for the outside world: protected computer
     /// `192.168.77.100` / `fd77::100`, victim `198.51.100.7` / `2001:db8:5::7`, appliance
-    /// outside `203.0.113.2`, DHCP server `203.0.113.1`, card outside `172.31.77.3`. Change
+    /// outside `203.0.113.2`, appliance inside `192.168.77.1`, DHCP server `203.0.113.1`, card
+    /// outside `172.31.77.3`. Change
     /// fields with struct update syntax to match a lab.
     pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6], marker: u32) -> Target {
         Target {
@@ -95,8 +101,21 @@ impl Target {
             victim_ip6: "2001:db8:5::7".parse().expect("valid IPv6 literal"),
             appliance_outside_ip: Ipv4Addr::new(203, 0, 113, 2),
             card_outside_ip: Ipv4Addr::new(172, 31, 77, 3),
+            appliance_inside_ip: Ipv4Addr::new(192, 168, 77, 1),
             dhcp_server_ip: Ipv4Addr::new(203, 0, 113, 1),
             marker,
+        }
+    }
+
+    /// The same target with the protected computer's addresses forged to world addresses
+    /// ([`FOREIGN_SOURCE`], [`FOREIGN_SOURCE6`]) and another marker: every kind crafted for it
+    /// is that kind's forged-source variant, told apart from the plain one by its marker.
+    pub fn forged_source(&self, marker: u32) -> Target {
+        Target {
+            src_ip: FOREIGN_SOURCE,
+            src_ip6: FOREIGN_SOURCE6,
+            marker,
+            ..self.clone()
         }
     }
 }
@@ -188,6 +207,30 @@ pub enum Kind {
     VlanTagged,
     /// 802.1Q priority-tagged (VLAN 0) UDP to the victim.
     VlanPriorityTagged,
+    // Reflection (DESIGN.md, rule 6): the source is forged to a world address
+    // ([`FOREIGN_SOURCE`]) and the destination is something that answers. An answer would go
+    // to the forged address, out of the outside port, carrying the inside's payload.
+    /// ICMP echo request to the card's outside address from a forged world source.
+    ReflectEchoViaCardOutside,
+    /// A DNS query (UDP 53) to the card's outside address from a forged world source.
+    ReflectDnsViaCardOutside,
+    /// TCP SYN to the card's outside address, port 443, from a forged world source.
+    ReflectSynViaCardOutside,
+    /// ICMP echo request to the appliance's inside address from a forged world source.
+    ReflectEchoViaApplianceInside,
+    /// DHCPINFORM (UDP 68 to 67) to the appliance's inside address from a forged world source
+    /// naming that source as its address: a server answers an INFORM by unicast to it.
+    ReflectDhcpViaApplianceInside,
+    /// TCP SYN to the appliance's inside address, port 80 (the status page), from a forged
+    /// world source.
+    ReflectSynViaApplianceInside,
+    /// ICMP echo request to the victim with TTL 1, from a forged world source: the time
+    /// exceeded error would go to that source.
+    ReflectTtl1Echo,
+    /// UDP to the victim with TTL 1, from a forged world source.
+    ReflectTtl1Udp,
+    /// TCP SYN to the victim's port 443 with TTL 1, from a forged world source.
+    ReflectTtl1Syn,
 }
 
 /// Every kind, in code order.
@@ -224,6 +267,28 @@ pub const ALL_KINDS: &[Kind] = &[
     Kind::SourceRouteViaAppliance,
     Kind::VlanTagged,
     Kind::VlanPriorityTagged,
+    Kind::ReflectEchoViaCardOutside,
+    Kind::ReflectDnsViaCardOutside,
+    Kind::ReflectSynViaCardOutside,
+    Kind::ReflectEchoViaApplianceInside,
+    Kind::ReflectDhcpViaApplianceInside,
+    Kind::ReflectSynViaApplianceInside,
+    Kind::ReflectTtl1Echo,
+    Kind::ReflectTtl1Udp,
+    Kind::ReflectTtl1Syn,
+];
+
+/// The reflection kinds: forged world source, destination something that answers.
+pub const REFLECTION_KINDS: &[Kind] = &[
+    Kind::ReflectEchoViaCardOutside,
+    Kind::ReflectDnsViaCardOutside,
+    Kind::ReflectSynViaCardOutside,
+    Kind::ReflectEchoViaApplianceInside,
+    Kind::ReflectDhcpViaApplianceInside,
+    Kind::ReflectSynViaApplianceInside,
+    Kind::ReflectTtl1Echo,
+    Kind::ReflectTtl1Udp,
+    Kind::ReflectTtl1Syn,
 ];
 
 impl Kind {
@@ -517,6 +582,7 @@ fn dns_query(id: u16, labels: &[&str]) -> Vec<u8> {
 /// DHCP message types used here.
 const DHCPDISCOVER: u8 = 1;
 const DHCPREQUEST: u8 = 3;
+const DHCPINFORM: u8 = 8;
 
 /// A BOOTP/DHCP client message with the tag in option 60 (vendor class identifier).
 fn dhcp_message(msg_type: u8, xid: u32, ciaddr: Ipv4Addr, chaddr: [u8; 6], tag: &[u8]) -> Vec<u8> {
@@ -842,6 +908,78 @@ pub fn craft(kind: Kind, t: &Target) -> Vec<Vec<u8>> {
             header.options = Ipv4Options::try_from(&options[..]).expect("8 bytes of options");
             ipv4_frame(eth, header, udp(UNPROXIED_PORT), &data)
         }
+        Kind::ReflectEchoViaCardOutside | Kind::ReflectEchoViaApplianceInside => {
+            let dst = if kind == Kind::ReflectEchoViaCardOutside {
+                t.card_outside_ip
+            } else {
+                t.appliance_inside_ip
+            };
+            ipv4_frame(
+                eth,
+                v4(FOREIGN_SOURCE, dst),
+                L4::Icmpv4Echo {
+                    id: (t.marker >> 16) as u16,
+                    seq: t.marker as u16,
+                },
+                &data,
+            )
+        }
+        Kind::ReflectDnsViaCardOutside => {
+            let label = dns_label(kind, t.marker);
+            let query = dns_query(id, &[&label, "cardwall-reflect", "example"]);
+            ipv4_frame(eth, v4(FOREIGN_SOURCE, t.card_outside_ip), udp(53), &query)
+        }
+        Kind::ReflectSynViaCardOutside => ipv4_frame(
+            eth,
+            v4(FOREIGN_SOURCE, t.card_outside_ip),
+            L4::syn(sp, 443, t.marker),
+            &data,
+        ),
+        Kind::ReflectDhcpViaApplianceInside => {
+            let message = dhcp_message(
+                DHCPINFORM,
+                t.marker,
+                FOREIGN_SOURCE,
+                t.src_mac,
+                &tag(kind, t.marker),
+            );
+            ipv4_frame(
+                eth,
+                v4(FOREIGN_SOURCE, t.appliance_inside_ip),
+                L4::Udp {
+                    sport: 68,
+                    dport: 67,
+                },
+                &message,
+            )
+        }
+        Kind::ReflectSynViaApplianceInside => ipv4_frame(
+            eth,
+            v4(FOREIGN_SOURCE, t.appliance_inside_ip),
+            L4::syn(sp, 80, t.marker),
+            &data,
+        ),
+        Kind::ReflectTtl1Echo => ipv4_frame(
+            eth,
+            ipv4_header(FOREIGN_SOURCE, t.victim_ip, 1, id),
+            L4::Icmpv4Echo {
+                id: (t.marker >> 16) as u16,
+                seq: t.marker as u16,
+            },
+            &data,
+        ),
+        Kind::ReflectTtl1Udp => ipv4_frame(
+            eth,
+            ipv4_header(FOREIGN_SOURCE, t.victim_ip, 1, id),
+            udp(UNPROXIED_PORT),
+            &data,
+        ),
+        Kind::ReflectTtl1Syn => ipv4_frame(
+            eth,
+            ipv4_header(FOREIGN_SOURCE, t.victim_ip, 1, id),
+            L4::syn(sp, 443, t.marker),
+            &data,
+        ),
         Kind::VlanTagged | Kind::VlanPriorityTagged => {
             let vlan = if kind == Kind::VlanTagged { 100 } else { 0 };
             ipv4_frame(
@@ -1542,6 +1680,71 @@ mod tests {
             assert_eq!(Kind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(Kind::from_code(0), None);
+    }
+
+    #[test]
+    fn reflection_kinds_come_from_the_forged_source_to_what_answers() {
+        let t = target();
+        let expect = [
+            (Kind::ReflectEchoViaCardOutside, t.card_outside_ip, 1, 64),
+            (Kind::ReflectDnsViaCardOutside, t.card_outside_ip, 17, 64),
+            (Kind::ReflectSynViaCardOutside, t.card_outside_ip, 6, 64),
+            (
+                Kind::ReflectEchoViaApplianceInside,
+                t.appliance_inside_ip,
+                1,
+                64,
+            ),
+            (
+                Kind::ReflectDhcpViaApplianceInside,
+                t.appliance_inside_ip,
+                17,
+                64,
+            ),
+            (
+                Kind::ReflectSynViaApplianceInside,
+                t.appliance_inside_ip,
+                6,
+                64,
+            ),
+            (Kind::ReflectTtl1Echo, t.victim_ip, 1, 1),
+            (Kind::ReflectTtl1Udp, t.victim_ip, 17, 1),
+            (Kind::ReflectTtl1Syn, t.victim_ip, 6, 1),
+        ];
+        assert_eq!(expect.len(), REFLECTION_KINDS.len());
+        for (kind, dst, protocol, ttl) in expect {
+            assert!(REFLECTION_KINDS.contains(&kind) && ALL_KINDS.contains(&kind));
+            let p = v4(&craft(kind, &t)[0]);
+            assert_eq!(
+                (p.src, p.dst, p.protocol, p.ttl),
+                (FOREIGN_SOURCE, dst, protocol, ttl),
+                "{kind:?}"
+            );
+        }
+        let dhcp = v4(&craft(Kind::ReflectDhcpViaApplianceInside, &t)[0]);
+        assert_eq!(ports(&dhcp.payload), (68, 67));
+        // ciaddr (BOOTP offset 12, after the 8-byte UDP header) names the forged source.
+        assert_eq!(dhcp.payload[8 + 12..8 + 16], FOREIGN_SOURCE.octets());
+        assert_eq!(
+            ports(&v4(&craft(Kind::ReflectSynViaApplianceInside, &t)[0]).payload).1,
+            80
+        );
+        assert_eq!(
+            ports(&v4(&craft(Kind::ReflectDnsViaCardOutside, &t)[0]).payload).1,
+            53
+        );
+
+        let forged = t.forged_source(0x0102_0304);
+        assert_eq!(
+            (forged.src_ip, forged.src_ip6),
+            (FOREIGN_SOURCE, FOREIGN_SOURCE6)
+        );
+        let p = v4(&craft(Kind::UdpRandomPort, &forged)[0]);
+        assert_eq!(p.src, FOREIGN_SOURCE);
+        assert_eq!(
+            kind_of(&craft(Kind::UdpRandomPort, &forged)[0], 0x0102_0304),
+            Some(Kind::UdpRandomPort)
+        );
     }
 
     #[test]

@@ -238,9 +238,14 @@ fn nothing_passes_without_the_card_and_it_comes_back() {
 /// The bypass suite: crafted frames of every kind from the protected computer, and a capture
 /// in the outside world. None of them may arrive, and nothing may arrive from any source but
 /// the appliance's outside address (behind which the card's own connections are masqueraded).
+///
+/// Every kind is sent twice over: as crafted, and with its source forged to a world address
+/// (its own marker). The reflection kinds forge the source and aim at what answers (the card's
+/// outside address, the appliance's inside address, a TTL that expires at the appliance):
+/// nothing at all may be sent to a forged address (DESIGN.md, rule 6, "No reflection").
 #[test]
 fn crafted_packets_never_reach_the_outside() {
-    use e2e::packets::{self, ALL_KINDS, Target};
+    use e2e::packets::{self, ALL_KINDS, FOREIGN_SOURCE, FOREIGN_SOURCE6, Target};
     // The card allows one web site and nothing else, no DNS either: whatever the crafted
     // frames carry, the card has no reason to send any of it on (with `allow dns` it would
     // rightly resolve a crafted query's name, and that name would travel out as a question).
@@ -272,11 +277,15 @@ fn crafted_packets_never_reach_the_outside() {
         dhcp_server_ip: lab::WORLD,
         ..Target::new(pc_mac, gateway_mac, marker)
     };
+    let forged_marker = packets::random_marker();
+    let forged = target.forged_source(forged_marker);
     let frames: Vec<Vec<u8>> = ALL_KINDS
         .iter()
         .flat_map(|k| packets::craft(*k, &target))
+        .chain(ALL_KINDS.iter().flat_map(|k| packets::craft(*k, &forged)))
         .collect();
     assert!(ALL_KINDS.len() >= 15);
+    assert!(ALL_KINDS.contains(&packets::Kind::ReflectEchoViaCardOutside));
 
     let capture = packets::start_capture(&lab.world, "w0").expect("capture in the outside world");
     let sent = frames.clone();
@@ -295,11 +304,28 @@ fn crafted_packets_never_reach_the_outside() {
     std::thread::sleep(Duration::from_millis(700));
     let seen = capture.stop();
 
-    let leaked = packets::leaks(&seen, marker);
+    let mut leaked = packets::leaks(&seen, marker);
+    leaked.extend(packets::leaks(&seen, forged_marker));
     assert!(
         leaked.is_empty(),
         "crafted frames reached the outside:\n{}",
         leaked.join("\n")
+    );
+    // An answer to a forged source carries no marker when it is a bare SYN-ACK or an ICMP
+    // error that quotes little: any frame to a forged address is a reflection.
+    let reflected: Vec<String> = seen
+        .iter()
+        .filter(|f| !f.outgoing)
+        .filter(|f| {
+            f.ip_destination() == Some(FOREIGN_SOURCE.into())
+                || f.ip_destination() == Some(FOREIGN_SOURCE6.into())
+        })
+        .map(|f| f.summary())
+        .collect();
+    assert!(
+        reflected.is_empty(),
+        "answers to forged sources went out of the outside port:\n{}",
+        reflected.join("\n")
     );
     let foreign: Vec<String> = seen
         .iter()

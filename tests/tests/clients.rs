@@ -98,7 +98,11 @@ const TLS_AND_PROTOCOL: &str = "
 async fn browse(b: &Browser) -> Result<()> {
     // An allowed plain HTTP page, after the browser's own HTTPS attempt was refused.
     ensure!(open(b, "http://other.test/").await? == Loaded::Page);
-    ensure!(b.text("body").await?.contains(appliance::origin::HELLO.trim()));
+    ensure!(
+        b.text("body")
+            .await?
+            .contains(appliance::origin::HELLO.trim())
+    );
     let scheme = b.eval("return location.protocol;").await?;
     ensure!(scheme == "http:", "other.test loaded over {scheme}");
     // WebSocket through the card's HTTP relay (ws://).
@@ -109,7 +113,11 @@ async fn browse(b: &Browser) -> Result<()> {
     // its name, then splices; the browser and the origin agree TLS 1.3 and HTTP/2.
     let https = open(b, "https://allowed.test/").await?;
     ensure!(https == Loaded::Page, "https://allowed.test/: {https:?}");
-    ensure!(b.text("body").await?.contains(appliance::origin::HELLO.trim()));
+    ensure!(
+        b.text("body")
+            .await?
+            .contains(appliance::origin::HELLO.trim())
+    );
     let negotiated = eval_async(b, TLS_AND_PROTOCOL).await?;
     ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
     let echo = eval_async(b, WEBSOCKET_ECHO).await?;

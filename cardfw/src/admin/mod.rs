@@ -59,7 +59,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rules::{Action, LocalTime, Protocol, Request, RuleSet};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use web::card::{
     AuditView, CounterView, DashboardPage, DecisionView, ExplanationView, LoginPage, RuleError,
@@ -143,8 +142,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the page over TLS on `listener` until accepting fails or the task is dropped. Bind
-/// the listener to the card's inside address only.
+/// Serves the page over TLS on `listener` until the task is dropped. Bind the listener to the
+/// card's inside address only.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -152,15 +151,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(state);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = slots.clone().acquire_owned().await.expect("never closed");
-        let (tcp, peer) = listener.accept().await?;
+    let cap = crate::accept::Cap {
+        total: MAX_CONNECTIONS,
+        per_client: MAX_CONNECTIONS,
+    };
+    match crate::accept::serve(listener, "card page", Some(cap), move |tcp, peer| {
         let client = ClientAddr(peer.ip());
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -179,8 +178,9 @@ pub async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await {}
 }
 
 /// Headers of every response: never cached (it shows the rules and the audit log), no

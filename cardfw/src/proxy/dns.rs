@@ -53,8 +53,6 @@ const NEGATIVE_TTL_WITHOUT_SOA: u32 = 60;
 /// Larger answers are relayed but not cached, so the cache is bounded in bytes as well as in
 /// entries.
 const MAX_CACHED_ANSWER: usize = 4096;
-/// Pause after a failed `accept` (usually out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How the client reached the card. It sets how large the answer may be, and how the upstream
 /// is asked: a query that came over TCP usually did so because its answer is too large for
@@ -90,7 +88,13 @@ pub async fn serve_udp_with_cache(
                 tracing::debug!(error = %e, "DNS over UDP: receive failed");
                 continue;
             }
-            Err(e) => return Err(e),
+            // Out of memory or buffers: the socket is still good. Pause rather than end the
+            // firewall or spin.
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS over UDP: receive failed; pausing");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             Counters::bump(&card.events.counters.refused_at_capacity);
@@ -123,19 +127,9 @@ pub async fn serve_tcp_with_cache(
     card: Arc<Card>,
     cache: Arc<Cache>,
 ) -> io::Result<()> {
-    let mut connections = JoinSet::new();
-    loop {
-        reap(&mut connections);
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "DNS over TCP: accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    match crate::accept::serve(listener, "DNS over TCP", None, move |stream, peer| {
         let (card, cache) = (Arc::clone(&card), Arc::clone(&cache));
-        connections.spawn(async move {
+        async move {
             let _slot = match card.slots.acquire(peer.ip()) {
                 Ok(slot) => slot,
                 Err(refused) => {
@@ -146,8 +140,9 @@ pub async fn serve_tcp_with_cache(
             };
             Counters::bump(&card.events.counters.connections);
             serve_connection(stream, peer.ip(), &card, &cache).await;
-        });
-    }
+        }
+    })
+    .await {}
 }
 
 /// Forgets the tasks that have finished, so the set holds only live ones.

@@ -12,9 +12,8 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
-/// Accepts connections on `listener` until the task is dropped, handing each to `handle` on
-/// its own task. An accept error (out of file descriptors, say) refuses that one connection
-/// and the loop goes on after a short pause, rather than ending the listener.
+/// Accepts connections on `listener` for ever, handing each to `handle` on its own task:
+/// the one accept loop ([`crate::accept::serve`]), which outlasts running out of descriptors.
 pub(crate) async fn accept_each<F, Fut>(
     listener: tokio::net::TcpListener,
     card: std::sync::Arc<crate::card::Card>,
@@ -24,15 +23,15 @@ where
     F: Fn(tokio::net::TcpStream, std::net::SocketAddr, std::sync::Arc<crate::card::Card>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(handle(stream, peer, card.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let name = match listener.local_addr() {
+        Ok(addr) if addr.port() == card.config.ports.transparent_http => "transparent HTTP",
+        Ok(addr) if addr.port() == card.config.ports.transparent_https => "transparent HTTPS",
+        Ok(addr) if addr.port() == card.config.ports.transparent_tcp => "transparent TCP",
+        Ok(addr) if addr.port() == card.config.ports.explicit_proxy => "explicit proxy",
+        _ => "proxy",
+    };
+    match crate::accept::serve(listener, name, None, move |stream, peer| {
+        handle(stream, peer, card.clone())
+    })
+    .await {}
 }
