@@ -579,6 +579,7 @@ pub fn start_world(
              dhcp-range=10.200.0.50,10.200.0.60,255.255.255.0,1h\ndhcp-option=option:router,{WORLD}\n\
              dhcp-option=option:dns-server,{WORLD}\ndhcp-leasefile={}\n\
              address=/allowed.test/{ALLOWED}\naddress=/blocked.test/{BLOCKED}\naddress=/other.test/{BLOCKED}\n\
+             address=/rebind.test/{APPLIANCE_INSIDE}\n\
              dns-rr=allowed.test,65,{ECH_HTTPS_RR}\ntxt-record=big.allowed.test,{big_txt}\n",
             dir.join("world.leases").display(),
             // Three 250-byte strings: an answer too large for 512-byte UDP.

@@ -256,6 +256,9 @@ pub enum Refusal {
     /// Every address of the destination is one the card never connects to: itself, the
     /// appliance, loopback, link-local and the like (`proxy::destination`).
     CardAddress,
+    /// An outside DNS answer puts the name at a private, loopback or link-local address, and
+    /// the rule that allowed the name does not say `allow-private` (DNS rebinding).
+    DnsRebinding,
 }
 
 impl Refusal {
@@ -268,6 +271,7 @@ impl Refusal {
             Refusal::CleartextHttp2 => "h2c",
             Refusal::BodyOverLimit => "max-body",
             Refusal::CardAddress => "card-address",
+            Refusal::DnsRebinding => "dns-rebinding",
         }
     }
 
@@ -284,6 +288,9 @@ impl Refusal {
             }
             Refusal::BodyOverLimit => "the body is larger than the rule allows",
             Refusal::CardAddress => "the card does not connect to itself or to local addresses",
+            Refusal::DnsRebinding => {
+                "an outside name answered with a private address; a rule must say allow-private"
+            }
         }
     }
 }

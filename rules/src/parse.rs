@@ -14,6 +14,9 @@ use crate::value::{
 /// The one flag a rule can carry: let a TLS hello that hides its real name with Encrypted
 /// Client Hello through (denied by default, since the name decided would be the cover name).
 const ALLOW_ECH: &str = "allow-ech";
+const ALLOW_PRIVATE: &str = "allow-private";
+/// Flags a rule may end with.
+const FLAGS: [&str; 2] = [ALLOW_ECH, ALLOW_PRIVATE];
 
 const CONDITIONS: [&str; 8] = [
     "host",
@@ -392,6 +395,7 @@ impl Parser<'_> {
             max_body: None,
             time: None,
             allow_ech: false,
+            allow_private: false,
             line: line_no,
         };
         let mut seen: Vec<&str> = Vec::new();
@@ -399,12 +403,17 @@ impl Parser<'_> {
         while i < rest.len() {
             let keyword = rest[i];
             i += 1;
-            if keyword.text == ALLOW_ECH {
-                if rule.allow_ech {
-                    let msg = format!("`{ALLOW_ECH}` given twice");
+            if FLAGS.contains(&keyword.text) {
+                let flag = if keyword.text == ALLOW_ECH {
+                    &mut rule.allow_ech
+                } else {
+                    &mut rule.allow_private
+                };
+                if *flag {
+                    let msg = format!("`{}` given twice", keyword.text);
                     self.report
                         .error(ErrorKind::Duplicate, line_no, keyword.col, line, msg);
-                } else if let Some(why) = misfit(ALLOW_ECH, protocol, action) {
+                } else if let Some(why) = misfit(keyword.text, protocol, action) {
                     let kind = if action == Action::Deny {
                         ErrorKind::NotForAction
                     } else {
@@ -412,12 +421,12 @@ impl Parser<'_> {
                     };
                     self.report.error(kind, line_no, keyword.col, line, why);
                 } else {
-                    rule.allow_ech = true;
+                    *flag = true;
                 }
                 continue;
             }
             if !CONDITIONS.contains(&keyword.text) {
-                let known: Vec<&str> = CONDITIONS.iter().copied().chain([ALLOW_ECH]).collect();
+                let known: Vec<&str> = CONDITIONS.iter().copied().chain(FLAGS).collect();
                 let msg = unknown(keyword.text, "condition", &known);
                 self.report
                     .error(ErrorKind::UnknownKeyword, line_no, keyword.col, line, msg);
@@ -581,6 +590,12 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         ALLOW_ECH if action == Action::Deny => Some(format!(
             "`{ALLOW_ECH}` lets hellos with a hidden name through, so it belongs on an allow rule"
         )),
+        ALLOW_PRIVATE if protocol.is_some_and(|p| p != Protocol::Dns) => Some(format!(
+            "`{ALLOW_PRIVATE}` is about DNS answers, so it only fits `dns` or `any` rules"
+        )),
+        ALLOW_PRIVATE if action == Action::Deny => Some(format!(
+            "`{ALLOW_PRIVATE}` lets private addresses through in DNS answers, so it belongs on an allow rule"
+        )),
         "max-body" if action == Action::Allow => Some(
             "`max-body` matches responses larger than the size, so it belongs on a deny rule".into(),
         ),
@@ -713,6 +728,16 @@ mod tests {
                 ErrorKind::NotForAction,
                 ErrorKind::Duplicate
             ]
+        );
+        assert_eq!(
+            errors("allow http allow-private\ndeny dns allow-private\n").kinds(),
+            vec![ErrorKind::NotForProtocol, ErrorKind::NotForAction]
+        );
+        let private = parse("r", "allow dns host nas.example allow-private\n").unwrap();
+        assert!(private.rules[0].allow_private);
+        assert_eq!(
+            private.rules[0].to_string(),
+            "allow dns host nas.example allow-private"
         );
         let ech = parse("r", "allow https host x.example allow-ech\n").unwrap();
         assert!(ech.rules[0].allow_ech);

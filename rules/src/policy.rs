@@ -77,8 +77,11 @@ pub struct Rule {
     /// Matches responses whose body is larger than this many bytes.
     pub max_body: Option<u64>,
     pub time: Option<TimeWindow>,
-    /// `allow-ech`: a TLS hello carrying Encrypted Client Hello may pass this rule.
+    /// `allow-ech`: a TLS hello naming an Encrypted Client Hello cover name may pass.
     pub allow_ech: bool,
+    /// `allow-private`: DNS answers for the name may hold private, loopback or link-local
+    /// addresses (otherwise refused as DNS rebinding).
+    pub allow_private: bool,
     /// Where the rule was written (1-based); not part of what the rule means.
     pub line: u32,
 }
@@ -165,6 +168,9 @@ impl fmt::Display for Rule {
         }
         if self.allow_ech {
             f.write_str(" allow-ech")?;
+        }
+        if self.allow_private {
+            f.write_str(" allow-private")?;
         }
         Ok(())
     }

@@ -99,6 +99,9 @@ pub struct RuleInfo {
     /// (`allow-ech`): the card refuses hellos naming the public name of an ECH config it
     /// stripped from DNS unless the deciding rule says this.
     pub allow_ech: bool,
+    /// The rule lets DNS answers with private, loopback or link-local addresses through
+    /// (`allow-private`); otherwise the card refuses them as DNS rebinding.
+    pub allow_private: bool,
 }
 
 impl fmt::Display for RuleInfo {
@@ -411,6 +414,7 @@ impl RuleSet {
                 action,
                 text: format!("default {action}"),
                 allow_ech: false,
+                allow_private: false,
             },
             None => RuleInfo {
                 id: "default".into(),
@@ -418,6 +422,7 @@ impl RuleSet {
                 action: Action::Deny,
                 text: "default deny (no default line)".into(),
                 allow_ech: false,
+                allow_private: false,
             },
         };
         Ok(RuleSet {
@@ -683,6 +688,7 @@ fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
             action: rule.action,
             text: rule.to_string(),
             allow_ech: rule.allow_ech,
+            allow_private: rule.allow_private,
         },
         protocol: rule.protocol,
         hosts: rule.hosts.clone(),

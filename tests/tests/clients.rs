@@ -217,9 +217,10 @@ fn dig(lab: &SystemLab, args: &[&str]) -> String {
 }
 
 /// The ECH config a site publishes in DNS never reaches the inside; its cover name is then
-/// refused, although the rules allow that name; the real name still loads.
+/// refused, although the rules allow that name; the real name still loads. An outside name
+/// pointing at an inside address (DNS rebinding) is refused.
 #[test]
-fn ech_configs_are_stripped_from_dns_and_their_cover_name_is_refused() {
+fn ech_configs_are_stripped_and_rebinding_answers_refused_by_the_cards_dns() {
     let Some(lab) = start("ech") else { return };
     // The world's own DNS serves the record with `ech`...
     let outside = lab
@@ -245,6 +246,17 @@ fn ech_configs_are_stripped_from_dns_and_their_cover_name_is_refused() {
         recent
             .iter()
             .any(|(t, r)| t.contains(ECH_COVER_NAME) && r == "ech-cover-name"),
+        "{recent:?}"
+    );
+    // DNS rebinding: an outside name that answers with an inside address (here the
+    // appliance's) is refused, and recorded.
+    let rebind = dig(&lab, &["rebind.test"]);
+    assert!(rebind.contains("status: REFUSED"), "{rebind}");
+    let recent = lab.card_recent().unwrap();
+    assert!(
+        recent
+            .iter()
+            .any(|(t, r)| t == "rebind.test" && r == "dns-rebinding"),
         "{recent:?}"
     );
     // The real name loads as before.

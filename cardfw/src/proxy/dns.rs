@@ -311,38 +311,89 @@ async fn decide_and_resolve(
             .refusal(client, Protocol::Dns, &name, Refusal::DohCanary);
         return reply_to(query, ResponseCode::NXDomain);
     }
-    let action = {
+    let (action, allow_private) = {
         let policy = card.policy.current();
         let request = Request::new(Protocol::Dns, LocalTime::now()).host(&name);
         let decision = policy.rules.decide(&request);
         card.events
             .decision(client, Protocol::Dns, &name, &decision);
-        decision.action
+        (decision.action, decision.rule.allow_private)
     };
     if action == Action::Deny {
         return reply_to(query, ResponseCode::NXDomain);
     }
 
     let key = CacheKey::of(query, name);
-    if let Some((stored, age)) = cache.get(&key, Instant::now()) {
-        Counters::bump(&counters.dns_cache_hits);
-        return relay(&stored, query, age);
-    }
-    match forward(transport, query, &card.config).await {
-        Ok((mut upstream, wire_len)) => {
-            // Before the cache: what is cached is what the inside may see.
-            let stripped = ech::strip(&mut upstream, &card.ech_covers);
-            if stripped > 0 {
-                tracing::debug!(client = %client, name = %key.name, stripped, "DNS: ECH configs removed");
+    let (answer, age) = match cache.get(&key, Instant::now()) {
+        Some((stored, age)) => {
+            Counters::bump(&counters.dns_cache_hits);
+            (stored, age)
+        }
+        None => match forward(transport, query, &card.config).await {
+            Ok((mut upstream, wire_len)) => {
+                // Before the cache: what is cached is what the inside may see.
+                let stripped = ech::strip(&mut upstream, &card.ech_covers);
+                if stripped > 0 {
+                    tracing::debug!(client = %client, name = %key.name, stripped, "DNS: ECH configs removed");
+                }
+                cache.insert(key.clone(), &upstream, wire_len, Instant::now());
+                (upstream, 0)
             }
-            cache.insert(key, &upstream, wire_len, Instant::now());
-            relay(&upstream, query, 0)
+            Err(e) => {
+                Counters::bump(&counters.upstream_failures);
+                tracing::debug!(client = %client, name = %key.name, error = %e, "DNS upstream failed");
+                return reply_to(query, ResponseCode::ServFail);
+            }
+        },
+    };
+    // After the cache as well as before it: the rule that allows private answers may have
+    // changed since the answer was cached.
+    if !allow_private && let Some(address) = private_address(&answer) {
+        tracing::info!(client = %client, name = %key.name, %address, "DNS: a private address in an outside answer");
+        card.events
+            .refusal(client, Protocol::Dns, &key.name, Refusal::DnsRebinding);
+        return reply_to(query, ResponseCode::Refused);
+    }
+    relay(&answer, query, age)
+}
+
+/// The first address in `answer` that an outside name should never point to: private
+/// (RFC 1918, unique local), loopback, link-local, unspecified, shared (RFC 6598) or
+/// broadcast, v4-mapped ones included. Such an answer lets a page on an outside site reach
+/// the inside, the card or the appliance under its own name: DNS rebinding (as dnsmasq's
+/// `--stop-dns-rebind` refuses it).
+fn private_address(answer: &Message) -> Option<IpAddr> {
+    answer.answers.iter().find_map(|record| {
+        let address = match &record.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+            _ => return None,
+        };
+        is_private(address).then_some(address)
+    })
+}
+
+fn is_private(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || shared
+                || v4.octets()[0] == 0
         }
-        Err(e) => {
-            Counters::bump(&counters.upstream_failures);
-            tracing::debug!(client = %client, name = %key.name, error = %e, "DNS upstream failed");
-            reply_to(query, ResponseCode::ServFail)
-        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private(IpAddr::V4(v4)),
+            None => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+            }
+        },
     }
 }
 
@@ -753,7 +804,7 @@ mod tests {
 
     use crate::card::LoadedRules;
 
-    const RULES: &str = "deny dns host blocked.test,*.ads.test\nallow dns\n";
+    const RULES: &str = "deny dns host blocked.test,*.ads.test\nnas: allow dns host nas.test allow-private\nallow dns\n";
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     /// A small upstream resolver on 127.0.0.1, UDP and TCP on one port: A records for
@@ -860,6 +911,9 @@ mod tests {
         }
         let addresses: Vec<Ipv4Addr> = match name.as_str() {
             "allowed.test" => vec![Ipv4Addr::new(192, 0, 2, 1)],
+            "rebind.test" | "nas.test" => {
+                vec![Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(192, 168, 1, 5)]
+            }
             "big.test" => (1..=3).map(|i| Ipv4Addr::new(192, 0, 2, 100 + i)).collect(),
             "huge.test" => (1..=40).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect(),
             _ => match name.strip_prefix('n').and_then(|n| n.strip_suffix(".test")) {
@@ -974,6 +1028,44 @@ mod tests {
         }
         assert!(card.ech_covers.contains("cover.test"));
         assert_eq!(count(&card.events.counters.dns_cache_hits), 1);
+    }
+
+    #[tokio::test]
+    async fn private_addresses_in_outside_answers_are_refused_unless_the_rule_allows_them() {
+        let upstream = Upstream::start().await;
+        let card = card(upstream.address);
+        let cache = cache_for(&card);
+        for _ in 0..2 {
+            // Fresh, then from the cache: refused both times.
+            let reply = ask(&card, &cache, &query(4, "rebind.test")).await;
+            assert_eq!(reply.response_code, ResponseCode::Refused);
+            assert!(reply.answers.is_empty());
+        }
+        let recent = card.events.recent();
+        assert_eq!(recent.last().unwrap().rule.as_str(), "dns-rebinding");
+        let reply = ask(&card, &cache, &query(5, "nas.test")).await;
+        assert_eq!(
+            addresses(&reply),
+            [Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(192, 168, 1, 5)]
+        );
+        for (address, private) in [
+            ("10.1.2.3", true),
+            ("172.31.77.2", true),
+            ("127.0.0.1", true),
+            ("169.254.169.254", true),
+            ("100.64.0.1", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("fd00::1", true),
+            ("fe80::1", true),
+            ("::ffff:192.168.0.1", true),
+            ("203.0.113.10", false),
+            ("100.128.0.1", false),
+            ("2001:db8::1", false),
+            ("::ffff:8.8.8.8", false),
+        ] {
+            assert_eq!(is_private(address.parse().unwrap()), private, "{address}");
+        }
     }
 
     #[tokio::test]

@@ -95,6 +95,7 @@ mod tests {
             action: rules::Action::Deny,
             text: "deny http host ads.example".into(),
             allow_ech: false,
+            allow_private: false,
         };
         let page = blocked("http://ads.example/<b>", &info);
         assert_eq!(page.status, StatusCode::FORBIDDEN);
