@@ -388,8 +388,14 @@ fn quic_is_refused_fast_so_browsers_fall_back_at_once() {
     }
     let Some(lab) = start("h3") else { return };
     // Counts the protected computer's QUIC packets, to know the browser did try HTTP/3.
-    let count_quic = "table inet quic { chain out { type filter hook output priority 0; udp dport 443 counter } }";
-    lab.pc.run_ok("nft", &[count_quic]).unwrap();
+    for command in [
+        "add table inet quic",
+        "add chain inet quic out { type filter hook output priority 0 ; }",
+        "add rule inet quic out udp dport 443 counter",
+    ] {
+        let args: Vec<&str> = command.split(' ').collect();
+        lab.pc.run_ok("nft", &args).unwrap();
+    }
     let launch = Launch {
         quic: true,
         ..Launch::new(Engine::Chromium)
