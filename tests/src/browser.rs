@@ -193,6 +193,25 @@ pub fn require_browser() -> bool {
         && crate::require_program(CHROMEDRIVER, "chromium-driver")
 }
 
+/// How a navigation ended: the page loaded, or the browser showed its error page (with what
+/// the browser says went wrong).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Loaded {
+    Page,
+    Failed(String),
+}
+
+/// Reads what a page's origin and the browser agreed on: the TLS version the origin saw (its
+/// `tls-version` header, see `appliance::origin`) and the navigation's `nextHopProtocol`, e.g.
+/// `TLSv1.3 h2`.
+const TLS_AND_PROTOCOL: &str = "
+    const done = arguments[arguments.length - 1];
+    const nav = performance.getEntriesByType('navigation')[0];
+    fetch('/', { cache: 'no-store' })
+        .then((r) => done(r.headers.get('tls-version') + ' ' + nav.nextHopProtocol))
+        .catch((e) => done('error ' + e));
+";
+
 /// A headless chromium showing one page.
 pub struct Browser {
     client: Client,
@@ -360,6 +379,29 @@ impl Browser {
             .with_context(|| format!("opening {url}"))
     }
 
+    /// Loads `url` like [`Browser::goto`], but a browser error page (Chromium's `net::ERR_…` or
+    /// `chrome-error://`, Firefox's `about:neterror`, which the drivers may report as errors) is
+    /// [`Loaded::Failed`], not an `Err`.
+    pub async fn load(&self, url: &str) -> Result<Loaded> {
+        if let Err(e) = self.goto(url).await {
+            let text = format!("{e:#}");
+            if text.contains("about:neterror")
+                || text.contains("Reached error page")
+                || text.contains("net::ERR_")
+            {
+                return Ok(Loaded::Failed(text));
+            }
+            return Err(e);
+        }
+        let uri = self.eval("return document.documentURI;").await?;
+        let uri = uri.as_str().unwrap_or_default();
+        if uri.starts_with("chrome-error:") || uri.starts_with("about:neterror") {
+            let text = self.text("body").await.unwrap_or_default();
+            return Ok(Loaded::Failed(format!("{uri}: {text}")));
+        }
+        Ok(Loaded::Page)
+    }
+
     /// Reloads the page.
     pub async fn reload(&self) -> Result<()> {
         Ok(self.client.refresh().await?)
@@ -401,6 +443,22 @@ impl Browser {
     /// Runs `script` (a function body: `return …` gives the result) in the page.
     pub async fn eval(&self, script: &str) -> Result<Value> {
         Ok(self.client.execute(script, Vec::new()).await?)
+    }
+
+    /// Runs `script` as an async WebDriver script (its last argument is the callback) and
+    /// returns the value it passes back, as text (a string as is, anything else as JSON).
+    pub async fn eval_async(&self, script: &str) -> Result<String> {
+        let value = self.client.execute_async(script, Vec::new()).await?;
+        Ok(value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string))
+    }
+
+    /// The TLS version and HTTP protocol the current page was loaded with, as `TLSv1.3 h2`:
+    /// fetches the page again and reads the `tls-version` header `appliance::origin` adds over
+    /// TLS, and the navigation's `nextHopProtocol`.
+    pub async fn negotiated(&self) -> Result<String> {
+        self.eval_async(TLS_AND_PROTOCOL).await
     }
 
     /// Polls `check` every 200 ms until it returns true or `timeout` passes. A check that

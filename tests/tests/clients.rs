@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use appliance::lab::{self, ECH_COVER_NAME, Options, SystemLab};
-use e2e::browser::{Browser, Engine, Launch, require_browser, require_firefox};
+use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox};
 use e2e::pc_curl as curl;
 
 fn start(tag: &str) -> Option<SystemLab> {
@@ -32,45 +32,6 @@ fn start(tag: &str) -> Option<SystemLab> {
     Some(SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}")))
 }
 
-/// How a navigation ended: the page loaded, or the browser showed its error page (with what
-/// the browser says went wrong).
-#[derive(Debug, PartialEq, Eq)]
-enum Loaded {
-    Page,
-    Failed(String),
-}
-
-/// Opens `url`; a browser error page (Chromium's `net::ERR_…` or `chrome-error://`,
-/// Firefox's `about:neterror`, which the drivers may report as errors) is `Failed`, not an
-/// `Err`.
-async fn open(b: &Browser, url: &str) -> Result<Loaded> {
-    if let Err(e) = b.goto(url).await {
-        let text = format!("{e:#}");
-        if text.contains("about:neterror")
-            || text.contains("Reached error page")
-            || text.contains("net::ERR_")
-        {
-            return Ok(Loaded::Failed(text));
-        }
-        return Err(e);
-    }
-    let uri = b.eval("return document.documentURI;").await?;
-    let uri = uri.as_str().unwrap_or_default();
-    if uri.starts_with("chrome-error:") || uri.starts_with("about:neterror") {
-        let text = b.text("body").await.unwrap_or_default();
-        return Ok(Loaded::Failed(format!("{uri}: {text}")));
-    }
-    Ok(Loaded::Page)
-}
-
-/// Runs `script` as an async WebDriver script: its last argument is the callback.
-async fn eval_async(b: &Browser, script: &str) -> Result<String> {
-    let value = b.client().execute_async(script, Vec::new()).await?;
-    Ok(value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_string))
-}
-
 const WEBSOCKET_ECHO: &str = "
     const done = arguments[arguments.length - 1];
     const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/websocket');
@@ -78,14 +39,6 @@ const WEBSOCKET_ECHO: &str = "
     ws.onmessage = (e) => { done('echo: ' + e.data); ws.close(); };
     ws.onerror = () => done('error');
     setTimeout(() => done('timeout'), 5000);
-";
-
-const TLS_AND_PROTOCOL: &str = "
-    const done = arguments[arguments.length - 1];
-    const nav = performance.getEntriesByType('navigation')[0];
-    fetch('/', { cache: 'no-store' })
-        .then((r) => done(r.headers.get('tls-version') + ' ' + nav.nextHopProtocol))
-        .catch((e) => done('error ' + e));
 ";
 
 /// What every browser must do through the card.
@@ -97,7 +50,7 @@ const TLS_AND_PROTOCOL: &str = "
 /// site without HTTPS.
 async fn browse(b: &Browser) -> Result<()> {
     // An allowed plain HTTP page, after the browser's own HTTPS attempt was refused.
-    ensure!(open(b, "http://other.test/").await? == Loaded::Page);
+    ensure!(b.load("http://other.test/").await? == Loaded::Page);
     ensure!(
         b.text("body")
             .await?
@@ -106,25 +59,25 @@ async fn browse(b: &Browser) -> Result<()> {
     let scheme = b.eval("return location.protocol;").await?;
     ensure!(scheme == "http:", "other.test loaded over {scheme}");
     // WebSocket through the card's HTTP relay (ws://).
-    let echo = eval_async(b, WEBSOCKET_ECHO).await?;
+    let echo = b.eval_async(WEBSOCKET_ECHO).await?;
     ensure!(echo == "echo: through the card", "ws:// echo: {echo}");
 
     // An allowed HTTPS page: the card decides the browser's hello (with its GREASE ECH) on
     // its name, then splices; the browser and the origin agree TLS 1.3 and HTTP/2.
-    let https = open(b, "https://allowed.test/").await?;
+    let https = b.load("https://allowed.test/").await?;
     ensure!(https == Loaded::Page, "https://allowed.test/: {https:?}");
     ensure!(
         b.text("body")
             .await?
             .contains(appliance::origin::HELLO.trim())
     );
-    let negotiated = eval_async(b, TLS_AND_PROTOCOL).await?;
+    let negotiated = b.negotiated().await?;
     ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
-    let echo = eval_async(b, WEBSOCKET_ECHO).await?;
+    let echo = b.eval_async(WEBSOCKET_ECHO).await?;
     ensure!(echo == "echo: through the card", "wss:// echo: {echo}");
 
     // A plain HTTP page a rule denies: the card's block page, readable.
-    ensure!(open(b, "http://other.test/admin").await? == Loaded::Page);
+    ensure!(b.load("http://other.test/admin").await? == Loaded::Page);
     let page = b.text("body").await?;
     ensure!(
         page.contains("Blocked by the card's rules") && page.contains("no-admin"),
@@ -132,14 +85,14 @@ async fn browse(b: &Browser) -> Result<()> {
     );
 
     // HTTPS to a name the rules do not allow for https: the browser shows its error page.
-    let denied = open(b, "https://other.test/").await?;
+    let denied = b.load("https://other.test/").await?;
     ensure!(
         matches!(denied, Loaded::Failed(_)),
         "https://other.test/ must fail: {denied:?}"
     );
 
     // A name the card's DNS refuses.
-    let unresolved = open(b, "http://blocked.test/").await?;
+    let unresolved = b.load("http://blocked.test/").await?;
     ensure!(
         matches!(&unresolved, Loaded::Failed(why) if why.contains("NAME_NOT_RESOLVED") || why.contains("dnsNotFound")),
         "http://blocked.test/ must not resolve: {unresolved:?}"
@@ -414,14 +367,14 @@ fn quic_is_refused_fast_so_browsers_fall_back_at_once() {
                 for _ in 0..3 {
                     // A new tab's worth of state: the connection is not reused.
                     b.client().delete_all_cookies().await?;
-                    ensure!(open(&b, "https://allowed.test/h3").await? == Loaded::Page);
+                    ensure!(b.load("https://allowed.test/h3").await? == Loaded::Page);
                     let ms = b
                         .eval("const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.startTime;")
                         .await?
                         .as_f64()
                         .context("navigation timing")?;
                     timings.push(ms);
-                    ensure!(open(&b, "about:blank").await? == Loaded::Page);
+                    ensure!(b.load("about:blank").await? == Loaded::Page);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 let _ = b.close().await;

@@ -1,7 +1,8 @@
 //! The images: the Buildroot tree is consistent, and the test image (Debian's kernel and
 //! tools, our binaries, the Buildroot overlays) boots in QEMU with the appliance and the card
 //! meeting over a real CDC-EEM USB link (dummy_hcd), wired to a protected computer and an
-//! outside world in namespaces on this machine.
+//! outside world in namespaces on this machine. Curl and Chromium browse through it from the
+//! protected computer.
 //!
 //! Boot log, control transcript and the devices' own logs: `target/image/`.
 
@@ -12,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::ensure;
 use appliance::lab::{self, ALLOWED, APPLIANCE_INSIDE, CARD_INSIDE, CARD_OUTSIDE, WORLD};
 use appliance::origin;
 use appliance::topology::{Lab, Netns};
+use e2e::browser::{Browser, Engine, Launch, Loaded};
 use e2e::packets::{self, ALL_KINDS, Kind, Target};
 
 fn repo() -> PathBuf {
@@ -355,6 +358,43 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
+/// What Chromium must do through the image, as a user's browser (the test CA trusted in its
+/// NSS database, no certificate check turned off, its GREASE ECH and HTTP/2 as shipped).
+/// Typed `http://` addresses are upgraded to `https://` by Chromium (HTTPS-Upgrades), so each
+/// check names `https://` itself.
+async fn browse_through_the_image(b: &Browser) -> anyhow::Result<()> {
+    // Allowed: the card decides the hello on its name and splices; TLS 1.3 and HTTP/2 end to
+    // end with the world's origin.
+    let allowed = b.load("https://allowed.test/").await?;
+    ensure!(
+        allowed == Loaded::Page,
+        "https://allowed.test/: {allowed:?}"
+    );
+    let body = b.text("body").await?;
+    ensure!(
+        body.contains(origin::HELLO.trim()),
+        "https://allowed.test/ shows: {body}"
+    );
+    let negotiated = b.negotiated().await?;
+    ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
+
+    // A name that resolves but that no rule allows for https: refused by the card (its
+    // record is checked by the caller), the browser shows its error page.
+    let denied = b.load("https://other.test/").await?;
+    ensure!(
+        matches!(denied, Loaded::Failed(_)),
+        "https://other.test/ must fail: {denied:?}"
+    );
+
+    // A name the card's DNS refuses.
+    let unresolved = b.load("https://blocked.test/").await?;
+    ensure!(
+        matches!(&unresolved, Loaded::Failed(why) if why.contains("NAME_NOT_RESOLVED")),
+        "https://blocked.test/ must not resolve: {unresolved:?}"
+    );
+    Ok(())
+}
+
 /// `card.present` of the appliance's status JSON, read from the protected computer.
 fn card_present(pc: &Netns) -> Option<bool> {
     let (code, body) = curl(pc, &[&format!("http://{APPLIANCE_INSIDE}/api/status")]);
@@ -372,6 +412,8 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("dnsmasq", "dnsmasq-base")
         || !e2e::require_program("cpio", "cpio")
+        || !e2e::browser::require_browser()
+        || !e2e::browser::require_certutil()
     {
         return;
     }
@@ -517,6 +559,40 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     let (code, _) = curl(&pc, &[&format!("http://{ALLOWED}:2222/")]);
     assert_ne!(code, 0, "an unproxied port passed");
 
+    // The same through a real browser on the protected computer: Chromium, resolving with the
+    // card (the pc's resolv.conf above), trusting the test CA as a user would.
+    let browsing = Instant::now();
+    let launch = Launch::new(Engine::Chromium)
+        .trusting(&ca_file)
+        .in_netns(pc.name());
+    let browsed = pc
+        .enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let b = Browser::launch("about:blank", &launch).await?;
+                let result = browse_through_the_image(&b).await;
+                let _ = b.close().await;
+                result
+            })
+        })
+        .join()
+        .unwrap();
+    if let Err(e) = browsed {
+        panic!("chromium through the image: {e:#}\n{}", log(&mut vm));
+    }
+    // The https refusal the browser met was the card's decision (not, say, a certificate the
+    // browser refused): on its record with the rule that decided.
+    let decisions = vm.run_ok("grep 'target=\"other.test:443\"' /var/log/cardwall-cardfw.log");
+    assert!(
+        decisions.lines().any(
+            |l| l.contains("verdict=\"deny\" rule=default") && l.contains("protocol=\"https\"")
+        ),
+        "the card did not record refusing https://other.test/:\n{decisions}"
+    );
+    let browser_checks = browsing.elapsed();
+
     // The bypass frames do not arrive outside. The DNS-query kind is left out: the image's
     // rules allow DNS, so the card rightly forwards that question (from its own address).
     let pc_mac = packets::interface_mac_in(&pc, "eth0").expect("pc MAC");
@@ -630,7 +706,8 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     let report = format!(
         "image (initramfs.cpio): {image_bytes} bytes\nboot scripts done (control channel ready): {boot_scripts_done:?}\nboot to traffic: {boot_to_traffic:?}\n\
          card seen after: {card_seen:?} (from the pc's DHCP lease)\n1 MiB download through the EEM link: {download:?}\n\
-         status page said the card is absent after: {said_absent:?}\ntraffic back after replug: {restored:?}\n"
+         status page said the card is absent after: {said_absent:?}\ntraffic back after replug: {restored:?}\n\
+         chromium checks (start, allowed, denied https, denied DNS): {browser_checks:?}\n"
     );
     std::fs::write(dir.join("measurements.txt"), &report).unwrap();
     eprintln!("{report}");
