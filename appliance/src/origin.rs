@@ -503,10 +503,12 @@ fn video() -> Response<OriginBody> {
 }
 
 async fn echo(request: Request<Incoming>) -> Response<OriginBody> {
+    // HTTP/2 carries the host as the `:authority` pseudo-header, which hyper puts in the URI.
     let host = request
         .headers()
         .get(header::HOST)
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let head = format!("method {}\npath {path}\nhost {host}\n", request.method());

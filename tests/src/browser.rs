@@ -164,6 +164,30 @@ fn trust_ca(dir: &Path, ca: &Path) -> Result<()> {
 /// How long a driver may take to listen, and its browser to start.
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// Runs `session` with a browser started as `launch` says, on a thread inside `netns` (the
+/// driver listens on that namespace's loopback), and closes the browser afterwards, whatever
+/// `session` returned.
+pub fn session_in<T: Send + 'static>(
+    netns: &appliance::topology::Netns,
+    launch: Launch,
+    session: impl AsyncFnOnce(&Browser) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    netns
+        .enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let browser = Browser::launch("about:blank", &launch).await?;
+                let result = session(&browser).await;
+                let _ = browser.close().await;
+                result
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the browser's thread panicked"))?
+}
+
 /// Checks that [`FIREFOX`], geckodriver and `certutil` run; like [`require_browser`].
 pub fn require_firefox() -> bool {
     crate::require_program(FIREFOX, "firefox-esr")

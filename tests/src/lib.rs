@@ -83,6 +83,27 @@ fn probe_namespaces() -> Result<(), String> {
         .map_err(|e| format!("`ip netns` does not work here: {e}"))
 }
 
+/// Starts the whole system (`SystemLab`, what `./x lab` runs) with `rules` on the card, after
+/// checking what it needs (see [`require_program`]); `None` means skip.
+pub fn start_system_lab(tag: &str, rules: &str) -> Option<SystemLab> {
+    if !require_root()
+        || !require_program("curl", "curl")
+        || !require_program("nft", "nftables")
+        || !require_program("dnsmasq", "dnsmasq-base")
+        || !require_program("busybox", "busybox")
+        || !require_program("dig", "dnsutils")
+    {
+        return None;
+    }
+    let options = appliance::lab::Options {
+        bin_dir: appliance::lab::sibling_binaries(),
+        tag: tag.into(),
+        rules: rules.into(),
+        peer_io: false,
+    };
+    Some(SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}")))
+}
+
 /// curl from the protected computer of a [`SystemLab`] (3 s at most): (exit code, stdout).
 pub fn pc_curl(lab: &SystemLab, args: &[&str]) -> (i32, String) {
     let mut all = vec!["-sS", "--max-time", "3"];

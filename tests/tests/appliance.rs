@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use appliance::lab::{self, Options, SystemLab};
+use appliance::lab::{self, SystemLab};
 use appliance::topology::Netns;
 use e2e::pc_curl as curl;
 
@@ -15,22 +15,7 @@ fn start(tag: &str) -> Option<SystemLab> {
 }
 
 fn start_with(tag: &str, rules: &str) -> Option<SystemLab> {
-    if !e2e::require_root()
-        || !e2e::require_program("curl", "curl")
-        || !e2e::require_program("nft", "nftables")
-        || !e2e::require_program("dnsmasq", "dnsmasq-base")
-        || !e2e::require_program("busybox", "busybox")
-        || !e2e::require_program("dig", "dnsutils")
-    {
-        return None;
-    }
-    let options = Options {
-        bin_dir: lab::sibling_binaries(),
-        tag: tag.into(),
-        rules: rules.into(),
-        peer_io: false,
-    };
-    Some(SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}")))
+    e2e::start_system_lab(tag, rules)
 }
 
 fn dig(lab: &SystemLab, name: &str) -> String {

@@ -9,27 +9,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use appliance::lab::{self, ECH_COVER_NAME, Options, SystemLab};
-use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox};
+use appliance::lab::{self, ECH_COVER_NAME, SystemLab};
+use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
 use e2e::pc_curl as curl;
 
 fn start(tag: &str) -> Option<SystemLab> {
-    if !e2e::require_root()
-        || !e2e::require_program("curl", "curl")
-        || !e2e::require_program("nft", "nftables")
-        || !e2e::require_program("dnsmasq", "dnsmasq-base")
-        || !e2e::require_program("busybox", "busybox")
-        || !e2e::require_program("dig", "dnsutils")
-    {
-        return None;
-    }
-    let options = Options {
-        bin_dir: lab::sibling_binaries(),
-        tag: tag.into(),
-        rules: lab::DEMO_RULES.into(),
-        peer_io: false,
-    };
-    Some(SystemLab::start(&options).unwrap_or_else(|e| panic!("the lab did not start: {e:#}")))
+    e2e::start_system_lab(tag, lab::DEMO_RULES)
 }
 
 const WEBSOCKET_ECHO: &str = "
@@ -112,21 +97,7 @@ fn browser_through_the_card(engine: Engine, tag: &str) {
     let launch = Launch::new(engine)
         .trusting(&lab.ca_file)
         .in_netns(lab.pc.name());
-    let outcome = lab
-        .pc
-        .enter(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let b = Browser::launch("about:blank", &launch).await?;
-                let result = browse(&b).await;
-                let _ = b.close().await;
-                result
-            })
-        })
-        .join()
-        .unwrap();
+    let outcome = session_in(&lab.pc, launch, browse);
     if let Err(e) = outcome {
         panic!(
             "{} through the card: {e:#}\ncard log (end):\n{}",
@@ -355,35 +326,22 @@ fn quic_is_refused_fast_so_browsers_fall_back_at_once() {
     }
     .trusting(&lab.ca_file)
     .in_netns(lab.pc.name());
-    let timings = lab
-        .pc
-        .enter(move || -> Result<Vec<f64>> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let b = Browser::launch("about:blank", &launch).await?;
-                let mut timings = Vec::new();
-                for _ in 0..3 {
-                    // A new tab's worth of state: the connection is not reused.
-                    b.client().delete_all_cookies().await?;
-                    ensure!(b.load("https://allowed.test/h3").await? == Loaded::Page);
-                    let ms = b
-                        .eval("const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.startTime;")
-                        .await?
-                        .as_f64()
-                        .context("navigation timing")?;
-                    timings.push(ms);
-                    ensure!(b.load("about:blank").await? == Loaded::Page);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let _ = b.close().await;
-                Ok(timings)
-            })
-        })
-        .join()
-        .unwrap()
-        .unwrap();
+    let timings = session_in(&lab.pc, launch, async |b: &Browser| -> Result<Vec<f64>> {
+        let mut timings = Vec::new();
+        for _ in 0..3 {
+            ensure!(b.load("https://allowed.test/h3").await? == Loaded::Page);
+            let ms = b
+                .eval("const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.startTime;")
+                .await?
+                .as_f64()
+                .context("navigation timing")?;
+            timings.push(ms);
+            ensure!(b.load("about:blank").await? == Loaded::Page);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(timings)
+    })
+    .unwrap();
     let counted = lab
         .pc
         .run_ok("nft", &["list", "table", "inet", "quic"])

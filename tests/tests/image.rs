@@ -17,7 +17,7 @@ use anyhow::ensure;
 use appliance::lab::{self, ALLOWED, APPLIANCE_INSIDE, CARD_INSIDE, CARD_OUTSIDE, WORLD};
 use appliance::origin;
 use appliance::topology::{Lab, Netns};
-use e2e::browser::{Browser, Engine, Launch, Loaded};
+use e2e::browser::{Browser, Engine, Launch, Loaded, session_in};
 use e2e::packets::{self, ALL_KINDS, Kind, Target};
 
 fn repo() -> PathBuf {
@@ -565,20 +565,7 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
     let launch = Launch::new(Engine::Chromium)
         .trusting(&ca_file)
         .in_netns(pc.name());
-    let browsed = pc
-        .enter(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let b = Browser::launch("about:blank", &launch).await?;
-                let result = browse_through_the_image(&b).await;
-                let _ = b.close().await;
-                result
-            })
-        })
-        .join()
-        .unwrap();
+    let browsed = session_in(&pc, launch, browse_through_the_image);
     if let Err(e) = browsed {
         panic!("chromium through the image: {e:#}\n{}", log(&mut vm));
     }
