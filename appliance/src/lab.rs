@@ -434,11 +434,11 @@ Try, as root:
   ip netns exec {pc} curl http://{APPLIANCE_INSIDE}/api/status     # the same as JSON
 The card's own web page (rules, PIN, recent decisions), from the protected computer:
   https://{CARD_INSIDE}/   certificate SHA-256 {fingerprint}
-  e.g. ip netns exec {pc} chromium --headless … or: ip netns exec {pc} curl -k https://{CARD_INSIDE}/
+  ip netns exec {pc} chromium --no-sandbox https://{CARD_INSIDE}/   # any browser in the namespace browses through the card
   {first_pin}
-Pull the card: kill the cardfw process (pid {card_pid}) and watch traffic stop.
-Rules: in the card's sealed store {store} (first version from the lab's demo rules); change
-them on the card's page and try the commands above again. Logs: {dir}
+The rules live in the card's sealed store ({store}), first from the lab's demo rules:
+change them on the card's page and try the commands above again.
+Pull the card: kill the cardfw process (pid {card_pid}) and watch traffic stop. Logs: {dir}
 Ctrl-C stops the lab and removes everything it created.",
             addr = self.pc_address().map_or("?".to_string(), |a| a.to_string()),
             card_pid = self.card_pid.map_or("?".to_string(), |p| p.to_string()),
