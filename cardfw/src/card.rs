@@ -135,6 +135,9 @@ pub struct Counters {
     pub bodies_cut: AtomicU64,
     pub dns_queries: AtomicU64,
     pub dns_cache_hits: AtomicU64,
+    /// TLS hellos that carried an ECH extension (browsers send a GREASE one in every hello),
+    /// decided on their outer name.
+    pub ech_hellos: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
 }

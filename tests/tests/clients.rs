@@ -105,6 +105,10 @@ fn browser_through_the_card(engine: Engine, tag: &str) {
             tail(&lab.card_log(), 40)
         );
     }
+    // The browser's hellos carried its (GREASE) ECH extension, and passed on their name.
+    let status = lab.card_status().unwrap();
+    let ech_hellos = status["counters"]["ech_hellos"].as_u64().unwrap_or(0);
+    assert!(ech_hellos > 0, "no hello with ECH seen: {status}");
     // Every refusal the browser met is on the card's record, where the status page reads it.
     let recent = lab.card_recent().unwrap();
     for (target, rule) in [

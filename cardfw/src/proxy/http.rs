@@ -1060,14 +1060,20 @@ async fn tunnel_after_connect(
     let loaded = card.policy.current();
     let target = format!("{connect_host}:{}", dst.port());
     if tls::looks_like_tls(&first) {
-        let (buffered, hello) =
-            match tls::read_hello(&mut *tunnel, first, limits.header_timeout()).await {
-                Ok(read) => read,
-                Err(why) => {
-                    tls::count_hello_failure(card, peer, &why);
-                    return;
-                }
-            };
+        let (buffered, hello) = match tls::read_hello(
+            &mut *tunnel,
+            first,
+            limits.header_timeout(),
+            &card.events.counters,
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(why) => {
+                tls::count_hello_failure(card, peer, &why);
+                return;
+            }
+        };
         let ask = rules::Request::new(Protocol::Https, LocalTime::now())
             .host(connect_host)
             .dst(dst.ip())

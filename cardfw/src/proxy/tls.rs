@@ -34,16 +34,24 @@ pub enum HelloFailure {
 
 /// Reads until `buffered` holds a whole ClientHello (which may span several TCP segments and
 /// several TLS records). Returns the bytes read, to be passed on unchanged, and the hello.
+/// Hellos with an ECH extension are counted in `counters` (browsers' GREASE ones included):
+/// they are decided on their outer name like any other.
 pub async fn read_hello<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut buffered: Vec<u8>,
     timeout: Duration,
+    counters: &Counters,
 ) -> Result<(Vec<u8>, ClientHello), HelloFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut chunk = vec![0u8; 4096];
     loop {
         match client_hello::parse(&buffered) {
-            Ok(hello) => return Ok((buffered, hello)),
+            Ok(hello) => {
+                if hello.has_ech {
+                    Counters::bump(&counters.ech_hellos);
+                }
+                return Ok((buffered, hello));
+            }
             Err(HelloError::Incomplete { .. }) => {}
             Err(e) => return Err(HelloFailure::Invalid(e)),
         }
@@ -115,19 +123,25 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, card: Arc<Card>) {
     };
     // TPROXY keeps the address the client dialled as our local address.
     let Ok(dst) = client.local_addr() else { return };
-    let (buffered, hello) =
-        match read_hello(&mut client, Vec::new(), card.config.limits.header_timeout()).await {
-            Ok(read) => read,
-            Err(failure) => {
-                count_hello_failure(&card, peer, &failure);
-                if matches!(failure, HelloFailure::Invalid(_)) {
-                    let _ = client
-                        .write_all(&client_hello::fatal_alert(AlertDescription::DecodeError))
-                        .await;
-                }
-                return;
+    let (buffered, hello) = match read_hello(
+        &mut client,
+        Vec::new(),
+        card.config.limits.header_timeout(),
+        &card.events.counters,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(failure) => {
+            count_hello_failure(&card, peer, &failure);
+            if matches!(failure, HelloFailure::Invalid(_)) {
+                let _ = client
+                    .write_all(&client_hello::fatal_alert(AlertDescription::DecodeError))
+                    .await;
             }
-        };
+            return;
+        }
+    };
     let loaded = card.policy.current();
     let name = hello.server_name.clone();
     let target = format!(
