@@ -83,6 +83,32 @@ fn probe_namespaces() -> Result<(), String> {
         .map_err(|e| format!("`ip netns` does not work here: {e}"))
 }
 
+/// Waits until a `cardfw` just started in `card` is ready: its status endpoint accepts from
+/// `client`, and its interception ruleset is in place. Panics with `log()` otherwise.
+pub fn wait_for_card(
+    client: &appliance::topology::Netns,
+    card: &appliance::topology::Netns,
+    timeout: std::time::Duration,
+    log: impl Fn() -> String,
+) {
+    let status = std::net::SocketAddr::from((appliance::lab::CARD_INSIDE, 8081));
+    if client.wait_for_tcp(status, timeout).is_err() {
+        panic!("cardfw did not come up:\n{}", log());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !card
+        .run("nft", &["list", "table", "inet", "cardfw"])
+        .is_ok_and(|out| out.status.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no interception ruleset:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Starts the whole system (`SystemLab`, what `./x lab` runs) with `rules` on the card, after
 /// checking what it needs (see [`require_program`]); `None` means skip.
 pub fn start_system_lab(tag: &str, rules: &str) -> Option<SystemLab> {

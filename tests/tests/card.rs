@@ -134,29 +134,9 @@ impl CardLab {
 
     /// Waits for the status endpoint and the interception ruleset.
     fn wait_ready(&mut self) {
-        let status: SocketAddr = format!("{CARD_INSIDE}:8081").parse().unwrap();
-        if self
-            .client
-            .wait_for_tcp(status, Duration::from_secs(10))
-            .is_err()
-        {
-            panic!("cardfw did not come up:\n{}", self.log());
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self
-            .card
-            .run("nft", &["list", "table", "inet", "cardfw"])
-            .unwrap()
-            .status
-            .success()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no interception ruleset:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        e2e::wait_for_card(&self.client, &self.card, Duration::from_secs(10), || {
+            self.log()
+        });
     }
 
     fn log(&self) -> String {

@@ -94,29 +94,9 @@ impl Card {
             card,
             lab,
         };
-        let status: SocketAddr = format!("{CARD_INSIDE}:8081").parse().unwrap();
-        if this
-            .client
-            .wait_for_tcp(status, Duration::from_secs(20))
-            .is_err()
-        {
-            panic!("cardfw did not come up:\n{}", this.log());
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !this
-            .card
-            .run("nft", &["list", "table", "inet", "cardfw"])
-            .unwrap()
-            .status
-            .success()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no interception ruleset:\n{}",
-                this.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        e2e::wait_for_card(&this.client, &this.card, Duration::from_secs(20), || {
+            this.log()
+        });
         Some(this)
     }
 

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance::topology::{Lab, Netns};
 use e2e::origin::{self, Server};
@@ -165,25 +165,9 @@ impl HardLab {
             ca_file,
             lab,
         };
-        let status: SocketAddr = format!("{CARD_INSIDE}:8081").parse().unwrap();
-        if this
-            .client
-            .wait_for_tcp(status, Duration::from_secs(10))
-            .is_err()
-        {
-            panic!("cardfw did not come up:\n{}", this.log());
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !this
-            .card
-            .run("nft", &["list", "table", "inet", "cardfw"])
-            .unwrap()
-            .status
-            .success()
-        {
-            assert!(Instant::now() < deadline, "no ruleset:\n{}", this.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        e2e::wait_for_card(&this.client, &this.card, Duration::from_secs(10), || {
+            this.log()
+        });
         Some(this)
     }
 
