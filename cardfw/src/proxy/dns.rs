@@ -55,6 +55,9 @@ const MAX_CACHED_ANSWER: usize = 4096;
 /// Pause after a failed `accept` (usually out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// How the client reached the card. It sets how large the answer may be, and how the upstream
 /// is asked: a query that came over TCP usually did so because its answer is too large for
 /// UDP, so the upstream is asked over TCP directly.

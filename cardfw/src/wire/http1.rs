@@ -330,6 +330,10 @@ pub enum ChunkError {
     MissingCrlf,
     #[error("chunk extension or trailer line longer than {MAX_LINE} bytes")]
     LineTooLong,
+    /// RFC 9112 lets a recipient end a line at a bare LF; a server that does would end the
+    /// body where the proxy does not, and read what follows as a request nobody decided.
+    #[error("a line of the chunked body holds a bare LF")]
+    BareLineFeed,
 }
 
 /// Longest chunk-size line extension or trailer field line accepted.
@@ -413,6 +417,9 @@ impl ChunkedTracker {
                 (Size { size, .. }, b';' | b' ' | b'\t') => Extension { size, len: 0 },
                 (Size { size, .. } | Extension { size, .. }, b'\r') => SizeLf { size },
                 (Size { .. }, _) => return Err(ChunkError::BadSize),
+                (Extension { .. } | TrailerStart | TrailerLine { .. }, b'\n') => {
+                    return Err(ChunkError::BareLineFeed);
+                }
                 (Extension { len, .. }, _) if len >= MAX_LINE => {
                     return Err(ChunkError::LineTooLong);
                 }
@@ -602,6 +609,24 @@ mod tests {
         );
         let long_ext = format!("1;{}", "x".repeat(MAX_LINE + 1));
         assert_eq!(track(long_ext.as_bytes()).0, Err(ChunkError::LineTooLong));
+    }
+
+    /// Found while writing the `http1_chunks` fuzz target (cardfw/fuzz), whose strict reading
+    /// of RFC 9112 now checks it: the tracker took a bare LF as part of a chunk extension or
+    /// trailer line. A server that ends lines at a bare LF ended the body sooner, and read the
+    /// rest (here a request for /admin) as a request the proxy never decided.
+    #[test]
+    fn a_bare_line_feed_in_a_chunk_line_is_refused() {
+        let smuggled = b"0\r\n\nGET /admin HTTP/1.1\nHost: a\n\n\r\n\r\n";
+        assert_eq!(track(smuggled).0, Err(ChunkError::BareLineFeed));
+        assert_eq!(
+            track(b"5;\nhello\r\n0\r\n\r\n").0,
+            Err(ChunkError::BareLineFeed)
+        );
+        assert_eq!(
+            track(b"0\r\nX-T: 1\n\r\n\r\n").0,
+            Err(ChunkError::BareLineFeed)
+        );
     }
 
     proptest! {
