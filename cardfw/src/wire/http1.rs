@@ -296,9 +296,15 @@ impl ResponseHead {
         closes(self.minor_version, &self.headers)
     }
 
-    /// Always written as HTTP/1.1: that is what the proxy speaks to its clients.
+    /// Always written as HTTP/1.1: that is what the proxy speaks to its clients. The status
+    /// keeps its three digits (RFC 9112 §4) even when a server sent one under 100.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let _ = write!(Bytes(out), "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        let _ = write!(
+            Bytes(out),
+            "HTTP/1.1 {:03} {}\r\n",
+            self.status,
+            self.reason
+        );
         self.headers.write_to(out);
     }
 }
@@ -576,6 +582,17 @@ mod tests {
         let mut out = Vec::new();
         response("HTTP/1.0 404 Not Found\r\nA: b\r\n\r\n").write_to(&mut out);
         assert_eq!(out, b"HTTP/1.1 404 Not Found\r\nA: b\r\n\r\n");
+    }
+
+    /// Found by the `http1_head` fuzz target (cardfw/fuzz): a server's status `002` was
+    /// written on as `2`, a status line no client can read.
+    #[test]
+    fn a_status_under_100_is_written_with_three_digits() {
+        let mut out = Vec::new();
+        let head = response("HTTP/1.1 002 Odd\r\nContent-Length: 1\r\n\r\n");
+        head.write_to(&mut out);
+        assert_eq!(out, b"HTTP/1.1 002 Odd\r\nContent-Length: 1\r\n\r\n");
+        assert_eq!(parse_response(&out), Ok(Some((head, out.len()))));
     }
 
     fn track(bytes: &[u8]) -> (Result<Advance, ChunkError>, bool) {
