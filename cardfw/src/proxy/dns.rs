@@ -54,6 +54,9 @@ const NEGATIVE_TTL_WITHOUT_SOA: u32 = 60;
 /// entries.
 const MAX_CACHED_ANSWER: usize = 4096;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// How the client reached the card. It sets how large the answer may be, and how the upstream
 /// is asked: a query that came over TCP usually did so because its answer is too large for
 /// UDP, so the upstream is asked over TCP directly.

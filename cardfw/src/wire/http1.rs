@@ -358,9 +358,15 @@ impl ResponseHead {
         closes(self.minor_version, &self.headers)
     }
 
-    /// Always written as HTTP/1.1: that is what the proxy speaks to its clients.
+    /// Always written as HTTP/1.1: that is what the proxy speaks to its clients. The status
+    /// keeps its three digits (RFC 9112 §4) even when a server sent one under 100.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let _ = write!(Bytes(out), "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        let _ = write!(
+            Bytes(out),
+            "HTTP/1.1 {:03} {}\r\n",
+            self.status,
+            self.reason
+        );
         self.headers.write_to(out);
     }
 }
@@ -700,6 +706,17 @@ mod tests {
         assert_eq!(out, b"HTTP/1.1 404 Not Found\r\nA: b\r\n\r\n");
     }
 
+    /// Found by the `http1_head` fuzz target (cardfw/fuzz): a server's status `002` was
+    /// written on as `2`, a status line no client can read.
+    #[test]
+    fn a_status_under_100_is_written_with_three_digits() {
+        let mut out = Vec::new();
+        let head = response("HTTP/1.1 002 Odd\r\nContent-Length: 1\r\n\r\n");
+        head.write_to(&mut out);
+        assert_eq!(out, b"HTTP/1.1 002 Odd\r\nContent-Length: 1\r\n\r\n");
+        assert_eq!(parse_response(&out), Ok(Some((head, out.len()))));
+    }
+
     fn track(bytes: &[u8]) -> (Result<Advance, ChunkError>, bool) {
         let mut tracker = ChunkedTracker::default();
         let result = tracker.advance(bytes);
@@ -737,6 +754,18 @@ mod tests {
         assert_eq!(track(b"0\r\nX-T: 1\n\r\n").0, Err(ChunkError::BareLf));
         let long_ext = format!("1;{}", "x".repeat(MAX_LINE + 1));
         assert_eq!(track(long_ext.as_bytes()).0, Err(ChunkError::LineTooLong));
+    }
+
+    /// Found while writing the `http1_chunks` fuzz target (cardfw/fuzz), whose strict reading
+    /// of RFC 9112 now checks it: the tracker took a bare LF as part of a chunk extension or
+    /// trailer line. A server that ends lines at a bare LF ended the body sooner, and read the
+    /// rest (here a request for /admin) as a request the proxy never decided.
+    #[test]
+    fn a_bare_line_feed_in_a_chunk_line_is_refused() {
+        let smuggled = b"0\r\n\nGET /admin HTTP/1.1\nHost: a\n\n\r\n\r\n";
+        assert_eq!(track(smuggled).0, Err(ChunkError::BareLf));
+        assert_eq!(track(b"5;\nhello\r\n0\r\n\r\n").0, Err(ChunkError::BareLf));
+        assert_eq!(track(b"0\r\nX-T: 1\n\r\n\r\n").0, Err(ChunkError::BareLf));
     }
 
     proptest! {
