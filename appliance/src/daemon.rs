@@ -539,3 +539,77 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot status endpoint on loopback answering `head` and `body`, and the config that
+    /// points the probe at it.
+    async fn card_answering(head: &'static str, body: Vec<u8>) -> Config {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await.unwrap();
+            let reply = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len());
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+        });
+        let mut config = Config::default();
+        config.card.inside_address = Ipv4Addr::LOCALHOST;
+        config.card.status_port = port;
+        config
+    }
+
+    fn document() -> proto::CardStatus {
+        proto::CardStatus {
+            firmware: "cardfw 0.1.0".into(),
+            rules_version: "v7".into(),
+            tls_fingerprint: None,
+            rules_loaded_at: 1,
+            rules: 2,
+            uptime_secs: 3,
+            connections_open: 0,
+            counters: proto::CounterSnapshot {
+                denied: 1,
+                ..Default::default()
+            },
+            accept_backoffs: 0,
+            refused_at_listener_cap: 0,
+            recent: vec![proto::Decision {
+                at: 4,
+                client: "10.0.0.2".parse().unwrap(),
+                protocol: "dns".into(),
+                target: "ads.example".into(),
+                action: proto::Action::Deny,
+                rule: "no-ads".into(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_reads_the_card_document() {
+        let body = serde_json::to_vec_pretty(&document()).unwrap();
+        let config = card_answering("HTTP/1.1 200 OK", body).await;
+        assert_eq!(probe_card(&config).await.unwrap(), document());
+    }
+
+    #[tokio::test]
+    async fn another_answer_is_a_reason() {
+        let config = card_answering("HTTP/1.1 404 Not Found", b"no\n".to_vec()).await;
+        let why = probe_card(&config).await.unwrap_err();
+        assert!(why.contains("404"), "{why}");
+
+        let config = card_answering("HTTP/1.1 200 OK", b"{\"rules\": 1}".to_vec()).await;
+        let why = probe_card(&config).await.unwrap_err();
+        assert!(why.contains("not the card's JSON"), "{why}");
+    }
+}
