@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::BodyExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -268,34 +267,6 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// What the card's status endpoint says (the part the appliance shows).
-#[derive(Debug, Deserialize)]
-struct CardReport {
-    firmware: Option<String>,
-    rules_version: Option<String>,
-    #[serde(default)]
-    tls_fingerprint: Option<String>,
-    counters: Option<CardCounters>,
-    #[serde(default)]
-    recent: Vec<CardDecision>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CardCounters {
-    allowed: u64,
-    denied: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct CardDecision {
-    at: u64,
-    client: String,
-    protocol: String,
-    target: String,
-    action: String,
-    rule: String,
-}
-
 /// Presence bookkeeping: consecutive failed probes, and whether the route is in place.
 #[derive(Debug, Default)]
 struct CardWatch {
@@ -310,7 +281,7 @@ impl CardWatch {
         config: &Config,
         link: &str,
         state: &ApplianceState,
-        report: CardReport,
+        report: proto::CardStatus,
     ) {
         self.failures = 0;
         if !self.present {
@@ -334,24 +305,22 @@ impl CardWatch {
             .recent
             .iter()
             .rev()
-            .filter(|d| d.action == "deny")
+            .filter(|d| d.action == proto::Action::Deny)
             .take(RECENT_BLOCKS)
             .map(|d| Block {
                 at: d.at,
-                client: d.client.clone(),
+                client: d.client.to_string(),
                 protocol: d.protocol.clone(),
                 target: d.target.clone(),
                 rule: d.rule.clone(),
             })
             .collect();
         state.update(|s| {
-            s.card.firmware = report.firmware;
+            s.card.firmware = Some(report.firmware);
             s.card.tls_fingerprint = report.tls_fingerprint;
-            s.card.rules_version = report.rules_version;
-            if let Some(c) = report.counters {
-                s.card.allowed = c.allowed;
-                s.card.denied = c.denied;
-            }
+            s.card.rules_version = Some(report.rules_version);
+            s.card.allowed = report.counters.allowed;
+            s.card.denied = report.counters.denied;
             s.card.recent_blocks = blocks;
         });
     }
@@ -390,43 +359,53 @@ impl CardWatch {
     }
 }
 
-/// Asks the card's status endpoint; any failure (refused, timeout, not JSON) is a reason.
-async fn probe_card(config: &Config) -> Result<CardReport, String> {
+/// The most of a status document the appliance reads (100 decisions are some 25 KiB).
+const STATUS_LIMIT: usize = 1 << 20;
+
+/// Asks the card's status endpoint; any failure (refused, timeout, not 200, not the card's
+/// document) is a reason.
+async fn probe_card(config: &Config) -> Result<proto::CardStatus, String> {
     let addr = SocketAddr::new(
         IpAddr::V4(config.card.inside_address),
         config.card.status_port,
     );
     let timeout = Duration::from_millis(config.card.probe_interval_ms.max(200));
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
+        let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        stream
-            .write_all(b"GET /status HTTP/1.0\r\nHost: card\r\n\r\n")
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        // A JoinSet aborts its tasks when dropped: the connection ends with the probe, at the
+        // timeout too.
+        let mut connection_task = tokio::task::JoinSet::new();
+        connection_task.spawn(connection);
+        let request = http::Request::get("/status")
+            .header(http::header::HOST, "card")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let mut reply = Vec::new();
-        stream
-            .take(1 << 20)
-            .read_to_end(&mut reply)
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("status endpoint answered {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), STATUS_LIMIT)
+            .collect()
             .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(reply)
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        drop(connection_task);
+        Ok::<_, String>(body)
     };
-    let reply = tokio::time::timeout(timeout, exchange)
+    let body = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))??;
-    let text = String::from_utf8_lossy(&reply);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("a reply without a body")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "status endpoint answered {}",
-            head.lines().next().unwrap_or("")
-        ));
-    }
-    serde_json::from_str(body).map_err(|e| format!("status is not the card's JSON: {e}"))
+    serde_json::from_slice::<proto::CardStatus>(&body)
+        .map_err(|e| format!("status is not the card's JSON: {e}"))
 }
 
 fn is_card_link(config: &Config, name: &str) -> bool {
@@ -559,4 +538,78 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot status endpoint on loopback answering `head` and `body`, and the config that
+    /// points the probe at it.
+    async fn card_answering(head: &'static str, body: Vec<u8>) -> Config {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await.unwrap();
+            let reply = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len());
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+        });
+        let mut config = Config::default();
+        config.card.inside_address = Ipv4Addr::LOCALHOST;
+        config.card.status_port = port;
+        config
+    }
+
+    fn document() -> proto::CardStatus {
+        proto::CardStatus {
+            firmware: "cardfw 0.1.0".into(),
+            rules_version: "v7".into(),
+            tls_fingerprint: None,
+            rules_loaded_at: 1,
+            rules: 2,
+            uptime_secs: 3,
+            connections_open: 0,
+            counters: proto::CounterSnapshot {
+                denied: 1,
+                ..Default::default()
+            },
+            accept_backoffs: 0,
+            refused_at_listener_cap: 0,
+            recent: vec![proto::Decision {
+                at: 4,
+                client: "10.0.0.2".parse().unwrap(),
+                protocol: "dns".into(),
+                target: "ads.example".into(),
+                action: proto::Action::Deny,
+                rule: "no-ads".into(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_reads_the_card_document() {
+        let body = serde_json::to_vec_pretty(&document()).unwrap();
+        let config = card_answering("HTTP/1.1 200 OK", body).await;
+        assert_eq!(probe_card(&config).await.unwrap(), document());
+    }
+
+    #[tokio::test]
+    async fn another_answer_is_a_reason() {
+        let config = card_answering("HTTP/1.1 404 Not Found", b"no\n".to_vec()).await;
+        let why = probe_card(&config).await.unwrap_err();
+        assert!(why.contains("404"), "{why}");
+
+        let config = card_answering("HTTP/1.1 200 OK", b"{\"rules\": 1}".to_vec()).await;
+        let why = probe_card(&config).await.unwrap_err();
+        assert!(why.contains("not the card's JSON"), "{why}");
+    }
 }

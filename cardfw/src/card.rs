@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use heapless::index_map::FnvIndexMap;
 use rules::{Action, Decision, Protocol, RuleSet};
-use serde::Serialize;
 
 use crate::config::Config;
 
@@ -123,7 +122,7 @@ impl LivePolicy {
 }
 
 /// Counters the status endpoint reports; each only ever goes up.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct Counters {
     pub connections: AtomicU64,
     pub refused_at_capacity: AtomicU64,
@@ -146,18 +145,70 @@ impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Every counter's value now, for the status document. Each is read on its own, so the
+    /// snapshot is not one instant; every counter only goes up, so no value is ever stale
+    /// by more than the reads in flight.
+    pub fn snapshot(&self) -> proto::CounterSnapshot {
+        // Destructured so that a counter added here and not to the document fails to compile.
+        let Counters {
+            connections,
+            refused_at_capacity,
+            allowed,
+            denied,
+            malformed,
+            header_timeouts,
+            upstream_failures,
+            bodies_cut,
+            dns_queries,
+            dns_cache_hits,
+            ech_hellos,
+            reloads,
+            reload_failures,
+        } = self;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        proto::CounterSnapshot {
+            connections: load(connections),
+            refused_at_capacity: load(refused_at_capacity),
+            allowed: load(allowed),
+            denied: load(denied),
+            malformed: load(malformed),
+            header_timeouts: load(header_timeouts),
+            upstream_failures: load(upstream_failures),
+            bodies_cut: load(bodies_cut),
+            dns_queries: load(dns_queries),
+            dns_cache_hits: load(dns_cache_hits),
+            ech_hellos: load(ech_hellos),
+            reloads: load(reloads),
+            reload_failures: load(reload_failures),
+        }
+    }
 }
 
-/// One decision as the status endpoint lists it.
-#[derive(Debug, Clone, Serialize)]
+/// One decision as the ring keeps it: fixed size, so the ring never allocates. The status
+/// document carries it as a [`proto::Decision`].
+#[derive(Debug, Clone)]
 pub struct DecisionRecord {
     pub at: u64,
     pub client: IpAddr,
     pub protocol: &'static str,
     /// What was asked for: `host:port`, `https://host/path`, a DNS name. Cut at 128 bytes.
     pub target: heapless::String<128>,
-    pub action: &'static str,
+    pub action: proto::Action,
     pub rule: heapless::String<64>,
+}
+
+impl From<&DecisionRecord> for proto::Decision {
+    fn from(record: &DecisionRecord) -> Self {
+        proto::Decision {
+            at: record.at,
+            client: record.client,
+            protocol: record.protocol.to_owned(),
+            target: record.target.as_str().to_owned(),
+            action: record.action,
+            rule: record.rule.as_str().to_owned(),
+        }
+    }
 }
 
 /// Counters plus the last [`RECENT_DECISIONS`] decisions.
@@ -178,11 +229,11 @@ impl Events {
         decision: &Decision<'_>,
     ) {
         let action = match decision.action {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
+            Action::Allow => proto::Action::Allow,
+            Action::Deny => proto::Action::Deny,
         };
         tracing::info!(
-            verdict = action,
+            verdict = action.as_str(),
             rule = %decision.rule.id,
             client = %client,
             protocol = protocol.name(),
@@ -222,7 +273,7 @@ impl Events {
             client,
             protocol: protocol.name(),
             target: truncated(target),
-            action: "deny",
+            action: proto::Action::Deny,
             rule: truncated(refusal.code()),
         });
     }

@@ -1,6 +1,7 @@
 //! The read-only JSON status the appliance's status page reads: which rules run, the
 //! counters, and the last decisions. Served on the card's inside address, to the appliance's
-//! card-link address only (`appliance_address`).
+//! card-link address only (`appliance_address`). The document is [`proto::CardStatus`], the
+//! type the appliance reads it with.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,47 +12,27 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::accept;
-use crate::card::{Card, Counters, DecisionRecord};
+use crate::card::Card;
 
-#[derive(Debug, Serialize)]
-pub struct Status<'a> {
-    pub firmware: &'static str,
-    pub rules_version: &'a str,
-    /// The card web page's certificate fingerprint, when the card has a store and so a page.
-    pub tls_fingerprint: Option<&'a str>,
-    pub rules_loaded_at: u64,
-    pub rules: usize,
-    pub uptime_secs: u64,
-    pub connections_open: usize,
-    pub counters: &'a Counters,
-    /// Accept failures for lack of descriptors or memory since start (see [`accept`]).
-    pub accept_backoffs: u64,
-    /// Connections a listener's own cap refused since start (the status endpoint's).
-    pub refused_at_listener_cap: u64,
-    pub recent: Vec<DecisionRecord>,
-}
-
-/// The status document, as JSON.
-pub fn render(card: &Card, started: Instant) -> String {
+/// The status document (its fields are described in [`proto::CardStatus`]).
+pub fn render(card: &Card, started: Instant) -> proto::CardStatus {
     let loaded = card.policy.current();
-    let status = Status {
-        firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")),
-        rules_version: &loaded.version,
-        tls_fingerprint: card.tls_fingerprint.get().map(String::as_str),
+    proto::CardStatus {
+        firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")).to_owned(),
+        rules_version: loaded.version.clone(),
+        tls_fingerprint: card.tls_fingerprint.get().cloned(),
         rules_loaded_at: loaded.loaded_at,
         rules: loaded.rules.stats().rules,
         uptime_secs: started.elapsed().as_secs(),
         connections_open: card.slots.in_use(),
-        counters: &card.events.counters,
+        counters: card.events.counters.snapshot(),
         accept_backoffs: accept::backoffs(),
         refused_at_listener_cap: accept::refused_at_cap(),
-        recent: card.events.recent(),
-    };
-    serde_json::to_string_pretty(&status).expect("status serialises")
+        recent: card.events.recent().iter().map(Into::into).collect(),
+    }
 }
 
 /// Connections the status endpoint serves at once (it is read by the appliance's probe and
@@ -96,7 +77,11 @@ pub async fn serve(
 
 fn respond(request: &Request<Incoming>, card: &Card, started: Instant) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/status") => (StatusCode::OK, "application/json", render(card, started)),
+        (&Method::GET, "/status") => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&render(card, started)).expect("status serialises"),
+        ),
         (_, "/status") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

@@ -559,7 +559,7 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
                 client: d.client.to_string(),
                 protocol: d.protocol.to_owned(),
                 target: d.target.to_string(),
-                action: d.action.to_owned(),
+                action: d.action.as_str().to_owned(),
                 rule: d.rule.to_string(),
             })
             .collect(),

@@ -1089,7 +1089,7 @@ mod tests {
         assert_eq!(count(&counters.allowed), 1);
         let recent = card.events.recent();
         assert_eq!(recent[0].target.as_str(), "allowed.test");
-        assert_eq!(recent[0].action, "allow");
+        assert_eq!(recent[0].action, proto::Action::Allow);
     }
 
     #[tokio::test]
@@ -1113,7 +1113,7 @@ mod tests {
         assert_eq!(count(&card.events.counters.denied), 3);
         let recent = card.events.recent();
         assert_eq!(recent[2].target.as_str(), "x.y.ads.test");
-        assert_eq!(recent[2].action, "deny");
+        assert_eq!(recent[2].action, proto::Action::Deny);
         assert!(!recent[2].rule.is_empty());
     }
 
@@ -1129,7 +1129,7 @@ mod tests {
         let recent = card.events.recent();
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].rule.as_str(), "doh-canary");
-        assert_eq!(recent[0].action, "deny");
+        assert_eq!(recent[0].action, proto::Action::Deny);
         assert_eq!(count(&card.events.counters.denied), 1);
 
         let card = card_with(upstream.address, |config| {
