@@ -109,6 +109,31 @@ pub fn wait_for_card(
     }
 }
 
+/// Sends `request` as raw bytes from inside `netns` to `to` and returns everything answered
+/// until the peer closes (or `read_timeout` passes without a byte).
+pub fn raw_exchange(
+    netns: &appliance::topology::Netns,
+    to: std::net::SocketAddr,
+    request: &[u8],
+    read_timeout: std::time::Duration,
+) -> String {
+    use std::io::{Read, Write};
+    let request = request.to_vec();
+    netns
+        .enter(move || {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(3))
+                    .unwrap();
+            stream.set_read_timeout(Some(read_timeout)).unwrap();
+            stream.write_all(&request).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .join()
+        .unwrap()
+}
+
 /// Starts the whole system (`SystemLab`, what `./x lab` runs) with `rules` on the card, after
 /// checking what it needs (see [`require_program`]); `None` means skip.
 pub fn start_system_lab(tag: &str, rules: &str) -> Option<SystemLab> {

@@ -265,20 +265,8 @@ fn http_is_decided_on_host_path_method_and_response() {
 /// Sends `request` as raw bytes from the client to the allowed origin's address (intercepted
 /// on port 80) and returns everything the card answers until it closes.
 fn raw_http(lab: &CardLab, request: &[u8]) -> String {
-    let request = request.to_vec();
-    lab.client
-        .enter(move || {
-            let mut stream = TcpStream::connect((ALLOWED, 80)).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            stream.write_all(&request).unwrap();
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            String::from_utf8_lossy(&answer).into_owned()
-        })
-        .join()
-        .unwrap()
+    let to = SocketAddr::new(ALLOWED.parse().unwrap(), 80);
+    e2e::raw_exchange(&lab.client, to, request, Duration::from_secs(10))
 }
 
 #[test]

@@ -195,20 +195,7 @@ impl HardLab {
 
     /// Raw bytes from the client to `to`, everything answered until the card closes.
     fn raw(&self, to: SocketAddr, request: &[u8]) -> String {
-        let request = request.to_vec();
-        self.client
-            .enter(move || {
-                let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(6)))
-                    .unwrap();
-                stream.write_all(&request).unwrap();
-                let mut answer = Vec::new();
-                let _ = stream.read_to_end(&mut answer);
-                String::from_utf8_lossy(&answer).into_owned()
-            })
-            .join()
-            .unwrap()
+        e2e::raw_exchange(&self.client, to, request, Duration::from_secs(6))
     }
 
     fn counter(&self, name: &str) -> u64 {
