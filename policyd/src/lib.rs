@@ -1,16 +1,18 @@
 //! cardwall policy server: signs and serves rule bundles to enrolled cards over mutual TLS.
 //!
-//! - [`wire`]: what cards and policyd say to each other (always built: the card uses it).
+//! What cards, the administrator and policyd say to each other is not here: those documents
+//! are `proto::policy` and `proto::policy_admin`, shared with the card.
+//!
 //! - [`client`] (feature `client`): the HTTPS client, the card's key and certificate request.
 //! - [`fleet`] (feature `server`): the fleet CA, the server's TLS identity, the policy key and
 //!   the admin token, made by `policyd ca init`.
 //! - [`db`]: cards, tokens and bundles in SQLite or PostgreSQL (same queries, same migrations).
-//! - [`server`]: the HTTPS service: enrolment, long poll, reports, admin calls and page.
-//! - [`admin`]: the administrator's side of the API, for the `policyd` commands.
+//! - [`server`]: the HTTPS service: enrolment, long poll, reports, admin calls, and the admin
+//!   page (a part of it: the page's routes share the service's state).
+//! - [`admin`]: the administrator's side of the API, for the `policyd` commands: [`client`]
+//!   and the documents of `proto::policy_admin`, nothing of the server.
 //!
 //! The binary `policyd` is a thin CLI over these; `policyd-loadgen` is the scale benchmark.
-
-pub mod wire;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -21,8 +23,6 @@ pub mod admin;
 pub mod db;
 #[cfg(feature = "server")]
 pub mod fleet;
-#[cfg(feature = "server")]
-mod page;
 #[cfg(feature = "server")]
 pub mod server;
 

@@ -7,7 +7,7 @@
 //! | `POST /v1/enrol` | anyone holding a one-time token |
 //! | `GET /v1/bundle?after=N`, `POST /v1/report` | an enrolled, unrevoked card (its certificate) |
 //! | `/v1/admin/…` | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
-//! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see [`crate::page`]) |
+//! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see `page`) |
 //!
 //! Revocation is checked at the application layer after the handshake: the SHA-256 of the
 //! presented certificate is looked up (in the card table, then in memory: a certificate's card
@@ -35,16 +35,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use proto::policy::{
+    self, BUNDLE_MEDIA_TYPE, EnrolRequest, EnrolResponse, ErrorBody, JSON_MEDIA_TYPE, Report,
+};
+use proto::policy_admin::{
+    self, FleetStatus, PublishRequest, PublishResponse, TokensRequest, TokensResponse,
+};
 use rules::bundle::{self, Bundle, Trust};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::db::{CardRecord, CardUpdate, Db, DbError, StoredBundle};
+use crate::db::{CardUpdate, Db, DbError, StoredBundle};
 use crate::fleet::Fleet;
-use crate::wire::{self, EnrolRequest, EnrolResponse, ErrorBody, Report};
 use crate::{sha256_hex, unix_now};
+
+mod page;
 
 /// Time a client has for the TLS handshake and then its request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +61,7 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 2000;
 
 /// The largest rule upload accepted on the admin API.
-const MAX_ADMIN_BODY: usize = wire::MAX_BUNDLE_BODY;
+const MAX_ADMIN_BODY: usize = policy::MAX_BUNDLE_BODY;
 
 /// What the service is started with.
 #[derive(Debug, Clone)]
@@ -85,7 +92,7 @@ pub struct AppState {
     /// To the task that writes card updates in batches (group commit).
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
     /// The admin page's sessions.
-    pub(crate) page_sessions: crate::page::PageSessions,
+    pub(crate) page_sessions: page::PageSessions,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -154,7 +161,7 @@ impl AppState {
         let (updates, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(write_updates(db.clone(), queue));
         let state = Arc::new(AppState {
-            page_sessions: crate::page::PageSessions::default(),
+            page_sessions: page::PageSessions::default(),
             updates,
             fleet,
             db,
@@ -452,57 +459,17 @@ fn check_group(group: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/admin/publish`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
-    pub group: String,
-    pub rules_name: String,
-    pub rules_text: String,
-    /// The list files the rules name: (name, text).
-    pub lists: Vec<(String, String)>,
-    pub expires_in_secs: u64,
-}
-
-/// `POST /v1/admin/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokensRequest {
-    pub group: String,
-    pub count: usize,
-    pub ttl_secs: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokensResponse {
-    pub tokens: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishResponse {
-    pub group: String,
-    pub version: u64,
-}
-
-/// `GET /v1/admin/cards`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FleetStatus {
-    /// Each group's newest version.
-    pub groups: Vec<(String, u64)>,
-    pub cards: Vec<CardRecord>,
-}
-
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/enrol", post(enrol))
-        .route("/v1/bundle", get(poll))
-        .route("/v1/report", post(report))
-        .route("/v1/admin/tokens", post(admin_tokens))
-        .route("/v1/admin/publish", post(admin_publish))
-        .route("/v1/admin/upload", post(admin_upload))
-        .route("/v1/admin/cards", get(admin_cards))
+        .route(policy::ENROL_PATH, post(enrol))
+        .route(policy::BUNDLE_PATH, get(poll))
+        .route(policy::REPORT_PATH, post(report))
+        .route(policy_admin::TOKENS_PATH, post(admin_tokens))
+        .route(policy_admin::PUBLISH_PATH, post(admin_publish))
+        .route(policy_admin::UPLOAD_PATH, post(admin_upload))
+        .route(policy_admin::CARDS_PATH, get(admin_cards))
         .route("/v1/admin/cards/{id}/revoke", post(admin_revoke))
-        .merge(crate::page::routes())
+        .merge(page::routes())
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .with_state(state)
 }
@@ -643,12 +610,9 @@ async fn poll(
     state.check_not_revoked(&card)?;
     Ok((
         [
+            (header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE.to_string()),
             (
-                header::CONTENT_TYPE,
-                "application/vnd.cardwall.bundle".to_string(),
-            ),
-            (
-                header::HeaderName::from_static(wire::VERSION_HEADER),
+                header::HeaderName::from_static(policy::VERSION_HEADER),
                 bundle.version.to_string(),
             ),
         ],
@@ -670,7 +634,7 @@ async fn report(
         e.truncate(e.floor_char_boundary(2000));
         e
     });
-    if report.outcome == wire::Outcome::Refused {
+    if report.outcome == policy::Outcome::Refused {
         tracing::warn!(card = %card.id, offered = ?report.offered_version, error = ?error, "card refused a bundle");
     }
     state
@@ -719,16 +683,12 @@ fn require_admin_post(
     }
 }
 
-const JSON: &str = "application/json";
-/// What `policyd upload` sends: a signed bundle's bytes.
-const BUNDLE: &str = "application/vnd.cardwall.bundle";
-
 async fn admin_tokens(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON)?;
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
     let request: TokensRequest = parse_json(&body)?;
     let tokens = state
         .new_tokens(
@@ -745,7 +705,7 @@ async fn admin_publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON)?;
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
     let request: PublishRequest = parse_json(&body)?;
     let version = state.publish(&request).await?;
     Ok(axum::Json(PublishResponse {
@@ -766,7 +726,7 @@ async fn admin_upload(
     Query(UploadQuery { group }): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, BUNDLE)?;
+    require_admin_post(&state, &headers, BUNDLE_MEDIA_TYPE)?;
     let version = state.upload(&group, &body).await?;
     Ok(axum::Json(PublishResponse { group, version }).into_response())
 }
@@ -788,7 +748,7 @@ async fn admin_revoke(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON)?;
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
     state.revoke(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -986,7 +946,13 @@ mod tests {
             StatusCode::UNAUTHORIZED,
             "the cookie opens no API call"
         );
-        let (status, _, _) = send(post("/v1/admin/tokens", &session, JSON, body.clone())).await;
+        let (status, _, _) = send(post(
+            "/v1/admin/tokens",
+            &session,
+            JSON_MEDIA_TYPE,
+            body.clone(),
+        ))
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "not even as JSON");
         let bearer = |content_type: &str| {
             let mut request = post("/v1/admin/tokens", "", content_type, body.clone());

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
 
-use crate::server::AppState;
+use super::AppState;
 
 const COOKIE: &str = "policyd_admin";
 /// The login form's own cookie: its CSRF token is this value.
