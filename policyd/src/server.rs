@@ -973,25 +973,15 @@ mod tests {
         let (status, _, fleet) = send(get("/admin", &session)).await;
         assert_eq!(status, StatusCode::OK);
         let csrf = csrf_of(&fleet);
-        let (status, _, _) = send(post("/admin/revoke", &session, form, "card=x".into())).await;
+        let session_form = |path: &str, body: String| post(path, &session, form, body);
+        let (status, _, _) = send(session_form("/admin/revoke", "card=x".into())).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, _, _) = send(post(
-            "/admin/logout",
-            &session,
-            form,
-            format!("csrf={csrf}"),
-        ))
-        .await;
+        let (status, _, _) = send(session_form("/admin/logout", format!("csrf={csrf}"))).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let (_, _, page) = send(get("/admin", &session)).await;
         assert!(page.contains("Admin token"), "logged out: {page}");
-        let (status, _, _) = send(post(
-            "/admin/revoke",
-            &session,
-            form,
-            format!("csrf={csrf}&card=x"),
-        ))
-        .await;
+        let (status, _, _) =
+            send(session_form("/admin/revoke", format!("csrf={csrf}&card=x"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }
