@@ -11,7 +11,7 @@ use proto::policy_admin::{
     self, FleetStatus, PublishRequest, PublishResponse, TokensRequest, TokensResponse,
 };
 
-use crate::client::{Answer, Client, ClientError};
+use policy_client::{Answer, Client, ClientError};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ANSWER: usize = 64 * 1024 * 1024;

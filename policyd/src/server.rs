@@ -831,7 +831,7 @@ mod tests {
 
         // A card enrolled through a, revoked through b, is refused by a after its sync.
         let token = a.new_tokens("laptops", 1, None).await.unwrap().remove(0);
-        let (_, csr) = crate::client::new_key_and_csr().unwrap();
+        let (_, csr) = policy_client::new_key_and_csr().unwrap();
         let (issued, _group) = db
             .enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
                 a.fleet.issue_card_certificate(&csr, "card-1")

@@ -20,7 +20,7 @@ mod tests;
 
 use std::time::Duration;
 
-use policyd::client::{Client, ClientError, ClientIdentity};
+use policy_client::{Client, ClientError, ClientIdentity};
 use proto::policy::{self, EnrolRequest, EnrolResponse};
 use rules::bundle::{self, BundleError, Trust, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,7 @@ pub async fn request_enrolment(
     token: &str,
 ) -> Result<Enrolment, ManagedError> {
     let client = Client::new(server, ca_pem, None)?;
-    let (key_pem, csr_pem) = policyd::client::new_key_and_csr()?;
+    let (key_pem, csr_pem) = policy_client::new_key_and_csr()?;
     let request = EnrolRequest {
         token: token.trim().to_string(),
         csr_pem,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use policyd::client::Client;
+use policy_client::Client;
 use proto::policy::{self, Outcome, Report};
 use tokio::sync::watch;
 

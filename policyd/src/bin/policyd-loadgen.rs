@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use http::{Method, StatusCode};
+use policy_client::{Client, ClientIdentity};
 use policyd::admin::{AdminClient, RuleFiles};
-use policyd::client::{Client, ClientIdentity};
 use proto::policy::{self, EnrolRequest, EnrolResponse, Outcome, Report};
 use tokio::sync::Semaphore;
 
@@ -174,7 +174,7 @@ async fn main() -> Result<()> {
 
 async fn enrol(server: &str, ca_pem: &str, token: &str) -> Result<Client> {
     let client = Client::new(server, ca_pem, None)?;
-    let (key_pem, csr_pem) = policyd::client::new_key_and_csr()?;
+    let (key_pem, csr_pem) = policy_client::new_key_and_csr()?;
     let request = EnrolRequest {
         token: token.to_string(),
         csr_pem,

@@ -1,8 +1,12 @@
-//! The HTTPS client cards (and the load generator, and the admin commands) use to talk to
-//! policyd: the server checked against one pinned CA, optionally a client certificate. The
-//! connection is kept for the next request (a card's report goes on the connection its bundle
-//! came on, and the next poll too), so a fleet does not redo thousands of TLS handshakes after
-//! each publish. Also the card's key and certificate request.
+//! The HTTPS client that cards (`cardfw`'s managed mode), the load generator and the admin
+//! commands (`policyd`) use to talk to the policy server: the server checked against one
+//! pinned CA, optionally a client certificate. The connection is kept for the next request (a
+//! card's report goes on the connection its bundle came on, and the next poll too), so a fleet
+//! does not redo thousands of TLS handshakes after each publish. Also the card's key and
+//! certificate request.
+//!
+//! A crate of its own so the card links the transport and not the server: what travels on it
+//! is the documents of `proto::policy` and `proto::policy_admin`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
