@@ -7,8 +7,10 @@
 //! - [`fleet`]: the fleet CA, the server's TLS identity, the policy key and
 //!   the admin token, made by `policyd ca init`.
 //! - [`db`]: cards, tokens and bundles in SQLite or PostgreSQL (same queries, same migrations).
-//! - [`server`]: the HTTPS service: enrolment, long poll, reports, admin calls, and the admin
-//!   page (a part of it: the page's routes share the service's state).
+//! - [`service`]: the fleet's state and operations (cards, bundles, long polls, tokens,
+//!   revocation), below the two faces of the HTTPS service:
+//! - [`server`]: the HTTPS service and its card and admin calls; it mounts `page`, the
+//!   administrator's page (its sessions in `sessions`).
 //! - [`admin`]: the administrator's side of the API, for the `policyd` commands: `policy_client`
 //!   and the documents of `proto::policy_admin`, nothing of the server.
 //!
@@ -17,7 +19,10 @@
 pub mod admin;
 pub mod db;
 pub mod fleet;
+mod page;
 pub mod server;
+pub mod service;
+mod sessions;
 
 /// Unix seconds now.
 pub(crate) fn unix_now() -> i64 {
