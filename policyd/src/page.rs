@@ -3,10 +3,11 @@
 //!
 //! A session is a random id in a cookie (`HttpOnly; Secure; SameSite=Strict`), kept only in
 //! the server's memory ([`crate::sessions`]) with its own random CSRF token; it ends at
-//! logout, after `SESSION_IDLE` without a request, or `SESSION_LIFETIME` after login (and when
-//! the server restarts). The cookie opens only these pages: the `/v1/admin` API takes the bearer token
-//! alone. Every form carries a CSRF token: the login form a random one that must match its
-//! own short-lived cookie (so no other site can log a browser in), the others the session's.
+//! logout, after `SESSION_IDLE` without a request, or `SESSION_LIFETIME` after login (and
+//! when the server restarts). The cookie opens only these pages: the `/v1/admin` API takes
+//! the bearer token alone. Every form carries a CSRF token: the login form a random one that
+//! must match its own short-lived cookie (so no other site can log a browser in), the others
+//! the session's.
 
 use std::sync::Arc;
 use std::time::Duration;
