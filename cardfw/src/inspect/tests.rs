@@ -24,17 +24,28 @@ fn store(dir: &Path) -> Store {
     Store::open_or_create(dir, "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap()
 }
 
-fn leaves(dir: &Path) -> Arc<LeafCache> {
-    let ca = CardCa::load_or_create(&store(dir)).unwrap();
-    Arc::new(LeafCache::new(Arc::new(ca), leaf::CACHE_CAPACITY))
+/// A card: its CA made in a store in `dir`, a leaf cache of `capacity` over it, and a client
+/// that trusts the CA (a browser the owner installed it in).
+struct Card {
+    ca_der: CertificateDer<'static>,
+    leaves: Arc<LeafCache>,
+    client: Arc<rustls::ClientConfig>,
 }
 
-/// A client that trusts only `roots`.
-fn client_trusting(roots: &[&CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add((*root).clone()).unwrap();
+fn card(dir: &Path, capacity: usize) -> Card {
+    let ca = CardCa::load_or_create(&store(dir)).unwrap();
+    let ca_der = ca.cert_der().clone();
+    Card {
+        client: client_trusting(&ca_der),
+        ca_der,
+        leaves: Arc::new(LeafCache::new(Arc::new(ca), capacity)),
     }
+}
+
+/// A client that trusts only `root`.
+fn client_trusting(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(root.clone()).unwrap();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -73,12 +84,14 @@ fn alpn() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn a_leaf_for_a_name_verifies_against_the_card_ca_with_its_san_and_a_short_validity() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CardCa::load_or_create(&store(dir.path())).unwrap();
-    let ca_der = ca.cert_der().clone();
-    let leaves = Arc::new(LeafCache::new(Arc::new(ca), 8));
+    let Card {
+        ca_der,
+        leaves,
+        client,
+    } = card(dir.path(), 8);
     let server = leaves.server_config(None, alpn()).unwrap();
 
-    let chain = handshake(server.clone(), client_trusting(&[&ca_der]), "a.example")
+    let chain = handshake(server.clone(), client.clone(), "a.example")
         .await
         .unwrap();
     assert_eq!(chain.len(), 1, "the leaf alone");
@@ -104,16 +117,14 @@ async fn a_leaf_for_a_name_verifies_against_the_card_ca_with_its_san_and_a_short
     assert_eq!(leaf.issuer(), ca_cert.subject());
 
     // A client asking for another name gets a leaf for that name, not this one.
-    let other = handshake(server, client_trusting(&[&ca_der]), "b.example")
-        .await
-        .unwrap();
+    let other = handshake(server, client, "b.example").await.unwrap();
     assert_ne!(other[0], chain[0]);
 }
 
 #[tokio::test]
 async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
     let dir = tempfile::tempdir().unwrap();
-    let leaves = leaves(dir.path());
+    let Card { leaves, client, .. } = card(dir.path(), leaf::CACHE_CAPACITY);
     let subject = Subject::parse("A.Example");
     assert_eq!(subject, Subject::Name("a.example".into()));
     let first = leaves.get(&subject).unwrap();
@@ -123,12 +134,8 @@ async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
 
     // Handshakes to a cached name reuse it too.
     let server = leaves.server_config(None, alpn()).unwrap();
-    let ca_der = {
-        let ca = CardCa::load_or_create(&store(dir.path())).unwrap();
-        ca.cert_der().clone()
-    };
     for _ in 0..3 {
-        let chain = handshake(server.clone(), client_trusting(&[&ca_der]), "a.example")
+        let chain = handshake(server.clone(), client.clone(), "a.example")
             .await
             .unwrap();
         assert_eq!(chain[0], first.cert[0]);
@@ -140,15 +147,17 @@ async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
 #[test]
 fn the_cache_forgets_the_least_recently_used_leaf() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CardCa::load_or_create(&store(dir.path())).unwrap();
-    let leaves = LeafCache::new(Arc::new(ca), 2);
+    let leaves = card(dir.path(), 2).leaves;
     let a = leaves.get(&Subject::parse("a.example")).unwrap();
     leaves.get(&Subject::parse("b.example")).unwrap();
     // `a` used last, so `b` goes when `c` comes.
     leaves.get(&Subject::parse("a.example")).unwrap();
     leaves.get(&Subject::parse("c.example")).unwrap();
     assert_eq!((leaves.len(), leaves.minted()), (2, 3));
-    assert!(Arc::ptr_eq(&a, &leaves.get(&Subject::parse("a.example")).unwrap()));
+    assert!(Arc::ptr_eq(
+        &a,
+        &leaves.get(&Subject::parse("a.example")).unwrap()
+    ));
     leaves.get(&Subject::parse("b.example")).unwrap();
     assert_eq!(leaves.minted(), 4, "b was forgotten and minted again");
 }
@@ -156,16 +165,12 @@ fn the_cache_forgets_the_least_recently_used_leaf() {
 #[tokio::test]
 async fn an_address_gets_an_ip_san_even_without_sni() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CardCa::load_or_create(&store(dir.path())).unwrap();
-    let ca_der = ca.cert_der().clone();
-    let leaves = Arc::new(LeafCache::new(Arc::new(ca), 8));
+    let Card { leaves, client, .. } = card(dir.path(), 8);
     let address: IpAddr = "10.1.2.3".parse().unwrap();
     assert_eq!(Subject::parse("10.1.2.3"), Subject::Address(address));
     // A client connecting to an address sends no SNI: the leaf is for the original destination.
     let server = leaves.server_config(Some(address), alpn()).unwrap();
-    let chain = handshake(server, client_trusting(&[&ca_der]), "10.1.2.3")
-        .await
-        .unwrap();
+    let chain = handshake(server, client.clone(), "10.1.2.3").await.unwrap();
     let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
     let san = leaf.subject_alternative_name().unwrap().unwrap();
     assert_eq!(
@@ -174,11 +179,7 @@ async fn an_address_gets_an_ip_san_even_without_sni() {
     );
     // Without an address to fall back on, a hello without SNI gets no certificate.
     let server = leaves.server_config(None, alpn()).unwrap();
-    assert!(
-        handshake(server, client_trusting(&[&ca_der]), "10.1.2.3")
-            .await
-            .is_err()
-    );
+    assert!(handshake(server, client, "10.1.2.3").await.is_err());
 }
 
 /// Every file under `dir`, recursively, as bytes.
@@ -263,7 +264,11 @@ fn the_ca_is_kept_sealed_and_a_rekey_replaces_it() {
     assert!(!Arc::ptr_eq(&old_leaf, &new_leaf));
     let (_, new_leaf) = X509Certificate::from_der(&new_leaf.cert[0]).unwrap();
     let (_, old_leaf) = X509Certificate::from_der(&old_leaf.cert[0]).unwrap();
-    assert_ne!(new_leaf.issuer(), old_leaf.issuer(), "a re-keyed CA has a new name");
+    assert_ne!(
+        new_leaf.issuer(),
+        old_leaf.issuer(),
+        "a re-keyed CA has a new name"
+    );
 }
 
 #[test]
@@ -289,7 +294,9 @@ struct Pki {
 impl Pki {
     fn new(name: &str) -> Pki {
         let root_key = KeyPair::generate().unwrap();
-        let root = ca_params(&format!("{name} root")).self_signed(&root_key).unwrap();
+        let root = ca_params(&format!("{name} root"))
+            .self_signed(&root_key)
+            .unwrap();
         let root_issuer = Issuer::new(ca_params(&format!("{name} root")), root_key);
         let intermediate_key = KeyPair::generate().unwrap();
         let intermediate_params = ca_params(&format!("{name} intermediate"));
@@ -303,8 +310,8 @@ impl Pki {
         }
     }
 
-    /// A server for `name` valid from `not_before` to `not_after` (relative to now), showing
-    /// `chain_with_intermediate` or the leaf alone.
+    /// A server for `name`, valid over `validity` (from, until; relative to now), sending its
+    /// leaf with the intermediate when `send_intermediate`, else the leaf alone.
     fn server(
         &self,
         name: &str,
@@ -319,9 +326,7 @@ impl Pki {
         params.not_after = now + validity.1;
         let serial = SerialNumber::from_slice(&[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x01]);
         params.serial_number = Some(serial.clone());
-        let leaf = params
-            .signed_by(&key, &self.intermediate_issuer)
-            .unwrap();
+        let leaf = params.signed_by(&key, &self.intermediate_issuer).unwrap();
         let mut chain = vec![leaf.der().clone()];
         if send_intermediate {
             chain.push(self.intermediate.clone());
@@ -330,7 +335,10 @@ impl Pki {
     }
 
     /// A CRL from the intermediate listing `serial`.
-    fn crl_revoking(&self, serial: SerialNumber) -> rustls::pki_types::CertificateRevocationListDer<'static> {
+    fn crl_revoking(
+        &self,
+        serial: SerialNumber,
+    ) -> rustls::pki_types::CertificateRevocationListDer<'static> {
         let now = OffsetDateTime::now_utc();
         CertificateRevocationListParams {
             this_update: now - Duration::hours(1),
@@ -400,7 +408,7 @@ async fn verdict(
 #[tokio::test]
 async fn upstream_certificates_get_a_named_verdict() {
     let pki = Pki::new("origin");
-    let trusting = UpstreamTls::new(&[pki.root.clone()], Vec::new()).unwrap();
+    let trusting = UpstreamTls::new(std::slice::from_ref(&pki.root), Vec::new()).unwrap();
     let name = "origin.example";
 
     let (good, _) = pki.server(name, VALID, true);
@@ -458,14 +466,14 @@ async fn a_certificate_a_crl_lists_is_revoked() {
     let pki = Pki::new("origin");
     let (server, serial) = pki.server("origin.example", VALID, true);
     let crl = pki.crl_revoking(serial);
-    let upstream = UpstreamTls::new(&[pki.root.clone()], vec![crl]).unwrap();
+    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![crl]).unwrap();
     assert_eq!(
         verdict(&upstream, server, "origin.example").await,
         Some(CertReason::Revoked)
     );
     // A CRL of another CA says nothing about this certificate: unknown status is no refusal.
     let unrelated = Pki::new("other").crl_revoking(SerialNumber::from(7u64));
-    let upstream = UpstreamTls::new(&[pki.root.clone()], vec![unrelated]).unwrap();
+    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![unrelated]).unwrap();
     let (server, _) = pki.server("origin.example", VALID, true);
     assert_eq!(verdict(&upstream, server, "origin.example").await, None);
 }

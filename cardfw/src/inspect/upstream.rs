@@ -21,9 +21,10 @@
 //!
 //! - **Stapled OCSP is not checked.** rustls hands the stapled response to the verifier, but its
 //!   webpki verifier ignores it (rustls only logs it), and rustls-webpki has no OCSP parser:
-//!   its maintainers closed that request (rustls/webpki#217) as OCSP is being retired by the
-//!   public CAs (Let's Encrypt ended OCSP in 2025). Checking it would need an OCSP parser and
-//!   signature checks of our own.
+//!   its maintainers closed that request (rustls/webpki#217) because public CAs are retiring
+//!   OCSP (Let's Encrypt announced the end of its OCSP service in December 2024). Checking
+//!   staples would need an OCSP parser and signature checks of our own; a server that staples
+//!   a response for a revoked certificate is therefore not caught by its staple.
 //! - **CRLs are checked when given**: [`UpstreamTls::new`] takes CRLs (DER); with any, the end
 //!   entity's revocation is checked against them ([`CertReason::Revoked`]), and a certificate
 //!   none of them covers is allowed (unknown status is not a refusal, as in browsers). The card
@@ -85,8 +86,9 @@ impl CertReason {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 CertReason::NotYetValid
             }
-            CertificateError::NotValidForName
-            | CertificateError::NotValidForNameContext { .. } => CertReason::WrongName,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                CertReason::WrongName
+            }
             CertificateError::UnknownIssuer => CertReason::UnknownIssuer,
             CertificateError::Revoked => CertReason::Revoked,
             CertificateError::Other(OtherError(other)) => other
@@ -111,9 +113,9 @@ impl fmt::Display for CertReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CertReason::Expired => f.write_str("the server's certificate has expired"),
-            CertReason::NotYetValid => {
-                f.write_str("the server's certificate is not valid yet (or the card's clock is behind)")
-            }
+            CertReason::NotYetValid => f.write_str(
+                "the server's certificate is not valid yet (or the card's clock is behind)",
+            ),
             CertReason::WrongName => {
                 f.write_str("the server's certificate is for another name than the one asked for")
             }
@@ -163,7 +165,9 @@ impl UpstreamTls {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         for ca in owner_cas {
-            roots.add(ca.clone().into_owned()).map_err(UpstreamError::BadOwnerCa)?;
+            roots
+                .add(ca.clone().into_owned())
+                .map_err(UpstreamError::BadOwnerCa)?;
         }
         let root_subjects = roots
             .roots
@@ -211,7 +215,12 @@ pub struct CardVerifier {
 }
 
 impl CardVerifier {
-    fn reason(&self, error: &Error, end_entity: &CertificateDer<'_>, sent_intermediates: bool) -> CertReason {
+    fn reason(
+        &self,
+        error: &Error,
+        end_entity: &CertificateDer<'_>,
+        sent_intermediates: bool,
+    ) -> CertReason {
         let reason = CertReason::of(error).unwrap_or_else(|| CertReason::Other(error.to_string()));
         if reason != CertReason::UnknownIssuer || sent_intermediates {
             return reason;
