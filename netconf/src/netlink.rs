@@ -234,24 +234,29 @@ impl Netlink {
 
     /// Sets the link administratively up (`ip link set NAME up`).
     pub async fn link_up(&self, name: &str) -> Result<(), NetlinkError> {
-        let index = self.link_index(name).await?;
-        self.handle
-            .link()
-            .change(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(kernel(format!("setting link {name} up")))
+        self.set_link(name, true).await
     }
 
     /// Sets the link administratively down (`ip link set NAME down`).
     pub async fn link_down(&self, name: &str) -> Result<(), NetlinkError> {
+        self.set_link(name, false).await
+    }
+
+    /// Sets the link administratively up or down.
+    async fn set_link(&self, name: &str, up: bool) -> Result<(), NetlinkError> {
         let index = self.link_index(name).await?;
+        let change = LinkUnspec::new_with_index(index);
+        let (change, state) = if up {
+            (change.up(), "up")
+        } else {
+            (change.down(), "down")
+        };
         self.handle
             .link()
-            .change(LinkUnspec::new_with_index(index).down().build())
+            .change(change.build())
             .execute()
             .await
-            .map_err(kernel(format!("setting link {name} down")))
+            .map_err(kernel(format!("setting link {name} {state}")))
     }
 
     /// Whether the link can carry packets now: administratively up and operationally up
@@ -337,21 +342,29 @@ impl Netlink {
         gateway: Ipv4Addr,
         dev: &str,
     ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
+        let what = format!("replacing default via {gateway} dev {dev} table {table}");
+        self.replace_route(table, dev, route, what).await
+    }
+
+    /// Makes `route`, in `table` and out of `dev`, the table's route to its destination,
+    /// creating it or replacing the one there (`ip route replace`).
+    async fn replace_route(
+        &self,
+        table: u32,
+        dev: &str,
+        route: RouteMessageBuilder<Ipv4Addr>,
+        what: String,
+    ) -> Result<(), NetlinkError> {
         let index = self.link_index(dev).await?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .table_id(table)
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
+        let route = route.table_id(table).output_interface(index).build();
         self.handle
             .route()
             .add(route)
             .replace()
             .execute()
             .await
-            .map_err(kernel(format!(
-                "replacing default via {gateway} dev {dev} table {table}"
-            )))
+            .map_err(kernel(what))
     }
 
     /// Deletes every IPv4 route in the table (`ip route flush table TABLE`).
@@ -510,22 +523,11 @@ impl Netlink {
         table: u32,
         dev: &str,
     ) -> Result<(), NetlinkError> {
-        let index = self.link_index(dev).await?;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .table_id(table)
             .kind(RouteType::Local)
-            .scope(RouteScope::Host)
-            .output_interface(index)
-            .build();
-        self.handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(kernel(format!(
-                "replacing local 0.0.0.0/0 dev {dev} table {table}"
-            )))
+            .scope(RouteScope::Host);
+        let what = format!("replacing local 0.0.0.0/0 dev {dev} table {table}");
+        self.replace_route(table, dev, route, what).await
     }
 
     /// The link called `name`, as the kernel describes it.
