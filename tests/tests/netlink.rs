@@ -479,7 +479,7 @@ fn mark_rules_and_the_local_route_are_replaced_and_removed() -> Result<()> {
         .collect();
     assert_eq!(marked.len(), 1, "{rules:?}");
     assert!(
-        marked[0].ends_with("from all fwmark 0xca7d lookup 51837"),
+        marked[0].contains("from all fwmark 0xca7d lookup 51837"),
         "{rules:?}"
     );
     let table = lines(&a.run_ok("ip", &["route", "show", "table", "51837"])?);
