@@ -2,15 +2,15 @@
 //! `/admin/logout`, `/admin/revoke`.
 //!
 //! A session is a random id in a cookie (`HttpOnly; Secure; SameSite=Strict`), kept only in
-//! the server's memory with its own random CSRF token; it ends at logout, after
-//! [`SESSION_IDLE`] without a request, or [`SESSION_LIFETIME`] after login (and when the server
-//! restarts). The cookie opens only these pages: the `/v1/admin` API takes the bearer token
-//! alone. Every form carries a CSRF token: the login form a random one that must match its
-//! own short-lived cookie (so no other site can log a browser in), the others the session's.
+//! the server's memory ([`crate::sessions`]) with its own random CSRF token; it ends at
+//! logout, after `SESSION_IDLE` without a request, or `SESSION_LIFETIME` after login (and
+//! when the server restarts). The cookie opens only these pages: the `/v1/admin` API takes
+//! the bearer token alone. Every form carries a CSRF token: the login form a random one that
+//! must match its own short-lived cookie (so no other site can log a browser in), the others
+//! the session's.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Form, State};
@@ -20,90 +20,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
 
-use crate::server::AppState;
+use crate::service::AppState;
+use crate::sessions::{SESSION_LIFETIME, random_token};
 
 const COOKIE: &str = "policyd_admin";
 /// The login form's own cookie: its CSRF token is this value.
 const LOGIN_COOKIE: &str = "policyd_login";
-/// A session ends after this long without a request…
-pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
-/// …and this long after login in any case.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-/// Sessions kept at once; the oldest goes for a new login (which needs the admin token).
-const MAX_SESSIONS: usize = 32;
-
-/// The admin page's sessions: id → its CSRF token and times. Never written anywhere.
-#[derive(Default)]
-pub(crate) struct PageSessions {
-    table: Mutex<HashMap<String, Session>>,
-}
-
-struct Session {
-    csrf: String,
-    created: Instant,
-    last: Instant,
-}
-
-impl PageSessions {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A new session: its id for the cookie.
-    fn create(&self) -> String {
-        let id = random_token();
-        let now = Instant::now();
-        let mut table = self.table();
-        table.retain(|_, s| live(s, now));
-        if table.len() >= MAX_SESSIONS
-            && let Some(oldest) = table
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(id, _)| id.clone())
-        {
-            table.remove(&oldest);
-        }
-        table.insert(
-            id.clone(),
-            Session {
-                csrf: random_token(),
-                created: now,
-                last: now,
-            },
-        );
-        id
-    }
-
-    /// The CSRF token of live session `id` (its idle clock restarted), if it is one.
-    fn touch(&self, id: &str) -> Option<String> {
-        let now = Instant::now();
-        let mut table = self.table();
-        match table.get_mut(id) {
-            Some(session) if live(session, now) => {
-                session.last = now;
-                Some(session.csrf.clone())
-            }
-            Some(_) => {
-                table.remove(id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remove(&self, id: &str) {
-        self.table().remove(id);
-    }
-}
-
-fn live(session: &Session, now: Instant) -> bool {
-    now.duration_since(session.last) < SESSION_IDLE
-        && now.duration_since(session.created) < SESSION_LIFETIME
-}
-
-fn random_token() -> String {
-    crate::fleet::random_hex(32).expect("the system has randomness")
-}
 
 /// Constant-time comparison of a sent token with the expected one.
 fn tokens_match(sent: &str, expected: &str) -> bool {
