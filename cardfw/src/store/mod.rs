@@ -30,6 +30,7 @@
 //! cannot be swapped between purposes.
 
 pub mod audit;
+mod enrolment;
 pub mod pin;
 pub mod sealed;
 pub mod tls;
@@ -47,6 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
+pub use enrolment::Enrolment;
 pub use pin::{PinCost, format_setup_code};
 
 /// The line the card writes to its console (standard error) at every start while it is not set
@@ -762,7 +764,7 @@ impl Store {
     fn check_not_managed(&self) -> Result<(), StoreError> {
         if let Some(record) = self.managed_record()? {
             return Err(StoreError::Managed {
-                server: crate::managed::Enrolment::parse(&record)
+                server: Enrolment::parse(&record)
                     .map_or_else(|| "(unreadable record)".into(), |e| e.server),
             });
         }

@@ -708,7 +708,7 @@ fn list_files_stay_in_the_list_folder_and_are_never_echoed() {
     }
     fs::write(lists.join("ads.txt"), "ads.example\n").unwrap();
     assert_eq!(session.save_rules(text).unwrap(), 2);
-    crate::card::LoadedRules::from_store(&store).unwrap();
+    crate::firewall::LoadedRules::from_store(&store).unwrap();
 }
 
 #[test]

@@ -5,32 +5,29 @@
 //!
 //! One client connection is one task running [`Client::serve`]: read a request head, decide,
 //! pass the request on, read the response head, decide again if a rule asks, pass the response
-//! on. Bodies are passed on as they came (framing included, see [`crate::wire::http1`]); a body
-//! of known length moves socket to socket in the kernel ([`Pipe::relay`]). A connection holds
-//! two small buffers, and none while it waits for its next request.
+//! on, every decision asked of the [`Firewall`] core. Bodies are passed on as they came
+//! ([`relay`]); CONNECT tunnels are [`connect`]'s. A connection holds two small buffers, and
+//! none while it waits for its next request.
+
+pub mod connect;
+mod relay;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use rules::{Action, Decision, LocalTime, Protocol};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
-use super::destination::{self, Candidates};
 use super::pages::{self, Page};
 use super::splice::{self, Pipe};
-use super::tls;
 use super::upstream::{self, UpstreamError};
-use crate::card::{Card, Counters, Refusal};
-use crate::wire::http1::{
-    self, ChunkedTracker, Framing, HeadError, Headers, ParseHead, RequestHead, ResponseHead,
-};
-use crate::wire::{client_hello, http2};
+use crate::firewall::{Ask, Counters, Firewall, Refusal, canonical};
+use crate::wire::http1::{self, Framing, Headers, RequestHead, ResponseHead};
+use crate::wire::http2;
+use relay::{Conn, HeadRead, RelayError, relay_body};
 
 /// How requests reach this listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,18 +39,19 @@ pub enum Mode {
 }
 
 /// Serves HTTP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, card: Arc<Card>, mode: Mode) -> std::io::Result<()> {
-    super::accept_each(listener, card, move |stream, peer, card| {
-        connection(stream, peer, card, mode)
+pub async fn serve(
+    listener: TcpListener,
+    firewall: Arc<Firewall>,
+    mode: Mode,
+) -> std::io::Result<()> {
+    super::accept_each(listener, firewall, move |stream, peer, firewall| {
+        connection(stream, peer, firewall, mode)
     })
     .await
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mode: Mode) {
-    Counters::bump(&card.events.counters.connections);
-    let Ok(slot) = card.slots.acquire(peer.ip()) else {
-        Counters::bump(&card.events.counters.refused_at_capacity);
-        tracing::info!(client = %peer, "connection refused: at capacity");
+async fn connection(mut stream: TcpStream, peer: SocketAddr, firewall: Arc<Firewall>, mode: Mode) {
+    let Some(slot) = firewall.admit(peer) else {
         let _ = stream
             .write_all(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
             .await;
@@ -62,7 +60,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mo
     let _ = stream.set_nodelay(true);
     let original_dst = stream.local_addr().unwrap_or(peer);
     let mut client = Client {
-        card: card.clone(),
+        firewall: firewall.clone(),
         peer,
         mode,
         original_dst,
@@ -72,92 +70,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, card: Arc<Card>, mo
     };
     client.serve().await;
     drop(slot);
-}
-
-/// Bytes first read from a buffer that was empty; a head larger than this grows it.
-const READ_CHUNK: usize = 4096;
-
-/// A socket and the bytes read from it that are not used yet.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-/// Why no head was read.
-enum HeadRead {
-    /// The peer closed (or reset) before sending a byte of it: the normal end of keep-alive.
-    Closed,
-    /// The head did not arrive in time; `partial` if some of it did.
-    TimedOut {
-        partial: bool,
-    },
-    TooLarge,
-    Malformed(HeadError),
-    /// The peer closed in the middle of the head.
-    Cut,
-}
-
-impl Conn {
-    fn new(stream: TcpStream) -> Conn {
-        Conn {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    async fn read_more(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        self.stream.read_buf(&mut self.buf).await
-    }
-
-    /// Reads one message head of at most `max` bytes. Its first byte may take up to `idle`
-    /// (a kept-alive connection waiting for its next request); from then on the whole head
-    /// must arrive within `header_timeout`, however slowly it trickles in.
-    async fn read_head<T>(
-        &mut self,
-        parse: ParseHead<T>,
-        max: usize,
-        idle: Duration,
-        header_timeout: Duration,
-    ) -> Result<T, HeadRead> {
-        if self.buf.is_empty() {
-            match tokio::time::timeout(idle, self.stream.readable()).await {
-                Err(_) => return Err(HeadRead::TimedOut { partial: false }),
-                Ok(Err(_)) => return Err(HeadRead::Closed),
-                Ok(Ok(())) => {}
-            }
-        }
-        let deadline = Instant::now() + header_timeout;
-        loop {
-            if !self.buf.is_empty() {
-                match parse(&self.buf) {
-                    Ok(Some((head, len))) => {
-                        self.buf.advance(len);
-                        return Ok(head);
-                    }
-                    Ok(None) if self.buf.len() >= max => return Err(HeadRead::TooLarge),
-                    Ok(None) => {}
-                    Err(e) => return Err(HeadRead::Malformed(e)),
-                }
-            }
-            let partial = !self.buf.is_empty();
-            match tokio::time::timeout_at(deadline, self.read_more()).await {
-                Err(_) => return Err(HeadRead::TimedOut { partial }),
-                Ok(Ok(0)) | Ok(Err(_)) if !partial => return Err(HeadRead::Closed),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadRead::Cut),
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
-
-    /// Gives the buffer's memory back while the connection waits for its next message.
-    fn release_if_empty(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
-    }
 }
 
 /// The upstream connection of the previous request, reused while the client keeps asking the
@@ -172,7 +84,7 @@ impl Upstream {
     /// The address this connection reached.
     fn address(&self) -> Option<IpAddr> {
         let peer = self.conn.stream.peer_addr().ok()?;
-        Some(destination::canonical(peer.ip()))
+        Some(canonical(peer.ip()))
     }
 
     /// Whether an idle kept connection can take another request: nothing unread, not closed.
@@ -185,7 +97,7 @@ impl Upstream {
 
 /// What one client connection keeps between its requests.
 struct Client {
-    card: Arc<Card>,
+    firewall: Arc<Firewall>,
     peer: SocketAddr,
     mode: Mode,
     /// Where the client sent its packets (for transparent mode, the foreign address).
@@ -203,15 +115,6 @@ enum Next {
     Close,
 }
 
-/// Why moving a body stopped early.
-enum RelayError {
-    Io(io::Error),
-    Malformed(http1::ChunkError),
-    /// More payload than a `max-body` rule allows.
-    OverLimit,
-}
-
-/// Where a request goes, as the rules see it.
 struct Target {
     host: String,
     port: u16,
@@ -244,7 +147,7 @@ struct Answer {
 
 impl Client {
     async fn serve(&mut self) {
-        let limits = &self.card.config.limits;
+        let limits = &self.firewall.config.limits;
         let (max_head, idle, header_timeout) = (
             limits.max_header_bytes,
             limits.idle_timeout(),
@@ -261,7 +164,7 @@ impl Client {
                 Err(HeadRead::Closed | HeadRead::Cut) => return,
                 Err(HeadRead::TimedOut { partial }) => {
                     if partial {
-                        Counters::bump(&self.card.events.counters.header_timeouts);
+                        Counters::bump(&self.firewall.events.counters.header_timeouts);
                         tracing::info!(client = %self.peer, "closed: request head not received in time");
                     }
                     return;
@@ -291,7 +194,7 @@ impl Client {
     /// (GOAWAY, HTTP_1_1_REQUIRED), recorded like a rule's denial.
     async fn refuse_h2c_prior_knowledge(&mut self) {
         let target = self.original_dst.to_string();
-        self.card.events.refusal(
+        self.firewall.refuse(
             self.peer.ip(),
             Protocol::Http,
             &target,
@@ -303,7 +206,7 @@ impl Client {
 
     /// Answers a request that cannot be understood, counts it, and ends the connection.
     async fn malformed(&mut self, page: Page, why: &str) {
-        Counters::bump(&self.card.events.counters.malformed);
+        Counters::bump(&self.firewall.events.counters.malformed);
         tracing::info!(client = %self.peer, error = why, "closed: malformed request");
         let _ = self.conn.stream.write_all(&page.to_http(true, true)).await;
     }
@@ -325,38 +228,8 @@ impl Client {
     }
 
     fn upstream_failed(&self, url: &str, error: &UpstreamError) -> Page {
-        Counters::bump(&self.card.events.counters.upstream_failures);
-        tracing::info!(client = %self.peer, url, error = %error, kind = error.kind(), "upstream failed");
+        upstream::count_failure(&self.firewall, self.peer, url, error);
         pages::upstream_failed(url, error)
-    }
-
-    /// The refusal page for a host that is an address the card never connects to (itself,
-    /// the appliance, loopback and other local nets), decided before any rule.
-    fn never_connect(&self, host: &str, target: &str) -> Option<Page> {
-        let ip = destination::canonical(host.parse::<IpAddr>().ok()?);
-        let why = destination::never_connect(&self.card.config, ip)?;
-        destination::log_refusal(&self.card, self.peer, Protocol::Http, target, ip, why);
-        Some(pages::refused(
-            StatusCode::FORBIDDEN,
-            &format!("the card does not connect to {ip}: {why}"),
-        ))
-    }
-
-    /// The answer when no address of a name may be connected to: the block page of the rule
-    /// that denied one, else the refusal of the card's own and local addresses.
-    fn no_candidate(&self, candidates: &Candidates<'_>, target: &str) -> Page {
-        if let Some((_, decision)) = &candidates.denied {
-            self.record(target, decision);
-            return pages::blocked(target, decision.rule);
-        }
-        let (ip, why) = candidates
-            .refused
-            .expect("a name with addresses has each allowed, denied or refused");
-        destination::log_refusal(&self.card, self.peer, Protocol::Http, target, ip, why);
-        pages::refused(
-            StatusCode::FORBIDDEN,
-            &format!("the card does not connect to {ip}: {why}"),
-        )
     }
 
     async fn exchange(&mut self, mut request: RequestHead) -> Next {
@@ -394,7 +267,7 @@ impl Client {
 
         let url = target.url();
         if request.headers.has_token("upgrade", "h2c") {
-            self.card.events.refusal(
+            self.firewall.refuse(
                 self.peer.ip(),
                 Protocol::Http,
                 &url,
@@ -403,37 +276,40 @@ impl Client {
             let page = pages::refused(StatusCode::FORBIDDEN, Refusal::CleartextHttp2.reason());
             return self.answer(page, &request, body_unread).await;
         }
-        let loaded = self.card.policy.current();
-        let rules = &loaded.rules;
+        let rules = self.firewall.rules();
         let method = request.method.clone();
-        if let Some(page) = self.never_connect(&target.host, &url) {
-            return self.answer(page, &request, body_unread).await;
-        }
-        let ask = rules_request(Protocol::Http, &target.host, target.port)
-            .method(&method)
-            .path(&target.path_and_query);
-        let decision = rules.decide(&ask);
-        if decision.action == Action::Deny {
-            self.record(&url, &decision);
-            let page = pages::blocked(&url, decision.rule);
+        let ask = Ask {
+            client: self.peer.ip(),
+            target: &url,
+            request: rules_request(Protocol::Http, &target.host, target.port)
+                .method(&method)
+                .path(&target.path_and_query),
+            hello: None,
+        };
+        let verdict = self.firewall.check(&rules, &ask);
+        if !verdict.allows() {
+            let page = pages::not_allowed(&url, &verdict);
             return self.answer(page, &request, body_unread).await;
         }
         // Allowed by name: now find where the name points, and decide again with each
         // address, so a rule on addresses (say, no private ranges) holds for names that
         // resolve there; only allowed addresses are connected to.
-        let addresses = match upstream::resolve(&self.card, &target.host).await {
+        let addresses = match upstream::resolve(&self.firewall, &target.host).await {
             Ok(addresses) => addresses,
             Err(e) => {
                 let page = self.upstream_failed(&url, &e);
                 return self.answer(page, &request, body_unread).await;
             }
         };
-        let candidates = Candidates::decide(&self.card.config, rules, &ask, &addresses);
-        let Some(&(first, decision)) = candidates.allowed.first() else {
-            let page = self.no_candidate(&candidates, &url);
-            return self.answer(page, &request, body_unread).await;
+        let candidates = match self.firewall.decide_addresses(&rules, &ask, &addresses) {
+            Ok(candidates) => candidates,
+            Err(verdict) => {
+                let page = pages::not_allowed(&url, &verdict);
+                return self.answer(page, &request, body_unread).await;
+            }
         };
-        self.record(&url, &decision);
+        let (first, decision) = candidates.allowed[0];
+        self.firewall.record_connected(&ask, &candidates, first);
         let allowed = candidates.addresses();
 
         // The proxy has decided, so it answers the client's "may I send the body?" itself.
@@ -464,9 +340,12 @@ impl Client {
         }
         // The response is decided with the address the request went to.
         let used = upstream.address().unwrap_or(first);
-        let ask = ask.dst(used);
+        let ask = Ask {
+            request: ask.request.dst(used),
+            ..ask
+        };
         let decision = candidates.decision_for(used).unwrap_or(decision);
-        let answer = match self.check_response(response, &method, &ask, &decision, &url) {
+        let answer = match self.check_response(response, &method, &ask, &decision) {
             Ok(answer) => answer,
             Err(page) => return self.reply(page, client_closes, &method).await,
         };
@@ -479,7 +358,7 @@ impl Client {
         }
         let mut out = Vec::with_capacity(512);
         head.write_to(&mut out);
-        let idle = self.card.config.limits.idle_timeout();
+        let idle = self.firewall.config.limits.idle_timeout();
         let relayed = relay_body(
             &mut upstream.conn,
             &self.conn.stream,
@@ -500,29 +379,19 @@ impl Client {
             }
             Err(RelayError::OverLimit) => {
                 let (max, rule) = answer.limit.expect("only a limit cuts a body");
-                Counters::bump(&self.card.events.counters.bodies_cut);
+                Counters::bump(&self.firewall.events.counters.bodies_cut);
                 tracing::info!(client = %self.peer, url, rule, limit = max, "body cut at its size limit");
-                self.card.events.refusal(
-                    self.peer.ip(),
-                    Protocol::Http,
-                    &url,
-                    Refusal::BodyOverLimit,
-                );
+                self.firewall
+                    .refuse(self.peer.ip(), Protocol::Http, &url, Refusal::BodyOverLimit);
                 Next::Close
             }
             Err(RelayError::Malformed(e)) => {
-                Counters::bump(&self.card.events.counters.upstream_failures);
+                Counters::bump(&self.firewall.events.counters.upstream_failures);
                 tracing::info!(client = %self.peer, url, error = %e, "upstream sent a malformed body");
                 Next::Close
             }
             Err(RelayError::Io(_)) => Next::Close,
         }
-    }
-
-    fn record(&self, target: &str, decision: &Decision<'_>) {
-        self.card
-            .events
-            .decision(self.peer.ip(), Protocol::Http, target, decision);
     }
 
     /// Sends the request head and body upstream, on the kept connection when it fits, and
@@ -548,7 +417,8 @@ impl Client {
             let reused = kept.is_some();
             let mut upstream = match kept.take() {
                 Some(upstream) => upstream,
-                None => match upstream::connect_first(&self.card, addresses, target.port).await {
+                None => match upstream::connect_first(&self.firewall, addresses, target.port).await
+                {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         Upstream {
@@ -560,7 +430,7 @@ impl Client {
                     Err(e) => return Err(Some(self.upstream_failed(url, &e))),
                 },
             };
-            let idle = self.card.config.limits.idle_timeout();
+            let idle = self.firewall.config.limits.idle_timeout();
             let sent = relay_body(
                 &mut self.conn,
                 &upstream.conn.stream,
@@ -619,7 +489,7 @@ impl Client {
         &mut self,
         upstream: &mut Upstream,
     ) -> Result<ResponseHead, HeadRead> {
-        let limits = &self.card.config.limits;
+        let limits = &self.firewall.config.limits;
         loop {
             let head = upstream
                 .conn
@@ -646,14 +516,14 @@ impl Client {
         &self,
         head: ResponseHead,
         method: &str,
-        ask: &rules::Request<'_>,
+        ask: &Ask<'_>,
         decision: &Decision<'_>,
-        url: &str,
     ) -> Result<Answer, Page> {
+        let url = ask.target;
         let framing = match head.framing(method) {
             Ok(framing) => framing,
             Err(e) => {
-                Counters::bump(&self.card.events.counters.upstream_failures);
+                Counters::bump(&self.firewall.events.counters.upstream_failures);
                 tracing::info!(client = %self.peer, url, error = %e, "upstream sent a malformed head");
                 return Err(pages::refused(
                     StatusCode::BAD_GATEWAY,
@@ -671,10 +541,9 @@ impl Client {
                     Framing::Chunked | Framing::UntilClose => None,
                 },
             };
-            let loaded = self.card.policy.current();
-            let decision = loaded.rules.decide_response(ask, &answer);
+            let rules = self.firewall.rules();
+            let decision = self.firewall.check_response(&rules, ask, &answer);
             if decision.action == Action::Deny {
-                self.record(url, &decision);
                 return Err(pages::blocked(url, decision.rule));
             }
             limit = decision
@@ -705,7 +574,7 @@ impl Client {
         {
             return Next::Close;
         }
-        let idle = self.card.config.limits.idle_timeout();
+        let idle = self.firewall.config.limits.idle_timeout();
         splice::splice(&self.conn.stream, &upstream.conn.stream, idle).await;
         Next::Close
     }
@@ -771,88 +640,12 @@ impl Client {
             path_and_query,
         })
     }
-
-    /// CONNECT host:port: decided on the name and port, then on what the tunnel carries. A TLS
-    /// hello in it must name the same host (no domain fronting); anything else is decided as
-    /// plain TCP to that address and port.
-    async fn connect_tunnel(&mut self, request: &RequestHead) -> Next {
-        let authority = request.target.parse::<http::uri::Authority>().ok();
-        let Some((authority, port)) = authority.and_then(|a| Some((a.clone(), a.port_u16()?)))
-        else {
-            Counters::bump(&self.card.events.counters.malformed);
-            let page = pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-            return self.answer(page, request, true).await;
-        };
-        let host = bare_host(&authority);
-        let target = format!("{host}:{port}");
-        if let Some(page) = self.never_connect(&host, &target) {
-            return self.answer(page, request, true).await;
-        }
-        let loaded = self.card.policy.current();
-        let ask = rules_request(Protocol::Https, &host, port);
-        let decision = loaded.rules.decide(&ask);
-        if decision.action == Action::Deny {
-            self.card
-                .events
-                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
-            return self
-                .answer(pages::blocked(&target, decision.rule), request, true)
-                .await;
-        }
-        let addresses = match upstream::resolve(&self.card, &host).await {
-            Ok(a) => a,
-            Err(e) => {
-                let page = self.upstream_failed(&target, &e);
-                return self.answer(page, request, true).await;
-            }
-        };
-        let candidates = Candidates::decide(&self.card.config, &loaded.rules, &ask, &addresses);
-        if candidates.allowed.is_empty() {
-            let page = self.no_candidate(&candidates, &target);
-            return self.answer(page, request, true).await;
-        }
-        let (upstream, dst) =
-            match upstream::connect_first(&self.card, &candidates.addresses(), port).await {
-                Ok(connected) => connected,
-                Err(e) => {
-                    let page = self.upstream_failed(&target, &e);
-                    return self.answer(page, request, true).await;
-                }
-            };
-        if let Some(decision) = candidates.decision_for(dst.ip()) {
-            self.card
-                .events
-                .decision(self.peer.ip(), Protocol::Https, &target, &decision);
-        }
-        tracing::info!(client = %self.peer, target, address = %dst, "CONNECT tunnel open");
-        if self
-            .conn
-            .stream
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await
-            .is_err()
-        {
-            return Next::Close;
-        }
-        let first = self.conn.buf.split().to_vec();
-        tunnel_after_connect(
-            &self.card,
-            self.peer,
-            &host,
-            dst,
-            &mut self.conn.stream,
-            first,
-            upstream,
-        )
-        .await;
-        Next::Close
-    }
 }
 
 fn rules_request(protocol: Protocol, host: &str, port: u16) -> rules::Request<'_> {
     let request = rules::Request::new(protocol, LocalTime::now()).port(port);
     match host.parse::<IpAddr>() {
-        Ok(ip) => request.dst(destination::canonical(ip)),
+        Ok(ip) => request.dst(canonical(ip)),
         Err(_) => request.host(host),
     }
 }
@@ -925,204 +718,6 @@ fn upstream_head(mut request: RequestHead, target: &Target, upgrade: bool) -> Ve
     let mut out = Vec::with_capacity(512);
     request.write_to(&mut out);
     out
-}
-
-/// Writes `head`, then passes one body from `from` to `to` as `framing` says, framing bytes
-/// included. The first body bytes already buffered go out with the head in one write; the
-/// rest of a body of known length moves through `pipe` without being copied here. `limit`
-/// caps the payload; past it the relay stops with [`RelayError::OverLimit`].
-async fn relay_body(
-    from: &mut Conn,
-    to: &TcpStream,
-    pipe: &mut Option<Pipe>,
-    framing: Framing,
-    limit: Option<u64>,
-    mut head: Vec<u8>,
-    idle: Duration,
-) -> Result<u64, RelayError> {
-    let limit = limit.unwrap_or(u64::MAX);
-    let (total, buffered) = match framing {
-        Framing::Empty => (0, 0),
-        Framing::Length(n) => (n, n.min(from.buf.len() as u64)),
-        Framing::UntilClose => (u64::MAX, from.buf.len() as u64),
-        Framing::Chunked => return relay_chunked(from, to, limit, head, idle).await,
-    };
-    if buffered > limit {
-        return Err(RelayError::OverLimit);
-    }
-    head.extend_from_slice(&from.buf[..buffered as usize]);
-    from.buf.advance(buffered as usize);
-    write_all(to, &head, idle).await?;
-    let rest = total - buffered;
-    if rest == 0 {
-        return Ok(buffered);
-    }
-    let pipe = match pipe {
-        Some(pipe) => pipe,
-        None => pipe.insert(Pipe::new().map_err(RelayError::Io)?),
-    };
-    // One byte over the limit is enough to know the body is too large.
-    let allowed = rest.min((limit - buffered).saturating_add(1));
-    let moved = pipe
-        .relay(&from.stream, to, allowed, idle)
-        .await
-        .map_err(RelayError::Io)?;
-    if buffered + moved > limit {
-        return Err(RelayError::OverLimit);
-    }
-    if framing != Framing::UntilClose && moved < rest {
-        return Err(RelayError::Io(io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(buffered + moved)
-}
-
-/// A chunked body, passed on as it comes through a [`ChunkedTracker`] that finds its end.
-async fn relay_chunked(
-    from: &mut Conn,
-    to: &TcpStream,
-    limit: u64,
-    mut pending: Vec<u8>,
-    idle: Duration,
-) -> Result<u64, RelayError> {
-    let mut tracker = ChunkedTracker::default();
-    let mut payload = 0u64;
-    loop {
-        if !from.buf.is_empty() {
-            let advance = tracker.advance(&from.buf).map_err(RelayError::Malformed)?;
-            payload += advance.payload;
-            if payload > limit {
-                return Err(RelayError::OverLimit);
-            }
-            pending.extend_from_slice(&from.buf[..advance.consumed]);
-            from.buf.advance(advance.consumed);
-        }
-        if !pending.is_empty() {
-            write_all(to, &pending, idle).await?;
-            pending.clear();
-        }
-        if tracker.is_done() {
-            return Ok(payload);
-        }
-        match tokio::time::timeout(idle, from.read_more()).await {
-            Ok(Ok(0)) => return Err(RelayError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(RelayError::Io(e)),
-            Err(_) => return Err(RelayError::Io(io::ErrorKind::TimedOut.into())),
-        }
-    }
-}
-
-/// `write_all` on a shared reference (the relay borrows both sockets), bounded by `idle`.
-async fn write_all(to: &TcpStream, mut bytes: &[u8], idle: Duration) -> Result<(), RelayError> {
-    while !bytes.is_empty() {
-        let wait = async {
-            loop {
-                to.writable().await?;
-                match to.try_write(bytes) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    done => return done,
-                }
-            }
-        };
-        match tokio::time::timeout(idle, wait).await {
-            Ok(Ok(n)) => bytes = &bytes[n..],
-            Ok(Err(e)) => return Err(RelayError::Io(e)),
-            Err(_) => return Err(RelayError::Io(io::ErrorKind::TimedOut.into())),
-        }
-    }
-    Ok(())
-}
-
-/// Inside an accepted CONNECT tunnel: look at the first bytes before passing anything on.
-async fn tunnel_after_connect(
-    card: &Card,
-    peer: SocketAddr,
-    connect_host: &str,
-    dst: SocketAddr,
-    tunnel: &mut TcpStream,
-    mut first: Vec<u8>,
-    mut upstream: TcpStream,
-) {
-    let limits = &card.config.limits;
-    if first.is_empty() {
-        first = vec![0u8; 4096];
-        let peeked =
-            match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(_) => return,
-                Err(_) => {
-                    Counters::bump(&card.events.counters.header_timeouts);
-                    return;
-                }
-            };
-        first.truncate(peeked);
-    }
-    let loaded = card.policy.current();
-    let target = format!("{connect_host}:{}", dst.port());
-    if tls::looks_like_tls(&first) {
-        let (buffered, hello) = match tls::read_hello(
-            &mut *tunnel,
-            first,
-            limits.header_timeout(),
-            &card.events.counters,
-        )
-        .await
-        {
-            Ok(read) => read,
-            Err(why) => {
-                tls::count_hello_failure(card, peer, &why);
-                return;
-            }
-        };
-        let ask = rules::Request::new(Protocol::Https, LocalTime::now())
-            .host(connect_host)
-            .dst(dst.ip())
-            .port(dst.port());
-        let decision = loaded.rules.decide(&ask);
-        let refused = match decision.action {
-            Action::Deny => {
-                card.events
-                    .decision(peer.ip(), Protocol::Https, &target, &decision);
-                true
-            }
-            Action::Allow => {
-                match tls::refusal(&hello, Some(connect_host), decision.rule, &card.ech_covers) {
-                    Some(why) => {
-                        card.events
-                            .refusal(peer.ip(), Protocol::Https, &target, why);
-                        true
-                    }
-                    None => false,
-                }
-            }
-        };
-        if refused {
-            let _ = tunnel
-                .write_all(&client_hello::fatal_alert(
-                    client_hello::AlertDescription::AccessDenied,
-                ))
-                .await;
-            return;
-        }
-        if upstream.write_all(&buffered).await.is_ok() {
-            tls::pass_tls(card, peer, &target, tunnel, &upstream, &buffered).await;
-        }
-        return;
-    }
-    // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
-    let ask = rules::Request::new(Protocol::Tcp, LocalTime::now())
-        .dst(dst.ip())
-        .port(dst.port());
-    let decision = loaded.rules.decide(&ask);
-    card.events
-        .decision(peer.ip(), Protocol::Tcp, &target, &decision);
-    if decision.action == Action::Deny {
-        return;
-    }
-    if upstream.write_all(&first).await.is_err() {
-        return;
-    }
-    splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
 }
 
 #[cfg(test)]
