@@ -57,7 +57,10 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
         .iter()
         .map(|part| part.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -88,7 +91,10 @@ fn code_only(source: &str) -> String {
             ('"', _) => in_string = true,
             // A character literal: `'"'`, `'\''`, `'\\'`; a lifetime has no closing quote.
             ('\'', Some('\\')) => {
-                let end = chars[i + 2..].iter().position(|&c| c == '\'').map_or(0, |p| p + 3);
+                let end = chars[i + 2..]
+                    .iter()
+                    .position(|&c| c == '\'')
+                    .map_or(0, |p| p + 3);
                 out.extend(&chars[i..i + end]);
                 i += end.max(1);
                 continue;
@@ -172,7 +178,11 @@ fn named_modules(code: &str, path: &[String]) -> BTreeSet<String> {
         let at = offset + found;
         let before = code[..at].chars().next_back();
         let is_super = code[at..].starts_with("super::");
-        let step = if is_super { "super::".len() } else { "crate::".len() };
+        let step = if is_super {
+            "super::".len()
+        } else {
+            "crate::".len()
+        };
         offset = at + step;
         rest = &code[offset..];
         if before.is_some_and(|c| is_ident(c) || c == '$' || c == ':') {
@@ -307,7 +317,10 @@ fn nothing_imports_the_wiring() {
         .filter(|(_, edges)| edges.contains("run"))
         .map(|(from, _)| from)
         .collect();
-    assert!(importers.is_empty(), "`run` wires the card; imported by {importers:?}");
+    assert!(
+        importers.is_empty(),
+        "`run` wires the card; imported by {importers:?}"
+    );
 }
 
 #[test]
@@ -322,7 +335,10 @@ fn the_scan_reads_paths_the_way_rustc_does() {
         .into();
     assert_eq!(top, wanted);
     let nested = named_modules(&code, &["top".to_string(), "inner".to_string()]);
-    assert!(!nested.contains("g"), "super:: from a nested module stays inside");
+    assert!(
+        !nested.contains("g"),
+        "super:: from a nested module stays inside"
+    );
     assert!(nested.contains("k"));
     let mut cyclic = Graph::new();
     cyclic.insert("a".into(), ["b".to_string()].into());

@@ -13,7 +13,7 @@
 //! | `rules.sealed` | the current rule set: version, saved-at, text |
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
-//! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see [`crate::managed`]) |
+//! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
 //! A new card has no PIN and no PUK, only a random setup code ([`Store::setup_code`]): the card
@@ -701,7 +701,7 @@ impl Store {
         })
     }
 
-    /// The policy server enrolment record ([`crate::managed`] reads it), if enrolled.
+    /// The policy server enrolment record (the `managed` front end reads it), if enrolled.
     pub fn managed_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         match self.read_sealed(MANAGED_FILE) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -976,7 +976,7 @@ impl AdminSession<'_> {
         )
     }
 
-    /// Enrols the card with a policy server (`record` from [`crate::managed`]), or with
+    /// Enrols the card with a policy server (`record` from the `managed` front end), or with
     /// `None` leaves it; both need the PIN. The rules in force stay until a bundle replaces them.
     pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
         let store = self.store;
