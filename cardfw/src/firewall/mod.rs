@@ -84,6 +84,20 @@ pub struct Ask<'a> {
     pub hello: Option<Hello<'a>>,
 }
 
+impl<'a> Ask<'a> {
+    /// Plain TCP to `dst`, decided on its address and port.
+    pub fn tcp(client: IpAddr, target: &'a str, dst: SocketAddr) -> Ask<'a> {
+        Ask {
+            client,
+            target,
+            request: rules::Request::new(Protocol::Tcp, rules::LocalTime::now())
+                .dst(dst.ip())
+                .port(dst.port()),
+            hello: None,
+        }
+    }
+}
+
 /// What a TLS hello says beyond the rules' request.
 #[derive(Debug, Clone, Copy)]
 pub struct Hello<'a> {

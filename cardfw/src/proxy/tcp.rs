@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rules::{LocalTime, Protocol};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{splice, upstream};
@@ -23,14 +22,7 @@ async fn connection(client: TcpStream, peer: SocketAddr, firewall: Arc<Firewall>
     let Ok(dst) = client.local_addr() else { return };
     let dst = SocketAddr::new(canonical(dst.ip()), dst.port());
     let target = dst.to_string();
-    let ask = Ask {
-        client: peer.ip(),
-        target: &target,
-        request: rules::Request::new(Protocol::Tcp, LocalTime::now())
-            .dst(dst.ip())
-            .port(dst.port()),
-        hello: None,
-    };
+    let ask = Ask::tcp(peer.ip(), &target, dst);
     if !firewall.decide(&firewall.rules(), &ask).allows() {
         refuse(client);
         return;

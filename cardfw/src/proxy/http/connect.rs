@@ -157,14 +157,7 @@ async fn tunnel(
         return;
     }
     // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
-    let ask = Ask {
-        client: peer.ip(),
-        target: &target,
-        request: rules::Request::new(Protocol::Tcp, LocalTime::now())
-            .dst(dst.ip())
-            .port(dst.port()),
-        hello: None,
-    };
+    let ask = Ask::tcp(peer.ip(), &target, dst);
     if !firewall.decide(&rules, &ask).allows() {
         return;
     }
