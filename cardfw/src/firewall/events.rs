@@ -111,8 +111,9 @@ pub struct Events {
 
 impl Events {
     /// Records a decision: one log line at info with the rule id, a counter, and a place in
-    /// the recent-decisions ring.
-    pub fn decision(
+    /// the recent-decisions ring. Only the core calls it, so nothing is recorded twice or
+    /// in another way.
+    pub(super) fn decision(
         &self,
         client: IpAddr,
         protocol: Protocol,
@@ -148,7 +149,7 @@ impl Events {
     /// Records a refusal that no rule made (see [`Refusal`]) exactly like a rule's denial: one
     /// log line with the refusal's code in place of the rule id, the `denied` counter, and a
     /// place in the recent-decisions ring, so the status page and the counters agree.
-    pub fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
+    pub(super) fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
         tracing::info!(
             verdict = "deny",
             rule = refusal.code(),
@@ -199,7 +200,7 @@ pub enum Refusal {
     /// A response body longer than the `max-body` of the rule that allowed it.
     BodyOverLimit,
     /// Every address of the destination is one the card never connects to: itself, the
-    /// appliance, loopback, link-local and the like (`proxy::destination`).
+    /// appliance, loopback, link-local and the like (`firewall::destination`).
     CardAddress,
     /// An outside DNS answer puts the name at a private, loopback or link-local address, and
     /// the rule that allowed the name does not say `allow-private` (DNS rebinding).

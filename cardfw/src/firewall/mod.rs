@@ -325,7 +325,7 @@ impl Firewall {
 /// `allow-ech`; or (in a CONNECT tunnel) it names another host than the one CONNECT asked
 /// for, which is domain fronting. The ECH extension itself decides nothing: browsers send a
 /// GREASE one in every hello (see [`crate::ech`]).
-pub fn hello_refusal(
+fn hello_refusal(
     hello: Hello<'_>,
     allowed_by: &RuleInfo,
     covers: &CoverNames,
