@@ -149,7 +149,13 @@ impl Events {
     /// Records a refusal that no rule made (see [`Refusal`]) exactly like a rule's denial: one
     /// log line with the refusal's code in place of the rule id, the `denied` counter, and a
     /// place in the recent-decisions ring, so the status page and the counters agree.
-    pub(super) fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
+    pub(super) fn refusal(
+        &self,
+        client: IpAddr,
+        protocol: Protocol,
+        target: &str,
+        refusal: Refusal,
+    ) {
         tracing::info!(
             verdict = "deny",
             rule = refusal.code(),

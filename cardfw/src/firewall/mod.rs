@@ -325,11 +325,7 @@ impl Firewall {
 /// `allow-ech`; or (in a CONNECT tunnel) it names another host than the one CONNECT asked
 /// for, which is domain fronting. The ECH extension itself decides nothing: browsers send a
 /// GREASE one in every hello (see [`crate::ech`]).
-fn hello_refusal(
-    hello: Hello<'_>,
-    allowed_by: &RuleInfo,
-    covers: &CoverNames,
-) -> Option<Refusal> {
+fn hello_refusal(hello: Hello<'_>, allowed_by: &RuleInfo, covers: &CoverNames) -> Option<Refusal> {
     let sni = hello.server_name;
     if sni.is_some_and(|name| covers.contains(name)) && !allowed_by.allow_ech {
         return Some(Refusal::EchCoverName);
