@@ -10,7 +10,8 @@ use rules::{LocalTime, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Client, Next, bare_host, rules_request};
+use super::target::{bare_host, rules_request};
+use super::{Client, Next};
 use crate::firewall::{Ask, Counters, Firewall, Hello};
 use crate::proxy::{pages, splice, tls, upstream};
 use crate::wire::client_hello;
