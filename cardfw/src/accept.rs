@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::card::Slots;
 use crate::config::Limits;
+use crate::firewall::Slots;
 
 /// First pause after an accept failed for lack of resources; doubled on each failure in a row.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);

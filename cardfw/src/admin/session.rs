@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::card::unix_now;
+use crate::firewall::unix_now;
 use crate::store::tls::sha256;
 
 /// Sessions the card keeps at once.

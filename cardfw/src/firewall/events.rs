@@ -1,125 +1,16 @@
-//! What every proxy shares: the live rule set, connection slots, counters and the ring of
-//! recent decisions. All of it has a fixed size: the card is small, and at capacity it
-//! refuses, it does not grow.
+//! What the firewall records: counters that only go up, and the ring of recent decisions.
+//! Both have a fixed size; every verdict, a rule's or a [`Refusal`], lands here once.
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
-use heapless::index_map::FnvIndexMap;
-use rules::{Action, Decision, Protocol, RuleSet};
+use rules::{Action, Decision, Protocol};
 
-use crate::config::Config;
+use super::loaded::unix_now;
 
 /// How many recent decisions the status endpoint shows.
 pub const RECENT_DECISIONS: usize = 100;
-/// Distinct client addresses tracked for the per-client cap; one more is refused. The card
-/// protects one computer, so this is generous.
-pub const MAX_CLIENTS: usize = 256;
-
-/// Everything the proxies share, behind one `Arc`.
-#[derive(Debug)]
-pub struct Card {
-    pub config: Config,
-    pub policy: LivePolicy,
-    pub events: Events,
-    pub slots: Slots,
-    /// SHA-256 of the card web page's certificate, once it has one: the appliance shows it, so
-    /// a user can check what the browser is shown.
-    pub tls_fingerprint: std::sync::OnceLock<String>,
-    /// Public names of the ECH configs the DNS forwarder stripped: hellos naming them are
-    /// refused unless a rule says `allow-ech`.
-    pub ech_covers: crate::ech::CoverNames,
-}
-
-impl Card {
-    pub fn new(config: Config, rules: LoadedRules) -> Arc<Card> {
-        let slots = Slots::new(config.limits.max_connections, config.limits.max_per_client);
-        Arc::new(Card {
-            config,
-            policy: LivePolicy(ArcSwap::from_pointee(rules)),
-            events: Events::default(),
-            slots,
-            tls_fingerprint: std::sync::OnceLock::new(),
-            ech_covers: crate::ech::CoverNames::default(),
-        })
-    }
-}
-
-/// A compiled rule set and where it came from.
-#[derive(Debug)]
-pub struct LoadedRules {
-    pub rules: RuleSet,
-    /// What the status page shows as the rules' version: for a local file, its path and a
-    /// hash of its text, so two cards with the same rules show the same value.
-    pub version: String,
-    pub loaded_at: u64,
-}
-
-impl LoadedRules {
-    pub fn from_file(path: &Path) -> Result<LoadedRules, rules::LoadError> {
-        let rules = RuleSet::from_path(path)?;
-        let text = std::fs::read(path).unwrap_or_default();
-        Ok(LoadedRules {
-            rules,
-            version: format!("{} #{:016x}", path.display(), fnv1a(&text)),
-            loaded_at: unix_now(),
-        })
-    }
-}
-
-impl LoadedRules {
-    /// The rule set the store holds now. Reading needs no PIN: the firewall must run.
-    pub fn from_store(store: &crate::store::Store) -> Result<LoadedRules, String> {
-        let current = store.rules().map_err(|e| e.to_string())?;
-        let name = format!("store v{}", current.version);
-        let rules = store
-            .compile(&name, &current.text)
-            .map_err(|e| e.to_string())?;
-        let version = match current.source {
-            crate::store::RulesSource::Current => name,
-            crate::store::RulesSource::PreviousFallback => {
-                format!("{name} (the newest version is damaged)")
-            }
-        };
-        Ok(LoadedRules {
-            rules,
-            version,
-            loaded_at: unix_now(),
-        })
-    }
-}
-
-/// FNV-1a: a stable fingerprint of the rule text, not a security measure.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The rule set in force. A reload swaps it in one step; a connection that already took
-/// its snapshot keeps deciding with it, so nothing in flight is dropped.
-#[derive(Debug)]
-pub struct LivePolicy(ArcSwap<LoadedRules>);
-
-impl LivePolicy {
-    pub fn current(&self) -> Arc<LoadedRules> {
-        self.0.load_full()
-    }
-
-    pub fn replace(&self, rules: LoadedRules) {
-        self.0.store(Arc::new(rules));
-    }
-}
 
 /// Counters the status endpoint reports; each only ever goes up.
 #[derive(Debug, Default)]
@@ -220,8 +111,9 @@ pub struct Events {
 
 impl Events {
     /// Records a decision: one log line at info with the rule id, a counter, and a place in
-    /// the recent-decisions ring.
-    pub fn decision(
+    /// the recent-decisions ring. Only the core calls it, so nothing is recorded twice or
+    /// in another way.
+    pub(super) fn decision(
         &self,
         client: IpAddr,
         protocol: Protocol,
@@ -257,7 +149,13 @@ impl Events {
     /// Records a refusal that no rule made (see [`Refusal`]) exactly like a rule's denial: one
     /// log line with the refusal's code in place of the rule id, the `denied` counter, and a
     /// place in the recent-decisions ring, so the status page and the counters agree.
-    pub fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
+    pub(super) fn refusal(
+        &self,
+        client: IpAddr,
+        protocol: Protocol,
+        target: &str,
+        refusal: Refusal,
+    ) {
         tracing::info!(
             verdict = "deny",
             rule = refusal.code(),
@@ -308,7 +206,7 @@ pub enum Refusal {
     /// A response body longer than the `max-body` of the rule that allowed it.
     BodyOverLimit,
     /// Every address of the destination is one the card never connects to: itself, the
-    /// appliance, loopback, link-local and the like (`proxy::destination`).
+    /// appliance, loopback, link-local and the like (`firewall::destination`).
     CardAddress,
     /// An outside DNS answer puts the name at a private, loopback or link-local address, and
     /// the rule that allowed the name does not say `allow-private` (DNS rebinding).
@@ -361,125 +259,10 @@ fn truncated<const N: usize>(text: &str) -> heapless::String<N> {
     out
 }
 
-/// Why a connection was not given a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// All `max_connections` slots are taken.
-    Full,
-    /// This client holds `max_per_client` already.
-    ClientFull,
-    /// [`MAX_CLIENTS`] other clients hold connections.
-    TooManyClients,
-}
-
-/// Connection slots: a global count and a per-client count, both capped.
-#[derive(Debug)]
-pub struct Slots {
-    max_total: usize,
-    max_per_client: usize,
-    total: AtomicUsize,
-    per_client: Mutex<FnvIndexMap<IpAddr, usize, MAX_CLIENTS>>,
-}
-
-/// Holds a slot; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct Slot<'a> {
-    slots: &'a Slots,
-    client: IpAddr,
-}
-
-impl Slots {
-    pub fn new(max_total: usize, max_per_client: usize) -> Slots {
-        Slots {
-            max_total,
-            max_per_client,
-            total: AtomicUsize::new(0),
-            per_client: Mutex::new(FnvIndexMap::new()),
-        }
-    }
-
-    pub fn acquire(&self, client: IpAddr) -> Result<Slot<'_>, Refused> {
-        let mut per_client = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
-            return Err(Refused::Full);
-        }
-        match per_client.get_mut(&client) {
-            Some(n) if *n >= self.max_per_client => return Err(Refused::ClientFull),
-            Some(n) => *n += 1,
-            None => {
-                per_client
-                    .insert(client, 1)
-                    .map_err(|_| Refused::TooManyClients)?;
-            }
-        }
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot {
-            slots: self,
-            client,
-        })
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut per_client = self
-            .slots
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                per_client.swap_remove(&self.client);
-            }
-        }
-        self.slots.total.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_cap_total_and_per_client_and_come_back() {
-        let slots = Slots::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = slots.acquire(a).unwrap();
-        let a2 = slots.acquire(a).unwrap();
-        assert_eq!(slots.acquire(a).unwrap_err(), Refused::ClientFull);
-        let b1 = slots.acquire(b).unwrap();
-        assert_eq!(slots.acquire(b).unwrap_err(), Refused::Full);
-        drop(a1);
-        assert_eq!(slots.in_use(), 2);
-        let b2 = slots.acquire(b).unwrap();
-        drop((a2, b1, b2));
-        assert_eq!(slots.in_use(), 0);
-        assert!(slots.per_client.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn client_table_is_bounded() {
-        let slots = Slots::new(10_000, 1);
-        let held: Vec<_> = (0..MAX_CLIENTS)
-            .map(|i| {
-                slots
-                    .acquire(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(
-            slots.acquire("10.9.9.9".parse().unwrap()).unwrap_err(),
-            Refused::TooManyClients
-        );
-        drop(held);
-        assert!(slots.acquire("10.9.9.9".parse().unwrap()).is_ok());
-    }
+    use rules::RuleSet;
 
     #[test]
     fn recent_decisions_keep_the_last_hundred() {
