@@ -11,12 +11,15 @@ use crate::value::{
     Cidr, MediaRange, PortRange, ValueError, check_name, parse_method, parse_path, parse_size,
 };
 
-/// The one flag a rule can carry: let a TLS hello that hides its real name with Encrypted
-/// Client Hello through (denied by default, since the name decided would be the cover name).
+/// Let a TLS hello that hides its real name with Encrypted Client Hello through (denied by
+/// default, since the name decided would be the cover name).
 const ALLOW_ECH: &str = "allow-ech";
 const ALLOW_PRIVATE: &str = "allow-private";
+/// Terminate the TLS connections the rule allows, so the requests inside are decided like
+/// plain HTTP ones.
+const INSPECT: &str = "inspect";
 /// Flags a rule may end with.
-const FLAGS: [&str; 2] = [ALLOW_ECH, ALLOW_PRIVATE];
+const FLAGS: [&str; 3] = [ALLOW_ECH, ALLOW_PRIVATE, INSPECT];
 
 const CONDITIONS: [&str; 8] = [
     "host",
@@ -396,6 +399,7 @@ impl Parser<'_> {
             time: None,
             allow_ech: false,
             allow_private: false,
+            inspect: false,
             line: line_no,
         };
         let mut seen: Vec<&str> = Vec::new();
@@ -404,10 +408,10 @@ impl Parser<'_> {
             let keyword = rest[i];
             i += 1;
             if FLAGS.contains(&keyword.text) {
-                let flag = if keyword.text == ALLOW_ECH {
-                    &mut rule.allow_ech
-                } else {
-                    &mut rule.allow_private
+                let flag = match keyword.text {
+                    ALLOW_ECH => &mut rule.allow_ech,
+                    ALLOW_PRIVATE => &mut rule.allow_private,
+                    _ => &mut rule.inspect,
                 };
                 if *flag {
                     let msg = format!("`{}` given twice", keyword.text);
@@ -596,6 +600,14 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         ALLOW_PRIVATE if action == Action::Deny => Some(format!(
             "`{ALLOW_PRIVATE}` lets private addresses through in DNS answers, so it belongs on an allow rule"
         )),
+        // Only an https rule: a rule for `any` would terminate TLS on every port it matches,
+        // which nobody means by one word.
+        INSPECT if protocol != Some(Protocol::Https) => Some(format!(
+            "`{INSPECT}` terminates TLS, so it only fits `https` rules"
+        )),
+        INSPECT if action == Action::Deny => Some(format!(
+            "`{INSPECT}` looks inside connections the rule lets through, so it belongs on an allow rule"
+        )),
         "max-body" if action == Action::Allow => Some(
             "`max-body` matches responses larger than the size, so it belongs on a deny rule".into(),
         ),
@@ -738,6 +750,27 @@ mod tests {
         assert_eq!(
             private.rules[0].to_string(),
             "allow dns host nas.example allow-private"
+        );
+        assert_eq!(
+            errors("allow http inspect\nallow any inspect\ndeny https inspect\nallow https inspect inspect\n")
+                .kinds(),
+            vec![
+                ErrorKind::NotForProtocol,
+                ErrorKind::NotForProtocol,
+                ErrorKind::NotForAction,
+                ErrorKind::Duplicate
+            ]
+        );
+        assert_eq!(
+            places("allow https\nallow tcp inspect\n"),
+            vec![(ErrorKind::NotForProtocol, 2, 11)],
+            "the flag's own line and column"
+        );
+        let inspect = parse("r", "allow https host x.example inspect\n").unwrap();
+        assert!(inspect.rules[0].inspect && !inspect.rules[0].allow_ech);
+        assert_eq!(
+            inspect.rules[0].to_string(),
+            "allow https host x.example inspect"
         );
         let ech = parse("r", "allow https host x.example allow-ech\n").unwrap();
         assert!(ech.rules[0].allow_ech);

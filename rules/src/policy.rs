@@ -82,6 +82,9 @@ pub struct Rule {
     /// `allow-private`: DNS answers for the name may hold private, loopback or link-local
     /// addresses (otherwise refused as DNS rebinding).
     pub allow_private: bool,
+    /// `inspect`: the card terminates the TLS connections the rule allows and decides each
+    /// HTTP request inside them.
+    pub inspect: bool,
     /// Where the rule was written (1-based); not part of what the rule means.
     pub line: u32,
 }
@@ -171,6 +174,9 @@ impl fmt::Display for Rule {
         }
         if self.allow_private {
             f.write_str(" allow-private")?;
+        }
+        if self.inspect {
+            f.write_str(" inspect")?;
         }
         Ok(())
     }

@@ -102,6 +102,9 @@ pub struct RuleInfo {
     /// The rule lets DNS answers with private, loopback or link-local addresses through
     /// (`allow-private`); otherwise the card refuses them as DNS rebinding.
     pub allow_private: bool,
+    /// The card terminates the TLS connections this rule allows (`inspect`) and decides each
+    /// HTTP request inside them as a plain `http` request.
+    pub inspect: bool,
 }
 
 impl fmt::Display for RuleInfo {
@@ -415,6 +418,7 @@ impl RuleSet {
                 text: format!("default {action}"),
                 allow_ech: false,
                 allow_private: false,
+                inspect: false,
             },
             None => RuleInfo {
                 id: "default".into(),
@@ -423,6 +427,7 @@ impl RuleSet {
                 text: "default deny (no default line)".into(),
                 allow_ech: false,
                 allow_private: false,
+                inspect: false,
             },
         };
         Ok(RuleSet {
@@ -689,6 +694,7 @@ fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
             text: rule.to_string(),
             allow_ech: rule.allow_ech,
             allow_private: rule.allow_private,
+            inspect: rule.inspect,
         },
         protocol: rule.protocol,
         hosts: rule.hosts.clone(),

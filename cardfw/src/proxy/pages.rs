@@ -111,6 +111,7 @@ mod tests {
             text: "deny http host ads.example".into(),
             allow_ech: false,
             allow_private: false,
+            inspect: false,
         };
         let page = blocked("http://ads.example/<b>", &info);
         assert_eq!(page.status, StatusCode::FORBIDDEN);
