@@ -38,6 +38,16 @@ pub struct Config {
     pub limits: Limits,
     pub iso7816: Iso7816,
     pub policy: Policy,
+    pub inspect: Inspect,
+}
+
+/// TLS inspection (`inspect` rules, see `cardfw::inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inspect {
+    /// A PEM file of CA certificates the card trusts for inspected sites besides Mozilla's
+    /// roots (a company's own CA, a lab's test CA). Not set: Mozilla's roots only.
+    pub trusted_cas: Option<PathBuf>,
 }
 
 /// The card's ISO 7816 face (the `iso7816` front end): the PIN and the rule file over APDUs.
@@ -147,6 +157,7 @@ impl Default for Config {
             limits: Limits::default(),
             iso7816: Iso7816::default(),
             policy: Policy::default(),
+            inspect: Inspect::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::firewall::{Firewall, LoadedRules};
+use crate::inspect::Inspection;
 use crate::proxy::{self, http::Mode};
 use crate::store::{PinCost, Store};
 use crate::{intercept, status};
@@ -49,6 +50,13 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules loaded");
     let firewall = Firewall::new(config, rules, store);
     let config = &firewall.config;
+    // The CA lives in the store: a card without one refuses `inspect` rules when they match.
+    if let Some(store) = firewall.store() {
+        let inspection = Inspection::start(store, config.inspect.trusted_cas.as_deref())
+            .context("cannot set up TLS inspection")?;
+        tracing::info!(fingerprint = %inspection.ca.fingerprint(), "the card's inspection CA");
+        let _ = firewall.inspection.set(inspection);
+    }
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);
     let bind = |addr: SocketAddr| async move {

@@ -211,6 +211,11 @@ pub enum Refusal {
     /// An outside DNS answer puts the name at a private, loopback or link-local address, and
     /// the rule that allowed the name does not say `allow-private` (DNS rebinding).
     DnsRebinding,
+    /// A rule says `inspect`, but the card has no sealed store and so no CA to inspect with.
+    InspectWithoutCa,
+    /// An inspected site's server certificate did not pass the card's check; the code is
+    /// [`crate::inspect::CertReason::code`] (`cert-expired`, `cert-wrong-name`, …).
+    UpstreamCertificate(&'static str),
 }
 
 impl Refusal {
@@ -224,6 +229,8 @@ impl Refusal {
             Refusal::BodyOverLimit => "max-body",
             Refusal::CardAddress => "card-address",
             Refusal::DnsRebinding => "dns-rebinding",
+            Refusal::InspectWithoutCa => "inspect-without-ca",
+            Refusal::UpstreamCertificate(code) => code,
         }
     }
 
@@ -242,6 +249,12 @@ impl Refusal {
             Refusal::CardAddress => "the card does not connect to itself or to local addresses",
             Refusal::DnsRebinding => {
                 "an outside name answered with a private address; a rule must say allow-private"
+            }
+            Refusal::InspectWithoutCa => {
+                "a rule says inspect, but this card has no store to keep an inspection CA in"
+            }
+            Refusal::UpstreamCertificate(_) => {
+                "the site's certificate did not pass the card's check"
             }
         }
     }

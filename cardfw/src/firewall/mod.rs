@@ -46,6 +46,7 @@ pub use slots::{MAX_CLIENTS, Refused, Slot, Slots};
 
 use crate::config::Config;
 use crate::ech::CoverNames;
+use crate::inspect::Inspection;
 use crate::store::Store;
 
 /// Browsers ask for this name before switching to DNS over HTTPS on their own; NXDOMAIN tells
@@ -64,6 +65,9 @@ pub struct Firewall {
     /// Public names of the ECH configs the DNS forwarder stripped: hellos naming them are
     /// refused unless a rule says `allow-ech`.
     pub ech_covers: CoverNames,
+    /// What `inspect` rules terminate TLS with (the card's CA, its leaves, the upstream
+    /// trust), set at start on a card with a store; without it such rules are refused.
+    pub inspection: OnceLock<Inspection>,
     /// The rule set in force. A reload swaps it in one step; a connection that already took
     /// its snapshot keeps deciding with it, so nothing in flight is dropped.
     rules: ArcSwap<LoadedRules>,
@@ -139,6 +143,7 @@ impl Firewall {
             slots,
             tls_fingerprint: OnceLock::new(),
             ech_covers: CoverNames::default(),
+            inspection: OnceLock::new(),
             rules: ArcSwap::from_pointee(rules),
             store: store.map(Arc::new),
         })

@@ -11,10 +11,11 @@
 //!   and a named [`upstream::CertReason`] for every refused server certificate, for the block
 //!   page.
 //!
-//! # How it plugs in (not wired yet)
+//! # How it plugs in
 //!
-//! These are foundations; nothing calls them yet. The wiring, once the proxies have their new
-//! shape, is:
+//! [`Inspection`] holds the three for the running card (made at start when the card has a
+//! store, kept in [`crate::firewall::Firewall::inspection`]); `proxy/tls.rs` and
+//! `proxy/inspect.rs` use it:
 //!
 //! 1. **The rule.** An `https` rule takes the flag `inspect`; a hello matching such a rule is
 //!    terminated, every other hello is spliced as today (so a pinned app breaks only where the
@@ -33,7 +34,7 @@
 //!    the same decide-and-record call as plain HTTP, so a denied path in HTTPS gets the same
 //!    block page and the same log line.
 //!
-//! Still to come with the wiring: the user's client certificate (sealed, unlocked with the PIN,
+//! Still to come: the user's client certificate (sealed, unlocked with the PIN,
 //! presented through the client config's certificate resolver), the CA download and re-key on
 //! the card page, owner CAs and inspection rules from managed bundles (never private keys).
 
@@ -46,4 +47,69 @@ mod tests;
 
 pub use ca::{CaError, CardCa};
 pub use leaf::{LeafCache, LeafResolver, Subject};
-pub use upstream::{CertReason, UpstreamTls};
+pub use upstream::{CertReason, UpstreamError, UpstreamTls};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::store::Store;
+
+/// ALPN the card offers on both sides of an inspected connection, preferred first.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why inspection could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectionError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("reading the trusted CAs in {path}: {why}")]
+    TrustedCas { path: String, why: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Everything an inspected connection needs: the leaves for the inside, the trust for the
+/// outside.
+#[derive(Debug)]
+pub struct Inspection {
+    pub ca: Arc<CardCa>,
+    pub leaves: Arc<LeafCache>,
+    pub upstream: UpstreamTls,
+}
+
+impl Inspection {
+    /// The card's CA from `store` (made there on first use), and upstream trust in Mozilla's
+    /// roots plus the CAs in the PEM file `trusted_cas`.
+    pub fn start(store: &Store, trusted_cas: Option<&Path>) -> Result<Inspection, InspectionError> {
+        let ca = Arc::new(CardCa::load_or_create(store)?);
+        let owner_cas = match trusted_cas {
+            Some(path) => read_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+        Ok(Inspection {
+            leaves: Arc::new(LeafCache::new(ca.clone(), leaf::CACHE_CAPACITY)),
+            ca,
+            upstream: UpstreamTls::new(&owner_cas, Vec::new())?,
+        })
+    }
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, InspectionError> {
+    let failed = |why: String| InspectionError::TrustedCas {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let blocks = pem::parse_many(text).map_err(|e| failed(e.to_string()))?;
+    let certificates: Vec<_> = blocks
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(|block| CertificateDer::from(block.into_contents()))
+        .collect();
+    if certificates.is_empty() {
+        return Err(failed("no CERTIFICATE block".into()));
+    }
+    Ok(certificates)
+}

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod http;
+mod inspect;
 pub mod pages;
 pub mod splice;
 pub mod tcp;

@@ -15,21 +15,35 @@ pub struct Page {
     pub html: String,
 }
 
+/// The header fields of every page besides its length: HTML that runs no script and is never
+/// cached (a block page must not stand in for the site once the rules change).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("Content-Type", "text/html; charset=utf-8"),
+    (
+        "Content-Security-Policy",
+        web::proxy::CONTENT_SECURITY_POLICY,
+    ),
+    ("Cache-Control", "no-store"),
+];
+
 impl Page {
     /// The response bytes. `close` says the connection ends after it; `with_body` is false
     /// for an answer to HEAD, which has the headers of the page but not the page.
     pub fn to_http(&self, close: bool, with_body: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\n\
-             Content-Security-Policy: {}\r\n\
-             Cache-Control: no-store\r\nContent-Length: {}\r\n{}\r\n",
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\n",
             self.status.as_u16(),
             self.status.canonical_reason().unwrap_or(""),
-            web::proxy::CONTENT_SECURITY_POLICY,
-            self.html.len(),
-            if close { "Connection: close\r\n" } else { "" },
-        )
-        .into_bytes();
+        );
+        for (name, value) in HEADERS {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", self.html.len()));
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
         if with_body {
             out.extend_from_slice(self.html.as_bytes());
         }

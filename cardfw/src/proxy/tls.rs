@@ -1,6 +1,6 @@
-//! TLS without terminating it: port 443 (and other configured TLS ports) reads the
-//! ClientHello, decides on the name it carries and the destination, then either passes the
-//! bytes through unchanged or answers with a TLS alert.
+//! TLS on port 443 (and other configured TLS ports): reads the ClientHello, decides on the
+//! name it carries and the destination, then passes the bytes through unchanged, answers with
+//! a TLS alert, or, when the allowing rule says `inspect`, terminates it ([`super::inspect`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +10,10 @@ use rules::{LocalTime, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::inspect::Inspected;
 use super::splice::{self, Direction, FirstBytes};
 use super::upstream;
-use crate::firewall::{Ask, Counters, Firewall, Hello};
+use crate::firewall::{Ask, Counters, Firewall, Hello, Refusal};
 use crate::wire::client_hello::{
     self, AlertDescription, ClientHello, HelloError, MAX_BUFFER_BYTES,
 };
@@ -139,17 +140,42 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, firewall: Arc<Firew
         }),
     };
     let Ok(candidates) = firewall.decide_addresses(&rules, &ask, &addresses) else {
-        let _ = client
-            .write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied))
-            .await;
-        return;
+        return access_denied(&mut client).await;
     };
+    let inspection = firewall.inspection.get();
+    // Refused rather than spliced: the owner asked for path and type rules on this site, and
+    // passing it unexamined would quietly drop them.
+    if inspection.is_none() && candidates.allowed.iter().any(|(_, d)| d.rule.inspect) {
+        tracing::warn!(client = %peer, target, "an inspect rule matched, but this card has no store and so no CA");
+        firewall.refuse(
+            peer.ip(),
+            Protocol::Https,
+            &target,
+            Refusal::InspectWithoutCa,
+        );
+        return access_denied(&mut client).await;
+    }
     let (mut upstream, used) =
         match upstream::connect_first(&firewall, &candidates.addresses(), dst.port()).await {
             Ok(connected) => connected,
             Err(e) => return upstream_failed(&firewall, peer, &target, &e, &mut client).await,
         };
     firewall.record_connected(&ask, &candidates, used.ip());
+    if let Some(inspection) = inspection
+        && candidates
+            .decision_for(used.ip())
+            .is_some_and(|d| d.rule.inspect)
+    {
+        let inspected = Inspected {
+            firewall: firewall.clone(),
+            inspection,
+            peer,
+            server_name: name.map(str::to_string),
+            port: dst.port(),
+            upstream_addr: used,
+        };
+        return inspected.run(client, buffered, upstream).await;
+    }
     if upstream.write_all(&buffered).await.is_err() {
         return;
     }
@@ -203,6 +229,12 @@ fn not_tls_after_hello(firewall: &Firewall, peer: SocketAddr, target: &str, dire
         Direction::UpstreamToClient => "the server's first bytes",
     };
     tracing::info!(client = %peer, target, from, "closed: not TLS after an allowed TLS hello");
+}
+
+async fn access_denied(client: &mut TcpStream) {
+    let _ = client
+        .write_all(&client_hello::fatal_alert(AlertDescription::AccessDenied))
+        .await;
 }
 
 async fn upstream_failed(

@@ -30,7 +30,8 @@ use crate::firewall::{Ask, Counters, Firewall, Refusal, canonical};
 use crate::wire::http1::{self, Framing, Headers, RequestHead, ResponseHead};
 use crate::wire::http2;
 use relay::{Conn, HeadRead, RelayError, relay_body};
-use target::{Target, rules_request};
+use target::Target;
+pub(super) use target::{ambiguous_path, rules_request};
 
 /// How requests reach this listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,7 +98,11 @@ impl Target {
     }
 }
 
-pub(super) fn rules_request(protocol: Protocol, host: &str, port: u16) -> rules::Request<'_> {
+pub(in crate::proxy) fn rules_request(
+    protocol: Protocol,
+    host: &str,
+    port: u16,
+) -> rules::Request<'_> {
     let request = rules::Request::new(protocol, LocalTime::now()).port(port);
     match host.parse::<IpAddr>() {
         Ok(ip) => request.dst(canonical(ip)),
@@ -116,7 +120,7 @@ pub(super) fn rules_request(protocol: Protocol, host: &str, port: u16) -> rules:
 /// did not write, and browsers do not send these forms (they resolve dot segments
 /// themselves). What is left differs from its cleaned form only by escapes every server
 /// decodes the same way, so the origin sees the path the rules saw.
-fn ambiguous_path(path_and_query: &str) -> Option<&'static str> {
+pub(in crate::proxy) fn ambiguous_path(path_and_query: &str) -> Option<&'static str> {
     let path = path_and_query.split(['?', '#']).next().unwrap_or("");
     let lower = path.to_ascii_lowercase();
     if path.contains('\\') || lower.contains("%5c") {

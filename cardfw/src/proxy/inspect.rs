@@ -1,0 +1,502 @@
+//! Inspected HTTPS: a TLS connection an `inspect` rule allowed is terminated on the card with
+//! a leaf from the card's CA ([`crate::inspect`]), the card opens its own TLS connection to
+//! the site and checks the site's certificate, and HTTP is relayed in between: HTTP/2 or
+//! HTTP/1.1 on each side, whatever each side's ALPN chose. Every request inside is decided by
+//! the core as a plain `http` request for the hello's name on the connection's port, so path,
+//! method, content-type and `max-body` rules hold inside HTTPS with the same block page.
+//!
+//! ```text
+//! client ──TLS (leaf for the SNI)──► hyper server ─ each request: Firewall::decide ─►
+//!        hyper client ──TLS (webpki: Mozilla's roots + the owner's CAs)──► site
+//! ```
+//!
+//! A site whose certificate is refused gets no forged certificate: the inside session is
+//! completed (the client trusts the card's CA) only to answer every request on it with a 502
+//! page naming the [`CertReason`], recorded once as [`Refusal::UpstreamCertificate`].
+//!
+//! Not relayed: protocol upgrades (WebSocket over HTTP/1.1, extended CONNECT over HTTP/2)
+//! are answered 501 on inspected sites; everything else is spliced as before.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rules::{Action, Protocol};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::http::{ambiguous_path, rules_request};
+use super::pages::{self, Page};
+use super::upstream::{self as connect, UpstreamError};
+use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
+use crate::inspect::{ALPN, CertReason, Inspection};
+
+/// Bodies both ways: the site's (possibly cut at `max-body`) or one of the card's pages.
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One inspected connection, from the client's already-read hello to its end.
+pub(super) struct Inspected<'a> {
+    pub firewall: Arc<Firewall>,
+    pub inspection: &'a Inspection,
+    pub peer: SocketAddr,
+    /// The hello's name (SNI); `None` for a hello sent to an address.
+    pub server_name: Option<String>,
+    /// The original destination's port, and the address the card connected to.
+    pub port: u16,
+    pub upstream_addr: SocketAddr,
+}
+
+impl Inspected<'_> {
+    /// Terminates `client` (whose hello is in `hello`), connects TLS over `upstream`, and
+    /// relays HTTP until either side ends.
+    pub async fn run(self, client: TcpStream, hello: Vec<u8>, upstream: TcpStream) {
+        let leaves = &self.inspection.leaves;
+        let alpn = ALPN.iter().map(|p| p.to_vec()).collect();
+        let server_config = match leaves.server_config(Some(self.upstream_addr.ip()), alpn) {
+            Ok(config) => config,
+            Err(error) => {
+                return tracing::error!(%error, "no TLS configuration for inspection");
+            }
+        };
+        let replayed = Replayed {
+            hello: io::Cursor::new(hello),
+            stream: client,
+        };
+        let inside = match tokio_rustls::TlsAcceptor::from(server_config)
+            .accept(replayed)
+            .await
+        {
+            Ok(inside) => inside,
+            // Most often the client does not trust the card's CA: it says so with an alert.
+            Err(error) => {
+                return tracing::info!(client = %self.peer, target = %self.target(), %error,
+                    "inspected TLS: the client's handshake failed");
+            }
+        };
+        let upstream = self.connect_upstream(upstream).await;
+        let this = Arc::new(self.owned());
+        let service = hyper::service::service_fn(move |request| {
+            let this = this.clone();
+            let upstream = upstream.clone();
+            async move { Ok::<_, io::Error>(this.exchange(request, &upstream).await) }
+        });
+        let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(inside), service)
+            .await;
+        if let Err(error) = served {
+            tracing::debug!(%error, "inspected connection ended");
+        }
+    }
+
+    fn target(&self) -> String {
+        let host = self.host();
+        format!("{host}:{}", self.port)
+    }
+
+    fn host(&self) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| self.upstream_addr.ip().to_string())
+    }
+
+    fn owned(&self) -> Connection {
+        Connection {
+            firewall: self.firewall.clone(),
+            peer: self.peer,
+            host: self.host().to_ascii_lowercase(),
+            port: self.port,
+            upstream_addr: self.upstream_addr,
+        }
+    }
+
+    /// The card's own TLS session to the site and an HTTP client over it, or why there is
+    /// none (then every request is answered with the page saying so).
+    async fn connect_upstream(&self, tcp: TcpStream) -> Arc<Upstream> {
+        let target = self.target();
+        let host = self.host();
+        let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+            Ok(name) => name,
+            Err(error) => {
+                let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
+                return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
+            }
+        };
+        let alpn = ALPN.iter().map(|p| p.to_vec()).collect();
+        let config = match self.inspection.upstream.client_config(alpn) {
+            Ok(config) => config,
+            Err(error) => {
+                let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
+                return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
+            }
+        };
+        let connected = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await;
+        let tls = match connected {
+            Ok(tls) => tls,
+            Err(error) => return Arc::new(self.refused_upstream(&target, error)),
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let sender = if h2 {
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map(|(sender, connection)| {
+                    tokio::spawn(connection);
+                    Sender::Http2(sender)
+                })
+        } else {
+            hyper::client::conn::http1::handshake(io)
+                .await
+                .map(|(sender, connection)| {
+                    tokio::spawn(connection);
+                    Sender::Http1(Mutex::new(sender))
+                })
+        };
+        Arc::new(match sender {
+            Ok(sender) => Upstream::Open(sender),
+            Err(error) => {
+                let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
+                connect::count_failure(&self.firewall, self.peer, &target, &error);
+                Upstream::Failed(pages::upstream_failed(&target, &error))
+            }
+        })
+    }
+
+    /// The page for a failed upstream handshake: a refused certificate is a refusal, recorded
+    /// with its reason's code; anything else is an unreachable site.
+    fn refused_upstream(&self, target: &str, error: io::Error) -> Upstream {
+        match CertReason::of_io(&error) {
+            Some(reason) => {
+                let refusal = Refusal::UpstreamCertificate(reason.code());
+                self.firewall
+                    .refuse(self.peer.ip(), Protocol::Https, target, refusal);
+                tracing::info!(client = %self.peer, target, code = reason.code(), %reason,
+                    "inspected site refused: its certificate");
+                let why = format!("{reason} ({})", reason.code());
+                Upstream::Failed(pages::refused(StatusCode::BAD_GATEWAY, &why))
+            }
+            None => {
+                let error = UpstreamError::Other(self.upstream_addr, error);
+                connect::count_failure(&self.firewall, self.peer, target, &error);
+                Upstream::Failed(pages::upstream_failed(target, &error))
+            }
+        }
+    }
+}
+
+/// What each request of an inspected connection needs, shared by its requests.
+struct Connection {
+    firewall: Arc<Firewall>,
+    peer: SocketAddr,
+    /// The hello's name, lower case (or the address connected to).
+    host: String,
+    port: u16,
+    upstream_addr: SocketAddr,
+}
+
+/// The card's HTTP client to the site: HTTP/2 multiplexes, HTTP/1.1 takes one request at a
+/// time (an HTTP/2 client's concurrent requests wait their turn).
+enum Sender {
+    Http1(Mutex<hyper::client::conn::http1::SendRequest<Incoming>>),
+    Http2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+enum Upstream {
+    Open(Sender),
+    /// No session to the site; every request gets this page.
+    Failed(Page),
+}
+
+impl Connection {
+    /// One request: decided, then relayed or answered with the card's page.
+    async fn exchange(&self, request: Request<Incoming>, upstream: &Upstream) -> Response<Body> {
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.host().to_string())
+            .or_else(|| {
+                let host = request.headers().get(header::HOST)?.to_str().ok()?;
+                Some(
+                    host.parse::<http::uri::Authority>()
+                        .ok()?
+                        .host()
+                        .to_string(),
+                )
+            });
+        let url = format!("https://{}:{}{}", self.host, self.port, path_and_query);
+        // The site is the one the hello named: a request naming another would reach another
+        // site on the same server, past the rules (fronting).
+        if authority.is_some_and(|a| !same_host(&a, &self.host)) {
+            let refusal = Refusal::DomainFronting;
+            self.firewall
+                .refuse(self.peer.ip(), Protocol::Http, &url, refusal);
+            return page_response(&pages::refused(
+                StatusCode::MISDIRECTED_REQUEST,
+                refusal.reason(),
+            ));
+        }
+        if let Some(why) = ambiguous_path(&path_and_query) {
+            Counters::bump(&self.firewall.events.counters.malformed);
+            let why = format!("the path has {why}, which sites read in different ways");
+            return page_response(&pages::refused(StatusCode::BAD_REQUEST, &why));
+        }
+        if request.headers().contains_key(header::UPGRADE)
+            || request.method() == http::Method::CONNECT
+        {
+            let why = "protocol upgrades are not relayed on inspected sites";
+            return page_response(&pages::refused(StatusCode::NOT_IMPLEMENTED, why));
+        }
+        let upstream = match upstream {
+            Upstream::Open(sender) => sender,
+            Upstream::Failed(page) => return page_response(page),
+        };
+        let rules = self.firewall.rules();
+        let method = request.method().as_str().to_string();
+        let ask = Ask {
+            client: self.peer.ip(),
+            target: &url,
+            request: rules_request(Protocol::Http, &self.host, self.port)
+                .method(&method)
+                .path(&path_and_query)
+                .dst(self.upstream_addr.ip()),
+            hello: None,
+        };
+        let decision = match self.firewall.decide(&rules, &ask) {
+            Verdict::Allow(decision) => decision,
+            verdict => return page_response(&pages::not_allowed(&url, &verdict)),
+        };
+        let response = match upstream.send(self.outgoing(request, upstream)).await {
+            Ok(response) => response,
+            Err(error) => {
+                let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
+                connect::count_failure(&self.firewall, self.peer, &url, &error);
+                return page_response(&pages::upstream_failed(&url, &error));
+            }
+        };
+        let mut limit = None;
+        if decision.response_check {
+            let facts = response_facts(&response);
+            let decision = self.firewall.check_response(&rules, &ask, &facts);
+            if decision.action == Action::Deny {
+                return page_response(&pages::blocked(&url, decision.rule));
+            }
+            limit = decision
+                .body_limit
+                .map(|(bytes, rule)| (bytes, rule.id.clone()));
+        }
+        self.incoming(response, limit, url)
+    }
+
+    /// The client's request as it goes to the site: the version of the site's connection,
+    /// its authority, no hop-by-hop fields.
+    fn outgoing(&self, request: Request<Incoming>, upstream: &Sender) -> Request<Incoming> {
+        let (mut parts, body) = request.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let authority = if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        match upstream {
+            Sender::Http1(_) => {
+                parts.version = Version::HTTP_11;
+                parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+                if let Ok(host) = HeaderValue::try_from(authority) {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
+            Sender::Http2(_) => {
+                parts.version = Version::HTTP_2;
+                parts.headers.remove(header::HOST);
+                parts.uri = Uri::builder()
+                    .scheme("https")
+                    .authority(authority)
+                    .path_and_query(path)
+                    .build()
+                    .unwrap_or_else(|_| Uri::from_static("/"));
+            }
+        }
+        Request::from_parts(parts, body)
+    }
+
+    /// The site's response as it goes to the client, its body cut at `limit` (`max-body`:
+    /// bytes, and the rule that says so), a cut recorded as [`Refusal::BodyOverLimit`].
+    fn incoming(
+        &self,
+        response: Response<Incoming>,
+        limit: Option<(u64, String)>,
+        url: String,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = match limit {
+            None => body.map_err(Into::into).boxed(),
+            Some((max, rule)) => {
+                let firewall = self.firewall.clone();
+                let peer = self.peer;
+                let max_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+                Limited::new(body, max_bytes)
+                    .map_err(move |error| {
+                        if error.is::<LengthLimitError>() {
+                            Counters::bump(&firewall.events.counters.bodies_cut);
+                            tracing::info!(client = %peer, url, rule, limit = max,
+                                "body cut at its size limit");
+                            firewall.refuse(
+                                peer.ip(),
+                                Protocol::Http,
+                                &url,
+                                Refusal::BodyOverLimit,
+                            );
+                        }
+                        error
+                    })
+                    .boxed()
+            }
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Sender {
+    async fn send(&self, request: Request<Incoming>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::Http1(sender) => {
+                let sent = {
+                    let mut sender = sender.lock().await;
+                    sender.ready().await?;
+                    sender.send_request(request)
+                };
+                sent.await
+            }
+            Sender::Http2(sender) => sender.clone().send_request(request).await,
+        }
+    }
+}
+
+/// What the rules ask of a response head: its content type and announced length.
+fn response_facts(response: &Response<Incoming>) -> rules::Response<'_> {
+    let headers = response.headers();
+    rules::Response {
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body_len: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
+    }
+}
+
+fn same_host(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .trim_matches(['[', ']'])
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 7.6.1); HTTP/2 forbids
+/// them, and each side of the relay has its own connection.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// One of the card's pages as a response on the inspected connection.
+fn page_response(page: &Page) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(page.html.clone()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = page.status;
+    let headers = response.headers_mut();
+    for (name, value) in pages::HEADERS {
+        // Written in title case for HTTP/1 on the wire; a HeaderName is lower case.
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a valid field name");
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The client's socket with the hello the card already read put back in front, so rustls
+/// reads the handshake from its first byte.
+struct Replayed {
+    hello: io::Cursor<Vec<u8>>,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let position = this.hello.position() as usize;
+        let rest = &this.hello.get_ref()[position..];
+        if rest.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        this.hello.set_position((position + n) as u64);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
