@@ -1,6 +1,8 @@
 //! `cardfw --config cardfw.toml`: the card's proxy firewall.
 //! `cardfw --config cardfw.toml check`: check the configuration and the rules, and exit.
 //! `cardfw --config cardfw.toml fingerprint`: the card web page certificate's SHA-256.
+//! `cardfw --config cardfw.toml inspection-ca`: the card's inspection CA certificate (PEM), to
+//! install in the browsers behind the card.
 //! `cardfw --config cardfw.toml enroll --server URL --token T --ca ca.pem`: join a policy
 //! server's fleet; `unenroll`: leave it. Both read the PIN from standard input.
 
@@ -26,6 +28,9 @@ enum Command {
     /// Print the SHA-256 fingerprint of the card web page's certificate (made on first use),
     /// to compare with what a browser shows.
     Fingerprint,
+    /// Print the card's TLS inspection CA certificate, PEM (made on first use; its key stays
+    /// sealed in the store): what browsers must trust for sites an `inspect` rule names.
+    InspectionCa,
     /// Enrol with a policy server (the PIN is read from standard input): the card makes its
     /// key, gets its certificate, and pins the server's CA, the policy key and its group.
     Enroll {
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         };
     }
     match &args.command {
+        Some(Command::InspectionCa) => return inspection_ca(&config),
         Some(Command::SetupCode) => return setup_code(&config),
         Some(Command::FactoryReset { yes }) => return factory_reset(&config, *yes),
         _ => {}
@@ -224,6 +230,25 @@ fn factory_reset(config: &cardfw::config::Config, yes: bool) -> ExitCode {
         Ok(store) => {
             println!("the card is new: set it up with its setup code");
             cardfw::iso7816::log_setup_code(&store);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn inspection_ca(config: &cardfw::config::Config) -> ExitCode {
+    let ca = cardfw::run::open_store(config).and_then(|store| {
+        let store = store.ok_or_else(|| {
+            anyhow::anyhow!("no `store` in the configuration: the card has no inspection CA")
+        })?;
+        Ok(cardfw::inspect::CardCa::load_or_create(&store)?)
+    });
+    match ca {
+        Ok(ca) => {
+            print!("{}", ca.cert_pem());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -244,6 +244,23 @@ impl TestCa {
     ///
     /// Panics if a name is not a valid DNS name or IP address (a bug in the test).
     pub fn issue(&self, names: &[&str]) -> (String, String) {
+        self.issue_with(names, |_| {})
+    }
+
+    /// Like [`TestCa::issue`], but the certificate expired years ago (valid only in 2020): for
+    /// an origin whose certificate a client must refuse as expired.
+    pub fn issue_expired(&self, names: &[&str]) -> (String, String) {
+        self.issue_with(names, |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone())
             .unwrap_or_else(|e| panic!("invalid certificate names {names:?}: {e}"));
@@ -258,6 +275,7 @@ impl TestCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        adjust(&mut params);
         let key = KeyPair::generate().expect("generating a key");
         let certificate = params
             .signed_by(&key, &self.issuer)
@@ -280,23 +298,27 @@ impl TestCa {
             .with_context(|| format!("writing the test CA to {}", path.display()))
     }
 
-    /// A rustls server configuration (ring provider, ALPN `http/1.1`) with a fresh certificate
-    /// for `names`.
+    /// A rustls server configuration (ring provider, ALPN `h2`, `http/1.1`) with a fresh
+    /// certificate for `names`.
     pub fn server_config(&self, names: &[&str]) -> Result<Arc<rustls::ServerConfig>> {
-        let (chain, key) = self.issue(names);
-        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading the issued certificate chain")?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).context("reading the issued key")?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        server_config_of(self.issue(names))
     }
+}
+
+/// A rustls server configuration (ring provider, ALPN `h2`, `http/1.1`) for an issued
+/// (chain, key) pair.
+fn server_config_of((chain, key): (String, String)) -> Result<Arc<rustls::ServerConfig>> {
+    let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the issued certificate chain")?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).context("reading the issued key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,7 +370,26 @@ pub fn https_origin_with_files(
     names: &[&str],
     files: Option<&Path>,
 ) -> Result<Server> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(names)?);
+    https_origin_with_config(ns, addr, ca.server_config(names)?, files)
+}
+
+/// [`https_origin`] whose certificate for `names` expired years ago ([`TestCa::issue_expired`]).
+pub fn https_origin_expired(
+    ns: &Netns,
+    addr: SocketAddr,
+    ca: &TestCa,
+    names: &[&str],
+) -> Result<Server> {
+    https_origin_with_config(ns, addr, server_config_of(ca.issue_expired(names))?, None)
+}
+
+fn https_origin_with_config(
+    ns: &Netns,
+    addr: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    files: Option<&Path>,
+) -> Result<Server> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let files: Option<Arc<Path>> = files.map(Arc::from);
     start(ns, "HTTPS origin", move |served| {
         let listener = bind_tcp(addr)?;

@@ -181,9 +181,11 @@ impl SystemLab {
             &config,
             format!(
                 "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
-                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n{}",
+                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n\
+                 [inspect]\ntrusted_cas = \"{}\"\n{}",
                 self.dir.join("rules.txt").display(),
                 self.store_dir().display(),
+                self.ca_file.display(),
                 if self.pcscd.is_some() {
                     format!(
                         "[iso7816]\nvpcd = \"127.0.0.1:{}\"\npeer_io_tap = \"usb0\"\n",
@@ -250,6 +252,12 @@ impl SystemLab {
     /// from the card's store.
     pub fn card_page_fingerprint(&self) -> Option<String> {
         self.cardfw_says("fingerprint")
+    }
+
+    /// The card's TLS inspection CA certificate (PEM), as `cardfw inspection-ca` reads it from
+    /// the card's store: what a browser behind the card trusts for inspected sites.
+    pub fn card_inspection_ca(&self) -> Option<String> {
+        self.cardfw_says("inspection-ca")
     }
 
     /// The one-time code that sets the card's first PIN, as `cardfw setup-code` reads it from
