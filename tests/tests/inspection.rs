@@ -9,10 +9,14 @@
 //!   certificate.
 //! - `203.0.113.12` serves a certificate that expired years ago: inspected, it gets the card's
 //!   502 page naming `cert-expired`, recorded as that refusal.
+//! - Chromium and Firefox, trusting only the card's CA (as a user would, in their NSS
+//!   database), load the inspected site over HTTP/2 and get the block page inside it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Output;
 
+use anyhow::{Result, ensure};
+use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
 use lab::SystemLab;
 
 const EXPIRED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
@@ -38,6 +42,21 @@ fn curl(lab: &SystemLab, args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes the card's inspection CA (from `cardfw inspection-ca`) where the browsers and curl
+/// on the protected computer read it.
+fn card_ca_file(lab: &SystemLab) -> std::path::PathBuf {
+    let card_ca = lab
+        .card_inspection_ca()
+        .expect("cardfw inspection-ca prints the card's CA");
+    assert!(
+        card_ca.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{card_ca}"
+    );
+    let file = lab.dir.join("card-ca.pem");
+    std::fs::write(&file, &card_ca).unwrap();
+    file
 }
 
 #[test]
@@ -83,20 +102,14 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     }
 
     // Path, content-type and size rules inside HTTPS, with the card's block page.
-    let fetch = |path: &str| {
+    let fetch = |url: &str| {
         let out = curl(
             &lab,
-            &[
-                "--cacert",
-                card_ca_file,
-                "-w",
-                "\n%{http_code}",
-                &format!("https://allowed.test{path}"),
-            ],
+            &["--cacert", card_ca_file, "-w", "\n%{http_code}", url],
         );
-        (out.status.code(), text(&out.stdout))
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
-    let (code, admin) = fetch("/admin");
+    let (code, admin, _) = fetch("https://allowed.test/admin");
     assert_eq!(code, Some(0));
     assert!(
         admin.contains("Blocked by the card")
@@ -104,17 +117,17 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
             && admin.ends_with("403"),
         "{admin}"
     );
-    let (_, video) = fetch("/video");
+    let (_, video, _) = fetch("https://allowed.test/video");
     assert!(
         video.contains("no-video") && video.ends_with("403"),
         "{video}"
     );
-    let (_, big) = fetch("/bytes/10000");
+    let (_, big, _) = fetch("https://allowed.test/bytes/10000");
     assert!(big.contains("too-big") && big.ends_with("403"), "{big}");
-    let (small_code, small) = fetch("/bytes/1000");
+    let (small_code, small, _) = fetch("https://allowed.test/bytes/1000");
     assert_eq!(small_code, Some(0), "{small}");
     assert!(small.ends_with("200"), "{small}");
-    let (chunked_code, _) = fetch("/chunked/10000");
+    let (chunked_code, _, _) = fetch("https://allowed.test/chunked/10000");
     assert_ne!(
         chunked_code,
         Some(0),
@@ -142,21 +155,10 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         &[&EXPIRED.to_string()],
     )
     .unwrap();
-    let out = curl(
-        &lab,
-        &[
-            "--cacert",
-            card_ca_file,
-            "-w",
-            "\n%{http_code}",
-            &format!("https://{EXPIRED}/"),
-        ],
-    );
-    let page = text(&out.stdout);
+    let (_, page, stderr) = fetch(&format!("https://{EXPIRED}/"));
     assert!(
         page.contains("cert-expired") && page.contains("expired") && page.ends_with("502"),
-        "{page}\n{}",
-        text(&out.stderr)
+        "{page}\n{stderr}"
     );
 
     let recent = lab.card_recent().unwrap();
@@ -169,4 +171,54 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         recorded(&format!("{EXPIRED}:443"), "cert-expired"),
         "{recent:?}"
     );
+}
+
+/// What a browser trusting the card's CA sees of the inspected site.
+async fn browse_inspected(b: &Browser) -> Result<()> {
+    let page = b.load("https://allowed.test/").await?;
+    ensure!(page == Loaded::Page, "https://allowed.test/: {page:?}");
+    ensure!(b.text("body").await?.contains(lab::origin::HELLO.trim()));
+    // The browser speaks HTTP/2 to the card, the card TLS 1.3 to the origin.
+    let negotiated = b.negotiated().await?;
+    ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
+    ensure!(b.load("https://allowed.test/admin").await? == Loaded::Page);
+    let blocked = b.text("body").await?;
+    ensure!(
+        blocked.contains("Blocked by the card") && blocked.contains("no-admin"),
+        "block page: {blocked}"
+    );
+    Ok(())
+}
+
+fn browser_on_an_inspected_site(engine: Engine, tag: &str) {
+    let available = match engine {
+        Engine::Chromium => require_browser() && e2e::browser::require_certutil(),
+        Engine::Firefox => require_firefox(),
+    };
+    if !available {
+        return;
+    }
+    let Some(lab) = e2e::start_system_lab(tag, RULES) else {
+        return;
+    };
+    let launch = Launch::new(engine)
+        .trusting(&card_ca_file(&lab))
+        .in_netns(lab.pc.name());
+    if let Err(e) = session_in(&lab.pc, launch, browse_inspected) {
+        panic!(
+            "{} on an inspected site: {e:#}\ncard log:\n{}",
+            engine.name(),
+            lab.card_log()
+        );
+    }
+}
+
+#[test]
+fn chromium_loads_an_inspected_site() {
+    browser_on_an_inspected_site(Engine::Chromium, "ichr");
+}
+
+#[test]
+fn firefox_loads_an_inspected_site() {
+    browser_on_an_inspected_site(Engine::Firefox, "iffx");
 }
