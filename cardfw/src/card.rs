@@ -4,21 +4,19 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use heapless::index_map::FnvIndexMap;
 use rules::{Action, Decision, Protocol, RuleSet};
 
 use crate::config::Config;
 
 /// How many recent decisions the status endpoint shows.
 pub const RECENT_DECISIONS: usize = 100;
-/// Distinct client addresses tracked for the per-client cap; one more is refused. The card
-/// protects one computer, so this is generous.
-pub const MAX_CLIENTS: usize = 256;
+/// Connection slots live in the serving layer; the per-client table holds
+/// [`serve::slots::MAX_CLIENTS`] addresses (the card protects one computer: generous).
+pub use serve::slots::{Refused, Slot, Slots};
 
 /// Everything the proxies share, behind one `Arc`.
 #[derive(Debug)]
@@ -100,11 +98,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use serve::unix_now;
 
 /// The rule set in force. A reload swaps it in one step; a connection that already took
 /// its snapshot keeps deciding with it, so nothing in flight is dropped.
@@ -361,125 +355,9 @@ fn truncated<const N: usize>(text: &str) -> heapless::String<N> {
     out
 }
 
-/// Why a connection was not given a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// All `max_connections` slots are taken.
-    Full,
-    /// This client holds `max_per_client` already.
-    ClientFull,
-    /// [`MAX_CLIENTS`] other clients hold connections.
-    TooManyClients,
-}
-
-/// Connection slots: a global count and a per-client count, both capped.
-#[derive(Debug)]
-pub struct Slots {
-    max_total: usize,
-    max_per_client: usize,
-    total: AtomicUsize,
-    per_client: Mutex<FnvIndexMap<IpAddr, usize, MAX_CLIENTS>>,
-}
-
-/// Holds a slot; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct Slot<'a> {
-    slots: &'a Slots,
-    client: IpAddr,
-}
-
-impl Slots {
-    pub fn new(max_total: usize, max_per_client: usize) -> Slots {
-        Slots {
-            max_total,
-            max_per_client,
-            total: AtomicUsize::new(0),
-            per_client: Mutex::new(FnvIndexMap::new()),
-        }
-    }
-
-    pub fn acquire(&self, client: IpAddr) -> Result<Slot<'_>, Refused> {
-        let mut per_client = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
-            return Err(Refused::Full);
-        }
-        match per_client.get_mut(&client) {
-            Some(n) if *n >= self.max_per_client => return Err(Refused::ClientFull),
-            Some(n) => *n += 1,
-            None => {
-                per_client
-                    .insert(client, 1)
-                    .map_err(|_| Refused::TooManyClients)?;
-            }
-        }
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot {
-            slots: self,
-            client,
-        })
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut per_client = self
-            .slots
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                per_client.swap_remove(&self.client);
-            }
-        }
-        self.slots.total.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_cap_total_and_per_client_and_come_back() {
-        let slots = Slots::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = slots.acquire(a).unwrap();
-        let a2 = slots.acquire(a).unwrap();
-        assert_eq!(slots.acquire(a).unwrap_err(), Refused::ClientFull);
-        let b1 = slots.acquire(b).unwrap();
-        assert_eq!(slots.acquire(b).unwrap_err(), Refused::Full);
-        drop(a1);
-        assert_eq!(slots.in_use(), 2);
-        let b2 = slots.acquire(b).unwrap();
-        drop((a2, b1, b2));
-        assert_eq!(slots.in_use(), 0);
-        assert!(slots.per_client.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn client_table_is_bounded() {
-        let slots = Slots::new(10_000, 1);
-        let held: Vec<_> = (0..MAX_CLIENTS)
-            .map(|i| {
-                slots
-                    .acquire(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(
-            slots.acquire("10.9.9.9".parse().unwrap()).unwrap_err(),
-            Refused::TooManyClients
-        );
-        drop(held);
-        assert!(slots.acquire("10.9.9.9".parse().unwrap()).is_ok());
-    }
 
     #[test]
     fn recent_decisions_keep_the_last_hundred() {
