@@ -23,7 +23,6 @@
 //! versions another instance published (same database) and loads them into the channel.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,21 +32,16 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rules::bundle::{self, Bundle, Trust};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use crate::db::{CardRecord, CardUpdate, Db, DbError, StoredBundle};
 use crate::fleet::Fleet;
 use crate::wire::{self, EnrolRequest, EnrolResponse, ErrorBody, Report};
 use crate::{sha256_hex, unix_now};
 
-/// Time a client has for the TLS handshake and then its request head.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the database is checked for versions published through another instance.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Card updates written in one transaction at most.
@@ -85,7 +79,7 @@ pub struct AppState {
     /// To the task that writes card updates in batches (group commit).
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
     /// The admin page's sessions.
-    pub(crate) page_sessions: crate::page::PageSessions,
+    pub(crate) page_sessions: serve::session::Sessions,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -106,6 +100,18 @@ impl std::fmt::Debug for AppState {
 /// The fingerprint of the client certificate of this connection, if one was presented.
 #[derive(Debug, Clone)]
 struct Peer(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Peer, Self::Rejection> {
+        let certificate = parts.extensions.get::<serve::http::ClientCertificate>();
+        Ok(Peer(certificate.map(|c| sha256_hex(&c.0))))
+    }
+}
 
 /// An error answer: a status and words, as `{"error": …}`.
 #[derive(Debug)]
@@ -154,7 +160,7 @@ impl AppState {
         let (updates, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(write_updates(db.clone(), queue));
         let state = Arc::new(AppState {
-            page_sessions: crate::page::PageSessions::default(),
+            page_sessions: crate::page::sessions(),
             updates,
             fleet,
             db,
@@ -507,13 +513,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until the listener fails. Also runs the database sync.
+/// Serves for ever (an error only when the TLS identity cannot be loaded). Also runs the
+/// database sync.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let tls = state
         .fleet
         .server_tls()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(state.clone());
     let syncing = state.clone();
     tokio::spawn(async move {
@@ -525,54 +531,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Resu
             }
         }
     });
-    loop {
-        let (tcp, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            // Out of file descriptors or a connection reset before accept: keep serving.
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(connection(acceptor, app, tcp, from));
-    }
-}
-
-async fn connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    tcp: tokio::net::TcpStream,
-    from: SocketAddr,
-) {
-    let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::info!(%from, %error, "TLS handshake refused");
-            return;
-        }
-        Err(_) => return,
-    };
-    let peer = Peer(
-        stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|cert| sha256_hex(cert)),
-    );
-    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(peer.clone());
-        app.clone().oneshot(request)
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    // No cap: every enrolled card holds a connection in its long poll.
+    let how = serve::accept::Listener::new("policy server");
+    match serve::http::https(listener, how, tls, app).await {}
 }
 
 async fn enrol(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -611,7 +572,7 @@ struct PollQuery {
 
 async fn poll(
     State(state): State<Arc<AppState>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: Peer,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(PollQuery { after }) =
@@ -659,7 +620,7 @@ async fn poll(
 
 async fn report(
     State(state): State<Arc<AppState>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: Peer,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let card = state.card(&peer).await?;
