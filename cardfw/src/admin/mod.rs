@@ -503,15 +503,19 @@ async fn login(
             }
             response
         }
-        Err(error) => {
-            tracing::info!("admin page: login refused: {error}");
-            let status = match error {
-                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
-            };
-            login_page(&state, status, Some(error.to_string()), None, None)
-        }
+        Err(error) => login_refused(&state, "login", error),
     }
+}
+
+/// The login page again after a refused login or setup: 429 while the client must wait, 401
+/// for a wrong secret.
+fn login_refused(state: &AdminState, what: &str, error: Refusal) -> Response {
+    tracing::info!("admin page: {what} refused: {error}");
+    let status = match error {
+        Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Store(_) => StatusCode::UNAUTHORIZED,
+    };
+    login_page(state, status, Some(error.to_string()), None, None)
 }
 
 /// First setup: the setup code and the first PIN; the answer shows the new PUK, once.
@@ -543,14 +547,7 @@ async fn setup(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Err(error) => {
-            tracing::info!("admin page: setup refused: {error}");
-            let status = match error {
-                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
-            };
-            login_page(&state, status, Some(error.to_string()), None, None)
-        }
+        Err(error) => login_refused(&state, "setup", error),
     }
 }
 
