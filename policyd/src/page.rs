@@ -67,15 +67,13 @@ const HEADERS: SecurityHeaders = SecurityHeaders {
 };
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
-    HEADERS.on(
-        Router::new()
-            .route("/admin", get(fleet))
-            .route("/admin/login", post(login))
-            .route("/admin/logout", post(logout))
-            .route("/admin/revoke", post(revoke))
-            .route("/static/style.css", get(|| css(web::STYLE_CSS)))
-            .route("/static/card.css", get(|| css(web::card::CARD_CSS))),
-    )
+    HEADERS.on(Router::new()
+        .route("/admin", get(fleet))
+        .route("/admin/login", post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/revoke", post(revoke))
+        .route("/static/style.css", get(|| css(web::STYLE_CSS)))
+        .route("/static/card.css", get(|| css(web::card::CARD_CSS))))
 }
 
 async fn css(text: &'static str) -> Response {

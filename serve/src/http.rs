@@ -75,12 +75,8 @@ pub async fn http(listener: TcpListener, how: accept::Listener, app: Router) -> 
     .await
 }
 
-async fn connection<I>(
-    io: I,
-    peer: SocketAddr,
-    certificate: Option<ClientCertificate>,
-    app: Router,
-) where
+async fn connection<I>(io: I, peer: SocketAddr, certificate: Option<ClientCertificate>, app: Router)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
@@ -179,11 +175,9 @@ mod tests {
             content_security_policy: "default-src 'self'",
             https: true,
         };
-        let app = headers.on(
-            Router::new()
-                .route("/", get(|| async { "page" }))
-                .route("/s.css", get(|| async { static_file("text/css", "") })),
-        );
+        let app = headers.on(Router::new()
+            .route("/", get(|| async { "page" }))
+            .route("/s.css", get(|| async { static_file("text/css", "") })));
         let get = |path: &'static str| {
             let app = app.clone();
             async move {

@@ -372,7 +372,13 @@ mod tests {
         let sessions = Sessions::new(settings());
         let set = sessions.create();
         let text = set[0].to_str().unwrap();
-        for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=60"] {
+        for attribute in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=60",
+        ] {
             assert!(text.contains(attribute), "{text}");
         }
         assert!(set[1].to_str().unwrap().starts_with("l=;"));
