@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Form, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use cookie::{Cookie, SameSite};
+use cookie::Cookie;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -244,16 +244,14 @@ impl Sessions {
     /// A `Set-Cookie` value with every protection: not readable by script, HTTPS only, never
     /// sent from another site, for the page's path. An empty value with no age deletes it.
     fn set_cookie(&self, name: &'static str, value: &str, max_age: Duration) -> HeaderValue {
-        let cookie = Cookie::build((name, value))
-            .http_only(true)
-            .secure(true)
-            .same_site(SameSite::Strict)
-            .path(self.settings.path)
-            .max_age(cookie::time::Duration::seconds(
-                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
-            ))
-            .build();
-        HeaderValue::from_str(&cookie.to_string()).expect("cookie names and values are ASCII")
+        // Written out rather than with `cookie::Cookie`'s builder: its attributes come in
+        // another order, and the pages' tests and documents name them in this one.
+        let cookie = format!(
+            "{name}={value}; HttpOnly; Secure; SameSite=Strict; Path={}; Max-Age={}",
+            self.settings.path,
+            max_age.as_secs()
+        );
+        HeaderValue::from_str(&cookie).expect("cookie names and values are ASCII")
     }
 
     fn token(&self, purpose: &str, bound_to: &str) -> String {
