@@ -5,22 +5,22 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::Method;
+use proto::policy::{BUNDLE_MEDIA_TYPE, JSON_MEDIA_TYPE};
+use proto::policy_admin::{
+    self, FleetStatus, PublishRequest, PublishResponse, TokensRequest, TokensResponse,
+};
 
-use crate::client::{Answer, Client, ClientError};
-use crate::server::{FleetStatus, PublishRequest, PublishResponse, TokensRequest, TokensResponse};
+use policy_client::{Answer, Client, ClientError};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// Not reached, refused, or answered with something else than the call's document.
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("policyd answered {status}: {error}")]
-    Refused { status: StatusCode, error: String },
-    #[error("policyd answered something unexpected: {0}")]
-    Answer(String),
     #[error("{path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("{0}")]
@@ -85,6 +85,7 @@ impl AdminClient {
         })
     }
 
+    /// One call with the admin token; an answer other than a success is an error.
     async fn call(
         &self,
         method: Method,
@@ -93,34 +94,26 @@ impl AdminClient {
     ) -> Result<Answer, AdminError> {
         let answer = self
             .client
-            .request(
-                method,
-                path,
-                &[("authorization", &self.authorization)],
-                body,
-                TIMEOUT,
-                MAX_ANSWER,
-            )
+            .request(method, path, &self.headers(), body, TIMEOUT, MAX_ANSWER)
             .await?;
-        if !answer.status.is_success() {
-            return Err(AdminError::Refused {
-                status: answer.status,
-                error: answer.error_text(),
-            });
-        }
-        Ok(answer)
+        Ok(answer.success()?)
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
+    /// A `POST` of the JSON document `request`, answered with the JSON document `T`.
+    async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
-        method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        request: &impl serde::Serialize,
     ) -> Result<T, AdminError> {
         let answer = self
-            .call(method, path, body.map(|b| ("application/json", b)))
+            .client
+            .post_json(path, &self.headers(), request, TIMEOUT, MAX_ANSWER)
             .await?;
-        serde_json::from_slice(&answer.body).map_err(|e| AdminError::Answer(e.to_string()))
+        Ok(answer.success()?.json()?)
+    }
+
+    fn headers(&self) -> [(&str, &str); 1] {
+        [("authorization", self.authorization.as_str())]
     }
 
     pub async fn tokens(
@@ -134,13 +127,7 @@ impl AdminClient {
             count,
             ttl_secs: ttl.map(|t| t.as_secs()),
         };
-        let answer: TokensResponse = self
-            .json(
-                Method::POST,
-                "/v1/admin/tokens",
-                Some(serde_json::to_vec(&request).expect("serialisable")),
-            )
-            .await?;
+        let answer: TokensResponse = self.post_json(policy_admin::TOKENS_PATH, &request).await?;
         Ok(answer.tokens)
     }
 
@@ -157,13 +144,7 @@ impl AdminClient {
             lists: files.lists,
             expires_in_secs: expires_in.as_secs(),
         };
-        let answer: PublishResponse = self
-            .json(
-                Method::POST,
-                "/v1/admin/publish",
-                Some(serde_json::to_vec(&request).expect("serialisable")),
-            )
-            .await?;
+        let answer: PublishResponse = self.post_json(policy_admin::PUBLISH_PATH, &request).await?;
         Ok(answer.version)
     }
 
@@ -171,25 +152,26 @@ impl AdminClient {
         let answer = self
             .call(
                 Method::POST,
-                &format!("/v1/admin/upload?group={group}"),
-                Some(("application/vnd.cardwall.bundle", bundle)),
+                &format!("{}?group={group}", policy_admin::UPLOAD_PATH),
+                Some((BUNDLE_MEDIA_TYPE, bundle)),
             )
             .await?;
-        let answer: PublishResponse =
-            serde_json::from_slice(&answer.body).map_err(|e| AdminError::Answer(e.to_string()))?;
-        Ok(answer.version)
+        Ok(answer.json::<PublishResponse>()?.version)
     }
 
     pub async fn status(&self) -> Result<FleetStatus, AdminError> {
-        self.json(Method::GET, "/v1/admin/cards", None).await
+        let answer = self
+            .call(Method::GET, policy_admin::CARDS_PATH, None)
+            .await?;
+        Ok(answer.json()?)
     }
 
     pub async fn revoke(&self, card_id: &str) -> Result<(), AdminError> {
         self.call(
             Method::POST,
-            &format!("/v1/admin/cards/{card_id}/revoke"),
+            &policy_admin::revoke_path(card_id),
             // The server takes admin POSTs only as JSON (no form a browser could forge).
-            Some(("application/json", b"{}".to_vec())),
+            Some((JSON_MEDIA_TYPE, b"{}".to_vec())),
         )
         .await
         .map(drop)

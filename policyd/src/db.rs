@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use proto::policy_admin::CardRecord;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
@@ -25,21 +26,6 @@ pub enum DbError {
     VersionTaken { group: String, version: u64 },
     #[error("no card `{0}`")]
     NoSuchCard(String),
-}
-
-/// One card as the fleet view shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CardRecord {
-    pub id: String,
-    pub group: String,
-    /// SHA-256 of the card's certificate (DER), hex: how a connection is matched to a card.
-    pub fingerprint: String,
-    pub enrolled_at: i64,
-    pub revoked_at: Option<i64>,
-    pub running_version: u64,
-    pub last_seen: Option<i64>,
-    pub last_outcome: Option<String>,
-    pub last_error: Option<String>,
 }
 
 /// What a card's request changes in its row. Many are written in one transaction

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use policyd::admin::{AdminClient, AdminError, RuleFiles};
 use policyd::db::Db;
 use policyd::fleet::Fleet;
-use policyd::server::{AppState, Settings};
+use policyd::service::{AppState, Settings};
 use rules::bundle::{self, Bundle};
 
 #[derive(Parser)]

@@ -2,15 +2,14 @@
 //! `/admin/logout`, `/admin/revoke`.
 //!
 //! Sessions are the serving layer's ([`serve::session`]): a random id in a cookie
-//! (`HttpOnly; Secure; SameSite=Strict; Path=/admin`), kept only in the server's memory; it
-//! ends at logout, after [`SESSION_IDLE`] without a request, or [`SESSION_LIFETIME`] after
-//! login (and when the server restarts). The cookie opens only these pages: the `/v1/admin`
+//! (`HttpOnly; Secure; SameSite=Strict; Path=/admin`), kept only in the server's memory
+//! ([`crate::sessions`]); it ends at logout, after `SESSION_IDLE` without a request, or
+//! `SESSION_LIFETIME` after login (and when the server restarts). The cookie opens only these pages: the `/v1/admin`
 //! API takes the bearer token alone. Every form carries a CSRF token, checked by the
 //! extractors before a handler runs: the login form one bound to its own short-lived cookie
 //! (so no other site can log a browser in), the others the session's.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -19,30 +18,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serve::http::{SecurityHeaders, static_file};
-use serve::session::{LoginForm, Page, Refusal, Session, SessionForm, Sessions, Settings};
+use serve::session::{LoginForm, Page, Refusal, Session, SessionForm, Sessions};
 use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
 
-use crate::server::AppState;
-
-/// A session ends after this long without a request…
-pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
-/// …and this long after login in any case.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-
-/// The admin page's sessions. Never written anywhere.
-pub(crate) fn sessions() -> Sessions {
-    Sessions::new(Settings {
-        cookie: "policyd_admin",
-        login_cookie: "policyd_login",
-        path: "/admin",
-        idle_timeout: SESSION_IDLE,
-        lifetime: Some(SESSION_LIFETIME),
-        cookie_max_age: SESSION_LIFETIME,
-        // The oldest goes for a new login (which needs the admin token).
-        max_sessions: 32,
-        login_form_lifetime: Duration::from_secs(600),
-    })
-}
+use crate::service::AppState;
 
 impl Page for AppState {
     fn sessions(&self) -> &Sessions {

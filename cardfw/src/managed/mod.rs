@@ -20,8 +20,8 @@ mod tests;
 
 use std::time::Duration;
 
-use policyd::client::{Client, ClientError, ClientIdentity};
-use policyd::wire::{self, EnrolRequest, EnrolResponse};
+use policy_client::{Client, ClientError, ClientIdentity};
+use proto::policy::{self, EnrolRequest, EnrolResponse};
 use rules::bundle::{self, BundleError, Trust, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +34,11 @@ const ENROL_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ManagedError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Not reached, refused, or answered with something else than an enrolment.
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("the policy server refused ({status}): {error}")]
-    Refused { status: u16, error: String },
-    #[error("the policy server's answer is not understood: {0}")]
-    Answer(String),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("the bundle is refused: {0}")]
     Bundle(#[from] BundleError),
     #[error("the enrolment record is damaged: {0}")]
@@ -130,30 +129,22 @@ pub async fn request_enrolment(
     token: &str,
 ) -> Result<Enrolment, ManagedError> {
     let client = Client::new(server, ca_pem, None)?;
-    let (key_pem, csr_pem) = policyd::client::new_key_and_csr()?;
-    let body = serde_json::to_vec(&EnrolRequest {
+    let (key_pem, csr_pem) = policy_client::new_key_and_csr()?;
+    let request = EnrolRequest {
         token: token.trim().to_string(),
         csr_pem,
-    })
-    .expect("plain data serialises");
-    let answer = client
-        .request(
-            http::Method::POST,
-            "/v1/enrol",
+    };
+    let response: EnrolResponse = client
+        .post_json(
+            policy::ENROL_PATH,
             &[],
-            Some(("application/json", body)),
+            &request,
             ENROL_TIMEOUT,
-            wire::MAX_JSON_BODY,
+            policy::MAX_JSON_BODY,
         )
-        .await?;
-    if !answer.status.is_success() {
-        return Err(ManagedError::Refused {
-            status: answer.status.as_u16(),
-            error: answer.error_text(),
-        });
-    }
-    let response: EnrolResponse =
-        serde_json::from_slice(&answer.body).map_err(|e| ManagedError::Answer(e.to_string()))?;
+        .await?
+        .success()?
+        .json()?;
     // The CA the server was checked against is the one pinned, whatever the answer says.
     let enrolment = Enrolment {
         server: client.server().to_string(),
@@ -186,7 +177,7 @@ pub fn enroll(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ManagedError::Answer(format!("cannot start a runtime: {e}")))?;
+        .map_err(ManagedError::Runtime)?;
     let enrolment = runtime.block_on(request_enrolment(server, ca_pem, token))?;
     session.set_managed(Some(&enrolment.emit()))?;
     Ok(enrolment)

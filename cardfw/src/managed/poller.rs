@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use policyd::client::Client;
-use policyd::wire::{self, Outcome, Report};
+use policy_client::Client;
+use proto::policy::{self, Outcome, Report};
 use tokio::sync::watch;
 
 use super::{Enrolment, apply};
@@ -97,14 +97,14 @@ pub async fn poll_forever(
             },
         };
         let after = enrolment.installed_version.max(refused_through);
-        let path = format!("/v1/bundle?after={after}");
+        let path = format!("{}?after={after}", policy::BUNDLE_PATH);
         let poll = client.request(
             http::Method::GET,
             &path,
             &[],
             None,
             poll_timeout,
-            wire::MAX_BUNDLE_BODY,
+            policy::MAX_BUNDLE_BODY,
         );
         let answer = tokio::select! {
             answer = poll => answer,
@@ -126,7 +126,7 @@ pub async fn poll_forever(
             200 => {
                 let offered = answer
                     .headers
-                    .get(wire::VERSION_HEADER)
+                    .get(policy::VERSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
                 match apply(admin.store(), &enrolment, &answer.body, chrono::Utc::now()) {
@@ -187,21 +187,19 @@ async fn report(
     outcome: Outcome,
     error: Option<String>,
 ) {
-    let body = serde_json::to_vec(&Report {
+    let report = Report {
         running_version,
         offered_version,
         outcome,
         error,
-    })
-    .expect("plain data serialises");
+    };
     let sent = client
-        .request(
-            http::Method::POST,
-            "/v1/report",
+        .post_json(
+            policy::REPORT_PATH,
             &[],
-            Some(("application/json", body)),
+            &report,
             REPORT_TIMEOUT,
-            wire::MAX_JSON_BODY,
+            policy::MAX_JSON_BODY,
         )
         .await;
     match sent {

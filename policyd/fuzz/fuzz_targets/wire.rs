@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use policyd::wire::{EnrolRequest, EnrolResponse, ErrorBody, MAX_JSON_BODY, Report};
+use proto::policy::{EnrolRequest, EnrolResponse, ErrorBody, MAX_JSON_BODY, Report};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

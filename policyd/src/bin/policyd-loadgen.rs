@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use http::{Method, StatusCode};
+use policy_client::{Client, ClientIdentity};
 use policyd::admin::{AdminClient, RuleFiles};
-use policyd::client::{Client, ClientIdentity};
-use policyd::wire::{self, EnrolRequest, EnrolResponse, Outcome, Report};
+use proto::policy::{self, EnrolRequest, EnrolResponse, Outcome, Report};
 use tokio::sync::Semaphore;
 
 #[derive(Parser)]
@@ -174,19 +174,18 @@ async fn main() -> Result<()> {
 
 async fn enrol(server: &str, ca_pem: &str, token: &str) -> Result<Client> {
     let client = Client::new(server, ca_pem, None)?;
-    let (key_pem, csr_pem) = policyd::client::new_key_and_csr()?;
-    let body = serde_json::to_vec(&EnrolRequest {
+    let (key_pem, csr_pem) = policy_client::new_key_and_csr()?;
+    let request = EnrolRequest {
         token: token.to_string(),
         csr_pem,
-    })?;
+    };
     let answer = client
-        .request(
-            Method::POST,
-            "/v1/enrol",
+        .post_json(
+            policy::ENROL_PATH,
             &[],
-            Some(("application/json", body)),
+            &request,
             CALL_TIMEOUT,
-            wire::MAX_JSON_BODY,
+            policy::MAX_JSON_BODY,
         )
         .await?;
     if answer.status != StatusCode::OK {
@@ -214,11 +213,11 @@ async fn poll_until_newer(
         let answer = card
             .request(
                 Method::GET,
-                &format!("/v1/bundle?after={current}"),
+                &format!("{}?after={current}", policy::BUNDLE_PATH),
                 &[],
                 None,
                 POLL_TIMEOUT,
-                wire::MAX_BUNDLE_BODY,
+                policy::MAX_BUNDLE_BODY,
             )
             .await
             .context("poll")?;
@@ -229,23 +228,22 @@ async fn poll_until_newer(
                 let start = published_at.get().context("a bundle before the publish")?;
                 let version = answer
                     .headers
-                    .get(wire::VERSION_HEADER)
+                    .get(policy::VERSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                let report = serde_json::to_vec(&Report {
+                let report = Report {
                     running_version: version,
                     offered_version: Some(version),
                     outcome: Outcome::Applied,
                     error: None,
-                })?;
-                card.request(
-                    Method::POST,
-                    "/v1/report",
+                };
+                card.post_json(
+                    policy::REPORT_PATH,
                     &[],
-                    Some(("application/json", report)),
+                    &report,
                     CALL_TIMEOUT,
-                    wire::MAX_JSON_BODY,
+                    policy::MAX_JSON_BODY,
                 )
                 .await
                 .context("report")?;

@@ -1,8 +1,12 @@
-//! The HTTPS client cards (and the load generator, and the admin commands) use to talk to
-//! policyd: the server checked against one pinned CA, optionally a client certificate. The
-//! connection is kept for the next request (a card's report goes on the connection its bundle
-//! came on, and the next poll too), so a fleet does not redo thousands of TLS handshakes after
-//! each publish. Also the card's key and certificate request.
+//! The HTTPS client that cards (`cardfw`'s managed mode), the load generator and the admin
+//! commands (`policyd`) use to talk to the policy server: the server checked against one
+//! pinned CA, optionally a client certificate. The connection is kept for the next request (a
+//! card's report goes on the connection its bundle came on, and the next poll too), so a fleet
+//! does not redo thousands of TLS handshakes after each publish. Also the card's key and
+//! certificate request.
+//!
+//! A crate of its own so the card links the transport and not the server: what travels on it
+//! is the documents of `proto::policy` and `proto::policy_admin`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +16,12 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use proto::policy::{ErrorBody, JSON_MEDIA_TYPE};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,10 @@ pub enum ClientError {
     TooLarge(usize),
     #[error("cannot make a key or request: {0}")]
     Key(String),
+    #[error("the policy server answered {status}: {error}")]
+    Refused { status: StatusCode, error: String },
+    #[error("the policy server's answer is not understood: {0}")]
+    Answer(String),
 }
 
 /// A client certificate and its private key, both PEM.
@@ -73,9 +84,27 @@ pub struct Answer {
 impl Answer {
     /// The error text of a JSON error answer, or the body as text.
     pub fn error_text(&self) -> String {
-        serde_json::from_slice::<crate::wire::ErrorBody>(&self.body)
+        serde_json::from_slice::<ErrorBody>(&self.body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// The answer if its status is a success; otherwise the status and error text as
+    /// [`ClientError::Refused`].
+    pub fn success(self) -> Result<Answer, ClientError> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(ClientError::Refused {
+                status: self.status,
+                error: self.error_text(),
+            })
+        }
+    }
+
+    /// The body read as the JSON document `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Answer(e.to_string()))
     }
 }
 
@@ -163,6 +192,28 @@ impl Client {
             server: self.server.clone(),
             seconds: timeout.as_secs(),
         })?
+    }
+
+    /// A `POST` of `body` as JSON: [`Client::request`] for the calls whose body is a
+    /// document of [`proto::policy`] or [`proto::policy_admin`].
+    pub async fn post_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &impl Serialize,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Answer, ClientError> {
+        let body = serde_json::to_vec(body).expect("plain data serialises");
+        self.request(
+            Method::POST,
+            path,
+            headers,
+            Some((JSON_MEDIA_TYPE, body)),
+            timeout,
+            max_body,
+        )
+        .await
     }
 
     async fn request_inner(

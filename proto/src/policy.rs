@@ -1,15 +1,36 @@
-//! What cards and policyd say to each other, as JSON over HTTPS. The bundle itself travels as
-//! the signed bytes [`rules::bundle`] makes, never re-encoded, so the card checks exactly what
-//! the signer signed.
+//! What a card and the policy server (`policyd`) say to each other, as JSON over HTTPS with
+//! mutual TLS. The bundle itself travels as the signed bytes `rules::bundle` makes, never
+//! re-encoded, so the card checks exactly what the signer signed.
 //!
-//! | call | who | body → answer |
+//! - **Card side:** `cardfw`'s managed mode (`cardfw enroll`, the poller) and the load
+//!   generator `policyd-loadgen`, which plays thousands of cards.
+//! - **Server side:** `policyd`'s HTTPS service.
+//!
+//! | call | who sends | body → answer |
 //! |---|---|---|
-//! | `POST /v1/enrol` | a card without a certificate yet | [`EnrolRequest`] → [`EnrolResponse`] |
-//! | `GET /v1/bundle?after=N` | an enrolled card (client certificate) | → `200` signed bundle newer than N, or `204` when none came within the hold time |
-//! | `POST /v1/report` | an enrolled card | [`Report`] → `204` |
-//! | `/v1/admin/…` | the administrator (bearer token) | see `policyd::server` |
+//! | `POST` [`ENROL_PATH`] | a card without a certificate yet | [`EnrolRequest`] → [`EnrolResponse`] |
+//! | `GET` [`BUNDLE_PATH`]`?after=N` | an enrolled card (client certificate) | → `200` signed bundle ([`BUNDLE_MEDIA_TYPE`], version in [`VERSION_HEADER`]) newer than N, or `204` when none came within the hold time |
+//! | `POST` [`REPORT_PATH`] | an enrolled card | [`Report`] → `204` |
+//! | `/v1/admin/…` | the administrator (bearer token) | see [`crate::policy_admin`] |
+//!
+//! Every refusal is a 4xx/5xx status with an [`ErrorBody`].
 
 use serde::{Deserialize, Serialize};
+
+/// Where a card enrols.
+pub const ENROL_PATH: &str = "/v1/enrol";
+/// Where a card long-polls for a newer bundle (`?after=<installed version>`).
+pub const BUNDLE_PATH: &str = "/v1/bundle";
+/// Where a card says what it did with a bundle.
+pub const REPORT_PATH: &str = "/v1/report";
+
+/// The media type of every JSON body (the admin calls refuse any other: see
+/// [`crate::policy_admin`]).
+pub const JSON_MEDIA_TYPE: &str = "application/json";
+
+/// The media type of a signed bundle: a poll's answer, and an upload of a bundle signed
+/// elsewhere (`policyd upload`).
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.cardwall.bundle";
 
 /// The header on a bundle answer that names its version (the body is the signed bundle).
 pub const VERSION_HEADER: &str = "x-cardwall-bundle-version";
@@ -108,5 +129,41 @@ mod tests {
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.contains("\"refused\""));
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), report);
+    }
+
+    /// The card and the server are updated apart (a fleet is never all on one version): the
+    /// field names are the contract, pinned here as text.
+    #[test]
+    fn the_json_shapes_stay_as_they_are() {
+        let report = Report {
+            running_version: 3,
+            offered_version: None,
+            outcome: Outcome::Applied,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&report).unwrap(),
+            r#"{"running_version":3,"offered_version":null,"outcome":"applied","error":null}"#
+        );
+        let enrolled = EnrolResponse {
+            card_id: "0a1b".into(),
+            group: "laptops".into(),
+            certificate_pem: "C".into(),
+            ca_pem: "A".into(),
+            policy_key_pem: "K".into(),
+        };
+        let text = serde_json::to_string(&enrolled).unwrap();
+        assert_eq!(
+            text,
+            r#"{"card_id":"0a1b","group":"laptops","certificate_pem":"C","ca_pem":"A","policy_key_pem":"K"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<EnrolResponse>(&text).unwrap(),
+            enrolled
+        );
+        assert_eq!(
+            serde_json::to_string(&ErrorBody { error: "no".into() }).unwrap(),
+            r#"{"error":"no"}"#
+        );
     }
 }
