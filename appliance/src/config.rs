@@ -171,6 +171,24 @@ fn in_network(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     u32::from(a) & mask == u32::from(net) & mask
 }
 
+/// Each named address must be in `network` (address, prefix length); the error says which is
+/// not, and where it should be (`place`, e.g. "on the card link").
+fn require_in_network(
+    addresses: [(&str, Ipv4Addr); 2],
+    (network, prefix): (Ipv4Addr, u8),
+    place: &str,
+) -> Result<(), String> {
+    match addresses
+        .into_iter()
+        .find(|(_, address)| !in_network(*address, network, prefix))
+    {
+        Some((what, address)) => Err(format!(
+            "{what} {address} is not {place} {network}/{prefix}"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -201,32 +219,26 @@ impl Config {
             }
         }
         let inside = &self.inside;
-        for (what, a) in [
-            ("inside.dhcp_first", inside.dhcp_first),
-            ("inside.dhcp_last", inside.dhcp_last),
-        ] {
-            if !in_network(a, inside.address, inside.prefix) {
-                return Err(format!(
-                    "{what} {a} is not in the inside network {}/{}",
-                    inside.address, inside.prefix
-                ));
-            }
-        }
+        require_in_network(
+            [
+                ("inside.dhcp_first", inside.dhcp_first),
+                ("inside.dhcp_last", inside.dhcp_last),
+            ],
+            (inside.address, inside.prefix),
+            "in the inside network",
+        )?;
         if u32::from(inside.dhcp_first) > u32::from(inside.dhcp_last) {
             return Err("inside.dhcp_first comes after inside.dhcp_last".into());
         }
         let card = &self.card;
-        for (what, a) in [
-            ("card.inside_address", card.inside_address),
-            ("card.outside_address", card.outside_address),
-        ] {
-            if !in_network(a, card.address, card.prefix) {
-                return Err(format!(
-                    "{what} {a} is not on the card link {}/{}",
-                    card.address, card.prefix
-                ));
-            }
-        }
+        require_in_network(
+            [
+                ("card.inside_address", card.inside_address),
+                ("card.outside_address", card.outside_address),
+            ],
+            (card.address, card.prefix),
+            "on the card link",
+        )?;
         if card.inside_address == card.outside_address {
             return Err("the card's inside and outside addresses must differ: the appliance tells the card's own traffic from relayed traffic by them".into());
         }

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
+use netconf::netlink::{self, LinkEvent, Netlink, PolicyRule};
+use netconf::sysfs;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, OutsideMode};
-use crate::netlink::{self, LinkEvent, Netlink, PolicyRule};
 use crate::services::{self, Lease};
 use crate::state::{ApplianceState, Block, CardState, LinkState, RECENT_BLOCKS, Role, Snapshot};
 use crate::{firewall, status};
@@ -411,7 +412,7 @@ async fn probe_card(config: &Config) -> Result<proto::CardStatus, String> {
 
 fn is_card_link(config: &Config, name: &str) -> bool {
     if config.card.interface.is_empty() {
-        netlink::find_by_driver(&config.card.driver).as_deref() == Some(name)
+        sysfs::find_by_driver(&config.card.driver).as_deref() == Some(name)
     } else {
         config.card.interface == name
     }
@@ -419,7 +420,7 @@ fn is_card_link(config: &Config, name: &str) -> bool {
 
 fn find_card_link(config: &Config) -> Option<String> {
     if config.card.interface.is_empty() {
-        netlink::find_by_driver(&config.card.driver)
+        sysfs::find_by_driver(&config.card.driver)
     } else if PathBuf::from("/sys/class/net")
         .join(&config.card.interface)
         .exists()
@@ -497,7 +498,7 @@ async fn refresh_links(
                 .map(|(a, p)| format!("{a}/{p}"))
                 .collect()
         };
-        let (rx_bytes, tx_bytes) = netlink::counters(name).unwrap_or((0, 0));
+        let (rx_bytes, tx_bytes) = sysfs::counters(name).unwrap_or((0, 0));
         links.push(LinkState {
             role,
             name: name.to_string(),

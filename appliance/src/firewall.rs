@@ -9,9 +9,9 @@
 //!   only the card's outside address out to the outside (masqueraded), replies back, and no
 //!   IPv6 forwarding at all.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+
+pub use netconf::nft::apply;
 
 use crate::config::Config;
 
@@ -124,38 +124,6 @@ table inet {TABLE} {{
 }}
 "
     )
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FirewallError {
-    #[error("cannot run nft: {0}")]
-    Spawn(std::io::Error),
-    #[error("nft refused the ruleset: {0}")]
-    Refused(String),
-}
-
-/// Applies a ruleset in one transaction.
-pub fn apply(ruleset: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(FirewallError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(FirewallError::Spawn)?;
-    }
-    let output = child.wait_with_output().map_err(FirewallError::Spawn)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(FirewallError::Refused(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ))
-    }
 }
 
 #[cfg(test)]

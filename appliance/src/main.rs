@@ -1,5 +1,4 @@
 //! `appliance run --config appliance.toml`: the appliance daemon.
-//! `appliance lab`: the whole system in network namespaces on this machine, until Ctrl-C.
 //! `appliance base-ruleset`: print the fail-closed base ruleset (for `nft -f`), so a boot
 //! script can close everything before any link is up, with no daemon running yet.
 //! `appliance peer-io --reader NAME --tap NAME`: the Peer I/O link to an ISO 7816-only card.
@@ -25,12 +24,6 @@ enum Command {
     Run {
         #[arg(long, default_value = "/etc/cardwall/appliance.toml")]
         config: PathBuf,
-    },
-    /// Build the whole system in network namespaces and keep it running until Ctrl-C.
-    Lab {
-        /// Link the card by Peer I/O over PC/SC (pcscd + vpcd) instead of an EEM-like veth.
-        #[arg(long)]
-        peer_io: bool,
     },
     /// Run the Peer I/O server for the card in a PC/SC reader, bridged to a TAP device that
     /// stands for the card link.
@@ -76,7 +69,6 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Lab { peer_io } => lab(&runtime, peer_io),
         Command::BaseRuleset => {
             print!("{}", appliance::firewall::base_ruleset());
             Ok(())
@@ -93,20 +85,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn lab(runtime: &tokio::runtime::Runtime, peer_io: bool) -> anyhow::Result<()> {
-    let options = appliance::lab::Options {
-        bin_dir: appliance::lab::sibling_binaries(),
-        tag: "lab".into(),
-        rules: appliance::lab::DEMO_RULES.into(),
-        peer_io,
-    };
-    eprintln!("starting the lab (namespaces, links, dnsmasq, origins, cardfw, appliance)…");
-    let lab = appliance::lab::SystemLab::start(&options)?;
-    println!("{}", lab.instructions());
-    runtime.block_on(tokio::signal::ctrl_c())?;
-    eprintln!("stopping the lab and removing what it created…");
-    drop(lab);
-    Ok(())
 }

@@ -7,10 +7,10 @@
 //! instead of hanging. The card's outside address takes nothing but replies to the card's own
 //! connections: a new packet to it is dropped without an answer.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
+use netconf::netlink::{Netlink, NetlinkError};
+use netconf::nft::{self, NftError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
@@ -83,102 +83,38 @@ table inet {TABLE} {{
     )
 }
 
+/// Why interception could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum InterceptError {
-    #[error("cannot run {command}: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command} failed: {stderr}")]
-    Failed { command: String, stderr: String },
-}
-
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), InterceptError> {
-    let command = format!("{program} {}", args.join(" "));
-    let spawn_error = |source| InterceptError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
-    }
-    let output = child.wait_with_output().map_err(spawn_error)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(InterceptError::Failed {
-            command,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
-    }
+    /// `nft` refused the ruleset or could not run.
+    #[error(transparent)]
+    Ruleset(#[from] NftError),
+    /// The policy route that makes intercepted packets local could not be made.
+    #[error("policy route: {0}")]
+    Route(#[from] NetlinkError),
 }
 
 /// Installs the ruleset and the local-delivery route for marked packets.
-pub fn install(config: &Config) -> Result<(), InterceptError> {
-    run("nft", &["-f", "-"], Some(&ruleset(config)))?;
-    let mark = format!("{MARK:#x}");
-    let table = ROUTE_TABLE.to_string();
+pub async fn install(config: &Config) -> Result<(), InterceptError> {
+    nft::apply(&ruleset(config))?;
+    let netlink = Netlink::connect().await?;
     // Replace, not add, so a restart after a crash does not stack duplicate rules.
-    let _ = run(
-        "ip",
-        &["rule", "del", "fwmark", &mark, "lookup", &table],
-        None,
-    );
-    run(
-        "ip",
-        &["rule", "add", "fwmark", &mark, "lookup", &table],
-        None,
-    )?;
-    run(
-        "ip",
-        &[
-            "route",
-            "replace",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            &table,
-        ],
-        None,
-    )?;
+    netlink.replace_mark_rule(MARK, ROUTE_TABLE).await?;
+    netlink
+        .replace_local_default_route(ROUTE_TABLE, "lo")
+        .await?;
     Ok(())
 }
 
 /// Removes what [`install`] added. Without it nothing is intercepted, and since the card does
 /// not forward, nothing passes either.
-pub fn remove() {
-    let _ = run("nft", &["delete", "table", "inet", TABLE], None);
-    let _ = run(
-        "ip",
-        &[
-            "rule",
-            "del",
-            "fwmark",
-            &format!("{MARK:#x}"),
-            "lookup",
-            &ROUTE_TABLE.to_string(),
-        ],
-        None,
-    );
-    let _ = run(
-        "ip",
-        &["route", "flush", "table", &ROUTE_TABLE.to_string()],
-        None,
-    );
+pub async fn remove() {
+    // Best effort all the way: what cannot be removed now is replaced at the next start.
+    let _ = nft::apply(&format!("delete table inet {TABLE}\n"));
+    if let Ok(netlink) = Netlink::connect().await {
+        let _ = netlink.delete_mark_rule(MARK, ROUTE_TABLE).await;
+        let _ = netlink.flush_table(ROUTE_TABLE).await;
+    }
 }
 
 /// A listener that may accept connections addressed to any address (TPROXY's target).

@@ -10,12 +10,14 @@
 //! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
 //! - [`store`]: the PIN-protected, sealed rule store; [`admin`]: the card's web page over it.
 //! - [`accept`]: the one accept loop every listener runs, and the descriptor budget.
+//! - [`inspect`]: TLS inspection for chosen sites (the card's CA, leaves, upstream checks); not wired yet.
 
 pub mod accept;
 pub mod admin;
 pub mod card;
 pub mod config;
 pub mod ech;
+pub mod inspect;
 pub mod intercept;
 pub mod iso7816;
 pub mod managed;

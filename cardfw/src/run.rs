@@ -183,14 +183,16 @@ pub async fn run(config: Config) -> Result<()> {
             listener(config.ports.transparent_tcp)?,
             card.clone(),
         ));
-        intercept::install(config).context("cannot install the interception ruleset")?;
+        intercept::install(config)
+            .await
+            .context("cannot install the interception ruleset")?;
         tracing::info!(link = %config.link, "transparent interception installed");
     }
     tracing::info!(inside = %inside, outside = %config.outside_address, "card firewall running");
 
     let outcome = watch(&card, &source, &mut tasks).await;
     if card.config.transparent {
-        intercept::remove();
+        intercept::remove().await;
     }
     outcome
 }

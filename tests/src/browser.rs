@@ -168,7 +168,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 /// driver listens on that namespace's loopback), and closes the browser afterwards, whatever
 /// `session` returned.
 pub fn session_in<T: Send + 'static>(
-    netns: &appliance::topology::Netns,
+    netns: &lab::topology::Netns,
     launch: Launch,
     session: impl AsyncFnOnce(&Browser) -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -226,7 +226,7 @@ pub enum Loaded {
 }
 
 /// Reads what a page's origin and the browser agreed on: the TLS version the origin saw (its
-/// `tls-version` header, see `appliance::origin`) and the navigation's `nextHopProtocol`, e.g.
+/// `tls-version` header, see `lab::origin`) and the navigation's `nextHopProtocol`, e.g.
 /// `TLSv1.3 h2`.
 const TLS_AND_PROTOCOL: &str = "
     const done = arguments[arguments.length - 1];
@@ -479,7 +479,7 @@ impl Browser {
     }
 
     /// The TLS version and HTTP protocol the current page was loaded with, as `TLSv1.3 h2`:
-    /// fetches the page again and reads the `tls-version` header `appliance::origin` adds over
+    /// fetches the page again and reads the `tls-version` header `lab::origin` adds over
     /// TLS, and the navigation's `nextHopProtocol`.
     pub async fn negotiated(&self) -> Result<String> {
         self.eval_async(TLS_AND_PROTOCOL).await

@@ -1,7 +1,7 @@
 //! cardwall end-to-end tests: real network namespaces, real servers, real clients.
 //!
-//! Topologies come from [`appliance::topology`] (the one namespace library, shared with
-//! `appliance lab`); [`origin`] provides the "outside world": HTTP and HTTPS origins, a DNS
+//! Topologies come from [`lab::topology`] (the one namespace library, shared with
+//! `./x lab`); [`origin`] provides the "outside world": HTTP and HTTPS origins, a DNS
 //! server and a TCP echo server, each running inside a namespace, plus a test CA.
 //!
 //! These tests need root (namespaces, veth links) and some programs (`ip` from iproute2,
@@ -15,12 +15,12 @@
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use appliance::lab::SystemLab;
-use appliance::topology::Lab;
+use lab::SystemLab;
+use lab::topology::Lab;
 
-pub use appliance::topology;
+pub use lab::topology;
 
-pub use appliance::origin;
+pub use lab::origin;
 pub mod browser;
 pub mod packets;
 pub mod pcsc;
@@ -86,12 +86,12 @@ fn probe_namespaces() -> Result<(), String> {
 /// Waits until a `cardfw` just started in `card` is ready: its status endpoint accepts from
 /// `client`, and its interception ruleset is in place. Panics with `log()` otherwise.
 pub fn wait_for_card(
-    client: &appliance::topology::Netns,
-    card: &appliance::topology::Netns,
+    client: &lab::topology::Netns,
+    card: &lab::topology::Netns,
     timeout: std::time::Duration,
     log: impl Fn() -> String,
 ) {
-    let status = std::net::SocketAddr::from((appliance::lab::CARD_INSIDE, 8081));
+    let status = std::net::SocketAddr::from((lab::CARD_INSIDE, 8081));
     if client.wait_for_tcp(status, timeout).is_err() {
         panic!("cardfw did not come up:\n{}", log());
     }
@@ -112,7 +112,7 @@ pub fn wait_for_card(
 /// Sends `request` as raw bytes from inside `netns` to `to` and returns everything answered
 /// until the peer closes (or `read_timeout` passes without a byte).
 pub fn raw_exchange(
-    netns: &appliance::topology::Netns,
+    netns: &lab::topology::Netns,
     to: std::net::SocketAddr,
     request: &[u8],
     read_timeout: std::time::Duration,
@@ -146,8 +146,8 @@ pub fn start_system_lab(tag: &str, rules: &str) -> Option<SystemLab> {
     {
         return None;
     }
-    let options = appliance::lab::Options {
-        bin_dir: appliance::lab::sibling_binaries(),
+    let options = lab::Options {
+        bin_dir: lab::sibling_binaries(),
         tag: tag.into(),
         rules: rules.into(),
         peer_io: false,

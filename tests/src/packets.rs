@@ -42,7 +42,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use appliance::topology::{Netns, panic_message};
+use lab::topology::{Netns, panic_message};
 
 /// An address no host in any lab owns, used as a forged source ([`Kind::SpoofedSourceAddress`],
 /// [`Kind::TcpSynProxiedPortSpoofedSource`]). From 198.18.0.0/15, the benchmarking range.

@@ -1,14 +1,14 @@
 //! A private PC/SC stack for a test: its own `pcscd` with the `vpcd` virtual reader
-//! ([`appliance::pcscd`]), and the card firmware plugged into it as a virtual card, all in one
+//! ([`lab::pcscd`]), and the card firmware plugged into it as a virtual card, all in one
 //! lab namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use appliance::topology::{Lab, Netns};
+use lab::topology::{Lab, Netns};
 
-pub use appliance::pcscd::{READER, VPCD_PORT};
+pub use lab::pcscd::{READER, VPCD_PORT};
 
 /// The stack of one test.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub fn require_pcsc() -> bool {
     {
         return false;
     }
-    if !Path::new(appliance::pcscd::VPCD_DRIVER).exists() {
+    if !Path::new(lab::pcscd::VPCD_DRIVER).exists() {
         assert!(
             !crate::in_ci(),
             "CI=true and vpcd is missing (Debian package vsmartcard-vpcd)"
@@ -56,7 +56,7 @@ pub fn start_with(
     iso7816: &str,
 ) -> anyhow::Result<CardReader> {
     let dir = lab.dir().to_path_buf();
-    let pcscd = appliance::pcscd::start(lab, ns)?;
+    let pcscd = lab::pcscd::start(lab, ns)?;
     let (socket, pcscd) = (pcscd.socket, pcscd.pid);
 
     let store = dir.join("store");
@@ -71,7 +71,7 @@ pub fn start_with(
             store.display()
         ),
     )?;
-    let cardfw = appliance::lab::sibling_binaries().join("cardfw");
+    let cardfw = lab::sibling_binaries().join("cardfw");
     let card = lab.spawn(ns, &cardfw, &["--config", &config.to_string_lossy()])?;
     let reader = CardReader {
         socket,
@@ -102,7 +102,7 @@ impl CardReader {
     /// reads PINs when that is not a terminal).
     pub fn cardctl(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
         run_with_input(
-            Command::new(appliance::lab::sibling_binaries().join("cardctl"))
+            Command::new(lab::sibling_binaries().join("cardctl"))
                 .args(args)
                 .env("PCSCLITE_CSOCK_NAME", &self.socket),
             stdin,

@@ -4,8 +4,8 @@
 
 use std::process::Output;
 
-use appliance::topology::Lab;
 use e2e::pcsc::{self, CardReader};
+use lab::topology::Lab;
 
 const FIRST_RULES: &str = "deny any\n";
 const PIN: &str = "4711";

@@ -1,4 +1,4 @@
-//! The whole system, as `appliance lab` builds it: a protected computer that gets its address
+//! The whole system, as `./x lab` builds it: a protected computer that gets its address
 //! by DHCP, the appliance daemon, the card, and an outside world with its own DHCP/DNS server
 //! and origin servers. What a user does from the protected computer must work through the
 //! card; when the card or its link goes away nothing may pass; the outside reaches nothing
@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use appliance::lab::{self, SystemLab};
-use appliance::topology::Netns;
 use e2e::pc_curl as curl;
+use lab::SystemLab;
+use lab::topology::Netns;
 
 fn start(tag: &str) -> Option<SystemLab> {
     start_with(tag, lab::DEMO_RULES)
@@ -509,7 +509,7 @@ fn an_invalid_configuration_closes_everything() {
     if !e2e::require_root() || !e2e::require_program("nft", "nftables") {
         return;
     }
-    let mut topology = appliance::topology::Lab::new("badcfg").unwrap();
+    let mut topology = lab::topology::Lab::new("badcfg").unwrap();
     let ns = topology.namespace("appl").unwrap();
     let config = topology.dir().join("appliance.toml");
     std::fs::write(&config, "[inside]\ninterfce = \"lan0\"\n").unwrap();

@@ -17,8 +17,8 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appliance::topology::{Lab, Netns};
 use e2e::origin::{self, Server};
+use lab::topology::{Lab, Netns};
 
 const CARD_INSIDE: &str = "172.31.77.2";
 const ALLOWED: &str = "203.0.113.10";

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use appliance::lab::{self, ECH_COVER_NAME, SystemLab};
 use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
 use e2e::pc_curl as curl;
+use lab::{ECH_COVER_NAME, SystemLab};
 
 fn start(tag: &str) -> Option<SystemLab> {
     e2e::start_system_lab(tag, lab::DEMO_RULES)
@@ -36,11 +36,7 @@ const WEBSOCKET_ECHO: &str = "
 async fn browse(b: &Browser) -> Result<()> {
     // An allowed plain HTTP page, after the browser's own HTTPS attempt was refused.
     ensure!(b.load("http://other.test/").await? == Loaded::Page);
-    ensure!(
-        b.text("body")
-            .await?
-            .contains(appliance::origin::HELLO.trim())
-    );
+    ensure!(b.text("body").await?.contains(lab::origin::HELLO.trim()));
     let scheme = b.eval("return location.protocol;").await?;
     ensure!(scheme == "http:", "other.test loaded over {scheme}");
     // WebSocket through the card's HTTP relay (ws://).
@@ -51,11 +47,7 @@ async fn browse(b: &Browser) -> Result<()> {
     // its name, then splices; the browser and the origin agree TLS 1.3 and HTTP/2.
     let https = b.load("https://allowed.test/").await?;
     ensure!(https == Loaded::Page, "https://allowed.test/: {https:?}");
-    ensure!(
-        b.text("body")
-            .await?
-            .contains(appliance::origin::HELLO.trim())
-    );
+    ensure!(b.text("body").await?.contains(lab::origin::HELLO.trim()));
     let negotiated = b.negotiated().await?;
     ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
     let echo = b.eval_async(WEBSOCKET_ECHO).await?;
@@ -190,7 +182,7 @@ fn ech_configs_are_stripped_and_rebinding_answers_refused_by_the_cards_dns() {
     // The real name loads as before.
     assert_eq!(
         curl(&lab, &["--cacert", &ca, "https://allowed.test/"]),
-        (0, appliance::origin::HELLO.into())
+        (0, lab::origin::HELLO.into())
     );
 }
 
@@ -201,7 +193,7 @@ fn ech_configs_are_stripped_and_rebinding_answers_refused_by_the_cards_dns() {
 fn command_line_clients_work_through_the_card() {
     let Some(lab) = start("cli") else { return };
     let ca = lab.ca_file.to_str().unwrap().to_string();
-    let hello = appliance::origin::HELLO.to_string();
+    let hello = lab::origin::HELLO.to_string();
 
     // curl: HTTP/1.1, then HTTP/2 over TLS by ALPN.
     assert_eq!(

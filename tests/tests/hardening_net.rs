@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use appliance::topology::{Lab, Netns};
 use e2e::origin::{self, Server};
+use lab::topology::{Lab, Netns};
 
 const CARD_INSIDE: &str = "172.31.77.2";
 const OTHER_CLIENT: &str = "172.31.77.4";
@@ -348,7 +348,7 @@ fn one_client_cannot_take_every_descriptor() {
 /// the status (DNS rebinding).
 #[test]
 fn the_status_page_answers_only_at_its_own_address() {
-    use appliance::lab::{self, Options, SystemLab};
+    use lab::{Options, SystemLab};
     if !e2e::require_root()
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("nft", "nftables")

@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use appliance::topology::{Lab, Netns};
 use e2e::origin::{self, Server};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
+use lab::topology::{Lab, Netns};
 
 const CARD_INSIDE: &str = "172.31.77.2";
 const ALLOWED: &str = "203.0.113.10";

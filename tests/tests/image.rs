@@ -14,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use appliance::lab::{self, ALLOWED, APPLIANCE_INSIDE, CARD_INSIDE, CARD_OUTSIDE, WORLD};
-use appliance::origin;
-use appliance::topology::{Lab, Netns};
 use e2e::browser::{Browser, Engine, Launch, Loaded, session_in};
 use e2e::packets::{self, ALL_KINDS, Kind, Target};
+use lab::origin;
+use lab::topology::{Lab, Netns};
+use lab::{ALLOWED, APPLIANCE_INSIDE, CARD_INSIDE, CARD_OUTSIDE, WORLD};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

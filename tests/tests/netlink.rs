@@ -1,4 +1,4 @@
-//! `appliance::netlink` against a real kernel: every call runs inside a lab namespace (a netlink
+//! `netconf::netlink` against a real kernel: every call runs inside a lab namespace (a netlink
 //! socket opened on a thread that joined the namespace lives there), and every effect is read
 //! back with `ip`, independently of the code under test.
 //!
@@ -11,11 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use appliance::netlink::{
-    self, LinkEvent, LinkEvents, Netlink, NetlinkError, PolicyRule, RuleAction,
-};
 use e2e::origin;
 use e2e::topology::{Lab, Netns, panic_message};
+use netconf::netlink::{
+    self, LinkEvent, LinkEvents, Netlink, NetlinkError, PolicyRule, RuleAction,
+};
 
 /// How long a link event may take to arrive.
 const EVENT_DEADLINE: Duration = Duration::from_secs(1);
@@ -455,6 +455,52 @@ fn rules_are_ensured_once_listed_and_deleted_exactly() -> Result<()> {
 ///
 /// Both the card and the world answer on 203.0.113.7:9000, each with its own echo server, so
 /// the test sees which one the pc reached.
+/// The card's interception: `fwmark M lookup T` and `local 0.0.0.0/0 dev lo table T`, made
+/// again without stacking, and removed, as `ip` shows them.
+#[test]
+fn mark_rules_and_the_local_route_are_replaced_and_removed() -> Result<()> {
+    if !e2e::require_root() {
+        return Ok(());
+    }
+    let mut lab = Lab::new("nlmark")?;
+    let a = lab.namespace("a")?;
+    in_namespace(&a, || async {
+        let netlink = Netlink::connect().await?;
+        for _ in 0..2 {
+            netlink.replace_mark_rule(0xca7d, 0xca7d).await?;
+            netlink.replace_local_default_route(0xca7d, "lo").await?;
+        }
+        Ok(())
+    })?;
+    let rules = lines(&a.run_ok("ip", &["rule", "show"])?);
+    let marked: Vec<&String> = rules
+        .iter()
+        .filter(|rule| rule.contains("fwmark"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{rules:?}");
+    assert!(
+        marked[0].contains("from all fwmark 0xca7d lookup 51837"),
+        "{rules:?}"
+    );
+    let table = lines(&a.run_ok("ip", &["route", "show", "table", "51837"])?);
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert!(table[0].starts_with("local default dev lo"), "{table:?}");
+
+    in_namespace(&a, || async {
+        let netlink = Netlink::connect().await?;
+        netlink.delete_mark_rule(0xca7d, 0xca7d).await?;
+        // Gone already: not an error.
+        netlink.delete_mark_rule(0xca7d, 0xca7d).await?;
+        netlink.flush_table(0xca7d).await?;
+        Ok(())
+    })?;
+    let rules = a.run_ok("ip", &["rule", "show"])?;
+    assert!(!rules.contains("fwmark"), "{rules}");
+    let table = a.run_ok("ip", &["route", "show", "table", "51837"])?;
+    assert!(table.trim().is_empty(), "{table}");
+    Ok(())
+}
+
 #[test]
 fn without_the_card_route_inside_traffic_is_refused_not_leaked() -> Result<()> {
     if !e2e::require_root() {

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use appliance::origin;
-use appliance::topology::Lab;
 use e2e::pcsc;
+use lab::origin;
+use lab::topology::Lab;
 
 const HOST_ADDRESS: &str = "10.77.0.1/30";
 const CARD_ADDRESS: &str = "10.77.0.2";
@@ -40,7 +40,7 @@ fn ping_and_http_cross_the_apdu_link() {
         )
         .expect("card TAP address");
 
-    let appliance = appliance::lab::sibling_binaries().join("appliance");
+    let appliance = lab::sibling_binaries().join("appliance");
     let server = lab
         .spawn(
             &host_ns,
@@ -130,7 +130,7 @@ fn ping_and_http_cross_the_apdu_link() {
 /// gone, nothing passes.
 #[test]
 fn the_appliance_routes_through_a_peer_io_card_and_fails_closed_without_it() {
-    use appliance::lab::{self, Options, SystemLab};
+    use lab::{Options, SystemLab};
     if !pcsc::require_pcsc()
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("dnsmasq", "dnsmasq-base")

@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use appliance::topology::{Lab, Netns};
 use e2e::built_binary as binary;
 use e2e::origin::{self, Server};
+use lab::topology::{Lab, Netns};
 
 const CARD_INSIDE: &str = "172.31.77.2";
 const ALLOWED: &str = "203.0.113.10";

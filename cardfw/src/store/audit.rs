@@ -60,6 +60,8 @@ pub enum AuditEvent {
     PukChangeFailed {
         tries_left: u8,
     },
+    /// The card's inspection CA got a new key and certificate (browsers must trust the new one).
+    InspectionCaRekeyed,
 }
 
 impl AuditEvent {
@@ -96,6 +98,7 @@ impl AuditEvent {
             AuditEvent::SetupFailed { tries_left } => (15, tries_left.into()),
             AuditEvent::PukChanged => (16, 0),
             AuditEvent::PukChangeFailed { tries_left } => (17, tries_left.into()),
+            AuditEvent::InspectionCaRekeyed => (18, 0),
         }
     }
 
@@ -127,6 +130,7 @@ impl AuditEvent {
             17 => AuditEvent::PukChangeFailed {
                 tries_left: tries_left?,
             },
+            18 => AuditEvent::InspectionCaRekeyed,
             _ => return None,
         })
     }
@@ -167,6 +171,7 @@ impl fmt::Display for AuditEvent {
             AuditEvent::PukChangeFailed { tries_left } => {
                 write!(f, "PUK change failed, {tries_left} PUK tries left")
             }
+            AuditEvent::InspectionCaRekeyed => f.write_str("inspection CA re-keyed"),
         }
     }
 }

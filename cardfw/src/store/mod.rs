@@ -13,6 +13,7 @@
 //! | `rules.sealed` | the current rule set: version, saved-at, text |
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
+//! | `inspect-ca.sealed` | the card's TLS inspection CA: its certificate and private key, one record so a re-key replaces both at once (see [`crate::inspect::ca`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see [`crate::managed`]) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -63,7 +64,8 @@ const AUDIT_FILE: &str = "audit.sealed";
 /// The clear PUK file of earlier firmware: removed wherever it is found.
 const LEGACY_PUK_FILE: &str = "puk.txt";
 const MANAGED_FILE: &str = "managed.sealed";
-const ALL_FILES: [&str; 7] = [
+const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
+const ALL_FILES: [&str; 8] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -71,6 +73,7 @@ const ALL_FILES: [&str; 7] = [
     AUDIT_FILE,
     LEGACY_PUK_FILE,
     MANAGED_FILE,
+    INSPECTION_CA_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -708,6 +711,28 @@ impl Store {
         }
     }
 
+    /// The inspection CA record ([`crate::inspect::ca`] reads it), made with `make` and kept
+    /// when none opens: missing (first use), or sealed under another device key or damaged. A
+    /// CA that no longer opens cannot sign anything, and whoever could damage the file could
+    /// delete it too; the new CA's fingerprint differs, which is what the owner checks.
+    pub fn inspection_ca_record_or_create(
+        &self,
+        make: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, StoreError>,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let _guard = self.lock();
+        match self.read_sealed(INSPECTION_CA_FILE) {
+            Ok(record) => return Ok(record),
+            Err(StoreError::Missing { .. }) => {}
+            Err(error @ (StoreError::Tampered { .. } | StoreError::Malformed { .. })) => {
+                tracing::warn!(%error, "the inspection CA does not open: making a new one");
+            }
+            Err(error) => return Err(error),
+        }
+        let record = make()?;
+        self.write_sealed(INSPECTION_CA_FILE, &record)?;
+        Ok(record)
+    }
+
     /// Installs rules from a verified policy bundle as the next store version, with no PIN:
     /// the policy key's signature is the authority. The list files go beside the rules
     /// (where local rules read theirs too), then the rules, then `record` (the new installed
@@ -994,6 +1019,14 @@ impl AdminSession<'_> {
                 store.append_audit(AuditEvent::Unenrolled)
             }
         }
+    }
+
+    /// Replaces the inspection CA record (a re-key, [`crate::inspect::ca`]) in one atomic write.
+    pub fn replace_inspection_ca_record(&self, record: &[u8]) -> Result<(), StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        store.write_sealed(INSPECTION_CA_FILE, record)?;
+        store.append_audit(AuditEvent::InspectionCaRekeyed)
     }
 
     /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.

@@ -1,4 +1,4 @@
-//! Network-namespace topologies: the one library behind every end-to-end test and `appliance lab`.
+//! Network-namespace topologies: the one library behind every end-to-end test and `./x lab`.
 //!
 //! A [`Lab`] creates namespaces, veth links between them, addresses and routes, and starts
 //! processes inside namespaces. It owns everything it creates: dropping it (also while a test

@@ -1,6 +1,6 @@
 //! The whole system on one machine: the protected computer, the appliance, the card and the
-//! outside world, each in its own network namespace, wired like the real thing. `appliance
-//! lab` runs it for people; the end-to-end tests start it the same way.
+//! outside world, each in its own network namespace, wired like the real thing. `./x lab`
+//! (the `cardwall-lab` binary) runs it for people; the end-to-end tests start it the same way.
 //!
 //! ```text
 //!  pc ──eth0/lan0── appliance ──wan0/w0── world (DHCP+DNS: dnsmasq; origins 203.0.113.10/.11)
@@ -417,7 +417,7 @@ impl SystemLab {
             .unwrap_or_default()
     }
 
-    /// What to try, printed by `appliance lab`.
+    /// What to try, printed by `cardwall-lab`.
     pub fn instructions(&self) -> String {
         let pc = self.pc.name();
         let ca = self.ca_file.display();

@@ -1,0 +1,506 @@
+//! Inspection through real rustls handshakes over in-memory pipes: the card CA and its leaves
+//! seen by a client that trusts the CA, and upstream chains made with rcgen refused for each
+//! named reason.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use super::*;
+use crate::store::{AuditEvent, PinCost, Store};
+
+const PIN: &str = "4711";
+
+fn store(dir: &Path) -> Store {
+    Store::open_or_create(dir, "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap()
+}
+
+/// A card: its CA made in a store in `dir`, a leaf cache of `capacity` over it, and a client
+/// that trusts the CA (a browser the owner installed it in).
+struct Card {
+    ca_der: CertificateDer<'static>,
+    leaves: Arc<LeafCache>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn card(dir: &Path, capacity: usize) -> Card {
+    let ca = CardCa::load_or_create(&store(dir)).unwrap();
+    let ca_der = ca.cert_der().clone();
+    Card {
+        client: client_trusting(&ca_der),
+        ca_der,
+        leaves: Arc::new(LeafCache::new(Arc::new(ca), capacity)),
+    }
+}
+
+/// A client that trusts only `root`.
+fn client_trusting(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(root.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth(),
+    )
+}
+
+/// One TLS handshake over an in-memory pipe; the client's result, and on success the
+/// certificates it was shown.
+async fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    let connector = tokio_rustls::TlsConnector::from(client);
+    // The server side's result is not asserted: it fails whenever the client refuses.
+    let (_, client) = tokio::join!(
+        acceptor.accept(server_io),
+        connector.connect(name, client_io)
+    );
+    let client = client?;
+    Ok(client.get_ref().1.peer_certificates().unwrap().to_vec())
+}
+
+fn alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
+#[tokio::test]
+async fn a_leaf_for_a_name_verifies_against_the_card_ca_with_its_san_and_a_short_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let Card {
+        ca_der,
+        leaves,
+        client,
+    } = card(dir.path(), 8);
+    let server = leaves.server_config(None, alpn()).unwrap();
+
+    let chain = handshake(server.clone(), client.clone(), "a.example")
+        .await
+        .unwrap();
+    assert_eq!(chain.len(), 1, "the leaf alone");
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(san.value.general_names, [GeneralName::DNSName("a.example")]);
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let not_before = leaf.validity().not_before.timestamp();
+    let not_after = leaf.validity().not_after.timestamp();
+    assert!((now - 3600 - 60..=now - 3600 + 60).contains(&not_before));
+    assert!((now + 86_400 - 60..=now + 86_400 + 60).contains(&not_after));
+    let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
+    assert!(ca_cert.validity().not_after.timestamp() > not_after + 365 * 86_400);
+    assert!(leaf.raw_serial().len() >= 8, "at least 64 random bits");
+    assert!(
+        leaf.extended_key_usage()
+            .unwrap()
+            .unwrap()
+            .value
+            .server_auth
+    );
+    assert!(!leaf.is_ca());
+    assert_eq!(leaf.issuer(), ca_cert.subject());
+
+    // A client asking for another name gets a leaf for that name, not this one.
+    let other = handshake(server, client, "b.example").await.unwrap();
+    assert_ne!(other[0], chain[0]);
+}
+
+#[tokio::test]
+async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Card { leaves, client, .. } = card(dir.path(), leaf::CACHE_CAPACITY);
+    let subject = Subject::parse("A.Example");
+    assert_eq!(subject, Subject::Name("a.example".into()));
+    let first = leaves.get(&subject).unwrap();
+    let again = leaves.get(&Subject::parse("a.example")).unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(leaves.minted(), 1);
+
+    // Handshakes to a cached name reuse it too.
+    let server = leaves.server_config(None, alpn()).unwrap();
+    for _ in 0..3 {
+        let chain = handshake(server.clone(), client.clone(), "a.example")
+            .await
+            .unwrap();
+        assert_eq!(chain[0], first.cert[0]);
+    }
+    assert_eq!(leaves.minted(), 1);
+    assert_eq!(leaves.len(), 1);
+}
+
+#[test]
+fn the_cache_forgets_the_least_recently_used_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaves = card(dir.path(), 2).leaves;
+    let a = leaves.get(&Subject::parse("a.example")).unwrap();
+    leaves.get(&Subject::parse("b.example")).unwrap();
+    // `a` used last, so `b` goes when `c` comes.
+    leaves.get(&Subject::parse("a.example")).unwrap();
+    leaves.get(&Subject::parse("c.example")).unwrap();
+    assert_eq!((leaves.len(), leaves.minted()), (2, 3));
+    assert!(Arc::ptr_eq(
+        &a,
+        &leaves.get(&Subject::parse("a.example")).unwrap()
+    ));
+    leaves.get(&Subject::parse("b.example")).unwrap();
+    assert_eq!(leaves.minted(), 4, "b was forgotten and minted again");
+}
+
+#[tokio::test]
+async fn an_address_gets_an_ip_san_even_without_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let Card { leaves, client, .. } = card(dir.path(), 8);
+    let address: IpAddr = "10.1.2.3".parse().unwrap();
+    assert_eq!(Subject::parse("10.1.2.3"), Subject::Address(address));
+    // A client connecting to an address sends no SNI: the leaf is for the original destination.
+    let server = leaves.server_config(Some(address), alpn()).unwrap();
+    let chain = handshake(server, client.clone(), "10.1.2.3").await.unwrap();
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        san.value.general_names,
+        [GeneralName::IPAddress(&[10, 1, 2, 3][..])]
+    );
+    // Without an address to fall back on, a hello without SNI gets no certificate.
+    let server = leaves.server_config(None, alpn()).unwrap();
+    assert!(handshake(server, client, "10.1.2.3").await.is_err());
+}
+
+/// Every file under `dir`, recursively, as bytes.
+fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(every_file(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files
+}
+
+/// The CA's private key as the store holds it (PKCS#8 DER), from the sealed record.
+fn stored_ca_key(store: &Store) -> Vec<u8> {
+    let record = store
+        .inspection_ca_record_or_create(|| unreachable!("the CA exists"))
+        .unwrap();
+    ca::parse_record(&record).unwrap().1.to_vec()
+}
+
+fn assert_key_not_in_clear(dir: &Path, key_der: &[u8]) {
+    let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key_der.to_vec()));
+    // Any 16-byte window of the key (its private scalar is 32 bytes inside it).
+    for (path, bytes) in every_file(dir) {
+        for window in key_der.windows(16) {
+            assert!(
+                !bytes.windows(16).any(|w| w == window),
+                "{} holds key bytes in clear",
+                path.display()
+            );
+        }
+        assert!(
+            !bytes
+                .windows(key_pem.len())
+                .any(|w| w == key_pem.as_bytes()),
+            "{} holds the key's PEM",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_ca_is_kept_sealed_and_a_rekey_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let first = CardCa::load_or_create(&store).unwrap();
+    let again = CardCa::load_or_create(&store).unwrap();
+    assert_eq!(first.fingerprint(), again.fingerprint());
+    assert_eq!(first.fingerprint().len(), 32 * 3 - 1);
+    assert!(first.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    let old_key = stored_ca_key(&store);
+    assert_key_not_in_clear(dir.path(), &old_key);
+
+    let code = store.setup_code().unwrap().unwrap();
+    store.setup(&code, PIN).unwrap();
+    let session = store.login(PIN).unwrap();
+    let rekeyed = CardCa::rekey(&session).unwrap();
+    assert_ne!(rekeyed.fingerprint(), first.fingerprint());
+    assert_eq!(
+        CardCa::load_or_create(&store).unwrap().fingerprint(),
+        rekeyed.fingerprint()
+    );
+    let new_key = stored_ca_key(&store);
+    assert_ne!(new_key, old_key);
+    assert_key_not_in_clear(dir.path(), &old_key);
+    assert_key_not_in_clear(dir.path(), &new_key);
+    assert_eq!(
+        store.audit().unwrap().last().unwrap().event,
+        AuditEvent::InspectionCaRekeyed
+    );
+
+    // Leaves of the old CA are forgotten; new ones chain to the new CA.
+    let leaves = LeafCache::new(Arc::new(first), 8);
+    let old_leaf = leaves.get(&Subject::parse("a.example")).unwrap();
+    leaves.replace_ca(Arc::new(rekeyed));
+    assert!(leaves.is_empty());
+    let new_leaf = leaves.get(&Subject::parse("a.example")).unwrap();
+    assert!(!Arc::ptr_eq(&old_leaf, &new_leaf));
+    let (_, new_leaf) = X509Certificate::from_der(&new_leaf.cert[0]).unwrap();
+    let (_, old_leaf) = X509Certificate::from_der(&old_leaf.cert[0]).unwrap();
+    assert_ne!(
+        new_leaf.issuer(),
+        old_leaf.issuer(),
+        "a re-keyed CA has a new name"
+    );
+}
+
+#[test]
+fn a_ca_that_no_longer_opens_is_made_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = CardCa::load_or_create(&store(dir.path())).unwrap();
+    let path = dir.path().join("inspect-ca.sealed");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let renewed = CardCa::load_or_create(&store(dir.path())).unwrap();
+    assert_ne!(renewed.fingerprint(), first.fingerprint());
+}
+
+/// An rcgen PKI standing in for the Internet: a root, an intermediate, leaves.
+struct Pki {
+    root: CertificateDer<'static>,
+    intermediate: CertificateDer<'static>,
+    intermediate_issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params(&format!("{name} root"))
+            .self_signed(&root_key)
+            .unwrap();
+        let root_issuer = Issuer::new(ca_params(&format!("{name} root")), root_key);
+        let intermediate_key = KeyPair::generate().unwrap();
+        let intermediate_params = ca_params(&format!("{name} intermediate"));
+        let intermediate = intermediate_params
+            .signed_by(&intermediate_key, &root_issuer)
+            .unwrap();
+        Pki {
+            root: root.der().clone(),
+            intermediate: intermediate.der().clone(),
+            intermediate_issuer: Issuer::new(intermediate_params, intermediate_key),
+        }
+    }
+
+    /// A server for `name`, valid over `validity` (from, until; relative to now), sending its
+    /// leaf with the intermediate when `send_intermediate`, else the leaf alone.
+    fn server(
+        &self,
+        name: &str,
+        validity: (Duration, Duration),
+        send_intermediate: bool,
+    ) -> (Arc<rustls::ServerConfig>, SerialNumber) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + validity.0;
+        params.not_after = now + validity.1;
+        let serial = SerialNumber::from_slice(&[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x01]);
+        params.serial_number = Some(serial.clone());
+        let leaf = params.signed_by(&key, &self.intermediate_issuer).unwrap();
+        let mut chain = vec![leaf.der().clone()];
+        if send_intermediate {
+            chain.push(self.intermediate.clone());
+        }
+        (server_config(chain, &key), serial)
+    }
+
+    /// A CRL from the intermediate listing `serial`.
+    fn crl_revoking(
+        &self,
+        serial: SerialNumber,
+    ) -> rustls::pki_types::CertificateRevocationListDer<'static> {
+        let now = OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: serial,
+                revocation_time: now - Duration::hours(1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.intermediate_issuer)
+        .unwrap()
+        .der()
+        .clone()
+    }
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn server_config(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    )
+}
+
+const VALID: (Duration, Duration) = (Duration::hours(-1), Duration::days(30));
+
+/// The card's upstream handshake to `server` for `name`: `None` when it succeeded, else the
+/// reason read back from the error the connect returned.
+async fn verdict(
+    upstream: &UpstreamTls,
+    server: Arc<rustls::ServerConfig>,
+    name: &str,
+) -> Option<CertReason> {
+    let client = upstream.client_config(alpn()).unwrap();
+    match handshake(server, client, name).await {
+        Ok(_) => None,
+        Err(error) => Some(
+            CertReason::of_io(&error)
+                .unwrap_or_else(|| panic!("not a certificate refusal: {error}")),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn upstream_certificates_get_a_named_verdict() {
+    let pki = Pki::new("origin");
+    let trusting = UpstreamTls::new(std::slice::from_ref(&pki.root), Vec::new()).unwrap();
+    let name = "origin.example";
+
+    let (good, _) = pki.server(name, VALID, true);
+    assert_eq!(verdict(&trusting, good.clone(), name).await, None);
+
+    let (expired, _) = pki.server(name, (Duration::days(-30), Duration::days(-1)), true);
+    assert_eq!(
+        verdict(&trusting, expired, name).await,
+        Some(CertReason::Expired)
+    );
+
+    let (early, _) = pki.server(name, (Duration::days(1), Duration::days(30)), true);
+    assert_eq!(
+        verdict(&trusting, early, name).await,
+        Some(CertReason::NotYetValid)
+    );
+
+    assert_eq!(
+        verdict(&trusting, good.clone(), "other.example").await,
+        Some(CertReason::WrongName)
+    );
+
+    // Mozilla's roots alone do not know this PKI: the chain is whole, the issuer unknown.
+    let mozilla_only = UpstreamTls::new(&[], Vec::new()).unwrap();
+    assert_eq!(
+        verdict(&mozilla_only, good, name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+
+    // The leaf alone, its issuer an intermediate not sent, the root trusted.
+    let (leaf_only, _) = pki.server(name, VALID, false);
+    assert_eq!(
+        verdict(&trusting, leaf_only, name).await,
+        Some(CertReason::IncompleteChain)
+    );
+}
+
+#[tokio::test]
+async fn a_self_signed_server_is_an_unknown_issuer_not_an_incomplete_chain() {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["origin.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let server = server_config(vec![cert.der().clone()], &key);
+    let upstream = UpstreamTls::new(&[], Vec::new()).unwrap();
+    assert_eq!(
+        verdict(&upstream, server, "origin.example").await,
+        Some(CertReason::UnknownIssuer)
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_a_crl_lists_is_revoked() {
+    let pki = Pki::new("origin");
+    let (server, serial) = pki.server("origin.example", VALID, true);
+    let crl = pki.crl_revoking(serial);
+    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![crl]).unwrap();
+    assert_eq!(
+        verdict(&upstream, server, "origin.example").await,
+        Some(CertReason::Revoked)
+    );
+    // A CRL of another CA says nothing about this certificate: unknown status is no refusal.
+    let unrelated = Pki::new("other").crl_revoking(SerialNumber::from(7u64));
+    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![unrelated]).unwrap();
+    let (server, _) = pki.server("origin.example", VALID, true);
+    assert_eq!(verdict(&upstream, server, "origin.example").await, None);
+}
+
+#[test]
+fn every_reason_has_a_distinct_code_and_a_sentence() {
+    let reasons = [
+        CertReason::Expired,
+        CertReason::NotYetValid,
+        CertReason::WrongName,
+        CertReason::UnknownIssuer,
+        CertReason::IncompleteChain,
+        CertReason::Revoked,
+        CertReason::Other("bad signature".into()),
+    ];
+    let codes: std::collections::HashSet<_> = reasons.iter().map(CertReason::code).collect();
+    assert_eq!(codes.len(), reasons.len());
+    for reason in &reasons {
+        assert!(reason.code().starts_with("cert-"));
+        assert!(reason.to_string().starts_with("the server"), "{reason}");
+    }
+    // rustls' own errors are named the same way when no verifier recorded a reason.
+    assert_eq!(
+        CertReason::of(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired
+        )),
+        Some(CertReason::Expired)
+    );
+    assert_eq!(CertReason::of(&rustls::Error::HandshakeNotComplete), None);
+}
