@@ -40,7 +40,7 @@ pub struct Config {
     pub policy: Policy,
 }
 
-/// The card's ISO 7816 face ([`crate::iso7816`]): the PIN and the rule file over APDUs.
+/// The card's ISO 7816 face (the `iso7816` front end): the PIN and the rule file over APDUs.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Iso7816 {

@@ -1,22 +1,31 @@
 //! The card firmware: a proxy firewall. It never routes a packet; it terminates each
-//! connection, asks [`rules::RuleSet::decide`], and opens its own upstream connection from the
-//! card's outside address, or refuses.
+//! connection, asks the core whether it may go on, and opens its own upstream connection
+//! from the card's outside address, or refuses.
 //!
-//! - [`proxy::http`]: plain HTTP, transparent (port 80) and explicit (3128, with CONNECT).
-//! - [`proxy::tls`]: port 443, decided on the ClientHello's name without terminating TLS.
-//! - [`proxy::dns`]: the DNS forwarder.
-//! - [`proxy::tcp`]: other ports, decided on address and port.
-//! - [`wire`]: the byte formats read by hand (the TLS ClientHello).
-//! - [`card`]: what they share: live rules, connection slots, counters, recent decisions.
-//! - [`store`]: the PIN-protected, sealed rule store; [`admin`]: the card's web page over it.
-//! - [`accept`]: the one accept loop every listener runs, and the descriptor budget.
-//! - [`inspect`]: TLS inspection for chosen sites (the card's CA, leaves, upstream checks); not wired yet.
+//! **Where is a packet decided?** In [`firewall::Firewall`]: `decide`, `check`,
+//! `decide_addresses`. It owns the rules in force and the store, and records every verdict
+//! (a rule's or a [`firewall::Refusal`]) in one place, so the log, the counters and both
+//! status pages agree. Everything else is a front end over it, and no front end imports
+//! another:
+//!
+//! - [`proxy`]: the traffic. [`proxy::http`] (port 80 and the explicit proxy's requests),
+//!   [`proxy::http::connect`] (the explicit proxy's CONNECT tunnels), [`proxy::tls`] (port 443,
+//!   decided on the ClientHello's name without terminating TLS), [`proxy::dns`] (the DNS
+//!   forwarder), [`proxy::tcp`] (other ports, decided on address and port).
+//! - [`admin`]: the card's web page; [`iso7816`]: the same store over APDUs; [`managed`]:
+//!   the policy server's bundles; [`status`]: the JSON the appliance reads.
+//!
+//! Beside them: [`store`] (the PIN-protected, sealed rule store), [`wire`] (the byte formats
+//! read by hand), [`ech`] (cover names), [`config`], [`intercept`] (the card's nftables),
+//! [`accept`] (the one accept loop and the descriptor budget). [`run`] wires it all together
+//! and is imported by nobody. [`inspect`]: TLS inspection for chosen sites (the card's CA,
+//! leaves, upstream checks); not wired into the proxies yet.
 
 pub mod accept;
 pub mod admin;
-pub mod card;
 pub mod config;
 pub mod ech;
+pub mod firewall;
 pub mod inspect;
 pub mod intercept;
 pub mod iso7816;

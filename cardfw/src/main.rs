@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     if matches!(args.command, Some(Command::Check)) {
         let loaded = cardfw::run::open_store(&config)
             .map_err(|e| format!("{e:#}"))
-            .and_then(|store| cardfw::run::load_rules(&config, store.as_ref()));
+            .and_then(|store| cardfw::firewall::LoadedRules::load(&config, store.as_ref()));
         return match loaded {
             Ok(rules) => {
                 println!(

@@ -3,15 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::AdminState;
-use crate::card::{Card, Counters, LoadedRules};
 use crate::config::Config;
+use crate::firewall::{Firewall, LoadedRules};
 use crate::proxy::{self, http::Mode};
 use crate::store::{PinCost, Store};
 use crate::{intercept, status};
@@ -22,21 +22,6 @@ const RULES_POLL: Duration = Duration::from_secs(2);
 /// The first rule set of a new store when the configured rule file cannot be read: name
 /// lookups only, everything else denied, until someone logs in and writes rules.
 const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
-
-/// Where the rules come from, and how to tell they changed.
-#[derive(Debug, Clone)]
-pub enum RuleSource {
-    File(std::path::PathBuf),
-    /// The sealed store, owned by the card's web page, which is where it changes.
-    Store(Arc<AdminState>),
-}
-
-/// What changes when the rules do: a file's modification time, or the store's version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Stamp {
-    Modified(Option<SystemTime>),
-    Version(Option<u64>),
-}
 
 /// Opens the configured store (creating it on a first start), if there is one.
 pub fn open_store(config: &Config) -> Result<Option<Store>> {
@@ -51,32 +36,6 @@ pub fn open_store(config: &Config) -> Result<Option<Store>> {
     Ok(Some(store))
 }
 
-/// The rules from the store if there is one, else from the rule file.
-pub fn load_rules(config: &Config, store: Option<&Store>) -> Result<LoadedRules, String> {
-    match store {
-        Some(store) => LoadedRules::from_store(store),
-        None => LoadedRules::from_file(&config.rules).map_err(|e| e.to_string()),
-    }
-}
-
-impl RuleSource {
-    pub fn load(&self) -> Result<LoadedRules, String> {
-        match self {
-            RuleSource::File(path) => LoadedRules::from_file(path).map_err(|e| e.to_string()),
-            RuleSource::Store(admin) => LoadedRules::from_store(admin.store()),
-        }
-    }
-
-    fn stamp(&self) -> Stamp {
-        match self {
-            RuleSource::File(path) => {
-                Stamp::Modified(std::fs::metadata(path).and_then(|m| m.modified()).ok())
-            }
-            RuleSource::Store(admin) => Stamp::Version(admin.store().version().ok()),
-        }
-    }
-}
-
 /// Runs the card until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
@@ -86,10 +45,10 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::warn!(%error, "the descriptor limit stays as it is");
     }
     let store = open_store(&config)?;
-    let rules = load_rules(&config, store.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rules = LoadedRules::load(&config, store.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules loaded");
-    let card = Card::new(config, rules);
-    let config = &card.config;
+    let firewall = Firewall::new(config, rules, store);
+    let config = &firewall.config;
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);
     let bind = |addr: SocketAddr| async move {
@@ -101,12 +60,12 @@ pub async fn run(config: Config) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(proxy::http::serve(
         bind(at(config.ports.explicit_proxy)).await?,
-        card.clone(),
+        firewall.clone(),
         Mode::Explicit,
     ));
     tasks.spawn(status::serve(
         bind(at(config.ports.status)).await?,
-        card.clone(),
+        firewall.clone(),
         started,
     ));
     let dns_udp = UdpSocket::bind(at(config.ports.dns))
@@ -114,53 +73,44 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on udp {}", at(config.ports.dns)))?;
     // One cache for both transports: a name asked over UDP is answered from it over TCP too.
     let cache = Arc::new(proxy::dns::Cache::new(config.dns.cache_entries));
-    tasks.spawn(proxy::dns::serve_udp_with_cache(
+    tasks.spawn(proxy::dns::serve_udp(
         dns_udp,
-        card.clone(),
+        firewall.clone(),
         cache.clone(),
     ));
-    tasks.spawn(proxy::dns::serve_tcp_with_cache(
+    tasks.spawn(proxy::dns::serve_tcp(
         bind(at(config.ports.dns)).await?,
-        card.clone(),
+        firewall.clone(),
         cache,
     ));
 
-    let source = match store {
-        None => RuleSource::File(config.rules.clone()),
-        Some(store) => {
-            let identity = crate::store::tls::tls_identity(&store, inside)
-                .context("cannot make the web page's TLS identity")?;
-            let fingerprint = identity.fingerprint();
-            tracing::info!(%fingerprint, "the card's web page certificate");
-            let _ = card.tls_fingerprint.set(fingerprint);
-            let admin = AdminState::new(store, card.clone());
-            tasks.spawn(crate::admin::serve(
-                bind(at(config.ports.admin)).await?,
-                identity.server_config(),
-                admin.clone(),
-            ));
-            tasks.spawn(crate::managed::poller::poll_forever(
-                admin.clone(),
-                card.clone(),
-                config.policy.clone(),
-                crate::managed::network::watch(config.link.clone(), config.outside_address),
-            ));
-            RuleSource::Store(admin)
-        }
-    };
+    // A card with a store has its web page and may be managed; one with a rule file has neither.
+    if let Some(admin) = AdminState::new(firewall.clone()) {
+        let identity = crate::store::tls::tls_identity(admin.store(), inside)
+            .context("cannot make the web page's TLS identity")?;
+        let fingerprint = identity.fingerprint();
+        tracing::info!(%fingerprint, "the card's web page certificate");
+        let _ = firewall.tls_fingerprint.set(fingerprint);
+        tasks.spawn(crate::admin::serve(
+            bind(at(config.ports.admin)).await?,
+            identity.server_config(),
+            admin,
+        ));
+        tasks.spawn(crate::managed::poller::poll_forever(
+            firewall.clone(),
+            config.policy.clone(),
+            crate::managed::network::watch(config.link.clone(), config.outside_address),
+        ));
+    }
 
     if let Some(reader) = config.iso7816.vpcd {
-        let admin = match &source {
-            RuleSource::Store(admin) => Some(admin.clone()),
-            RuleSource::File(_) => None,
-        };
         let peer = match &config.iso7816.peer_io_tap {
             Some(tap) => Some(crate::iso7816::peerio::PeerLink::new(
                 apdu::tap::open(tap).with_context(|| format!("cannot open TAP device {tap}"))?,
             )),
             None => None,
         };
-        crate::iso7816::vpcd::spawn(reader, admin, peer)
+        crate::iso7816::vpcd::spawn(reader, firewall.clone(), peer)
             .context("cannot start the vpcd card thread")?;
     }
 
@@ -172,16 +122,16 @@ pub async fn run(config: Config) -> Result<()> {
         };
         tasks.spawn(proxy::http::serve(
             listener(config.ports.transparent_http)?,
-            card.clone(),
+            firewall.clone(),
             Mode::Transparent,
         ));
         tasks.spawn(proxy::tls::serve(
             listener(config.ports.transparent_https)?,
-            card.clone(),
+            firewall.clone(),
         ));
         tasks.spawn(proxy::tcp::serve(
             listener(config.ports.transparent_tcp)?,
-            card.clone(),
+            firewall.clone(),
         ));
         intercept::install(config)
             .await
@@ -190,8 +140,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!(inside = %inside, outside = %config.outside_address, "card firewall running");
 
-    let outcome = watch(&card, &source, &mut tasks).await;
-    if card.config.transparent {
+    let outcome = watch(&firewall, &mut tasks).await;
+    if firewall.config.transparent {
         intercept::remove().await;
     }
     outcome
@@ -199,23 +149,22 @@ pub async fn run(config: Config) -> Result<()> {
 
 /// Waits for a signal or a failed task; reloads the rules on SIGHUP or when the file changes.
 async fn watch(
-    card: &Arc<Card>,
-    source: &RuleSource,
+    firewall: &Firewall,
     tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(RULES_POLL);
-    let mut seen = source.stamp();
+    let mut seen = firewall.rules_stamp();
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(card, source),
+            _ = hangup.recv() => firewall.reload(),
             _ = poll.tick() => {
-                let now = source.stamp();
+                let now = firewall.rules_stamp();
                 if now != seen {
                     seen = now;
-                    reload(card, source);
+                    firewall.reload();
                 }
             }
             _ = terminate.recv() => return Ok(()),
@@ -229,21 +178,6 @@ async fn watch(
                     Err(e) => Err(anyhow::anyhow!("a listener crashed: {e}")),
                 };
             }
-        }
-    }
-}
-
-/// Loads the rules again and swaps them in; on any error the running rules stay.
-pub fn reload(card: &Card, source: &RuleSource) {
-    match source.load() {
-        Ok(rules) => {
-            tracing::info!(version = %rules.version, rules = rules.rules.stats().rules, "rules reloaded");
-            card.policy.replace(rules);
-            Counters::bump(&card.events.counters.reloads);
-        }
-        Err(e) => {
-            Counters::bump(&card.events.counters.reload_failures);
-            tracing::error!("rules not reloaded, the previous ones stay in force:\n{e}");
         }
     }
 }

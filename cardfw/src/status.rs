@@ -15,23 +15,23 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::accept;
-use crate::card::Card;
+use crate::firewall::{Firewall, canonical};
 
 /// The status document (its fields are described in [`proto::CardStatus`]).
-pub fn render(card: &Card, started: Instant) -> proto::CardStatus {
-    let loaded = card.policy.current();
+pub fn render(firewall: &Firewall, started: Instant) -> proto::CardStatus {
+    let loaded = firewall.rules();
     proto::CardStatus {
         firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")).to_owned(),
         rules_version: loaded.version.clone(),
-        tls_fingerprint: card.tls_fingerprint.get().cloned(),
+        tls_fingerprint: firewall.tls_fingerprint.get().cloned(),
         rules_loaded_at: loaded.loaded_at,
         rules: loaded.rules.stats().rules,
         uptime_secs: started.elapsed().as_secs(),
-        connections_open: card.slots.in_use(),
-        counters: card.events.counters.snapshot(),
+        connections_open: firewall.slots.in_use(),
+        counters: firewall.events.counters.snapshot(),
         accept_backoffs: accept::backoffs(),
         refused_at_listener_cap: accept::refused_at_cap(),
-        recent: card.events.recent().iter().map(Into::into).collect(),
+        recent: firewall.events.recent().iter().map(Into::into).collect(),
     }
 }
 
@@ -46,15 +46,15 @@ pub const CAP: accept::Cap = accept::Cap {
 /// Serves `GET /status` on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    card: Arc<Card>,
+    firewall: Arc<Firewall>,
     started: Instant,
 ) -> std::io::Result<()> {
     match accept::serve(listener, "status", Some(CAP), move |stream, peer| {
         // The recent decisions name other clients and what they asked for: only the
         // appliance (its card-link address) may read them.
-        let appliance = crate::proxy::destination::canonical(card.config.appliance_address);
-        let refused = crate::proxy::destination::canonical(peer.ip()) != appliance;
-        let card = card.clone();
+        let appliance = canonical(firewall.config.appliance_address);
+        let refused = canonical(peer.ip()) != appliance;
+        let firewall = firewall.clone();
         async move {
             if refused {
                 tracing::info!(client = %peer, "status refused: only the appliance may read it");
@@ -62,8 +62,8 @@ pub async fn serve(
                 return;
             }
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let card = card.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &card, started)) }
+                let firewall = firewall.clone();
+                async move { Ok::<_, Infallible>(respond(&request, &firewall, started)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -75,12 +75,16 @@ pub async fn serve(
     .await {}
 }
 
-fn respond(request: &Request<Incoming>, card: &Card, started: Instant) -> Response<Full<Bytes>> {
+fn respond(
+    request: &Request<Incoming>,
+    firewall: &Firewall,
+    started: Instant,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/status") => (
             StatusCode::OK,
             "application/json",
-            serde_json::to_string_pretty(&render(card, started)).expect("status serialises"),
+            serde_json::to_string_pretty(&render(firewall, started)).expect("status serialises"),
         ),
         (_, "/status") => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cardfw::admin::{self, AdminState};
-use cardfw::card::{Card, LoadedRules};
 use cardfw::config::Config;
+use cardfw::firewall::{Firewall, LoadedRules};
 use cardfw::store::tls::tls_identity;
 use cardfw::store::{PinCost, Store};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -145,11 +145,12 @@ fn card_page_is_served_over_pinned_https_on_the_inside_address_only() {
     let tls = identity.server_config();
     let rules_file = lab.dir().join("rules.txt");
     std::fs::write(&rules_file, "deny any\n").unwrap();
-    let card_state = Card::new(
+    let firewall = Firewall::new(
         Config::default(),
         LoadedRules::from_file(&rules_file).expect("rules"),
+        Some(store),
     );
-    let state = AdminState::new(store, card_state);
+    let state = AdminState::new(firewall).expect("a firewall with a store");
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

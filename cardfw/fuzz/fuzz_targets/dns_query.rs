@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use cardfw::card::{Card, LoadedRules};
+use cardfw::firewall::{Firewall, LoadedRules};
 use cardfw::config::Config;
 use cardfw::proxy::dns::{self, Cache};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -27,18 +27,19 @@ use libfuzzer_sys::fuzz_target;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
-fn deny_all_card() -> &'static (Arc<Card>, Cache) {
-    static CARD: OnceLock<(Arc<Card>, Cache)> = OnceLock::new();
+fn deny_all_card() -> &'static (Arc<Firewall>, Cache) {
+    static CARD: OnceLock<(Arc<Firewall>, Cache)> = OnceLock::new();
     CARD.get_or_init(|| {
         let rules = rules::RuleSet::from_text("deny.rules", "deny dns\n", &rules::NoFiles)
             .expect("the deny-all rules compile");
-        let card = Card::new(
+        let card = Firewall::new(
             Config::default(),
             LoadedRules {
                 rules,
                 version: "fuzz".into(),
                 loaded_at: 0,
             },
+            None,
         );
         let cache = Cache::new(16);
         (card, cache)

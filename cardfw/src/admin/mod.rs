@@ -65,7 +65,7 @@ use web::card::{
 };
 use zeroize::Zeroize;
 
-use crate::card::Card;
+use crate::firewall::Firewall;
 use crate::store::{Store, StoreError, pin};
 use session::LoginDelays;
 
@@ -80,37 +80,38 @@ const MAX_BODY: usize = 256 * 1024;
 /// The name the rule text has in error messages.
 const RULES_NAME: &str = "rules";
 
-/// What the page works on: the store, the running card, the sessions.
+/// What the page works on: the firewall core and its store, the sessions.
 #[derive(Debug)]
 pub struct AdminState {
-    store: Store,
-    card: Arc<Card>,
+    store: Arc<Store>,
+    firewall: Arc<Firewall>,
     sessions: Sessions,
     delays: LoginDelays,
 }
 
 impl AdminState {
-    pub fn new(store: Store, card: Arc<Card>) -> Arc<AdminState> {
-        AdminState::with_timing(store, card, IDLE_TIMEOUT, LOGIN_DELAY)
+    /// The page over `firewall`'s store; `None` when it has none (rules from a file): there
+    /// is nothing to log in to.
+    pub fn new(firewall: Arc<Firewall>) -> Option<Arc<AdminState>> {
+        AdminState::with_timing(firewall, IDLE_TIMEOUT, LOGIN_DELAY)
     }
 
     /// Like [`AdminState::new`] with another idle timeout and first wait after a wrong PIN
     /// (tests use short ones).
     pub fn with_timing(
-        store: Store,
-        card: Arc<Card>,
+        firewall: Arc<Firewall>,
         idle: Duration,
         login_delay: Duration,
-    ) -> Arc<AdminState> {
-        Arc::new(AdminState {
-            store,
-            card,
+    ) -> Option<Arc<AdminState>> {
+        Some(Arc::new(AdminState {
+            store: firewall.store()?.clone(),
+            firewall,
             sessions: Sessions::new(session::settings(idle)),
             delays: LoginDelays::new(login_delay),
-        })
+        }))
     }
 
-    /// The store, for the caller's reload loop (its version tells when the rules changed).
+    /// The store the page works on.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -428,7 +429,7 @@ fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
             event: entry.event.to_string(),
         })
         .collect();
-    let counters = &state.card.events.counters;
+    let counters = &state.firewall.events.counters;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let page = DashboardPage {
         csrf: session.csrf().to_owned(),
@@ -436,11 +437,11 @@ fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
         error,
         rules_version,
         rules_saved_at,
-        running_version: state.card.policy.current().version.clone(),
+        running_version: state.firewall.rules().version.clone(),
         rules_text: view.rules_text.unwrap_or(stored_text),
         rule_errors: view.rule_errors,
         previous_version,
-        managed_by: crate::managed::Enrolment::load(&state.store)
+        managed_by: crate::store::Enrolment::load(&state.store)
             .ok()
             .flatten()
             .map(|e| e.describe()),
@@ -459,7 +460,7 @@ fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
         })
         .collect(),
         recent: state
-            .card
+            .firewall
             .events
             .recent()
             .into_iter()

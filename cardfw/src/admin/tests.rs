@@ -11,8 +11,8 @@ use rules::{NoFiles, RuleSet};
 use tower::ServiceExt;
 
 use super::*;
-use crate::card::{Card, LoadedRules};
 use crate::config::Config;
+use crate::firewall::{Firewall, LoadedRules};
 use crate::store::PinCost;
 
 const PIN: &str = "98765432101";
@@ -35,14 +35,15 @@ struct Browser {
     _dir: tempfile::TempDir,
 }
 
-fn card() -> Arc<Card> {
-    Card::new(
+fn firewall(store: Store) -> Arc<Firewall> {
+    Firewall::new(
         Config::default(),
         LoadedRules {
             rules: RuleSet::from_text("rules", "deny any\n", &NoFiles).unwrap(),
             version: "test".into(),
             loaded_at: 0,
         },
+        Some(store),
     )
 }
 
@@ -59,7 +60,7 @@ fn browser_with_delay(set_up: bool, idle: Duration, login_delay: Duration) -> Br
         let code = store.setup_code().unwrap().unwrap();
         store.setup(&code, PIN).unwrap().to_string()
     });
-    let state = AdminState::with_timing(store, card(), idle, login_delay);
+    let state = AdminState::with_timing(firewall(store), idle, login_delay).unwrap();
     Browser {
         app: router(state.clone()),
         state,
@@ -652,7 +653,7 @@ async fn admin_no_pin_or_session_id_in_any_page_or_log() {
 #[tokio::test]
 async fn admin_managed_card_shows_the_rules_read_only_and_refuses_edits() {
     let mut browser = browser(true, IDLE_TIMEOUT);
-    let enrolment = crate::managed::Enrolment {
+    let enrolment = crate::store::Enrolment {
         server: "https://policy.example:8443".into(),
         card_id: "c0ffee".into(),
         group: "laptops".into(),

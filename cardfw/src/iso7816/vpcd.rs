@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use apdu::{Command, Response, StatusWord};
 
-use crate::admin::AdminState;
+use crate::firewall::Firewall;
 
 use super::Application;
 use super::peerio::PeerLink;
@@ -110,11 +110,11 @@ fn write_message(stream: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     stream.flush()
 }
 
-/// Connects to the reader at `reader` and serves the cardwall application over `admin`'s
-/// store if there is one (and the Peer I/O client, with `peer`), again and again: when the reader goes away
-/// the card waits and reconnects, like a card pulled out and put back. Blocking: run it on
-/// its own thread ([`spawn`]).
-pub fn run(reader: SocketAddr, admin: Option<Arc<AdminState>>, mut peer: Option<PeerLink>) -> ! {
+/// Connects to the reader at `reader` and serves the cardwall application over `firewall`'s
+/// store if it has one (and the Peer I/O client, with `peer`), again and again: when the
+/// reader goes away the card waits and reconnects, like a card pulled out and put back.
+/// Blocking: run it on its own thread ([`spawn`]).
+pub fn run(reader: SocketAddr, firewall: Arc<Firewall>, mut peer: Option<PeerLink>) -> ! {
     let mut reported = false;
     loop {
         match TcpStream::connect(reader) {
@@ -126,7 +126,7 @@ pub fn run(reader: SocketAddr, admin: Option<Arc<AdminState>>, mut peer: Option<
                     peer.reset();
                 }
                 let mut card = Card {
-                    application: admin.as_ref().map(|admin| Application::new(admin.store())),
+                    application: firewall.store().map(|store| Application::new(store)),
                     peer: peer.as_mut(),
                 };
                 match serve_connection(&mut QuickAck(&mut stream), &mut card) {
@@ -171,11 +171,11 @@ impl Write for QuickAck<'_> {
 /// blocks for the Argon2 hash).
 pub fn spawn(
     reader: SocketAddr,
-    admin: Option<Arc<AdminState>>,
+    firewall: Arc<Firewall>,
     peer: Option<PeerLink>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name("vpcd".into())
-        .spawn(move || run(reader, admin, peer))
+        .spawn(move || run(reader, firewall, peer))
         .map(drop)
 }

@@ -3,7 +3,7 @@
 //!
 //! - `cardfw enroll --server URL --token T --ca ca.pem` (PIN on stdin): the card makes its own
 //!   key and certificate request, sends it with the one-time token over TLS checked against
-//!   `ca.pem`, and pins what comes back in its sealed store ([`Enrolment`]): the CA, the policy
+//!   `ca.pem`, and pins what comes back in its sealed store ([`Enrolment`], a record of the store's): the CA, the policy
 //!   key, the group, its certificate and key. From then on the rule editor is read-only.
 //! - [`poller`]: keeps a long poll open; each bundle is checked ([`apply`]): signature under
 //!   the pinned key, group, validity dates, version higher than the installed one. Only then
@@ -20,12 +20,10 @@ mod tests;
 
 use std::time::Duration;
 
+use crate::store::{Enrolment, Store, StoreError};
 use policy_client::{Client, ClientError, ClientIdentity};
 use proto::policy::{self, EnrolRequest, EnrolResponse};
 use rules::bundle::{self, BundleError, Trust, VerifyingKey};
-use serde::{Deserialize, Serialize};
-
-use crate::store::{Store, StoreError};
 
 /// Time for the enrolment call.
 const ENROL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,77 +47,22 @@ pub enum ManagedError {
     NotEnrolled,
 }
 
-/// What the sealed store keeps about the policy server (the `managed.sealed` file).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Enrolment {
-    pub server: String,
-    pub card_id: String,
-    pub group: String,
-    /// The only CA accepted for the server.
-    pub ca_pem: String,
-    /// The only key bundles may be signed with.
-    pub policy_key_pem: String,
-    pub certificate_pem: String,
-    pub key_pem: String,
-    /// The version of the last bundle installed: anything not newer is refused.
-    pub installed_version: u64,
+/// The key bundles must be signed with, as the enrolment pinned it.
+fn policy_key(enrolment: &Enrolment) -> Result<VerifyingKey, ManagedError> {
+    bundle::public_key_from_pem(&enrolment.policy_key_pem)
+        .map_err(|e| ManagedError::Record(e.to_string()))
 }
 
-impl std::fmt::Debug for Enrolment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Enrolment")
-            .field("server", &self.server)
-            .field("card_id", &self.card_id)
-            .field("group", &self.group)
-            .field("installed_version", &self.installed_version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Enrolment {
-    pub fn parse(bytes: &[u8]) -> Option<Enrolment> {
-        serde_json::from_slice(bytes).ok()
-    }
-
-    pub fn emit(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("plain data serialises")
-    }
-
-    /// The store's enrolment, if the card is enrolled.
-    pub fn load(store: &Store) -> Result<Option<Enrolment>, ManagedError> {
-        match store.managed_record()? {
-            None => Ok(None),
-            Some(bytes) => Enrolment::parse(&bytes)
-                .map(Some)
-                .ok_or_else(|| ManagedError::Record("not an enrolment record".into())),
-        }
-    }
-
-    /// For the card's page: who manages the rules.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (group {}, card {}, bundle version {})",
-            self.server, self.group, self.card_id, self.installed_version
-        )
-    }
-
-    pub fn policy_key(&self) -> Result<VerifyingKey, ManagedError> {
-        bundle::public_key_from_pem(&self.policy_key_pem)
-            .map_err(|e| ManagedError::Record(e.to_string()))
-    }
-
-    /// A client that accepts only the pinned CA and presents the card's certificate.
-    pub fn client(&self) -> Result<Client, ManagedError> {
-        Ok(Client::new(
-            &self.server,
-            &self.ca_pem,
-            Some(&ClientIdentity {
-                certificate_pem: self.certificate_pem.clone(),
-                key_pem: self.key_pem.clone(),
-            }),
-        )?)
-    }
+/// A client that accepts only the pinned CA and presents the card's certificate.
+pub fn client_for(enrolment: &Enrolment) -> Result<Client, ManagedError> {
+    Ok(Client::new(
+        &enrolment.server,
+        &enrolment.ca_pem,
+        Some(&ClientIdentity {
+            certificate_pem: enrolment.certificate_pem.clone(),
+            key_pem: enrolment.key_pem.clone(),
+        }),
+    )?)
 }
 
 /// The enrolment call: a new key and CSR, the token, the answer. Nothing is stored here.
@@ -156,8 +99,8 @@ pub async fn request_enrolment(
         key_pem,
         installed_version: 0,
     };
-    enrolment.policy_key()?;
-    enrolment.client()?;
+    policy_key(&enrolment)?;
+    client_for(&enrolment)?;
     Ok(enrolment)
 }
 
@@ -197,7 +140,7 @@ pub fn apply(
     bytes: &[u8],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Enrolment, ManagedError> {
-    let key = enrolment.policy_key()?;
+    let key = policy_key(enrolment)?;
     let verified = bundle::verify(
         bytes,
         &Trust {

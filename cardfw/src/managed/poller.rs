@@ -13,11 +13,10 @@ use policy_client::Client;
 use proto::policy::{self, Outcome, Report};
 use tokio::sync::watch;
 
-use super::{Enrolment, apply};
-use crate::admin::AdminState;
-use crate::card::Card;
+use super::{apply, client_for};
 use crate::config::Policy;
-use crate::run::{RuleSource, reload};
+use crate::firewall::Firewall;
+use crate::store::Enrolment;
 
 /// How often a card that is not enrolled looks again (`cardfw enroll` may run meanwhile).
 const NOT_ENROLLED_CHECK: Duration = Duration::from_secs(2);
@@ -34,14 +33,16 @@ fn jittered(base: Duration) -> Duration {
     base / 2 + (base / 2) * spread / u16::MAX as u32
 }
 
-/// Runs for as long as the card runs. `network` says whether the card's network is up.
+/// Runs for as long as the card runs, over `firewall`'s store (a firewall without one has
+/// nothing to poll for, and only waits). `network` says whether the card's network is up.
 pub async fn poll_forever(
-    admin: Arc<AdminState>,
-    card: Arc<Card>,
+    firewall: Arc<Firewall>,
     config: Policy,
     mut network: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let source = RuleSource::Store(admin.clone());
+    let Some(store) = firewall.store() else {
+        return std::future::pending().await;
+    };
     let retry_min = Duration::from_millis(config.retry_min_ms);
     let retry_max = Duration::from_millis(config.retry_max_ms);
     let poll_timeout = Duration::from_secs(config.poll_timeout_secs);
@@ -64,7 +65,7 @@ pub async fn poll_forever(
         };
     };
     loop {
-        let enrolment = match Enrolment::load(admin.store()) {
+        let enrolment = match Enrolment::load(store) {
             Ok(Some(enrolment)) => enrolment,
             Ok(None) => {
                 tokio::time::sleep(NOT_ENROLLED_CHECK).await;
@@ -85,7 +86,7 @@ pub async fn poll_forever(
             Some((certificate, client)) if *certificate == enrolment.certificate_pem => {
                 client.clone()
             }
-            _ => match enrolment.client() {
+            _ => match client_for(&enrolment) {
                 Ok(client) => {
                     kept = Some((enrolment.certificate_pem.clone(), client.clone()));
                     client
@@ -129,7 +130,7 @@ pub async fn poll_forever(
                     .get(policy::VERSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
-                match apply(admin.store(), &enrolment, &answer.body, chrono::Utc::now()) {
+                match apply(store, &enrolment, &answer.body, chrono::Utc::now()) {
                     Ok(updated) => {
                         retry = retry_min;
                         tracing::info!(
@@ -137,7 +138,7 @@ pub async fn poll_forever(
                             group = %updated.group,
                             "policy bundle installed"
                         );
-                        reload(&card, &source);
+                        firewall.reload();
                         report(
                             &client,
                             updated.installed_version,

@@ -75,7 +75,7 @@ fn a_good_bundle_is_installed_and_local_edits_stop() {
         "ads.example\n"
     );
     // The firewall's loader compiles what was installed, list file included.
-    crate::card::LoadedRules::from_store(&store).unwrap();
+    crate::firewall::LoadedRules::from_store(&store).unwrap();
     assert!(store.audit().unwrap().iter().any(|e| matches!(
         e.event,
         crate::store::AuditEvent::BundleInstalled { version: 3 }

@@ -20,19 +20,15 @@ use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
-use rules::{Action, LocalTime, Protocol, Request};
+use rules::{LocalTime, Protocol, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::card::{Card, Counters, Refusal};
 use crate::config::Config;
 use crate::ech;
-
-/// Browsers ask for this name before switching to DNS over HTTPS on their own; NXDOMAIN tells
-/// them not to, so their lookups stay where the rules see them.
-pub const DOH_CANARY: &str = "use-application-dns.net";
+use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
 
 /// UDP queries answered at once; a datagram beyond this is dropped (the client asks again).
 const MAX_UDP_IN_FLIGHT: usize = 256;
@@ -66,16 +62,11 @@ enum Transport {
     Tcp,
 }
 
-/// Answers DNS over UDP on `socket` until the task is dropped, with a cache of its own.
-pub async fn serve_udp(socket: UdpSocket, card: Arc<Card>) -> io::Result<()> {
-    let cache = Arc::new(Cache::new(card.config.dns.cache_entries));
-    serve_udp_with_cache(socket, card, cache).await
-}
-
-/// [`serve_udp`] with a cache shared with [`serve_tcp_with_cache`].
-pub async fn serve_udp_with_cache(
+/// Answers DNS over UDP on `socket` until the task is dropped, from `cache` (one cache for
+/// both transports: a name asked over UDP is answered from it over TCP too).
+pub async fn serve_udp(
     socket: UdpSocket,
-    card: Arc<Card>,
+    firewall: Arc<Firewall>,
     cache: Arc<Cache>,
 ) -> io::Result<()> {
     let socket = Arc::new(socket);
@@ -100,15 +91,19 @@ pub async fn serve_udp_with_cache(
             }
         };
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-            Counters::bump(&card.events.counters.refused_at_capacity);
+            Counters::bump(&firewall.events.counters.refused_at_capacity);
             tracing::debug!(client = %peer, "DNS query dropped: {MAX_UDP_IN_FLIGHT} in flight");
             continue;
         };
         let query = buffer[..len].to_vec();
-        let (socket, card, cache) = (Arc::clone(&socket), Arc::clone(&card), Arc::clone(&cache));
+        let (socket, firewall, cache) = (
+            Arc::clone(&socket),
+            Arc::clone(&firewall),
+            Arc::clone(&cache),
+        );
         queries.spawn(async move {
             let _permit = permit;
-            if let Some(reply) = answer(&query, peer.ip(), &card, &cache).await
+            if let Some(reply) = answer(&query, peer.ip(), &firewall, &cache).await
                 && let Err(e) = socket.send_to(&reply, peer).await
             {
                 tracing::debug!(client = %peer, error = %e, "DNS over UDP: cannot send the answer");
@@ -118,31 +113,25 @@ pub async fn serve_udp_with_cache(
 }
 
 /// Answers DNS over TCP (2-byte length-prefixed messages, several per connection) on
-/// `listener`, with a cache of its own.
-pub async fn serve_tcp(listener: TcpListener, card: Arc<Card>) -> io::Result<()> {
-    let cache = Arc::new(Cache::new(card.config.dns.cache_entries));
-    serve_tcp_with_cache(listener, card, cache).await
-}
-
-/// [`serve_tcp`] with a cache shared with [`serve_udp_with_cache`].
-pub async fn serve_tcp_with_cache(
+/// `listener` until the task is dropped, from `cache` (see [`serve_udp`]).
+pub async fn serve_tcp(
     listener: TcpListener,
-    card: Arc<Card>,
+    firewall: Arc<Firewall>,
     cache: Arc<Cache>,
 ) -> io::Result<()> {
     match crate::accept::serve(listener, "DNS over TCP", None, move |stream, peer| {
-        let (card, cache) = (Arc::clone(&card), Arc::clone(&cache));
+        let (firewall, cache) = (Arc::clone(&firewall), Arc::clone(&cache));
         async move {
-            let _slot = match card.slots.acquire(peer.ip()) {
+            let _slot = match firewall.slots.acquire(peer.ip()) {
                 Ok(slot) => slot,
                 Err(refused) => {
-                    Counters::bump(&card.events.counters.refused_at_capacity);
+                    Counters::bump(&firewall.events.counters.refused_at_capacity);
                     tracing::debug!(client = %peer, ?refused, "DNS over TCP: connection refused");
                     return;
                 }
             };
-            Counters::bump(&card.events.counters.connections);
-            serve_connection(stream, peer.ip(), &card, &cache).await;
+            Counters::bump(&firewall.events.counters.connections);
+            serve_connection(stream, peer.ip(), &firewall, &cache).await;
         }
     })
     .await {}
@@ -171,9 +160,14 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// One TCP connection: queries one after the other until the client closes, goes quiet, or
 /// breaks the framing.
-async fn serve_connection(mut stream: TcpStream, client: IpAddr, card: &Card, cache: &Cache) {
-    let limits = &card.config.limits;
-    let counters = &card.events.counters;
+async fn serve_connection(
+    mut stream: TcpStream,
+    client: IpAddr,
+    firewall: &Firewall,
+    cache: &Cache,
+) {
+    let limits = &firewall.config.limits;
+    let counters = &firewall.events.counters;
     let mut first = true;
     loop {
         // A new connection must bring its first query within the header timeout (slow clients
@@ -230,7 +224,7 @@ async fn serve_connection(mut stream: TcpStream, client: IpAddr, card: &Card, ca
             }
         };
         // A message without even a header cannot be answered; the stream is not trusted past it.
-        let Some(reply) = answer_over(Transport::Tcp, &query, client, card, cache).await else {
+        let Some(reply) = answer_over(Transport::Tcp, &query, client, firewall, cache).await else {
             return;
         };
         let Ok(reply_len) = u16::try_from(reply.len()) else {
@@ -256,18 +250,23 @@ async fn serve_connection(mut stream: TcpStream, client: IpAddr, card: &Card, ca
 /// The shared core both call: bytes of one query in, bytes of the answer out (None = send
 /// nothing). The answer fits what `client` can receive over UDP; a larger one is sent
 /// truncated, which makes the client ask again over TCP.
-pub async fn answer(query: &[u8], client: IpAddr, card: &Card, cache: &Cache) -> Option<Vec<u8>> {
-    answer_over(Transport::Udp, query, client, card, cache).await
+pub async fn answer(
+    query: &[u8],
+    client: IpAddr,
+    firewall: &Firewall,
+    cache: &Cache,
+) -> Option<Vec<u8>> {
+    answer_over(Transport::Udp, query, client, firewall, cache).await
 }
 
 async fn answer_over(
     transport: Transport,
     bytes: &[u8],
     client: IpAddr,
-    card: &Card,
+    firewall: &Firewall,
     cache: &Cache,
 ) -> Option<Vec<u8>> {
-    let counters = &card.events.counters;
+    let counters = &firewall.events.counters;
     Counters::bump(&counters.dns_queries);
     let query = match parse_query(bytes) {
         Ok(query) => query,
@@ -285,7 +284,7 @@ async fn answer_over(
         }),
         Transport::Tcp => usize::from(u16::MAX),
     };
-    let reply = decide_and_resolve(transport, &query, client, card, cache).await;
+    let reply = decide_and_resolve(transport, &query, client, firewall, cache).await;
     encode(&reply, limit)
 }
 
@@ -294,10 +293,10 @@ async fn decide_and_resolve(
     transport: Transport,
     query: &Message,
     client: IpAddr,
-    card: &Card,
+    firewall: &Firewall,
     cache: &Cache,
 ) -> Message {
-    let counters = &card.events.counters;
+    let counters = &firewall.events.counters;
     if query.op_code != OpCode::Query {
         tracing::debug!(client = %client, op_code = ?query.op_code, "DNS: not a query");
         return reply_to(query, ResponseCode::NotImp);
@@ -309,22 +308,20 @@ async fn decide_and_resolve(
         tracing::debug!(client = %client, name = %name, "DNS: zone transfer refused");
         return reply_to(query, ResponseCode::Refused);
     }
-    if card.config.dns.block_doh_canary && name == DOH_CANARY {
-        card.events
-            .refusal(client, Protocol::Dns, &name, Refusal::DohCanary);
-        return reply_to(query, ResponseCode::NXDomain);
-    }
-    let (action, allow_private) = {
-        let policy = card.policy.current();
-        let request = Request::new(Protocol::Dns, LocalTime::now()).host(&name);
-        let decision = policy.rules.decide(&request);
-        card.events
-            .decision(client, Protocol::Dns, &name, &decision);
-        (decision.action, decision.rule.allow_private)
+    // A denied name, and the DoH canary ([`crate::firewall::DOH_CANARY`]), get NXDOMAIN.
+    let allow_private = {
+        let rules = firewall.rules();
+        let ask = Ask {
+            client,
+            target: &name,
+            request: Request::new(Protocol::Dns, LocalTime::now()).host(&name),
+            hello: None,
+        };
+        match firewall.decide(&rules, &ask) {
+            Verdict::Allow(decision) => decision.rule.allow_private,
+            _ => return reply_to(query, ResponseCode::NXDomain),
+        }
     };
-    if action == Action::Deny {
-        return reply_to(query, ResponseCode::NXDomain);
-    }
 
     let key = CacheKey::of(query, name);
     let (answer, age) = match cache.get(&key, Instant::now()) {
@@ -332,10 +329,10 @@ async fn decide_and_resolve(
             Counters::bump(&counters.dns_cache_hits);
             (stored, age)
         }
-        None => match forward(transport, query, &card.config).await {
+        None => match forward(transport, query, &firewall.config).await {
             Ok((mut upstream, wire_len)) => {
                 // Before the cache: what is cached is what the inside may see.
-                let stripped = ech::strip(&mut upstream, &card.ech_covers);
+                let stripped = ech::strip(&mut upstream, &firewall.ech_covers);
                 if stripped > 0 {
                     tracing::debug!(client = %client, name = %key.name, stripped, "DNS: ECH configs removed");
                 }
@@ -353,8 +350,7 @@ async fn decide_and_resolve(
     // changed since the answer was cached.
     if !allow_private && let Some(address) = private_address(&answer) {
         tracing::info!(client = %client, name = %key.name, %address, "DNS: a private address in an outside answer");
-        card.events
-            .refusal(client, Protocol::Dns, &key.name, Refusal::DnsRebinding);
+        firewall.refuse(client, Protocol::Dns, &key.name, Refusal::DnsRebinding);
         return reply_to(query, ResponseCode::Refused);
     }
     relay(&answer, query, age)
@@ -805,7 +801,7 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA};
     use rules::RuleSet;
 
-    use crate::card::LoadedRules;
+    use crate::firewall::LoadedRules;
 
     const RULES: &str = "deny dns host blocked.test,*.ads.test\nnas: allow dns host nas.test allow-private\nallow dns\n";
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -942,7 +938,7 @@ mod tests {
         bytes
     }
 
-    fn card_with(upstream: SocketAddr, configure: impl FnOnce(&mut Config)) -> Arc<Card> {
+    fn card_with(upstream: SocketAddr, configure: impl FnOnce(&mut Config)) -> Arc<Firewall> {
         let mut config = Config {
             outside_address: LOCALHOST,
             transparent: false,
@@ -952,21 +948,22 @@ mod tests {
         config.dns.timeout_ms = 1000;
         configure(&mut config);
         let rules = RuleSet::from_text("t.rules", RULES, &rules::NoFiles).unwrap();
-        Card::new(
+        Firewall::new(
             config,
             LoadedRules {
                 rules,
                 version: "t".into(),
                 loaded_at: 0,
             },
+            None,
         )
     }
 
-    fn card(upstream: SocketAddr) -> Arc<Card> {
+    fn card(upstream: SocketAddr) -> Arc<Firewall> {
         card_with(upstream, |_| {})
     }
 
-    fn cache_for(card: &Card) -> Cache {
+    fn cache_for(card: &Firewall) -> Cache {
         Cache::new(card.config.dns.cache_entries)
     }
 
@@ -991,7 +988,7 @@ mod tests {
         message.to_vec().unwrap()
     }
 
-    async fn ask(card: &Card, cache: &Cache, bytes: &[u8]) -> Message {
+    async fn ask(card: &Firewall, cache: &Cache, bytes: &[u8]) -> Message {
         let reply = answer(bytes, LOCALHOST, card, cache)
             .await
             .expect("an answer");
@@ -1157,7 +1154,7 @@ mod tests {
         assert_eq!(upstream.seen().len(), 1);
         assert_eq!(count(&card.events.counters.dns_cache_hits), 1);
 
-        card.policy.replace(LoadedRules {
+        card.replace_rules(LoadedRules {
             rules: RuleSet::from_text(
                 "t2.rules",
                 "deny dns host allowed.test\nallow dns\n",
@@ -1283,7 +1280,7 @@ mod tests {
 
         // Noise never panics, and whatever is answered decodes. Everything is denied here, so
         // nothing reaches the upstream. A fixed LCG keeps the run repeatable.
-        card.policy.replace(LoadedRules {
+        card.replace_rules(LoadedRules {
             rules: RuleSet::from_text("deny.rules", "deny dns\n", &rules::NoFiles).unwrap(),
             version: "deny".into(),
             loaded_at: 0,
@@ -1344,7 +1341,11 @@ mod tests {
         let card = card(upstream.address);
         let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
         let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_tcp(listener, Arc::clone(&card)));
+        let server = tokio::spawn(serve_tcp(
+            listener,
+            Arc::clone(&card),
+            Arc::new(cache_for(&card)),
+        ));
 
         let mut stream = TcpStream::connect(address).await.unwrap();
         for (id, name, code) in [
@@ -1382,7 +1383,11 @@ mod tests {
         let card = card(upstream.address);
         let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
         let address = socket.local_addr().unwrap();
-        let server = tokio::spawn(serve_udp(socket, Arc::clone(&card)));
+        let server = tokio::spawn(serve_udp(
+            socket,
+            Arc::clone(&card),
+            Arc::new(cache_for(&card)),
+        ));
 
         let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
         client.connect(address).await.unwrap();

@@ -5,6 +5,7 @@ use http::StatusCode;
 use web::askama::Template;
 use web::proxy::{ProxyPage, Reason};
 
+use crate::firewall::Verdict;
 use crate::proxy::upstream::UpstreamError;
 
 /// A page the proxy answers with, ready to be written as a whole HTTP/1.1 response.
@@ -58,6 +59,20 @@ pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
             rule_text: &rule.text,
         },
     )
+}
+
+/// The page for a request the core did not let through: the block page of the rule that
+/// denied it, or the refusal and why. (Given an allow, it names the rule like a denial: a
+/// caller shows this page only for what the core refused.)
+pub fn not_allowed(target: &str, verdict: &Verdict<'_>) -> Page {
+    match verdict {
+        Verdict::Allow(decision) | Verdict::Deny(decision) => blocked(target, decision.rule),
+        Verdict::Refuse(refusal) => refused(StatusCode::FORBIDDEN, refusal.reason()),
+        Verdict::NeverConnect { ip, why } => refused(
+            StatusCode::FORBIDDEN,
+            &format!("the card does not connect to {ip}: {why}"),
+        ),
+    }
 }
 
 /// 502 or 504: the request was allowed but the destination could not be reached.

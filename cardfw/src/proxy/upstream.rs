@@ -9,7 +9,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use crate::card::Card;
+use crate::firewall::{Counters, Firewall, canonical};
 
 /// Why the card could not reach a destination. Each has its own error page.
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +48,20 @@ impl UpstreamError {
     }
 }
 
+/// Counts and logs a destination the card could not reach: no refusal, so nothing is
+/// recorded as a decision.
+pub fn count_failure(firewall: &Firewall, client: SocketAddr, target: &str, error: &UpstreamError) {
+    Counters::bump(&firewall.events.counters.upstream_failures);
+    tracing::info!(client = %client, target, error = %error, kind = error.kind(), "upstream failed");
+}
+
 /// Looks `host` up through the card's configured resolver (queries leave from the outside
 /// address like all card traffic). An address literal is returned as it is (a v4-mapped
 /// IPv6 literal as its IPv4 address, which is what a connection to it reaches).
-pub async fn resolve(card: &Card, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
+pub async fn resolve(firewall: &Firewall, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![super::destination::canonical(ip)]);
+        return Ok(vec![canonical(ip)]);
     }
     let failed = |why: String| UpstreamError::NameLookupFailed {
         name: host.to_string(),
@@ -65,18 +72,18 @@ pub async fn resolve(card: &Card, host: &str) -> Result<Vec<IpAddr>, UpstreamErr
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(name, RecordType::A));
     let bytes = query.to_vec().map_err(|e| failed(e.to_string()))?;
-    let socket = UdpSocket::bind(SocketAddr::new(card.config.outside_address, 0))
+    let socket = UdpSocket::bind(SocketAddr::new(firewall.config.outside_address, 0))
         .await
         .map_err(|e| failed(format!("no socket: {e}")))?;
     socket
-        .connect(card.config.dns.upstream)
+        .connect(firewall.config.dns.upstream)
         .await
         .map_err(|e| failed(e.to_string()))?;
     socket
         .send(&bytes)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let timeout = Duration::from_millis(card.config.dns.timeout_ms);
+    let timeout = Duration::from_millis(firewall.config.dns.timeout_ms);
     let mut buf = vec![0u8; 4096];
     let answer = loop {
         let n = tokio::time::timeout(timeout, socket.recv(&mut buf))
@@ -119,20 +126,20 @@ fn rand_id() -> u16 {
 }
 
 /// Connects to `addr` from the card's outside address within the configured time.
-pub async fn connect(card: &Card, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+pub async fn connect(firewall: &Firewall, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(|e| UpstreamError::Other(addr, e))?;
-    let from = card.config.outside_address;
+    let from = firewall.config.outside_address;
     if from.is_ipv4() == addr.is_ipv4() {
         socket
             .bind(SocketAddr::new(from, 0))
             .map_err(|e| UpstreamError::Other(addr, e))?;
     }
-    let timeout = card.config.limits.connect_timeout();
+    let timeout = firewall.config.limits.connect_timeout();
     match tokio::time::timeout(timeout, socket.connect(addr)).await {
         Err(_) => Err(UpstreamError::Timeout(addr, timeout)),
         Ok(Ok(stream)) => {
@@ -145,16 +152,16 @@ pub async fn connect(card: &Card, addr: SocketAddr) -> Result<TcpStream, Upstrea
 
 /// Connects to the first of `addresses` that answers on `port`; returns the connection and
 /// the address it reached. Callers pass only addresses that were decided and allowed
-/// ([`super::destination::Candidates`]).
+/// ([`crate::firewall::Firewall::decide_addresses`]).
 pub async fn connect_first(
-    card: &Card,
+    firewall: &Firewall,
     addresses: &[IpAddr],
     port: u16,
 ) -> Result<(TcpStream, SocketAddr), UpstreamError> {
     let mut last = None;
     for ip in addresses {
         let addr = SocketAddr::new(*ip, port);
-        match connect(card, addr).await {
+        match connect(firewall, addr).await {
             Ok(stream) => return Ok((stream, addr)),
             Err(e) => last = Some(e),
         }

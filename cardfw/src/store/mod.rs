@@ -14,7 +14,7 @@
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
 //! | `inspect-ca.sealed` | the card's TLS inspection CA: its certificate and private key, one record so a re-key replaces both at once (see [`crate::inspect::ca`]) |
-//! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see [`crate::managed`]) |
+//! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
 //! A new card has no PIN and no PUK, only a random setup code ([`Store::setup_code`]): the card
@@ -31,6 +31,7 @@
 //! cannot be swapped between purposes.
 
 pub mod audit;
+mod enrolment;
 pub mod pin;
 pub mod sealed;
 pub mod tls;
@@ -48,6 +49,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
+pub use enrolment::Enrolment;
 pub use pin::{PinCost, format_setup_code};
 
 /// The line the card writes to its console (standard error) at every start while it is not set
@@ -702,7 +704,7 @@ impl Store {
         })
     }
 
-    /// The policy server enrolment record ([`crate::managed`] reads it), if enrolled.
+    /// The policy server enrolment record (the `managed` front end reads it), if enrolled.
     pub fn managed_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         match self.read_sealed(MANAGED_FILE) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -787,7 +789,7 @@ impl Store {
     fn check_not_managed(&self) -> Result<(), StoreError> {
         if let Some(record) = self.managed_record()? {
             return Err(StoreError::Managed {
-                server: crate::managed::Enrolment::parse(&record)
+                server: Enrolment::parse(&record)
                     .map_or_else(|| "(unreadable record)".into(), |e| e.server),
             });
         }
@@ -999,7 +1001,7 @@ impl AdminSession<'_> {
         )
     }
 
-    /// Enrols the card with a policy server (`record` from [`crate::managed`]), or with
+    /// Enrols the card with a policy server (`record` from the `managed` front end), or with
     /// `None` leaves it; both need the PIN. The rules in force stay until a bundle replaces them.
     pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
         let store = self.store;

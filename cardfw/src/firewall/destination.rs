@@ -8,11 +8,10 @@
 //! until the connection cap answered; `http://172.31.77.2:8081/` read the card's status): the
 //! card's own and local addresses are refused before any rule is asked.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use rules::{Action, Decision, Protocol, RuleSet};
+use rules::{Action, Decision, RuleSet};
 
-use crate::card::{Card, Refusal};
 use crate::config::Config;
 
 /// The address a v4-mapped IPv6 address (`::ffff:a.b.c.d`) stands for; any other as it is.
@@ -48,23 +47,6 @@ pub fn never_connect(config: &Config, ip: IpAddr) -> Option<&'static str> {
         IpAddr::V6(v6) if v6.is_multicast() => Some("it is a multicast address"),
         _ => None,
     }
-}
-
-/// Records a connection refused because its only addresses are ones the card never connects
-/// to: a refusal like a rule's (see [`Refusal::CardAddress`]), with the address and why in
-/// the log.
-pub fn log_refusal(
-    card: &Card,
-    client: SocketAddr,
-    protocol: Protocol,
-    target: &str,
-    ip: IpAddr,
-    why: &str,
-) {
-    tracing::info!(client = %client, target, address = %ip, reason = why,
-        "the card does not connect there");
-    card.events
-        .refusal(client.ip(), protocol, target, Refusal::CardAddress);
 }
 
 /// Every candidate address of one request, decided.

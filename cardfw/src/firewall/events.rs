@@ -1,119 +1,16 @@
-//! What every proxy shares: the live rule set, connection slots, counters and the ring of
-//! recent decisions. All of it has a fixed size: the card is small, and at capacity it
-//! refuses, it does not grow.
+//! What the firewall records: counters that only go up, and the ring of recent decisions.
+//! Both have a fixed size; every verdict, a rule's or a [`Refusal`], lands here once.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
-use rules::{Action, Decision, Protocol, RuleSet};
+use rules::{Action, Decision, Protocol};
 
-use crate::config::Config;
+use super::loaded::unix_now;
 
 /// How many recent decisions the status endpoint shows.
 pub const RECENT_DECISIONS: usize = 100;
-/// Connection slots live in the serving layer; the per-client table holds
-/// [`serve::slots::MAX_CLIENTS`] addresses (the card protects one computer: generous).
-pub use serve::slots::{Refused, Slot, Slots};
-
-/// Everything the proxies share, behind one `Arc`.
-#[derive(Debug)]
-pub struct Card {
-    pub config: Config,
-    pub policy: LivePolicy,
-    pub events: Events,
-    pub slots: Slots,
-    /// SHA-256 of the card web page's certificate, once it has one: the appliance shows it, so
-    /// a user can check what the browser is shown.
-    pub tls_fingerprint: std::sync::OnceLock<String>,
-    /// Public names of the ECH configs the DNS forwarder stripped: hellos naming them are
-    /// refused unless a rule says `allow-ech`.
-    pub ech_covers: crate::ech::CoverNames,
-}
-
-impl Card {
-    pub fn new(config: Config, rules: LoadedRules) -> Arc<Card> {
-        let slots = Slots::new(config.limits.max_connections, config.limits.max_per_client);
-        Arc::new(Card {
-            config,
-            policy: LivePolicy(ArcSwap::from_pointee(rules)),
-            events: Events::default(),
-            slots,
-            tls_fingerprint: std::sync::OnceLock::new(),
-            ech_covers: crate::ech::CoverNames::default(),
-        })
-    }
-}
-
-/// A compiled rule set and where it came from.
-#[derive(Debug)]
-pub struct LoadedRules {
-    pub rules: RuleSet,
-    /// What the status page shows as the rules' version: for a local file, its path and a
-    /// hash of its text, so two cards with the same rules show the same value.
-    pub version: String,
-    pub loaded_at: u64,
-}
-
-impl LoadedRules {
-    pub fn from_file(path: &Path) -> Result<LoadedRules, rules::LoadError> {
-        let rules = RuleSet::from_path(path)?;
-        let text = std::fs::read(path).unwrap_or_default();
-        Ok(LoadedRules {
-            rules,
-            version: format!("{} #{:016x}", path.display(), fnv1a(&text)),
-            loaded_at: unix_now(),
-        })
-    }
-}
-
-impl LoadedRules {
-    /// The rule set the store holds now. Reading needs no PIN: the firewall must run.
-    pub fn from_store(store: &crate::store::Store) -> Result<LoadedRules, String> {
-        let current = store.rules().map_err(|e| e.to_string())?;
-        let name = format!("store v{}", current.version);
-        let rules = store
-            .compile(&name, &current.text)
-            .map_err(|e| e.to_string())?;
-        let version = match current.source {
-            crate::store::RulesSource::Current => name,
-            crate::store::RulesSource::PreviousFallback => {
-                format!("{name} (the newest version is damaged)")
-            }
-        };
-        Ok(LoadedRules {
-            rules,
-            version,
-            loaded_at: unix_now(),
-        })
-    }
-}
-
-/// FNV-1a: a stable fingerprint of the rule text, not a security measure.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-pub use serve::unix_now;
-
-/// The rule set in force. A reload swaps it in one step; a connection that already took
-/// its snapshot keeps deciding with it, so nothing in flight is dropped.
-#[derive(Debug)]
-pub struct LivePolicy(ArcSwap<LoadedRules>);
-
-impl LivePolicy {
-    pub fn current(&self) -> Arc<LoadedRules> {
-        self.0.load_full()
-    }
-
-    pub fn replace(&self, rules: LoadedRules) {
-        self.0.store(Arc::new(rules));
-    }
-}
 
 /// Counters the status endpoint reports; each only ever goes up.
 #[derive(Debug, Default)]
@@ -214,8 +111,9 @@ pub struct Events {
 
 impl Events {
     /// Records a decision: one log line at info with the rule id, a counter, and a place in
-    /// the recent-decisions ring.
-    pub fn decision(
+    /// the recent-decisions ring. Only the core calls it, so nothing is recorded twice or
+    /// in another way.
+    pub(super) fn decision(
         &self,
         client: IpAddr,
         protocol: Protocol,
@@ -251,7 +149,13 @@ impl Events {
     /// Records a refusal that no rule made (see [`Refusal`]) exactly like a rule's denial: one
     /// log line with the refusal's code in place of the rule id, the `denied` counter, and a
     /// place in the recent-decisions ring, so the status page and the counters agree.
-    pub fn refusal(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
+    pub(super) fn refusal(
+        &self,
+        client: IpAddr,
+        protocol: Protocol,
+        target: &str,
+        refusal: Refusal,
+    ) {
         tracing::info!(
             verdict = "deny",
             rule = refusal.code(),
@@ -302,7 +206,7 @@ pub enum Refusal {
     /// A response body longer than the `max-body` of the rule that allowed it.
     BodyOverLimit,
     /// Every address of the destination is one the card never connects to: itself, the
-    /// appliance, loopback, link-local and the like (`proxy::destination`).
+    /// appliance, loopback, link-local and the like (`firewall::destination`).
     CardAddress,
     /// An outside DNS answer puts the name at a private, loopback or link-local address, and
     /// the rule that allowed the name does not say `allow-private` (DNS rebinding).
@@ -358,6 +262,7 @@ fn truncated<const N: usize>(text: &str) -> heapless::String<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rules::RuleSet;
 
     #[test]
     fn recent_decisions_keep_the_last_hundred() {

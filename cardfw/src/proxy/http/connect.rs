@@ -1,0 +1,169 @@
+//! CONNECT on the explicit proxy port: a tunnel decided on the host and port CONNECT names,
+//! then again on what it carries. A TLS hello in it must name the same host (no domain
+//! fronting) and is decided like one on port 443; anything else is decided as plain TCP to
+//! the address the tunnel reached.
+
+use std::net::SocketAddr;
+
+use http::StatusCode;
+use rules::{LocalTime, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::target::{bare_host, rules_request};
+use super::{Client, Next};
+use crate::firewall::{Ask, Counters, Firewall, Hello};
+use crate::proxy::{pages, splice, tls, upstream};
+use crate::wire::client_hello;
+use crate::wire::http1::RequestHead;
+
+impl Client {
+    /// CONNECT host:port: decided on the name and port, then each address the name has; the
+    /// tunnel opens to the first allowed one that answers.
+    pub(super) async fn connect_tunnel(&mut self, request: &RequestHead) -> Next {
+        let authority = request.target.parse::<http::uri::Authority>().ok();
+        let Some((authority, port)) = authority.and_then(|a| Some((a.clone(), a.port_u16()?)))
+        else {
+            Counters::bump(&self.firewall.events.counters.malformed);
+            let page = pages::refused(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+            return self.answer(page, request, true).await;
+        };
+        let host = bare_host(&authority);
+        let target = format!("{host}:{port}");
+        let rules = self.firewall.rules();
+        let ask = Ask {
+            client: self.peer.ip(),
+            target: &target,
+            request: rules_request(Protocol::Https, &host, port),
+            hello: None,
+        };
+        let verdict = self.firewall.check(&rules, &ask);
+        if !verdict.allows() {
+            let page = pages::not_allowed(&target, &verdict);
+            return self.answer(page, request, true).await;
+        }
+        let addresses = match upstream::resolve(&self.firewall, &host).await {
+            Ok(a) => a,
+            Err(e) => {
+                let page = self.upstream_failed(&target, &e);
+                return self.answer(page, request, true).await;
+            }
+        };
+        let candidates = match self.firewall.decide_addresses(&rules, &ask, &addresses) {
+            Ok(candidates) => candidates,
+            Err(verdict) => {
+                let page = pages::not_allowed(&target, &verdict);
+                return self.answer(page, request, true).await;
+            }
+        };
+        let (upstream, dst) =
+            match upstream::connect_first(&self.firewall, &candidates.addresses(), port).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    let page = self.upstream_failed(&target, &e);
+                    return self.answer(page, request, true).await;
+                }
+            };
+        self.firewall.record_connected(&ask, &candidates, dst.ip());
+        tracing::info!(client = %self.peer, target, address = %dst, "CONNECT tunnel open");
+        if self
+            .conn
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        let first = self.conn.buf.split().to_vec();
+        tunnel(
+            &self.firewall,
+            self.peer,
+            &host,
+            dst,
+            &mut self.conn.stream,
+            first,
+            upstream,
+        )
+        .await;
+        Next::Close
+    }
+}
+
+/// Inside an accepted CONNECT tunnel: look at the first bytes before passing anything on.
+async fn tunnel(
+    firewall: &Firewall,
+    peer: SocketAddr,
+    connect_host: &str,
+    dst: SocketAddr,
+    tunnel: &mut TcpStream,
+    mut first: Vec<u8>,
+    mut upstream: TcpStream,
+) {
+    let limits = &firewall.config.limits;
+    if first.is_empty() {
+        first = vec![0u8; 4096];
+        let peeked =
+            match tokio::time::timeout(limits.header_timeout(), tunnel.read(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(_) => return,
+                Err(_) => {
+                    Counters::bump(&firewall.events.counters.header_timeouts);
+                    return;
+                }
+            };
+        first.truncate(peeked);
+    }
+    let rules = firewall.rules();
+    let target = format!("{connect_host}:{}", dst.port());
+    if tls::looks_like_tls(&first) {
+        let (buffered, hello) = match tls::read_hello(
+            &mut *tunnel,
+            first,
+            limits.header_timeout(),
+            &firewall.events.counters,
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(why) => {
+                tls::count_hello_failure(firewall, peer, &why);
+                return;
+            }
+        };
+        // The CONNECT's allow is recorded already: only a refusal is news.
+        let ask = Ask {
+            client: peer.ip(),
+            target: &target,
+            request: rules::Request::new(Protocol::Https, LocalTime::now())
+                .host(connect_host)
+                .dst(dst.ip())
+                .port(dst.port()),
+            hello: Some(Hello {
+                server_name: hello.server_name.as_deref(),
+                connect_host: Some(connect_host),
+            }),
+        };
+        if !firewall.check(&rules, &ask).allows() {
+            let _ = tunnel
+                .write_all(&client_hello::fatal_alert(
+                    client_hello::AlertDescription::AccessDenied,
+                ))
+                .await;
+            return;
+        }
+        if upstream.write_all(&buffered).await.is_ok() {
+            tls::pass_tls(firewall, peer, &target, tunnel, &upstream, &buffered).await;
+        }
+        return;
+    }
+    // Not TLS: the tunnel carries something else, so decide it as TCP to that address.
+    let ask = Ask::tcp(peer.ip(), &target, dst);
+    if !firewall.decide(&rules, &ask).allows() {
+        return;
+    }
+    if upstream.write_all(&first).await.is_err() {
+        return;
+    }
+    splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
+}
