@@ -20,6 +20,7 @@ use crate::config::{Config, OutsideMode};
 use crate::services::{self, Lease};
 use crate::state::{ApplianceState, Block, CardState, LinkState, RECENT_BLOCKS, Role, Snapshot};
 use crate::{firewall, status};
+use serve::unix_now;
 
 /// The routing table that holds the one route to the card; empty means nothing passes.
 pub const CARD_TABLE: u32 = 77;
@@ -533,12 +534,6 @@ fn set_executable(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot chmod {}", path.display()))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serve::http::{SecurityHeaders, static_file};
 use web::appliance::{BlockView, CardView, LinkView, StatusPage};
 use web::askama::Template;
 use web::graph::{Panel, Step, TrafficGraph};
@@ -32,7 +33,7 @@ use crate::state::{ApplianceState, LinkState, Snapshot};
 /// The status UI's routes over the shared state, answering only requests whose `Host` is
 /// `address` (its IP, with or without the port).
 pub fn router(state: Arc<ApplianceState>, address: SocketAddr) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(page))
         .route("/api/status", get(api_status))
         .route("/graph.svg", get(graph))
@@ -42,17 +43,26 @@ pub fn router(state: Arc<ApplianceState>, address: SocketAddr) -> Router {
         .with_state(state)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             only_own_host(address, request, next)
-        }))
+        }));
+    HEADERS.on(routes)
 }
 
-/// Serves the status UI on `listener` until the task is dropped or accepting fails. The
-/// listener's own address is the one `Host` it answers.
+/// Every answer: not cached unless static (it is live status), and the page may load only its
+/// own stylesheet and script (card-reported names end up in it).
+const HEADERS: SecurityHeaders = SecurityHeaders {
+    content_security_policy: web::CONTENT_SECURITY_POLICY,
+    https: false,
+};
+
+/// Serves the status UI on `listener` until the task is dropped. The listener's own address
+/// is the one `Host` it answers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApplianceState>,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    axum::serve(listener, router(state, address)).await
+    let how = serve::accept::Listener::new("status page");
+    match serve::http::http(listener, how, router(state, address)).await {}
 }
 
 /// Whether a request's `Host` header names `address`: its IP (IPv6 in brackets), alone or with
@@ -84,30 +94,18 @@ async fn only_own_host(address: SocketAddr, request: Request, next: Next) -> Res
     };
     (
         StatusCode::MISDIRECTED_REQUEST,
-        LIVE,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!("This is the appliance's status page; it answers only at {url}\n"),
     )
         .into_response()
 }
 
-/// Headers of every dynamic response: never cached (it is live status), and the page may load
-/// only its own stylesheet and script (card-reported names end up in it).
-const LIVE: [(header::HeaderName, &str); 3] = [
-    (header::CACHE_CONTROL, "no-store"),
-    (
-        header::CONTENT_SECURITY_POLICY,
-        web::CONTENT_SECURITY_POLICY,
-    ),
-    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-];
-
 async fn page(State(state): State<Arc<ApplianceState>>) -> impl IntoResponse {
-    (LIVE, status_page(&state.snapshot()))
+    status_page(&state.snapshot())
 }
 
 async fn api_status(State(state): State<Arc<ApplianceState>>) -> impl IntoResponse {
-    (LIVE, axum::Json(state.snapshot()))
+    axum::Json(state.snapshot())
 }
 
 async fn graph(State(state): State<Arc<ApplianceState>>) -> Response {
@@ -121,7 +119,6 @@ async fn graph(State(state): State<Arc<ApplianceState>>) -> Response {
     let graph = TrafficGraph::new("traffic", "Traffic per link", &panels, true);
     match graph.render() {
         Ok(svg) => (
-            LIVE,
             [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8")],
             svg,
         )
@@ -141,24 +138,11 @@ async fn script() -> impl IntoResponse {
     static_file("text/javascript; charset=utf-8", web::LIVE_JS)
 }
 
-/// Built into the binary, so it changes only with the firmware: a few minutes of caching is
-/// safe.
-fn static_file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "max-age=300"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-}
-
 async fn not_found(uri: Uri) -> impl IntoResponse {
     let page = web::NotFoundPage {
         path: uri.path().to_owned(),
     };
-    (StatusCode::NOT_FOUND, LIVE, page)
+    (StatusCode::NOT_FOUND, page)
 }
 
 /// The page's view of a snapshot.

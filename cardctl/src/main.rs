@@ -195,25 +195,16 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Send { apdus } => {
             for text in apdus {
-                let bytes = parse_hex(&text)
+                let bytes = hex::decode(&text)
+                    .ok()
                     .with_context(|| format!("{text:?} is not an even number of hex digits"))?;
                 // Sent as given, even when it is not a valid APDU: that is what it is for.
                 let response = card.transmit_raw(&bytes)?;
-                println!("{} {}", hex(&response.data), response.sw);
+                println!("{} {}", hex::encode_upper(&response.data), response.sw);
             }
         }
     }
     Ok(())
-}
-
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// Digits in groups of four, as the card's label and page show codes.
@@ -226,10 +217,6 @@ fn group(digits: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// Where PINs come from: the terminal (no echo), or standard input when it is not one.

@@ -185,21 +185,15 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
     Ok(TcpListener::from_std(listener)?)
 }
 
-/// Accepts connections for ever, each handled on its own task.
+/// Accepts connections for ever, each handled on its own task: the serving layer's one accept
+/// loop, which backs off while descriptors run out.
 async fn accept_loop<H, F>(listener: TcpListener, handle: H)
 where
     H: Fn(AsyncTcpStream) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                tokio::spawn(handle(stream));
-            }
-            // Out of file descriptors and the like: back off instead of spinning.
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    let how = serve::accept::Listener::new("lab origin");
+    match serve::accept::serve(listener, how, move |stream, _client| handle(stream)).await {}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ fn random_serial() -> Result<SerialNumber, FleetError> {
 pub fn random_hex(len: usize) -> Result<String, FleetError> {
     let mut bytes = vec![0u8; len];
     getrandom::fill(&mut bytes).map_err(|e| FleetError::Issue(e.to_string()))?;
-    Ok(crate::hex(&bytes))
+    Ok(hex::encode(bytes))
 }
 
 impl Fleet {

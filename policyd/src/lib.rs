@@ -24,35 +24,21 @@ pub mod server;
 pub mod service;
 mod sessions;
 
-/// Unix seconds now.
+/// Unix seconds now, as the database keeps times.
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    i64::try_from(serve::unix_now()).unwrap_or(i64::MAX)
 }
 
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 through the ring provider's hash (no second crypto library in the tree).
+/// SHA-256 of `data` in lower-case hex: certificate fingerprints and token hashes.
 pub fn sha256_hex(data: &[u8]) -> String {
-    let rustls::SupportedCipherSuite::Tls13(suite) =
-        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-    else {
-        unreachable!("a TLS 1.3 suite")
-    };
-    hex(suite.common.hash_provider.hash(data).as_ref())
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
 }
 
 /// Each waiting card holds a socket (and the load generator one per simulated card): lift the
 /// soft limit on open files to the hard one.
 pub fn raise_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
+    if let Err(e) = serve::accept::raise_descriptor_limit(None, "the waiting cards") {
         tracing::warn!(%e, "cannot raise the open file limit");
     }
 }

@@ -1,121 +1,83 @@
 //! The admin page: `/admin` (the fleet view), `/admin/login` (admin token → session),
 //! `/admin/logout`, `/admin/revoke`.
 //!
-//! A session is a random id in a cookie (`HttpOnly; Secure; SameSite=Strict`), kept only in
-//! the server's memory ([`crate::sessions`]) with its own random CSRF token; it ends at
-//! logout, after `SESSION_IDLE` without a request, or `SESSION_LIFETIME` after login (and
-//! when the server restarts). The cookie opens only these pages: the `/v1/admin` API takes
-//! the bearer token alone. Every form carries a CSRF token: the login form a random one that
-//! must match its own short-lived cookie (so no other site can log a browser in), the others
-//! the session's.
+//! Sessions are the serving layer's ([`serve::session`]): a random id in a cookie
+//! (`HttpOnly; Secure; SameSite=Strict; Path=/admin`), kept only in the server's memory
+//! ([`crate::sessions`]); it ends at logout, after `SESSION_IDLE` without a request, or
+//! `SESSION_LIFETIME` after login (and when the server restarts). The cookie opens only these pages: the `/v1/admin`
+//! API takes the bearer token alone. Every form carries a CSRF token, checked by the
+//! extractors before a handler runs: the login form one bound to its own short-lived cookie
+//! (so no other site can log a browser in), the others the session's.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serve::http::{SecurityHeaders, static_file};
+use serve::session::{LoginForm, Page, Refusal, Session, SessionForm, Sessions};
 use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
 
 use crate::service::AppState;
-use crate::sessions::{SESSION_LIFETIME, random_token};
 
-const COOKIE: &str = "policyd_admin";
-/// The login form's own cookie: its CSRF token is this value.
-const LOGIN_COOKIE: &str = "policyd_login";
+impl Page for AppState {
+    fn sessions(&self) -> &Sessions {
+        &self.page_sessions
+    }
 
-/// Constant-time comparison of a sent token with the expected one.
-fn tokens_match(sent: &str, expected: &str) -> bool {
-    sent.len() == expected.len()
-        && sent
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    fn refuse(&self, why: Refusal) -> Response {
+        let words = match why {
+            Refusal::NoSession | Refusal::WrongToken => "not logged in, or a stale form",
+            Refusal::LoginFormMissing | Refusal::LoginFormStale => {
+                "a stale or forged login form: reload the page"
+            }
+        };
+        (StatusCode::FORBIDDEN, words).into_response()
+    }
 }
 
+/// Every answer of the page: never cached, never framed, only its own stylesheet.
+const HEADERS: SecurityHeaders = SecurityHeaders {
+    content_security_policy: web::card::CONTENT_SECURITY_POLICY,
+    https: true,
+};
+
 pub(crate) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+    HEADERS.on(Router::new()
         .route("/admin", get(fleet))
         .route("/admin/login", post(login))
         .route("/admin/logout", post(logout))
         .route("/admin/revoke", post(revoke))
         .route("/static/style.css", get(|| css(web::STYLE_CSS)))
-        .route("/static/card.css", get(|| css(web::card::CARD_CSS)))
+        .route("/static/card.css", get(|| css(web::card::CARD_CSS))))
 }
 
 async fn css(text: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], text).into_response()
+    static_file("text/css; charset=utf-8", text)
 }
 
-/// The value of cookie `name`, if the request has one.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
-}
-
-fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: Duration) {
-    let cookie = format!(
-        "{name}={value}; HttpOnly; Secure; SameSite=Strict; Path=/admin; Max-Age={}",
-        max_age.as_secs()
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-fn protect(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(web::card::CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
-}
-
-/// The session of the request (id, CSRF token), if it has a live one.
-fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
-    let id = cookie(headers, COOKIE)?;
-    let csrf = state.page_sessions.touch(&id)?;
-    Some((id, csrf))
-}
-
-/// The login form with a fresh login cookie, whose value is the form's CSRF token.
-fn login_page(status: StatusCode, error: Option<String>) -> Response {
-    let token = random_token();
-    let mut response = (
+/// The login form with a fresh login cookie.
+fn login_page(state: &AppState, status: StatusCode, error: Option<String>) -> Response {
+    let (csrf, cookie) = state.page_sessions.login_form();
+    (
         status,
+        [(header::SET_COOKIE, cookie)],
         AdminLoginPage {
-            csrf: token.clone(),
+            csrf,
             notice: None,
             error,
         },
     )
-        .into_response();
-    set_cookie(
-        &mut response,
-        LOGIN_COOKIE,
-        &token,
-        Duration::from_secs(600),
-    );
-    protect(response)
+        .into_response()
 }
 
-async fn fleet(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match session(&state, &headers) {
-        Some((_, csrf)) => protect(fleet_page(&state, &csrf, None, None).await),
-        None => login_page(StatusCode::OK, None),
+async fn fleet(State(state): State<Arc<AppState>>, session: Option<Session>) -> Response {
+    match session {
+        Some(session) => fleet_page(&state, session.csrf(), None, None).await,
+        None => login_page(&state, StatusCode::OK, None),
     }
 }
 
@@ -176,83 +138,55 @@ async fn fleet_page(
 }
 
 #[derive(Deserialize)]
-struct LoginForm {
-    #[serde(default)]
-    csrf: String,
+struct TokenForm {
     token: String,
 }
 
 async fn login(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    LoginForm(form): LoginForm<TokenForm>,
 ) -> Response {
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !tokens_match(&form.csrf, &expected) {
-        return protect(
-            (
-                StatusCode::FORBIDDEN,
-                "a stale or forged login form: reload the page",
-            )
-                .into_response(),
-        );
-    }
     if !state.admin_token_matches(&form.token) {
         tracing::warn!("admin page: wrong admin token");
         return login_page(
+            &state,
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token.".into()),
         );
     }
-    let id = state.page_sessions.create();
     let mut response = Redirect::to("/admin").into_response();
-    set_cookie(&mut response, COOKIE, &id, SESSION_LIFETIME);
-    set_cookie(&mut response, LOGIN_COOKIE, "", Duration::ZERO);
-    protect(response)
+    for cookie in state.page_sessions.create() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
+/// A form with no field but its CSRF token (which [`SessionForm`] reads).
 #[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
+struct NoFields {}
 
 async fn logout(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    SessionForm { session, .. }: SessionForm<NoFields>,
 ) -> Response {
-    match session(&state, &headers) {
-        Some((id, csrf)) if tokens_match(&form.csrf, &csrf) => {
-            state.page_sessions.remove(&id);
-            let mut response = Redirect::to("/admin").into_response();
-            set_cookie(&mut response, COOKIE, "", Duration::ZERO);
-            protect(response)
-        }
-        _ => protect((StatusCode::FORBIDDEN, "not logged in, or a stale form").into_response()),
-    }
+    let cookie = state.page_sessions.end(&session);
+    let mut response = Redirect::to("/admin").into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
 }
 
 #[derive(Deserialize)]
 struct RevokeForm {
-    #[serde(default)]
-    csrf: String,
     card: String,
 }
 
 async fn revoke(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(form): Form<RevokeForm>,
+    SessionForm { session, form }: SessionForm<RevokeForm>,
 ) -> Response {
-    let Some((_, csrf)) =
-        session(&state, &headers).filter(|(_, csrf)| tokens_match(&form.csrf, csrf))
-    else {
-        return protect((StatusCode::FORBIDDEN, "not logged in, or a stale form").into_response());
-    };
     let (notice, error) = match state.revoke(&form.card).await {
         Ok(()) => (Some(format!("Card {} is revoked.", form.card)), None),
         Err(e) => (None, Some(e.1)),
     };
-    protect(fleet_page(&state, &csrf, notice, error).await)
+    fleet_page(&state, session.csrf(), notice, error).await
 }

@@ -12,7 +12,6 @@
 //! Which card a certificate is, whether it is revoked (a revoked or unknown one gets 403; no
 //! CRL is needed), and the long poll's wait are the fleet service's: [`crate::service`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +21,6 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use proto::policy::{
     self, BUNDLE_MEDIA_TYPE, EnrolRequest, EnrolResponse, JSON_MEDIA_TYPE, Report,
 };
@@ -33,14 +30,11 @@ use proto::policy_admin::{
 use rules::bundle;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::db::CardUpdate;
 use crate::service::{ApiError, AppState, Peer, bad_request};
 use crate::{sha256_hex, unix_now};
 
-/// Time a client has for the TLS handshake and then its request head.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the database is checked for versions published through another instance.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -66,13 +60,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until the listener fails. Also runs the database sync.
+/// Serves for ever (an error only when the TLS identity cannot be loaded). Also runs the
+/// database sync.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let tls = state
         .fleet
         .server_tls()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(state.clone());
     let syncing = state.clone();
     tokio::spawn(async move {
@@ -84,54 +78,22 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Resu
             }
         }
     });
-    loop {
-        let (tcp, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            // Out of file descriptors or a connection reset before accept: keep serving.
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(connection(acceptor, app, tcp, from));
-    }
+    // No cap: every enrolled card holds a connection in its long poll.
+    let how = serve::accept::Listener::new("policy server");
+    match serve::http::https(listener, how, tls, app).await {}
 }
 
-async fn connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    tcp: tokio::net::TcpStream,
-    from: SocketAddr,
-) {
-    let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::info!(%from, %error, "TLS handshake refused");
-            return;
-        }
-        Err(_) => return,
-    };
-    let peer = Peer(
-        stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|cert| sha256_hex(cert)),
-    );
-    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(peer.clone());
-        app.clone().oneshot(request)
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+/// The card a request comes from is named by the certificate it presented in the handshake.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Peer, Self::Rejection> {
+        let certificate = parts.extensions.get::<serve::http::ClientCertificate>();
+        Ok(Peer(certificate.map(|c| sha256_hex(&c.0))))
+    }
 }
 
 async fn enrol(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -170,7 +132,7 @@ struct PollQuery {
 
 async fn poll(
     State(state): State<Arc<AppState>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: Peer,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(PollQuery { after }) =
@@ -215,7 +177,7 @@ async fn poll(
 
 async fn report(
     State(state): State<Arc<AppState>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: Peer,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let card = state.card(&peer).await?;
@@ -351,6 +313,7 @@ mod tests {
     use crate::db::Db;
     use crate::fleet::Fleet;
     use crate::service::tests::instance;
+    use tower::ServiceExt;
 
     /// Issue 13.12: the page's cookie never opens the admin API, and the API takes JSON only:
     /// a cross-site `fetch` (the browser adds the cookie; the body is `text/plain`, which needs
@@ -358,7 +321,6 @@ mod tests {
     #[tokio::test]
     async fn the_admin_api_takes_the_bearer_token_and_json_only() {
         use http_body_util::BodyExt;
-        use tower::ServiceExt;
 
         let dir = tempfile::tempdir().unwrap();
         Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();

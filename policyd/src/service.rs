@@ -36,7 +36,6 @@ use tokio::sync::watch;
 
 use crate::db::{CardUpdate, Db, DbError, StoredBundle};
 use crate::fleet::Fleet;
-use crate::sessions::PageSessions;
 use crate::{sha256_hex, unix_now};
 
 /// Card updates written in one transaction at most.
@@ -71,7 +70,7 @@ pub struct AppState {
     /// To the task that writes card updates in batches (group commit).
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
     /// The admin page's sessions.
-    pub(crate) page_sessions: PageSessions,
+    pub(crate) page_sessions: serve::session::Sessions,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -136,7 +135,7 @@ impl AppState {
         let (updates, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(write_updates(db.clone(), queue));
         let state = Arc::new(AppState {
-            page_sessions: PageSessions::default(),
+            page_sessions: crate::sessions::page_sessions(),
             updates,
             fleet,
             db,

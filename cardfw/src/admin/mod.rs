@@ -36,30 +36,30 @@
 //!
 //! # Cookies and CSRF
 //!
-//! See [`session`]: session and login cookies are `HttpOnly; Secure; SameSite=Strict; Path=/`,
-//! and every POST carries a token bound to its cookie; a missing or wrong token is a 403.
-//! PINs, PUKs and session ids are never logged.
+//! See [`session`] and [`serve::session`]: session and login cookies are
+//! `HttpOnly; Secure; SameSite=Strict; Path=/`, and every POST carries a token bound to its
+//! cookie, checked by the [`SessionForm`] and [`LoginForm`] extractors before a handler runs; a
+//! missing or wrong token is a 403. PINs, PUKs and session ids are never logged.
 
 pub mod session;
 #[cfg(test)]
 mod tests;
 
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Form, FromRequestParts, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rules::{Action, LocalTime, Protocol, Request, RuleSet};
 use serde::Deserialize;
+use serve::http::{SecurityHeaders, static_file};
+use serve::session::{LoginForm, Page, Refusal as SessionRefusal, Session, SessionForm, Sessions};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 use web::card::{
     AuditView, CounterView, DashboardPage, DecisionView, ExplanationView, LoginPage, RuleError,
 };
@@ -67,10 +67,7 @@ use zeroize::Zeroize;
 
 use crate::firewall::Firewall;
 use crate::store::{Store, StoreError, pin};
-use session::{
-    LoginDelays, PRE_SESSION_COOKIE, PRE_SESSION_LIFETIME, SESSION_COOKIE, Sessions, clear_cookie,
-    cookie, set_cookie, tokens_match,
-};
+use session::LoginDelays;
 
 /// How long a session lasts without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -78,9 +75,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 16;
-/// Time for a client to finish the TLS handshake, then to send its request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest form accepted: a rule text is a few kilobytes.
 const MAX_BODY: usize = 256 * 1024;
 /// The name the rule text has in error messages.
@@ -112,7 +106,7 @@ impl AdminState {
         Some(Arc::new(AdminState {
             store: firewall.store()?.clone(),
             firewall,
-            sessions: Sessions::new(idle),
+            sessions: Sessions::new(session::settings(idle)),
             delays: LoginDelays::new(login_delay),
         }))
     }
@@ -123,9 +117,33 @@ impl AdminState {
     }
 }
 
+impl Page for AdminState {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    fn refuse(&self, why: SessionRefusal) -> Response {
+        forbidden(match why {
+            SessionRefusal::NoSession => "Your session has ended: log in again.",
+            SessionRefusal::WrongToken => "The form's security token is missing or wrong.",
+            SessionRefusal::LoginFormMissing => "The login form has expired.",
+            SessionRefusal::LoginFormStale => {
+                "The form's security token is missing, wrong or expired."
+            }
+        })
+    }
+}
+
+/// Every answer: never cached (it shows the rules and the audit log), no framing, no script,
+/// forms post only to the card.
+const HEADERS: SecurityHeaders = SecurityHeaders {
+    content_security_policy: web::card::CONTENT_SECURITY_POLICY,
+    https: true,
+};
+
 /// The page's routes over the shared state.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
         .route("/setup", post(setup))
@@ -135,12 +153,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/rules/rollback", post(rollback))
         .route("/pin", post(change_pin))
         .route("/puk", post(change_puk))
-        .route("/static/style.css", get(|| static_css(web::STYLE_CSS)))
-        .route("/static/card.css", get(|| static_css(web::card::CARD_CSS)))
+        .route("/static/style.css", get(|| css(web::STYLE_CSS)))
+        .route("/static/card.css", get(|| css(web::card::CARD_CSS)))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(protect))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    HEADERS.on(routes).with_state(state)
 }
 
 /// Serves the page over TLS on `listener` until the task is dropped. Bind the listener to the
@@ -150,70 +167,16 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AdminState>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(state);
     let cap = crate::accept::Cap {
         total: MAX_CONNECTIONS,
         per_client: MAX_CONNECTIONS,
     };
-    match crate::accept::serve(listener, "card page", Some(cap), move |tcp, peer| {
-        let client = ClientAddr(peer.ip());
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "admin page: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service =
-                hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-                    request.extensions_mut().insert(client);
-                    app.clone().oneshot(request)
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        }
-    })
-    .await {}
+    let how = crate::accept::counted("card page", Some(cap));
+    match serve::http::https(listener, how, tls, router(state)).await {}
 }
 
-/// Headers of every response: never cached (it shows the rules and the audit log), no
-/// framing, no script, forms post only to the card.
-async fn protect(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(web::card::CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
-}
-
-async fn static_css(body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=300"),
-        ],
-        body,
-    )
+async fn css(body: &'static str) -> Response {
+    static_file("text/css; charset=utf-8", body)
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
@@ -258,11 +221,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         parts: &mut http::request::Parts,
         _state: &S,
     ) -> Result<ClientAddr, Infallible> {
-        Ok(parts
-            .extensions
-            .get::<ClientAddr>()
-            .copied()
-            .unwrap_or(ClientAddr(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))))
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| {
+                    info.0.ip()
+                }),
+        ))
     }
 }
 
@@ -334,23 +300,19 @@ impl Drop for Secret {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CsrfForm {
-    csrf: String,
-}
+/// A form with no field but its CSRF token (which [`SessionForm`] reads).
+#[derive(Deserialize)]
+struct NoFields {}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct PinForm {
-    csrf: String,
     pin: Secret,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct SetupForm {
-    csrf: String,
     setup_code: Secret,
     new_pin: Secret,
     confirm_pin: Secret,
@@ -359,7 +321,6 @@ struct SetupForm {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ChangePukForm {
-    csrf: String,
     pin: Secret,
     puk: Secret,
     new_puk: Secret,
@@ -369,7 +330,6 @@ struct ChangePukForm {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RulesForm {
-    csrf: String,
     rules: String,
     target: String,
     pin: Secret,
@@ -378,62 +338,20 @@ struct RulesForm {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ChangePinForm {
-    csrf: String,
     pin: Secret,
     new_pin: Secret,
     confirm_pin: Secret,
 }
 
-// ---- sessions ----
-
-/// The live session of the request, if any (and its idle clock restarted).
-fn live_session(state: &AdminState, headers: &HeaderMap) -> Option<String> {
-    let id = cookie(headers, SESSION_COOKIE)?;
-    state.sessions.touch(id).then(|| id.to_owned())
-}
-
-/// A POST from a logged-in page: the session must be live and the token its own.
-fn check_session(
-    state: &AdminState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<String, &'static str> {
-    let Some(id) = live_session(state, headers) else {
-        return Err("Your session has ended: log in again.");
-    };
-    if !tokens_match(csrf, &state.sessions.session_token(&id)) {
-        return Err("The form's security token is missing or wrong.");
-    }
-    Ok(id)
-}
-
-/// A POST from the login page: the pre-session cookie must be fresh and the token its own.
-fn check_pre_session(
-    state: &AdminState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<(), &'static str> {
-    let Some(value) = cookie(headers, PRE_SESSION_COOKIE) else {
-        return Err("The login form has expired.");
-    };
-    if !state.sessions.pre_session_fresh(value)
-        || !tokens_match(csrf, &state.sessions.pre_session_token(value))
-    {
-        return Err("The form's security token is missing, wrong or expired.");
-    }
-    Ok(())
-}
-
 // ---- pages ----
 
-async fn index(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    match live_session(&state, &headers) {
-        Some(id) => dashboard(&state, &id, View::default()),
+async fn index(State(state): State<Arc<AdminState>>, session: Option<Session>) -> Response {
+    match session {
+        Some(session) => dashboard(&state, &session, View::default()),
         None => login_page(&state, StatusCode::OK, None, None, None),
     }
 }
 
-/// The login page, with a new pre-session cookie and its token.
 /// The login page, with a new pre-session cookie and its token. `new_puk` is shown once,
 /// right after setup.
 fn login_page(
@@ -443,10 +361,10 @@ fn login_page(
     notice: Option<String>,
     new_puk: Option<zeroize::Zeroizing<String>>,
 ) -> Response {
-    let pre = state.sessions.new_pre_session();
+    let (csrf, cookie) = state.sessions.login_form();
     let pin = state.store.pin_state();
     let page = LoginPage {
-        csrf: state.sessions.pre_session_token(&pre),
+        csrf,
         needs_setup: pin.as_ref().is_ok_and(|p| p.needs_setup),
         setup_tries_left: pin.as_ref().map_or(0, |p| p.setup_tries_left),
         new_puk: new_puk.map(|puk| pin::group_digits(&puk).to_string()),
@@ -458,15 +376,7 @@ fn login_page(
         notice,
         fingerprint: crate::store::tls::stored_fingerprint(&state.store).unwrap_or_default(),
     };
-    (
-        status,
-        [(
-            header::SET_COOKIE,
-            set_cookie(PRE_SESSION_COOKIE, &pre, PRE_SESSION_LIFETIME),
-        )],
-        page,
-    )
-        .into_response()
+    (status, [(header::SET_COOKIE, cookie)], page).into_response()
 }
 
 /// What one dashboard rendering shows beyond the stored state.
@@ -481,7 +391,7 @@ struct View {
     explanation: Option<ExplanationView>,
 }
 
-fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
+fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
     let store = &state.store;
     let mut error = view.error;
     let mut note = |e: StoreError| {
@@ -522,7 +432,7 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
     let counters = &state.firewall.events.counters;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let page = DashboardPage {
-        csrf: state.sessions.session_token(id),
+        csrf: session.csrf().to_owned(),
         notice: view.notice,
         error,
         rules_version,
@@ -577,12 +487,8 @@ fn dashboard(state: &AdminState, id: &str, view: View) -> Response {
 async fn login(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<PinForm>,
+    LoginForm(form): LoginForm<PinForm>,
 ) -> Response {
-    if let Err(why) = check_pre_session(&state, &headers, &form.csrf) {
-        return forbidden(why);
-    }
     let pin = form.pin.0.clone();
     let result = throttled(&state, client, move |state| {
         let pin = zeroizing(pin);
@@ -592,45 +498,33 @@ async fn login(
     match result {
         Ok(()) => {
             tracing::info!("admin page: login");
-            let id = state.sessions.create();
             let mut response = Redirect::to("/").into_response();
-            let headers = response.headers_mut();
-            for value in [
-                set_cookie(
-                    SESSION_COOKIE,
-                    &id,
-                    IDLE_TIMEOUT.max(Duration::from_secs(60)),
-                ),
-                clear_cookie(PRE_SESSION_COOKIE),
-            ] {
-                headers.append(
-                    header::SET_COOKIE,
-                    HeaderValue::from_str(&value).expect("cookie values are ASCII"),
-                );
+            for cookie in state.sessions.create() {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             response
         }
-        Err(error) => {
-            tracing::info!("admin page: login refused: {error}");
-            let status = match error {
-                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
-            };
-            login_page(&state, status, Some(error.to_string()), None, None)
-        }
+        Err(error) => login_refused(&state, "login", error),
     }
+}
+
+/// The login page again after a refused login or setup: 429 while the client must wait, 401
+/// for a wrong secret.
+fn login_refused(state: &AdminState, what: &str, error: Refusal) -> Response {
+    tracing::info!("admin page: {what} refused: {error}");
+    let status = match error {
+        Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Store(_) => StatusCode::UNAUTHORIZED,
+    };
+    login_page(state, status, Some(error.to_string()), None, None)
 }
 
 /// First setup: the setup code and the first PIN; the answer shows the new PUK, once.
 async fn setup(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<SetupForm>,
+    LoginForm(form): LoginForm<SetupForm>,
 ) -> Response {
-    if let Err(why) = check_pre_session(&state, &headers, &form.csrf) {
-        return forbidden(why);
-    }
     if form.new_pin.0 != form.confirm_pin.0 {
         let error = "The two PINs differ: nothing was changed.".to_owned();
         return login_page(&state, StatusCode::OK, Some(error), None, None);
@@ -654,45 +548,25 @@ async fn setup(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Err(error) => {
-            tracing::info!("admin page: setup refused: {error}");
-            let status = match error {
-                Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Store(_) => StatusCode::UNAUTHORIZED,
-            };
-            login_page(&state, status, Some(error.to_string()), None, None)
-        }
+        Err(error) => login_refused(&state, "setup", error),
     }
 }
 
 async fn logout(
     State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    SessionForm { session, .. }: SessionForm<NoFields>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
-    state.sessions.remove(&id);
+    let cookie = state.sessions.end(&session);
     tracing::info!("admin page: logout");
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&clear_cookie(SESSION_COOKIE)).expect("ASCII"),
-    );
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
 
 async fn explain(
     State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Form(form): Form<RulesForm>,
+    SessionForm { session, form }: SessionForm<RulesForm>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
     let mut view = View {
         rules_text: Some(form.rules.clone()),
         explain_target: form.target.clone(),
@@ -705,23 +579,18 @@ async fn explain(
             Err(why) => view.error = Some(why),
         },
     }
-    dashboard(&state, &id, view)
+    dashboard(&state, &session, view)
 }
 
 async fn save_rules(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<RulesForm>,
+    SessionForm { session, form }: SessionForm<RulesForm>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
     if let Err(errors) = compile(&state, &form.rules) {
         return dashboard(
             &state,
-            &id,
+            &session,
             View {
                 rules_text: Some(form.rules.clone()),
                 rule_errors: errors,
@@ -740,22 +609,17 @@ async fn save_rules(
             tracing::info!(version, "admin page: rules saved");
             let notice =
                 format!("Saved as version {version}. The firewall loads it within a few seconds.");
-            dashboard(&state, &id, notice_view(notice))
+            dashboard(&state, &session, notice_view(notice))
         }
-        Err(error) => action_failed(&state, &id, error, Some(form.rules.clone())),
+        Err(error) => action_failed(&state, &session, error, Some(form.rules.clone())),
     }
 }
 
 async fn rollback(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<PinForm>,
+    SessionForm { session, form }: SessionForm<PinForm>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
     let result = with_pin(&state, client, form.pin.0.clone(), |session| {
         session.rollback()
     })
@@ -764,28 +628,23 @@ async fn rollback(
         Ok(version) => {
             tracing::info!(version, "admin page: rules rolled back");
             let notice = format!("Rolled back: the previous rules are now version {version}.");
-            dashboard(&state, &id, notice_view(notice))
+            dashboard(&state, &session, notice_view(notice))
         }
-        Err(error) => action_failed(&state, &id, error, None),
+        Err(error) => action_failed(&state, &session, error, None),
     }
 }
 
 async fn change_pin(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<ChangePinForm>,
+    SessionForm { session, form }: SessionForm<ChangePinForm>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
     if form.new_pin.0 != form.confirm_pin.0 {
         let view = View {
             error: Some("The two new PINs differ: nothing was changed.".into()),
             ..View::default()
         };
-        return dashboard(&state, &id, view);
+        return dashboard(&state, &session, view);
     }
     let new_pin = form.new_pin.0.clone();
     let result = with_pin(&state, client, form.pin.0.clone(), move |session| {
@@ -796,9 +655,9 @@ async fn change_pin(
     match result {
         Ok(()) => {
             tracing::info!("admin page: PIN changed");
-            dashboard(&state, &id, notice_view("The PIN is changed.".into()))
+            dashboard(&state, &session, notice_view("The PIN is changed.".into()))
         }
-        Err(error) => action_failed(&state, &id, error, None),
+        Err(error) => action_failed(&state, &session, error, None),
     }
 }
 
@@ -806,19 +665,14 @@ async fn change_pin(
 async fn change_puk(
     State(state): State<Arc<AdminState>>,
     client: ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<ChangePukForm>,
+    SessionForm { session, form }: SessionForm<ChangePukForm>,
 ) -> Response {
-    let id = match check_session(&state, &headers, &form.csrf) {
-        Ok(id) => id,
-        Err(why) => return forbidden(why),
-    };
     if form.new_puk.0 != form.confirm_puk.0 {
         let view = View {
             error: Some("The two new PUKs differ: nothing was changed.".into()),
             ..View::default()
         };
-        return dashboard(&state, &id, view);
+        return dashboard(&state, &session, view);
     }
     let (puk, new_puk) = (form.puk.0.clone(), form.new_puk.0.clone());
     let result = with_pin(&state, client, form.pin.0.clone(), move |session| {
@@ -829,9 +683,9 @@ async fn change_puk(
     match result {
         Ok(()) => {
             tracing::info!("admin page: PUK changed");
-            dashboard(&state, &id, notice_view("The PUK is changed.".into()))
+            dashboard(&state, &session, notice_view("The PUK is changed.".into()))
         }
-        Err(error) => action_failed(&state, &id, error, None),
+        Err(error) => action_failed(&state, &session, error, None),
     }
 }
 
@@ -865,7 +719,7 @@ async fn with_pin<T: Send + 'static>(
 /// else is said on the dashboard, with the edited text kept.
 fn action_failed(
     state: &AdminState,
-    id: &str,
+    session: &Session,
     error: Refusal,
     rules_text: Option<String>,
 ) -> Response {
@@ -874,12 +728,9 @@ fn action_failed(
         error,
         Refusal::Store(StoreError::Blocked | StoreError::PukBlocked)
     ) {
-        state.sessions.remove(id);
+        let cookie = state.sessions.end(session);
         let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None, None);
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&clear_cookie(SESSION_COOKIE)).expect("ASCII"),
-        );
+        response.headers_mut().append(header::SET_COOKIE, cookie);
         return response;
     }
     let view = View {
@@ -887,7 +738,7 @@ fn action_failed(
         rules_text,
         ..View::default()
     };
-    dashboard(state, id, view)
+    dashboard(state, session, view)
 }
 
 /// Compiles the edited text as the firewall would (list files beside the store), or says
@@ -961,9 +812,3 @@ fn ask(rules: &RuleSet, target: &str) -> Result<ExplanationView, String> {
         reasons: explanation.reasons,
     })
 }
-
-// The service type `serve` builds must never fail: the router answers every request.
-const _: fn() = || {
-    fn infallible<S: tower::Service<http::Request<Incoming>, Error = Infallible>>() {}
-    infallible::<Router>();
-};

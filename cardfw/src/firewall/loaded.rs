@@ -2,7 +2,7 @@
 //! from the rule file, with what the status page shows as its version.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rules::RuleSet;
 
@@ -66,11 +66,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use serve::unix_now;
 
 /// What changes when the rules do: the rule file's modification time, or the store's version.
 #[derive(Debug, Clone, PartialEq, Eq)]

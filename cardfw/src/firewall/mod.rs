@@ -31,7 +31,6 @@
 pub mod destination;
 mod events;
 mod loaded;
-mod slots;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -42,7 +41,8 @@ use rules::{Action, Decision, Protocol, RuleInfo};
 pub use destination::{Candidates, canonical, never_connect};
 pub use events::{Counters, DecisionRecord, Events, RECENT_DECISIONS, Refusal};
 pub use loaded::{LoadedRules, RulesStamp, unix_now};
-pub use slots::{MAX_CLIENTS, Refused, Slot, Slots};
+// Connection slots are the serving layer's (its accept loop caps listeners with them too).
+pub use serve::slots::{MAX_CLIENTS, Refused, Slot, Slots};
 
 use crate::config::Config;
 use crate::ech::CoverNames;

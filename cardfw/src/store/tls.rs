@@ -64,21 +64,12 @@ pub fn stored_fingerprint(store: &Store) -> Option<String> {
 
 /// SHA-256 of `der` as colon-separated upper-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = sha256(der);
-    digest
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// SHA-256 through the ring provider's hash (no second crypto library in the tree).
-pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let rustls::SupportedCipherSuite::Tls13(suite) = suite else {
-        unreachable!("a TLS 1.3 suite")
-    };
-    suite.common.hash_provider.hash(data).as_ref().to_vec()
 }
 
 /// The card's identity for `inside` (its inside address), made and stored at first use.

@@ -1,5 +1,7 @@
-//! Connection slots: a global count and a per-client count, both capped. At capacity the
-//! card refuses, it does not grow.
+//! Connection slots: a count of connections for all clients together and for each client
+//! address, both capped. A slot is held for as long as its connection lives and given back when
+//! dropped. The client table has a fixed capacity ([`MAX_CLIENTS`]): a flood of source addresses
+//! is refused, never grown into.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -7,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use heapless::index_map::FnvIndexMap;
 
-/// Distinct client addresses tracked for the per-client cap; one more is refused. The card
-/// protects one computer, so this is generous.
+/// Client addresses holding connections at once, per [`Slots`].
 pub const MAX_CLIENTS: usize = 256;
 
 /// Why a connection was not given a slot.
