@@ -13,6 +13,7 @@
 //! | `POST /rules/rollback` | the previous version becomes current again | session, CSRF token, PIN |
 //! | `POST /pin` | changes the PIN | session, CSRF token, PIN |
 //! | `POST /puk` | changes the PUK | session, CSRF token, PIN, PUK |
+//! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
 //! # A PIN with every change
@@ -41,6 +42,7 @@
 //! cookie, checked by the [`SessionForm`] and [`LoginForm`] extractors before a handler runs; a
 //! missing or wrong token is a 403. PINs, PUKs and session ids are never logged.
 
+mod inspection_ca;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -153,6 +155,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/rules/rollback", post(rollback))
         .route("/pin", post(change_pin))
         .route("/puk", post(change_puk))
+        .route("/inspection-ca", get(inspection_ca::page))
+        .route("/inspection-ca.pem", get(inspection_ca::pem))
+        .route("/inspection-ca.crt", get(inspection_ca::der))
         .route("/static/style.css", get(|| css(web::STYLE_CSS)))
         .route("/static/card.css", get(|| css(web::card::CARD_CSS)))
         .fallback(not_found)
