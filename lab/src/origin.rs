@@ -213,12 +213,18 @@ impl fmt::Debug for TestCa {
 
 /// Creates a new CA (fresh key, self-signed, "cardwall test CA").
 pub fn test_ca() -> TestCa {
+    test_ca_named("cardwall test CA")
+}
+
+/// A new CA by another name than [`test_ca`]'s: one nobody trusts (a verifier that finds a
+/// trusted CA of the same name would report a bad signature, not an unknown issuer).
+pub fn test_ca_named(common_name: &str) -> TestCa {
     let mut params = CertificateParams::new(Vec::<String>::new())
         .expect("no subject alternative names cannot be invalid");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
         .distinguished_name
-        .push(DnType::CommonName, "cardwall test CA");
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

@@ -7,8 +7,9 @@
 //!   HTTPS; a `video/*` response and a too-large one are blocked by their `http` rules too.
 //! - `blocked.test` is allowed without `inspect`: spliced, the client sees the origin's own
 //!   certificate.
-//! - `203.0.113.12` serves a certificate that expired years ago: inspected, it gets the card's
-//!   502 page naming `cert-expired`, recorded as that refusal.
+//! - Origins on `203.0.113.12`–`.14` serve a certificate that expired, one for another name,
+//!   one from a CA nobody trusts: inspected, each gets the card's 502 page naming
+//!   `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`, recorded as that refusal.
 //! - Chromium and Firefox, trusting only the card's CA (as a user would, in their NSS
 //!   database), load the inspected site over HTTP/2 and get the block page inside it.
 
@@ -19,8 +20,6 @@ use anyhow::{Result, ensure};
 use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
 use lab::SystemLab;
 
-const EXPIRED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
-
 const RULES: &str = "\
 no-admin:   deny http path /admin
 no-video:   deny http content-type video/*
@@ -28,7 +27,7 @@ too-big:    deny http max-body 4K
 dns:        allow dns
 web:        allow http
 inspected:  allow https host allowed.test inspect
-expired:    allow https dst 203.0.113.12 inspect
+bad-certs:  allow https dst 203.0.113.12/30 inspect
 spliced:    allow https host blocked.test
 default deny
 ";
@@ -141,25 +140,36 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     assert!(spliced.status.success(), "{stderr}");
     assert!(stderr.contains("issuer: CN=cardwall test CA"), "{stderr}");
 
-    // An upstream certificate that expired: the card's own page says so, never a forged pass.
-    lab.world
-        .run_ok(
-            "ip",
-            &["addr", "add", &format!("{EXPIRED}/32"), "dev", "w0"],
-        )
-        .unwrap();
-    let _expired = lab::origin::https_origin_expired(
-        &lab.world,
-        SocketAddr::new(EXPIRED.into(), 443),
-        &lab.ca,
-        &[&EXPIRED.to_string()],
-    )
-    .unwrap();
-    let (_, page, stderr) = fetch(&format!("https://{EXPIRED}/"));
-    assert!(
-        page.contains("cert-expired") && page.contains("expired") && page.ends_with("502"),
-        "{page}\n{stderr}"
-    );
+    // Upstream certificates the card refuses: its own page names the reason, never a forged
+    // pass. Each origin on an address of its own (no name: the card checks the address).
+    let origin_at = |last: u8| Ipv4Addr::new(203, 0, 113, last);
+    let other_ca = lab::origin::test_ca_named("an untrusted CA");
+    let mut refused = Vec::new();
+    for (last, code) in [
+        (12, "cert-expired"),
+        (13, "cert-wrong-name"),
+        (14, "cert-unknown-issuer"),
+    ] {
+        let ip = origin_at(last);
+        lab.world
+            .run_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "w0"])
+            .unwrap();
+        let at = SocketAddr::new(ip.into(), 443);
+        let name = ip.to_string();
+        let origin = match code {
+            "cert-expired" => lab::origin::https_origin_expired(&lab.world, at, &lab.ca, &[&name]),
+            "cert-wrong-name" => {
+                lab::origin::https_origin(&lab.world, at, &lab.ca, &["elsewhere.test"])
+            }
+            _ => lab::origin::https_origin(&lab.world, at, &other_ca, &[&name]),
+        };
+        refused.push(origin.unwrap());
+        let (_, page, stderr) = fetch(&format!("https://{ip}/"));
+        assert!(
+            page.contains(code) && page.ends_with("502"),
+            "{code}: {page}\n{stderr}"
+        );
+    }
 
     let recent = lab.card_recent().unwrap();
     let recorded = |target: &str, rule: &str| recent.iter().any(|(t, r)| t == target && r == rule);
@@ -167,10 +177,14 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         recorded("https://allowed.test:443/admin", "no-admin"),
         "{recent:?}"
     );
-    assert!(
-        recorded(&format!("{EXPIRED}:443"), "cert-expired"),
-        "{recent:?}"
-    );
+    for (last, code) in [
+        (12, "cert-expired"),
+        (13, "cert-wrong-name"),
+        (14, "cert-unknown-issuer"),
+    ] {
+        let target = format!("{}:443", origin_at(last));
+        assert!(recorded(&target, code), "{target} {code} in {recent:?}");
+    }
 }
 
 /// What a browser trusting the card's CA sees of the inspected site.
