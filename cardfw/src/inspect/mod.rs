@@ -34,9 +34,14 @@
 //!    the same decide-and-record call as plain HTTP, so a denied path in HTTPS gets the same
 //!    block page and the same log line.
 //!
-//! Still to come: the user's client certificate (sealed, unlocked with the PIN,
-//! presented through the client config's certificate resolver), the CA download and re-key on
-//! the card page, owner CAs and inspection rules from managed bundles (never private keys).
+//! Also wired: the CA's certificate and fingerprint on the card page (`/inspection-ca`) and
+//! from `cardfw inspection-ca`; owner CAs from the file `[inspect] trusted_cas` (not yet added
+//! on the card page); `inspect` rules in managed bundles (they are rule text).
+//!
+//! Still to come: the user's client certificate (sealed, unlocked with the PIN, presented
+//! through the client config's certificate resolver), the CA re-key and owner CAs on the card
+//! page, extra trusted CAs in managed bundles (never private keys), intermediates fetched by
+//! AIA, inspection inside CONNECT tunnels of the explicit proxy.
 
 pub mod ca;
 pub mod leaf;

@@ -500,3 +500,76 @@ impl AsyncWrite for Replayed {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn connection_fields_go_and_message_fields_stay() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "text/plain"),
+            ("cookie", "a=b"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "cookie"]);
+    }
+
+    #[test]
+    fn the_hello_name_is_compared_without_case_dot_or_brackets() {
+        assert!(same_host("Allowed.Test.", "allowed.test"));
+        assert!(same_host("[2001:db8::1]", "2001:db8::1"));
+        assert!(!same_host("other.test", "allowed.test"));
+        assert!(!same_host("allowed.test.evil", "allowed.test"));
+    }
+
+    #[test]
+    fn pages_keep_their_status_and_headers() {
+        let response = page_response(&pages::refused(StatusCode::BAD_GATEWAY, "why"));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            HeaderValue::from_static("no-store")
+        );
+        assert!(
+            response
+                .headers()
+                .contains_key(header::CONTENT_SECURITY_POLICY)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_hello_is_read_again_before_the_socket_and_writes_go_to_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut replayed = Replayed {
+            hello: io::Cursor::new(b"hello ".to_vec()),
+            stream,
+        };
+        peer.write_all(b"world").await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut read = Vec::new();
+        replayed.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"hello world");
+        replayed.write_all(b"back").await.unwrap();
+        let mut back = [0u8; 4];
+        peer.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"back");
+    }
+}
