@@ -29,7 +29,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rules::{Action, Protocol};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -90,9 +90,15 @@ impl Inspected<'_> {
             let upstream = upstream.clone();
             async move { Ok::<_, io::Error>(this.exchange(request, &upstream).await) }
         });
-        let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(inside), service)
-            .await;
+        let limits = &self.firewall.config.limits;
+        let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // As on plain HTTP: a request head must arrive whole within the header timeout.
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout())
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let served = server.serve_connection(TokioIo::new(inside), service).await;
         if let Err(error) = served {
             tracing::debug!(%error, "inspected connection ended");
         }
