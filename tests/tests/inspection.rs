@@ -19,6 +19,8 @@ use std::process::Output;
 use anyhow::{Result, ensure};
 use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
 use lab::SystemLab;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 const RULES: &str = "\
 no-admin:   deny http path /admin
@@ -63,15 +65,22 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     let Some(lab) = e2e::start_system_lab("insp", RULES) else {
         return;
     };
-    let card_ca = lab
-        .card_inspection_ca()
-        .expect("cardfw inspection-ca prints the card's CA");
+    let card_ca_file = card_ca_file(&lab);
+    // The card page offers the same certificate, and its fingerprint (the page's own
+    // certificate is checked by fingerprint in card_web.rs, so -k here).
+    let card_page = |path: &str| {
+        let url = format!("https://{}{path}", lab::CARD_INSIDE);
+        text(&curl(&lab, &["-k", &url]).stdout)
+    };
+    let card_ca = std::fs::read_to_string(&card_ca_file).unwrap();
+    assert_eq!(card_page("/inspection-ca.pem").trim(), card_ca.trim());
+    let der = CertificateDer::from_pem_slice(card_ca.as_bytes()).unwrap();
+    let fingerprint = cardfw::store::tls::fingerprint(&der);
+    let steps = card_page("/inspection-ca");
     assert!(
-        card_ca.starts_with("-----BEGIN CERTIFICATE-----"),
-        "{card_ca}"
+        steps.contains(&fingerprint) && steps.contains("Firefox"),
+        "{steps}"
     );
-    let card_ca_file = lab.dir.join("card-ca.pem");
-    std::fs::write(&card_ca_file, &card_ca).unwrap();
     let card_ca_file = card_ca_file.to_str().unwrap();
 
     // Inspected: the page over both HTTP versions, from a leaf the card's CA signed.
