@@ -54,13 +54,10 @@ enum Command {
     },
 }
 
+use serve::daemon::ConfigFile;
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    serve::daemon::init_logging();
     let args = Args::parse();
     let config = match cardfw::config::Config::load(&args.config) {
         Ok(config) => config,
@@ -131,10 +128,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
