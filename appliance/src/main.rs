@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serve::daemon::ConfigFile;
 
 #[derive(Parser)]
 #[command(
@@ -40,16 +41,11 @@ enum Command {
     BaseRuleset,
 }
 
-use serve::daemon::ConfigFile;
-
 fn main() -> ExitCode {
     serve::daemon::init_logging();
     let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(exit) => return exit,
     };
     let outcome = match Args::parse().command {
         Command::Run { config } => match appliance::config::Config::load(&config) {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serve::daemon::ConfigFile;
 
 #[derive(Parser)]
 #[command(version, about = "cardwall card firmware: the proxy firewall")]
@@ -53,8 +54,6 @@ enum Command {
         yes: bool,
     },
 }
-
-use serve::daemon::ConfigFile;
 
 fn main() -> ExitCode {
     serve::daemon::init_logging();
@@ -130,10 +129,7 @@ fn main() -> ExitCode {
     }
     let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(exit) => return exit,
     };
     match runtime.block_on(cardfw::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

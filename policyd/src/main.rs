@@ -133,10 +133,7 @@ fn main() -> ExitCode {
     serve::daemon::init_logging();
     let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(exit) => return exit,
     };
     match runtime.block_on(run(Cli::parse())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! into a typed value whose errors name the file.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`): the init system keeps stderr.
 pub fn init_logging() {
@@ -14,9 +15,13 @@ pub fn init_logging() {
         .init();
 }
 
-/// A multi-threaded tokio runtime, or the sentence a binary prints before it exits.
-pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))
+/// A multi-threaded tokio runtime; when there is none, the reason is on stderr and the
+/// binary exits with the code returned.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// A configuration read from a TOML file: the types say most of what is valid, [`check`]
