@@ -2,9 +2,10 @@
 //! error, and an invalid file leaves the fail-closed base ruleset in place.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
+pub use serve::daemon::{ConfigError, ConfigFile};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,17 +155,6 @@ impl Default for Paths {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
-
 /// Whether `a` is in the network `net/prefix`.
 fn in_network(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
@@ -189,25 +179,7 @@ fn require_in_network(
     }
 }
 
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&path.display().to_string(), &text)
-    }
-
-    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_string(),
-            message,
-        };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        config.check().map_err(invalid)?;
-        Ok(config)
-    }
-
+impl ConfigFile for Config {
     fn check(&self) -> Result<(), String> {
         for (what, prefix) in [
             ("inside", self.inside.prefix),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serve::daemon::ConfigFile;
 
 #[derive(Parser)]
 #[command(
@@ -41,18 +42,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    serve::daemon::init_logging();
+    let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(exit) => return exit,
     };
     let outcome = match Args::parse().command {
         Command::Run { config } => match appliance::config::Config::load(&config) {

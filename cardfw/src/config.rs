@@ -2,10 +2,11 @@
 //! error (a misspelt limit must not silently fall back to its default).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use serve::daemon::{ConfigError, ConfigFile};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -217,36 +218,7 @@ impl Limits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
-
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&path.display().to_string(), &text)
-    }
-
-    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_string(),
-            message,
-        };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        config.check().map_err(invalid)?;
-        Ok(config)
-    }
-
+impl ConfigFile for Config {
     /// Checks what the types alone cannot.
     fn check(&self) -> Result<(), String> {
         let limits = &self.limits;

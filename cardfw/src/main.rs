@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serve::daemon::ConfigFile;
 
 #[derive(Parser)]
 #[command(version, about = "cardwall card firmware: the proxy firewall")]
@@ -60,12 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    serve::daemon::init_logging();
     let args = Args::parse();
     let config = match cardfw::config::Config::load(&args.config) {
         Ok(config) => config,
@@ -137,12 +133,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match serve::daemon::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(exit) => return exit,
     };
     match runtime.block_on(cardfw::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@
 //!   connections per listener ([`slots`]), and never ends the process.
 //! - [`http`]: HTTP/1.1 (in clear, or HTTPS with rustls) over that loop for an axum router,
 //!   and the security headers every page sends.
+//! - [`daemon`]: what every daemon binary does first: logging, a runtime, its TOML
+//!   configuration with errors that name the file.
 //! - [`session`]: page sessions in a cookie, CSRF tokens bound to them, and the axum
 //!   extractors that check both before a handler runs.
 //!
@@ -12,6 +14,7 @@
 //! the one clock in seconds.
 
 pub mod accept;
+pub mod daemon;
 pub mod http;
 pub mod session;
 pub mod slots;
