@@ -26,7 +26,7 @@ use rcgen::{
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
@@ -96,6 +96,11 @@ struct Inner {
 /// The minted leaves, by subject, for the current CA.
 pub struct LeafCache {
     provider: Arc<CryptoProvider>,
+    /// TLS sessions of every inspected connection's server side: each connection has its own
+    /// configuration (its address without a name), and a client coming back must find its
+    /// session whichever config it meets next, or every repeat connection pays a full
+    /// handshake. rustls resumes only for the same SNI.
+    sessions: Arc<ServerSessionMemoryCache>,
     inner: Mutex<Inner>,
     minted: AtomicU64,
 }
@@ -114,6 +119,7 @@ impl LeafCache {
     pub fn new(ca: Arc<CardCa>, capacity: usize) -> LeafCache {
         LeafCache {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            sessions: ServerSessionMemoryCache::new(capacity),
             inner: Mutex::new(Inner {
                 ca,
                 leaves: LruCache::new(capacity),
@@ -188,6 +194,7 @@ impl LeafCache {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = alpn;
+        config.session_storage = self.sessions.clone();
         Ok(Arc::new(config))
     }
 

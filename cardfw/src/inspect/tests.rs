@@ -144,6 +144,37 @@ async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
     assert_eq!(leaves.len(), 1);
 }
 
+#[tokio::test]
+async fn a_client_coming_back_resumes_its_session_on_another_connections_config() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let Card { leaves, client, .. } = card(dir.path(), 8);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        // Each inspected connection builds its own server config, as proxy/inspect.rs does.
+        let server = leaves.server_config(None, alpn()).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from("a.example").unwrap();
+        let (server_side, client_side) = tokio::join!(
+            tokio_rustls::TlsAcceptor::from(server).accept(server_io),
+            tokio_rustls::TlsConnector::from(client.clone()).connect(name, client_io)
+        );
+        let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
+        kinds.push(client_side.get_ref().1.handshake_kind());
+        // A byte from the server brings its session tickets to the client before it.
+        server_side.write_all(b"x").await.unwrap();
+        server_side.flush().await.unwrap();
+        client_side.read_exact(&mut [0u8; 1]).await.unwrap();
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
+
 #[test]
 fn the_cache_forgets_the_least_recently_used_leaf() {
     let dir = tempfile::tempdir().unwrap();
