@@ -149,6 +149,21 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     assert!(spliced.status.success(), "{stderr}");
     assert!(stderr.contains("issuer: CN=cardwall test CA"), "{stderr}");
 
+    // Through the explicit proxy's CONNECT the inspected site is refused, not spliced past
+    // its rules.
+    let proxy = format!("http://{}:3128", lab::CARD_INSIDE);
+    let tunnelled = curl(
+        &lab,
+        &[
+            "-x",
+            &proxy,
+            "--cacert",
+            card_ca_file,
+            "https://allowed.test/",
+        ],
+    );
+    assert!(!tunnelled.status.success(), "{}", text(&tunnelled.stderr));
+
     // Upstream certificates the card refuses: its own page names the reason, never a forged
     // pass. Each origin on an address of its own (no name: the card checks the address).
     let origin_at = |last: u8| Ipv4Addr::new(203, 0, 113, last);
@@ -184,6 +199,10 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     let recorded = |target: &str, rule: &str| recent.iter().any(|(t, r)| t == target && r == rule);
     assert!(
         recorded("https://allowed.test:443/admin", "no-admin"),
+        "{recent:?}"
+    );
+    assert!(
+        recorded("allowed.test:443", "inspect-in-connect"),
         "{recent:?}"
     );
     for (last, code) in [

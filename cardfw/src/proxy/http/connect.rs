@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::target::{bare_host, rules_request};
 use super::{Client, Next};
-use crate::firewall::{Ask, Counters, Firewall, Hello};
+use crate::firewall::{Ask, Counters, Firewall, Hello, Refusal, Verdict};
 use crate::proxy::{pages, splice, tls, upstream};
 use crate::wire::client_hello;
 use crate::wire::http1::RequestHead;
@@ -144,7 +144,15 @@ async fn tunnel(
                 connect_host: Some(connect_host),
             }),
         };
-        if !firewall.check(&rules, &ask).allows() {
+        let verdict = firewall.check(&rules, &ask);
+        // Not spliced either: that would pass unexamined a site whose path rules the owner
+        // asked to apply. Inspection runs on the transparent path (proxy/tls.rs).
+        let inspected = matches!(verdict, Verdict::Allow(d) if d.rule.inspect);
+        if inspected {
+            let refusal = Refusal::InspectInTunnel;
+            firewall.refuse(peer.ip(), Protocol::Https, &target, refusal);
+        }
+        if !verdict.allows() || inspected {
             let _ = tunnel
                 .write_all(&client_hello::fatal_alert(
                     client_hello::AlertDescription::AccessDenied,
