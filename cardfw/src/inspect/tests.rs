@@ -36,16 +36,18 @@ fn card(dir: &Path, capacity: usize) -> Card {
     let ca = CardCa::load_or_create(&store(dir)).unwrap();
     let ca_der = ca.cert_der().clone();
     Card {
-        client: client_trusting(&ca_der),
+        client: client_trusting(std::slice::from_ref(&ca_der)),
         ca_der,
         leaves: Arc::new(LeafCache::new(Arc::new(ca), capacity)),
     }
 }
 
-/// A client that trusts only `root`.
-fn client_trusting(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+/// A client that trusts only `roots`.
+fn client_trusting(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
-    store.add(root.clone()).unwrap();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -555,25 +557,14 @@ async fn after_a_rekey_a_client_coming_back_gets_a_full_handshake_under_the_new_
     let store = set_up_store(dir.path());
     let inspection = Inspection::start(&store, None).unwrap();
     let old = inspection.ca();
-    // A browser that trusts both CAs: only the session cache decides whether it resumes.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(old.cert_der().clone()).unwrap();
     let session = store.login(PIN).unwrap();
     let new = inspection.rekey(&session).unwrap();
-    roots.add(new.cert_der().clone()).unwrap();
     assert_ne!(old.fingerprint(), new.fingerprint());
     assert_eq!(inspection.ca().fingerprint(), new.fingerprint());
+    // A browser that trusts both CAs: only the session cache decides whether it resumes.
+    let client = client_trusting(&[old.cert_der().clone(), new.cert_der().clone()]);
     // Start over under the old CA, so the client holds a session made with its leaf.
     inspection.leaves.replace_ca(old.clone());
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
     let mut seen = Vec::new();
     for ca in [None, Some(new.clone())] {
         if let Some(ca) = ca {
