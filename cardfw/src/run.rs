@@ -54,8 +54,8 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(store) = firewall.store() {
         let inspection = Inspection::start(store, config.inspect.trusted_cas.as_deref())
             .context("cannot set up TLS inspection")?;
-        tracing::info!(fingerprint = %inspection.ca.fingerprint(), "the card's inspection CA");
-        let _ = firewall.inspection.set(inspection);
+        tracing::info!(fingerprint = %inspection.ca().fingerprint(), "the card's inspection CA");
+        let _ = firewall.inspection.set(std::sync::Arc::new(inspection));
     }
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);

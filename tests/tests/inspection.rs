@@ -9,7 +9,8 @@
 //!   certificate.
 //! - Origins on `203.0.113.12`–`.14` serve a certificate that expired, one for another name,
 //!   one from a CA nobody trusts: inspected, each gets the card's 502 page naming
-//!   `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`, recorded as that refusal.
+//!   `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`, recorded as that refusal; once
+//!   the owner adds the unknown CA on the card page, that origin loads.
 //! - Chromium and Firefox, trusting only the card's CA (as a user would, in their NSS
 //!   database), load the inspected site over HTTP/2 and get the block page inside it.
 
@@ -195,6 +196,15 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         );
     }
 
+    // The owner trusts that CA on the card page: the same origin loads at once.
+    trust_on_the_card_page(&lab, other_ca.ca_pem());
+    let (code, page, stderr) = fetch(&format!("https://{}/", origin_at(14)));
+    assert_eq!(code, Some(0), "{page}\n{stderr}");
+    assert!(
+        page.contains(lab::origin::HELLO.trim()) && page.ends_with("200"),
+        "{page}"
+    );
+
     let recent = lab.card_recent().unwrap();
     let recorded = |target: &str, rule: &str| recent.iter().any(|(t, r)| t == target && r == rule);
     assert!(
@@ -213,6 +223,62 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         let target = format!("{}:443", origin_at(last));
         assert!(recorded(&target, code), "{target} {code} in {recent:?}");
     }
+}
+
+/// The value of the first `name="csrf"` hidden field of a card page.
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+/// As the owner would from the protected computer: sets the new card up with its setup code,
+/// logs in, and adds `ca_pem` to the CAs the card trusts for inspected sites.
+fn trust_on_the_card_page(lab: &SystemLab, ca_pem: &str) {
+    const PIN: &str = "25802580";
+    let jar = lab.dir.join("card-cookies.txt");
+    let jar = jar.to_str().unwrap();
+    let upload = lab.dir.join("owner-ca.pem");
+    std::fs::write(&upload, ca_pem).unwrap();
+    let page = |path: &str, form: &[&str]| {
+        let url = format!("https://{}{path}", lab::CARD_INSIDE);
+        let mut args = vec!["-k", "-L", "-b", jar, "-c", jar];
+        for field in form {
+            args.extend_from_slice(&["--data-urlencode", field]);
+        }
+        args.push(&url);
+        text(&curl(lab, &args).stdout)
+    };
+    let setup_code = lab.card_setup_code().expect("a new card");
+    let login = page("/", &[]);
+    let set_up = page(
+        "/setup",
+        &[
+            &format!("csrf={}", csrf_of(&login)),
+            &format!("setup_code={setup_code}"),
+            &format!("new_pin={PIN}"),
+            &format!("confirm_pin={PIN}"),
+        ],
+    );
+    assert!(set_up.contains("The card is set up"), "{set_up}");
+    let dashboard = page(
+        "/login",
+        &[&format!("csrf={}", csrf_of(&set_up)), &format!("pin={PIN}")],
+    );
+    assert!(dashboard.contains("Log out"), "{dashboard}");
+    let inspection = page("/inspection", &[]);
+    let upload = format!("pem@{}", upload.display());
+    let added = page(
+        "/inspection/cas",
+        &[
+            &format!("csrf={}", csrf_of(&inspection)),
+            &upload,
+            &format!("pin={PIN}"),
+        ],
+    );
+    assert!(
+        added.contains("Trusted from now on") && added.contains("an untrusted CA"),
+        "{added}"
+    );
 }
 
 /// What a browser trusting the card's CA sees of the inspected site.

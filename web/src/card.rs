@@ -69,6 +69,35 @@ pub struct DashboardPage {
     pub fingerprint: String,
 }
 
+/// `GET /inspection` with a session: the card's inspection CA (fingerprint, re-key) and the CAs
+/// the owner added for upstream servers (list, upload, remove).
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/inspection.html")]
+pub struct InspectionPage {
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// SHA-256 of the inspection CA; `None` on a card that does not inspect.
+    pub ca_fingerprint: Option<String>,
+    pub owner_cas: Vec<TrustedCaView>,
+    /// How many CAs the config file adds (not changed here).
+    pub file_ca_count: usize,
+    pub max_owner_cas: usize,
+    pub max_upload_kib: usize,
+    /// The upload's text, kept when it was refused.
+    pub upload_text: String,
+}
+
+/// One CA the owner added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedCaView {
+    pub subject: String,
+    pub fingerprint: String,
+    /// UTC, `YYYY-MM-DD HH:MM:SS UTC`.
+    pub expires: String,
+}
+
 /// One parse error of the edited rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {

@@ -60,7 +60,7 @@ pub(super) async fn der(State(state): State<Arc<AdminState>>) -> Response {
 
 fn with_ca(state: &AdminState, answer: impl FnOnce(&CardCa) -> Response) -> Response {
     match state.firewall.inspection.get() {
-        Some(inspection) => answer(&inspection.ca),
+        Some(inspection) => answer(&inspection.ca()),
         None => (
             StatusCode::NOT_FOUND,
             "This card has no inspection CA (it is made at start on a card with a store).\n",

@@ -13,6 +13,9 @@
 //! | `POST /rules/rollback` | the previous version becomes current again | session, CSRF token, PIN |
 //! | `POST /pin` | changes the PIN | session, CSRF token, PIN |
 //! | `POST /puk` | changes the PUK | session, CSRF token, PIN, PUK |
+//! | `GET /inspection` | the inspection CA's fingerprint and the owner's trusted CAs | session |
+//! | `POST /inspection/rekey` | a new inspection CA, used at once | session, CSRF token, PIN |
+//! | `POST /inspection/cas`, `/inspection/cas/remove` | trusts an uploaded CA, or stops trusting one | session, CSRF token, PIN |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
@@ -42,6 +45,7 @@
 //! cookie, checked by the [`SessionForm`] and [`LoginForm`] extractors before a handler runs; a
 //! missing or wrong token is a 403. PINs, PUKs and session ids are never logged.
 
+mod inspection;
 mod inspection_ca;
 pub mod session;
 #[cfg(test)]
@@ -68,6 +72,7 @@ use web::card::{
 use zeroize::Zeroize;
 
 use crate::firewall::Firewall;
+use crate::inspect::InspectionError;
 use crate::store::{Store, StoreError, pin};
 use session::LoginDelays;
 
@@ -155,6 +160,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/rules/rollback", post(rollback))
         .route("/pin", post(change_pin))
         .route("/puk", post(change_puk))
+        .route("/inspection", get(inspection::page))
+        .route("/inspection/rekey", post(inspection::rekey))
+        .route("/inspection/cas", post(inspection::add_cas))
+        .route("/inspection/cas/remove", post(inspection::remove_ca))
         .route("/inspection-ca", get(inspection_ca::page))
         .route("/inspection-ca.pem", get(inspection_ca::pem))
         .route("/inspection-ca.crt", get(inspection_ca::der))
@@ -240,6 +249,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 /// Why a PIN-guarded action did not happen.
 enum Refusal {
     Store(StoreError),
+    /// The inspection change itself was refused (a bad upload, …) after a correct PIN.
+    Inspection(InspectionError),
     /// The client must wait this long after its last wrong secret; nothing was tried.
     Wait(Duration),
 }
@@ -250,10 +261,17 @@ impl From<StoreError> for Refusal {
     }
 }
 
+impl From<InspectionError> for Refusal {
+    fn from(error: InspectionError) -> Refusal {
+        Refusal::Inspection(error)
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Store(error) => error.fmt(f),
+            Refusal::Inspection(error) => error.fmt(f),
             Refusal::Wait(left) => write!(
                 f,
                 "too many wrong tries from this computer: wait {} s before the next (no try was spent)",
@@ -275,21 +293,24 @@ fn wrong_secret(error: &StoreError) -> bool {
 }
 
 /// Runs `attempt` unless `client` must still wait; counts its outcome for the next wait.
-async fn throttled<T: Send + 'static>(
+async fn throttled<T: Send + 'static, E: Send + 'static>(
     state: &Arc<AdminState>,
     client: ClientAddr,
-    attempt: impl FnOnce(&AdminState) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Refusal> {
+    attempt: impl FnOnce(&AdminState) -> Result<T, E> + Send + 'static,
+) -> Result<T, Refusal>
+where
+    Refusal: From<E>,
+{
     if let Some(left) = state.delays.wait_left(client.0) {
         return Err(Refusal::Wait(left));
     }
-    let result = blocking(state, attempt).await;
+    let result = blocking(state, |state| attempt(state).map_err(Refusal::from)).await;
     match &result {
         Ok(_) => state.delays.succeeded(client.0),
-        Err(error) if wrong_secret(error) => state.delays.failed(client.0),
+        Err(Refusal::Store(error)) if wrong_secret(error) => state.delays.failed(client.0),
         Err(_) => {}
     }
-    Ok(result?)
+    result
 }
 
 // ---- forms. Secrets are wiped when the form is dropped; none derives Debug. ----
@@ -519,7 +540,7 @@ fn login_refused(state: &AdminState, what: &str, error: Refusal) -> Response {
     tracing::info!("admin page: {what} refused: {error}");
     let status = match error {
         Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Store(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Store(_) | Refusal::Inspection(_) => StatusCode::UNAUTHORIZED,
     };
     login_page(state, status, Some(error.to_string()), None, None)
 }
@@ -706,16 +727,19 @@ fn zeroizing(secret: String) -> zeroize::Zeroizing<String> {
 }
 
 /// Opens an admin session with `pin` for one change (see the module documentation).
-async fn with_pin<T: Send + 'static>(
+async fn with_pin<T: Send + 'static, E: Send + 'static>(
     state: &Arc<AdminState>,
     client: ClientAddr,
     pin: String,
-    change: impl FnOnce(&crate::store::AdminSession<'_>) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Refusal> {
-    throttled(state, client, move |state| {
+    change: impl FnOnce(&crate::store::AdminSession<'_>) -> Result<T, E> + Send + 'static,
+) -> Result<T, Refusal>
+where
+    Refusal: From<E>,
+{
+    throttled::<T, Refusal>(state, client, move |state| {
         let pin = zeroizing(pin);
         let session = state.store.login(&pin)?;
-        change(&session)
+        Ok(change(&session)?)
     })
     .await
 }
@@ -728,14 +752,7 @@ fn action_failed(
     error: Refusal,
     rules_text: Option<String>,
 ) -> Response {
-    tracing::info!("admin page: change refused: {error}");
-    if matches!(
-        error,
-        Refusal::Store(StoreError::Blocked | StoreError::PukBlocked)
-    ) {
-        let cookie = state.sessions.end(session);
-        let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None, None);
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+    if let Some(response) = session_ended(state, session, &error) {
         return response;
     }
     let view = View {
@@ -744,6 +761,22 @@ fn action_failed(
         ..View::default()
     };
     dashboard(state, session, view)
+}
+
+/// The login page, with the session ended, when `error` blocked the PIN (or the PUK); `None`
+/// when the page the change came from should say what went wrong.
+fn session_ended(state: &AdminState, session: &Session, error: &Refusal) -> Option<Response> {
+    tracing::info!("admin page: change refused: {error}");
+    if !matches!(
+        error,
+        Refusal::Store(StoreError::Blocked | StoreError::PukBlocked)
+    ) {
+        return None;
+    }
+    let cookie = state.sessions.end(session);
+    let mut response = login_page(state, StatusCode::OK, Some(error.to_string()), None, None);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Some(response)
 }
 
 /// Compiles the edited text as the firewall would (list files beside the store), or says

@@ -709,3 +709,133 @@ async fn admin_managed_card_shows_the_rules_read_only_and_refuses_edits() {
     assert_ne!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     browser.state.store().login("24681357").unwrap();
 }
+
+/// A set-up card that inspects: its CA made in the store, as `run.rs` does at start.
+fn inspecting_browser() -> Browser {
+    let browser = browser(true, IDLE_TIMEOUT);
+    let inspection = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    browser
+        .state
+        .firewall
+        .inspection
+        .set(Arc::new(inspection))
+        .unwrap();
+    browser
+}
+
+fn inspection(browser: &Browser) -> &crate::inspect::Inspection {
+    browser.state.firewall.inspection.get().unwrap()
+}
+
+/// A self-signed CA (or, with `is_ca` false, a self-signed leaf) as PEM.
+fn self_signed_pem(name: &str, is_ca: bool) -> String {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    if is_ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[tokio::test]
+async fn admin_rekey_needs_a_session_the_token_and_the_pin_and_shows_the_new_fingerprint() {
+    let mut browser = inspecting_browser();
+    let old = inspection(&browser).ca().fingerprint();
+    // No session: the page sends to the login, a post is refused.
+    let page = browser.get("/inspection").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let page = browser.post("/inspection/rekey", &[("pin", PIN)]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+
+    let csrf = browser.logged_in(PIN).await;
+    let page = browser.get("/inspection").await;
+    assert!(page.body.contains(&old), "{}", page.body);
+    let page = browser.post("/inspection/rekey", &[("pin", PIN)]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = browser
+        .post("/inspection/rekey", &[("csrf", &csrf), ("pin", "0000")])
+        .await;
+    assert!(
+        page.body.contains("wrong PIN, 2 tries left"),
+        "{}",
+        page.body
+    );
+    assert_eq!(inspection(&browser).ca().fingerprint(), old);
+
+    let page = browser
+        .post("/inspection/rekey", &[("csrf", &csrf), ("pin", PIN)])
+        .await;
+    assert!(page.body.contains("re-keyed"), "{}", page.body);
+    let new = inspection(&browser).ca().fingerprint();
+    assert_ne!(new, old);
+    assert!(page.body.contains(&new), "{}", page.body);
+    assert!(!page.body.contains(&old), "{}", page.body);
+    let download = browser.get("/inspection-ca.pem").await;
+    assert_eq!(download.body, inspection(&browser).ca().cert_pem());
+    let text = browser.get("/inspection-ca").await;
+    assert!(text.body.contains(&new), "{}", text.body);
+    // Kept: a restart finds the new CA.
+    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    assert_eq!(reopened.ca().fingerprint(), new);
+}
+
+#[tokio::test]
+async fn admin_owner_cas_are_checked_listed_removed_and_kept() {
+    let mut browser = inspecting_browser();
+    let csrf = browser.logged_in(PIN).await;
+    let leaf = self_signed_pem("leaf.example", false);
+    let oversize = "x".repeat(crate::inspect::owner_cas::MAX_UPLOAD_BYTES + 1);
+    for (upload, message) in [
+        ("not a certificate", "the upload has no CERTIFICATE block"),
+        (leaf.as_str(), "is not a CA certificate"),
+        (oversize.as_str(), "the upload is larger than 64 KiB"),
+    ] {
+        let page = browser
+            .post(
+                "/inspection/cas",
+                &[("csrf", &csrf), ("pem", upload), ("pin", PIN)],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("Nothing was changed"), "{}", page.body);
+        assert!(page.body.contains(message), "{message}: {}", page.body);
+        assert!(inspection(&browser).owner_cas().is_empty());
+        assert!(browser.state.store().owner_cas_record().unwrap().is_none());
+    }
+    // The token guards the upload like every change.
+    let ca = self_signed_pem("Home Lab CA", true);
+    let page = browser
+        .post("/inspection/cas", &[("pem", &ca), ("pin", PIN)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+
+    let page = browser
+        .post(
+            "/inspection/cas",
+            &[("csrf", &csrf), ("pem", &ca), ("pin", PIN)],
+        )
+        .await;
+    assert!(page.body.contains("Trusted from now on"), "{}", page.body);
+    assert!(page.body.contains("CN=Home Lab CA"), "{}", page.body);
+    let held = inspection(&browser).owner_cas();
+    let fingerprint = held.iter().next().unwrap().fingerprint.clone();
+    assert!(page.body.contains(&fingerprint), "{}", page.body);
+    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    assert_eq!(reopened.owner_cas(), held);
+
+    let page = browser
+        .post(
+            "/inspection/cas/remove",
+            &[("csrf", &csrf), ("fingerprint", &fingerprint), ("pin", PIN)],
+        )
+        .await;
+    assert!(page.body.contains("No longer trusted"), "{}", page.body);
+    assert!(!page.body.contains("CN=Home Lab CA"), "{}", page.body);
+    assert!(inspection(&browser).owner_cas().is_empty());
+    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    assert!(reopened.owner_cas().is_empty());
+}

@@ -66,8 +66,9 @@ pub struct Firewall {
     /// refused unless a rule says `allow-ech`.
     pub ech_covers: CoverNames,
     /// What `inspect` rules terminate TLS with (the card's CA, its leaves, the upstream
-    /// trust), set at start on a card with a store; without it such rules are refused.
-    pub inspection: OnceLock<Inspection>,
+    /// trust), set at start on a card with a store; without it such rules are refused. Shared
+    /// with the card page, which re-keys the CA and changes the trust in place.
+    pub inspection: OnceLock<Arc<Inspection>>,
     /// The rule set in force. A reload swaps it in one step; a connection that already took
     /// its snapshot keeps deciding with it, so nothing in flight is dropped.
     rules: ArcSwap<LoadedRules>,

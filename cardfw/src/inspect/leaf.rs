@@ -91,16 +91,18 @@ struct Cached {
 struct Inner {
     ca: Arc<CardCa>,
     leaves: LruCache<Subject, Cached>,
+    /// TLS sessions of every inspected connection's server side: each connection has its own
+    /// configuration (its address without a name), and a client coming back must find its
+    /// session whichever config it meets next, or every repeat connection pays a full
+    /// handshake. rustls resumes only for the same SNI. Replaced with the CA: a resumed
+    /// session skips the certificate, so an old one would go on under the old CA's leaf.
+    sessions: Arc<ServerSessionMemoryCache>,
 }
 
 /// The minted leaves, by subject, for the current CA.
 pub struct LeafCache {
     provider: Arc<CryptoProvider>,
-    /// TLS sessions of every inspected connection's server side: each connection has its own
-    /// configuration (its address without a name), and a client coming back must find its
-    /// session whichever config it meets next, or every repeat connection pays a full
-    /// handshake. rustls resumes only for the same SNI.
-    sessions: Arc<ServerSessionMemoryCache>,
+    capacity: usize,
     inner: Mutex<Inner>,
     minted: AtomicU64,
 }
@@ -119,10 +121,11 @@ impl LeafCache {
     pub fn new(ca: Arc<CardCa>, capacity: usize) -> LeafCache {
         LeafCache {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-            sessions: ServerSessionMemoryCache::new(capacity),
+            capacity,
             inner: Mutex::new(Inner {
                 ca,
                 leaves: LruCache::new(capacity),
+                sessions: ServerSessionMemoryCache::new(capacity),
             }),
             minted: AtomicU64::new(0),
         }
@@ -155,11 +158,19 @@ impl LeafCache {
         Ok(leaf)
     }
 
-    /// Signs with `ca` from now on and forgets every leaf of the old one (after a re-key).
+    /// Signs with `ca` from now on and forgets every leaf of the old one and every TLS session
+    /// made under it (after a re-key): the next handshake of every client is a full one, with
+    /// a leaf of the new CA.
     pub fn replace_ca(&self, ca: Arc<CardCa>) {
         let mut inner = self.lock();
         inner.ca = ca;
         inner.leaves.clear();
+        inner.sessions = ServerSessionMemoryCache::new(self.capacity);
+    }
+
+    /// The CA that signs new leaves.
+    pub fn ca(&self) -> Arc<CardCa> {
+        self.lock().ca.clone()
     }
 
     /// Leaves signed since start: a repeat handshake to a cached name does not add one.
@@ -194,7 +205,7 @@ impl LeafCache {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = alpn;
-        config.session_storage = self.sessions.clone();
+        config.session_storage = self.lock().sessions.clone();
         Ok(Arc::new(config))
     }
 

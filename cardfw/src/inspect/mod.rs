@@ -35,16 +35,18 @@
 //!    block page and the same log line.
 //!
 //! Also wired: the CA's certificate and fingerprint on the card page (`/inspection-ca`) and
-//! from `cardfw inspection-ca`; owner CAs from the file `[inspect] trusted_cas` (not yet added
-//! on the card page); `inspect` rules in managed bundles (they are rule text).
+//! from `cardfw inspection-ca`; the CA's re-key and the owner's CAs ([`owner_cas`]) on the
+//! card page (`/inspection`), both taking effect at once; owner CAs from the file
+//! `[inspect] trusted_cas` too; `inspect` rules in managed bundles (they are rule text).
 //!
 //! Still to come: the user's client certificate (sealed, unlocked with the PIN, presented
-//! through the client config's certificate resolver), the CA re-key and owner CAs on the card
-//! page, extra trusted CAs in managed bundles (never private keys), intermediates fetched by
-//! AIA, inspection inside CONNECT tunnels of the explicit proxy.
+//! through the client config's certificate resolver), extra trusted CAs in managed bundles
+//! (never private keys), intermediates fetched by AIA, inspection inside CONNECT tunnels of the
+//! explicit proxy.
 
 pub mod ca;
 pub mod leaf;
+pub mod owner_cas;
 pub mod upstream;
 
 #[cfg(test)]
@@ -52,19 +54,21 @@ mod tests;
 
 pub use ca::{CaError, CardCa};
 pub use leaf::{LeafCache, LeafResolver, Subject};
+pub use owner_cas::{OwnerCa, OwnerCaError, OwnerCas};
 pub use upstream::{CertReason, UpstreamError, UpstreamTls};
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 
-use crate::store::Store;
+use crate::store::{AdminSession, AuditEvent, Store};
 
 /// ALPN the card offers on both sides of an inspected connection, preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// Why inspection could not be set up at start.
+/// Why inspection could not be set up at start, or a change on the card page was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectionError {
     #[error(transparent)]
@@ -72,33 +76,139 @@ pub enum InspectionError {
     #[error("reading the trusted CAs in {path}: {why}")]
     TrustedCas { path: String, why: String },
     #[error(transparent)]
+    OwnerCa(#[from] OwnerCaError),
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
 
 /// Everything an inspected connection needs: the leaves for the inside, the trust for the
-/// outside.
+/// outside. The CA (inside [`LeafCache`]) and the trust are swapped in place when the owner
+/// re-keys or adds a CA on the card page; connections already open keep what they started
+/// with.
 #[derive(Debug)]
 pub struct Inspection {
-    pub ca: Arc<CardCa>,
     pub leaves: Arc<LeafCache>,
-    pub upstream: UpstreamTls,
+    upstream: ArcSwap<UpstreamTls>,
+    /// The CAs from the config file (`[inspect] trusted_cas`), trusted with the owner's.
+    file_cas: Vec<CertificateDer<'static>>,
+    /// The CAs added on the card page, as in the store; the lock also keeps two changes from
+    /// interleaving their read and write of the store.
+    owner_cas: Mutex<OwnerCas>,
 }
 
 impl Inspection {
     /// The card's CA from `store` (made there on first use), and upstream trust in Mozilla's
-    /// roots plus the CAs in the PEM file `trusted_cas`.
+    /// roots plus the CAs in the PEM file `trusted_cas` and those the owner added on the page.
+    /// Added CAs that no longer open are left out (and logged): trusting fewer is safe, and the
+    /// page says so and lets the owner add them again.
     pub fn start(store: &Store, trusted_cas: Option<&Path>) -> Result<Inspection, InspectionError> {
         let ca = Arc::new(CardCa::load_or_create(store)?);
-        let owner_cas = match trusted_cas {
+        let file_cas = match trusted_cas {
             Some(path) => read_pem_certificates(path)?,
             None => Vec::new(),
         };
+        let owner_cas = OwnerCas::load(store).unwrap_or_else(|error| {
+            tracing::warn!(%error, "the CAs added on the card page do not open: none trusted");
+            OwnerCas::default()
+        });
         Ok(Inspection {
-            leaves: Arc::new(LeafCache::new(ca.clone(), leaf::CACHE_CAPACITY)),
-            ca,
-            upstream: UpstreamTls::new(&owner_cas, Vec::new())?,
+            leaves: Arc::new(LeafCache::new(ca, leaf::CACHE_CAPACITY)),
+            upstream: ArcSwap::from_pointee(trust(&file_cas, &owner_cas)?),
+            file_cas,
+            owner_cas: Mutex::new(owner_cas),
         })
     }
+
+    /// The CA that signs the leaves now.
+    pub fn ca(&self) -> Arc<CardCa> {
+        self.leaves.ca()
+    }
+
+    /// The trust for upstream connections now.
+    pub fn upstream(&self) -> Arc<UpstreamTls> {
+        self.upstream.load_full()
+    }
+
+    /// The CAs the owner added, as in the store.
+    pub fn owner_cas(&self) -> OwnerCas {
+        self.lock_owner_cas().clone()
+    }
+
+    /// How many CAs the config file adds.
+    pub fn file_ca_count(&self) -> usize {
+        self.file_cas.len()
+    }
+
+    /// A new CA ([`CardCa::rekey`]), signing every leaf from the next handshake on.
+    pub fn rekey(&self, session: &AdminSession<'_>) -> Result<Arc<CardCa>, InspectionError> {
+        let ca = Arc::new(CardCa::rekey(session)?);
+        self.leaves.replace_ca(ca.clone());
+        Ok(ca)
+    }
+
+    /// Trusts `added` too (checked by [`OwnerCas::parse_upload`]), in the store and at once.
+    pub fn add_owner_cas(
+        &self,
+        session: &AdminSession<'_>,
+        added: Vec<OwnerCa>,
+    ) -> Result<usize, InspectionError> {
+        self.change_owner_cas(
+            session,
+            |cas| cas.with(added),
+            |count| AuditEvent::OwnerCaAdded { count },
+        )
+    }
+
+    /// Stops trusting the added CA with `fingerprint`, in the store and at once.
+    pub fn remove_owner_ca(
+        &self,
+        session: &AdminSession<'_>,
+        fingerprint: &str,
+    ) -> Result<usize, InspectionError> {
+        self.change_owner_cas(
+            session,
+            |cas| cas.without(fingerprint),
+            |count| AuditEvent::OwnerCaRemoved { count },
+        )
+    }
+
+    /// The trust is built before the store is written, so a CA webpki would refuse changes
+    /// nothing; the running trust is replaced only after the store holds the new list.
+    fn change_owner_cas(
+        &self,
+        session: &AdminSession<'_>,
+        change: impl FnOnce(&OwnerCas) -> Result<OwnerCas, OwnerCaError>,
+        event: impl FnOnce(u64) -> AuditEvent,
+    ) -> Result<usize, InspectionError> {
+        let mut held = self.lock_owner_cas();
+        let changed = change(&held)?;
+        let upstream = trust(&self.file_cas, &changed)?;
+        let count = changed.len();
+        changed
+            .save(session, event(count as u64))
+            .map_err(OwnerCaError::from)?;
+        self.upstream.store(Arc::new(upstream));
+        *held = changed;
+        Ok(count)
+    }
+
+    fn lock_owner_cas(&self) -> std::sync::MutexGuard<'_, OwnerCas> {
+        // The list is replaced whole: a panic cannot leave it half changed.
+        self.owner_cas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Mozilla's roots, the config file's CAs and the owner's.
+fn trust(
+    file_cas: &[CertificateDer<'static>],
+    owner_cas: &OwnerCas,
+) -> Result<UpstreamTls, UpstreamError> {
+    let cas: Vec<_> = file_cas
+        .iter()
+        .chain(owner_cas.iter().map(OwnerCa::der))
+        .cloned()
+        .collect();
+    UpstreamTls::new(&cas, Vec::new())
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, InspectionError> {

@@ -36,16 +36,18 @@ fn card(dir: &Path, capacity: usize) -> Card {
     let ca = CardCa::load_or_create(&store(dir)).unwrap();
     let ca_der = ca.cert_der().clone();
     Card {
-        client: client_trusting(&ca_der),
+        client: client_trusting(std::slice::from_ref(&ca_der)),
         ca_der,
         leaves: Arc::new(LeafCache::new(Arc::new(ca), capacity)),
     }
 }
 
-/// A client that trusts only `root`.
-fn client_trusting(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+/// A client that trusts only `roots`.
+fn client_trusting(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
-    store.add(root.clone()).unwrap();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -534,4 +536,163 @@ fn every_reason_has_a_distinct_code_and_a_sentence() {
         Some(CertReason::Expired)
     );
     assert_eq!(CertReason::of(&rustls::Error::HandshakeNotComplete), None);
+}
+
+/// A store in `dir`, set up with [`PIN`].
+fn set_up_store(dir: &Path) -> Store {
+    let store = store(dir);
+    let code = store.setup_code().unwrap().unwrap();
+    store.setup(&code, PIN).unwrap();
+    store
+}
+
+fn pem_of(der: &CertificateDer<'_>) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+#[tokio::test]
+async fn after_a_rekey_a_client_coming_back_gets_a_full_handshake_under_the_new_ca() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store = set_up_store(dir.path());
+    let inspection = Inspection::start(&store, None).unwrap();
+    let old = inspection.ca();
+    let session = store.login(PIN).unwrap();
+    let new = inspection.rekey(&session).unwrap();
+    assert_ne!(old.fingerprint(), new.fingerprint());
+    assert_eq!(inspection.ca().fingerprint(), new.fingerprint());
+    // A browser that trusts both CAs: only the session cache decides whether it resumes.
+    let client = client_trusting(&[old.cert_der().clone(), new.cert_der().clone()]);
+    // Start over under the old CA, so the client holds a session made with its leaf.
+    inspection.leaves.replace_ca(old.clone());
+    let mut seen = Vec::new();
+    for ca in [None, Some(new.clone())] {
+        if let Some(ca) = ca {
+            inspection.leaves.replace_ca(ca);
+        }
+        let server = inspection.leaves.server_config(None, alpn()).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from("a.example").unwrap();
+        let (server_side, client_side) = tokio::join!(
+            tokio_rustls::TlsAcceptor::from(server).accept(server_io),
+            tokio_rustls::TlsConnector::from(client.clone()).connect(name, client_io)
+        );
+        let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
+        server_side.write_all(b"x").await.unwrap();
+        server_side.flush().await.unwrap();
+        client_side.read_exact(&mut [0u8; 1]).await.unwrap();
+        let connection = client_side.get_ref().1;
+        let leaf = connection.peer_certificates().unwrap()[0].clone();
+        let (_, leaf) = X509Certificate::from_der(&leaf).unwrap();
+        seen.push((connection.handshake_kind(), leaf.issuer().to_string()));
+    }
+    let issuer = |ca: &CardCa| {
+        let (_, cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
+        cert.subject().to_string()
+    };
+    assert_eq!(
+        seen,
+        [
+            (Some(rustls::HandshakeKind::Full), issuer(&old)),
+            (Some(rustls::HandshakeKind::Full), issuer(&new)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_owner_ca_is_trusted_at_once_kept_sealed_and_removable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = set_up_store(dir.path());
+    let inspection = Inspection::start(&store, None).unwrap();
+    let pki = Pki::new("lab");
+    let name = "origin.example";
+    let (server, _) = pki.server(name, VALID, true);
+    assert_eq!(
+        verdict(&inspection.upstream(), server.clone(), name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+
+    let added = OwnerCas::parse_upload(&pem_of(&pki.root)).unwrap();
+    assert_eq!(added[0].subject, "CN=lab root");
+    let fingerprint = added[0].fingerprint.clone();
+    let session = store.login(PIN).unwrap();
+    assert_eq!(
+        inspection.add_owner_cas(&session, added.clone()).unwrap(),
+        1
+    );
+    // The same CA again is not a second one.
+    assert_eq!(inspection.add_owner_cas(&session, added).unwrap(), 1);
+    assert_eq!(
+        verdict(&inspection.upstream(), server.clone(), name).await,
+        None
+    );
+    assert_eq!(
+        store.audit().unwrap().last().unwrap().event,
+        AuditEvent::OwnerCaAdded { count: 1 }
+    );
+    // Sealed: the certificate's bytes are nowhere in clear in the store.
+    for (path, bytes) in every_file(dir.path()) {
+        assert!(
+            !bytes
+                .windows(pki.root.len())
+                .any(|w| w == pki.root.as_ref()),
+            "{} holds the CA in clear",
+            path.display()
+        );
+    }
+
+    // A reopened store (a restart) trusts it too.
+    let reopened = Inspection::start(&self::store(dir.path()), None).unwrap();
+    assert_eq!(reopened.owner_cas(), inspection.owner_cas());
+    assert_eq!(
+        verdict(&reopened.upstream(), server.clone(), name).await,
+        None
+    );
+
+    assert!(matches!(
+        inspection.remove_owner_ca(&session, "00:11"),
+        Err(InspectionError::OwnerCa(OwnerCaError::NotFound(_)))
+    ));
+    assert_eq!(
+        inspection.remove_owner_ca(&session, &fingerprint).unwrap(),
+        0
+    );
+    assert_eq!(
+        verdict(&inspection.upstream(), server.clone(), name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+    let reopened = Inspection::start(&self::store(dir.path()), None).unwrap();
+    assert!(reopened.owner_cas().is_empty());
+}
+
+#[test]
+fn uploads_that_are_not_ca_certificates_are_refused_whole() {
+    let pki = Pki::new("lab");
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["origin.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let refusal = |text: &str| OwnerCas::parse_upload(text).unwrap_err().to_string();
+    assert_eq!(refusal("hello"), "the upload has no CERTIFICATE block");
+    assert_eq!(
+        refusal("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        "certificate 1 of the upload is not a valid X.509 certificate"
+    );
+    // One good CA and a leaf: nothing of it is taken.
+    let mixed = pem_of(&pki.root) + &pem_of(leaf.der());
+    assert_eq!(
+        refusal(&mixed),
+        "certificate 2 of the upload (CN=rcgen self signed cert) is not a CA certificate"
+    );
+    let oversize = pem_of(&pki.root).repeat(owner_cas::MAX_UPLOAD_BYTES / 500);
+    assert_eq!(refusal(&oversize), "the upload is larger than 64 KiB");
+
+    let many: Vec<_> = (0..=owner_cas::MAX_COUNT)
+        .flat_map(|i| OwnerCas::parse_upload(&pem_of(&Pki::new(&i.to_string()).root)).unwrap())
+        .collect();
+    assert!(matches!(
+        OwnerCas::default().with(many),
+        Err(OwnerCaError::TooMany)
+    ));
 }

@@ -138,7 +138,7 @@ impl Inspected<'_> {
             }
         };
         let alpn = ALPN.iter().map(|p| p.to_vec()).collect();
-        let config = match self.inspection.upstream.client_config(alpn) {
+        let config = match self.inspection.upstream().client_config(alpn) {
             Ok(config) => config,
             Err(error) => {
                 let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));

@@ -62,6 +62,14 @@ pub enum AuditEvent {
     },
     /// The card's inspection CA got a new key and certificate (browsers must trust the new one).
     InspectionCaRekeyed,
+    /// The owner added CAs to trust for upstream servers (how many the card holds now).
+    OwnerCaAdded {
+        count: u64,
+    },
+    /// The owner removed an added CA (how many the card holds now).
+    OwnerCaRemoved {
+        count: u64,
+    },
 }
 
 impl AuditEvent {
@@ -99,6 +107,8 @@ impl AuditEvent {
             AuditEvent::PukChanged => (16, 0),
             AuditEvent::PukChangeFailed { tries_left } => (17, tries_left.into()),
             AuditEvent::InspectionCaRekeyed => (18, 0),
+            AuditEvent::OwnerCaAdded { count } => (19, count),
+            AuditEvent::OwnerCaRemoved { count } => (20, count),
         }
     }
 
@@ -131,6 +141,8 @@ impl AuditEvent {
                 tries_left: tries_left?,
             },
             18 => AuditEvent::InspectionCaRekeyed,
+            19 => AuditEvent::OwnerCaAdded { count: arg },
+            20 => AuditEvent::OwnerCaRemoved { count: arg },
             _ => return None,
         })
     }
@@ -172,6 +184,12 @@ impl fmt::Display for AuditEvent {
                 write!(f, "PUK change failed, {tries_left} PUK tries left")
             }
             AuditEvent::InspectionCaRekeyed => f.write_str("inspection CA re-keyed"),
+            AuditEvent::OwnerCaAdded { count } => {
+                write!(f, "trusted CA added ({count} added CAs now)")
+            }
+            AuditEvent::OwnerCaRemoved { count } => {
+                write!(f, "trusted CA removed ({count} added CAs now)")
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `rules.prev.sealed` | the version before it (for rollback, and used when the current one fails to verify) |
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
 //! | `inspect-ca.sealed` | the card's TLS inspection CA: its certificate and private key, one record so a re-key replaces both at once (see [`crate::inspect::ca`]) |
+//! | `owner-cas.sealed` | the CAs the owner added on the card page for upstream servers, PEM (see [`crate::inspect::owner_cas`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -67,7 +68,8 @@ const AUDIT_FILE: &str = "audit.sealed";
 const LEGACY_PUK_FILE: &str = "puk.txt";
 const MANAGED_FILE: &str = "managed.sealed";
 const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
-const ALL_FILES: [&str; 8] = [
+const OWNER_CAS_FILE: &str = "owner-cas.sealed";
+const ALL_FILES: [&str; 9] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -76,6 +78,7 @@ const ALL_FILES: [&str; 8] = [
     LEGACY_PUK_FILE,
     MANAGED_FILE,
     INSPECTION_CA_FILE,
+    OWNER_CAS_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -735,6 +738,15 @@ impl Store {
         Ok(record)
     }
 
+    /// The owner's added CAs ([`crate::inspect::owner_cas`] reads them), if any were added.
+    pub fn owner_cas_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match self.read_sealed(OWNER_CAS_FILE) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::Missing { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Installs rules from a verified policy bundle as the next store version, with no PIN:
     /// the policy key's signature is the authority. The list files go beside the rules
     /// (where local rules read theirs too), then the rules, then `record` (the new installed
@@ -1029,6 +1041,19 @@ impl AdminSession<'_> {
         let _guard = store.lock();
         store.write_sealed(INSPECTION_CA_FILE, record)?;
         store.append_audit(AuditEvent::InspectionCaRekeyed)
+    }
+
+    /// Replaces the owner's added CAs ([`crate::inspect::owner_cas`]) in one atomic write,
+    /// audited as `event` (a CA added or removed).
+    pub fn replace_owner_cas_record(
+        &self,
+        record: &[u8],
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        store.write_sealed(OWNER_CAS_FILE, record)?;
+        store.append_audit(event)
     }
 
     /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.

@@ -1,0 +1,197 @@
+//! TLS inspection on the card page, for the logged-in owner: the inspection CA's fingerprint
+//! and its re-key, and the CAs the owner trusts for inspected sites (list, upload, remove).
+//! Every change carries the PIN like the rest of the page, and takes effect at once in the
+//! running [`Inspection`]: the next handshake uses the new CA or trust.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serve::session::{Session, SessionForm};
+use web::card::{InspectionPage, TrustedCaView};
+
+use super::{AdminState, ClientAddr, PinForm, Refusal, Secret, session_ended, with_pin};
+use crate::inspect::{Inspection, OwnerCas, owner_cas};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct UploadForm {
+    pem: String,
+    pin: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RemoveForm {
+    fingerprint: String,
+    pin: Secret,
+}
+
+/// What one rendering says beyond the current state.
+#[derive(Default)]
+struct View {
+    notice: Option<String>,
+    error: Option<String>,
+    upload_text: String,
+}
+
+/// `GET /inspection`; without a session, back to the login.
+pub(super) async fn page(
+    State(state): State<Arc<AdminState>>,
+    session: Option<Session>,
+) -> Response {
+    match session {
+        Some(session) => render(&state, &session, View::default()),
+        None => Redirect::to("/").into_response(),
+    }
+}
+
+/// `POST /inspection/rekey`.
+pub(super) async fn rekey(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    SessionForm { session, form }: SessionForm<PinForm>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
+        inspection.rekey(admin)
+    })
+    .await;
+    match result {
+        Ok(ca) => {
+            tracing::info!(fingerprint = %ca.fingerprint(), "admin page: inspection CA re-keyed");
+            let notice = "The inspection CA is re-keyed: install the new certificate in every \
+                browser that inspects through the card, and remove the old one."
+                .to_owned();
+            render(&state, &session, notice_view(notice))
+        }
+        Err(error) => failed(&state, &session, error, String::new()),
+    }
+}
+
+/// `POST /inspection/cas`: the upload is checked before the PIN is, so a bad file costs no try.
+pub(super) async fn add_cas(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    SessionForm { session, form }: SessionForm<UploadForm>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let added = match OwnerCas::parse_upload(&form.pem) {
+        Ok(added) => added,
+        Err(error) => {
+            let view = View {
+                error: Some(format!("Nothing was changed: {error}.")),
+                upload_text: keep_upload(&form.pem),
+                ..View::default()
+            };
+            return render(&state, &session, view);
+        }
+    };
+    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
+        inspection.add_owner_cas(admin, added)
+    })
+    .await;
+    match result {
+        Ok(count) => {
+            tracing::info!(count, "admin page: trusted CA added");
+            let notice = format!("Trusted from now on ({count} added CAs).");
+            render(&state, &session, notice_view(notice))
+        }
+        Err(error) => failed(&state, &session, error, keep_upload(&form.pem)),
+    }
+}
+
+/// `POST /inspection/cas/remove`.
+pub(super) async fn remove_ca(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    SessionForm { session, form }: SessionForm<RemoveForm>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let fingerprint = form.fingerprint.trim().to_owned();
+    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
+        inspection.remove_owner_ca(admin, &fingerprint)
+    })
+    .await;
+    match result {
+        Ok(count) => {
+            tracing::info!(count, "admin page: trusted CA removed");
+            let notice = format!("No longer trusted ({count} added CAs left).");
+            render(&state, &session, notice_view(notice))
+        }
+        Err(error) => failed(&state, &session, error, String::new()),
+    }
+}
+
+const NOT_INSPECTING: &str = "This card does not inspect TLS: nothing was changed.";
+
+/// The running inspection, shared with the blocking store work.
+fn inspection(state: &AdminState) -> Option<Arc<Inspection>> {
+    state.firewall.inspection.get().cloned()
+}
+
+/// An upload too large to be one is not echoed back into the page.
+fn keep_upload(text: &str) -> String {
+    if text.len() <= owner_cas::MAX_UPLOAD_BYTES {
+        text.to_owned()
+    } else {
+        String::new()
+    }
+}
+
+fn failed(state: &AdminState, session: &Session, error: Refusal, upload_text: String) -> Response {
+    if let Some(response) = session_ended(state, session, &error) {
+        return response;
+    }
+    let view = View {
+        error: Some(format!("Nothing was changed: {error}.")),
+        upload_text,
+        ..View::default()
+    };
+    render(state, session, view)
+}
+
+fn notice_view(notice: String) -> View {
+    View {
+        notice: Some(notice),
+        ..View::default()
+    }
+}
+
+fn error_view(error: String) -> View {
+    View {
+        error: Some(error),
+        ..View::default()
+    }
+}
+
+fn render(state: &AdminState, session: &Session, view: View) -> Response {
+    let inspection = state.firewall.inspection.get();
+    let owner_cas = inspection.map(|i| i.owner_cas()).unwrap_or_default();
+    InspectionPage {
+        csrf: session.csrf().to_owned(),
+        notice: view.notice,
+        error: view.error,
+        ca_fingerprint: inspection.map(|i| i.ca().fingerprint()),
+        owner_cas: owner_cas
+            .iter()
+            .map(|ca| TrustedCaView {
+                subject: ca.subject.clone(),
+                fingerprint: ca.fingerprint.clone(),
+                expires: web::format::date_time(ca.not_after),
+            })
+            .collect(),
+        file_ca_count: inspection.map_or(0, |i| i.file_ca_count()),
+        max_owner_cas: owner_cas::MAX_COUNT,
+        max_upload_kib: owner_cas::MAX_UPLOAD_BYTES / 1024,
+        upload_text: view.upload_text,
+    }
+    .into_response()
+}
