@@ -7,6 +7,7 @@
 #
 # Knobs (env): CARDFW=path/to/cardfw DURATION=10s RUNS=3 WARMUP=2s BENCH_DIR=/tmp/inspectbench
 #               PROXIES="squid cardfw" (one of them alone, to check a setup)
+#               CARDFW_LOG=debug (cardfw's RUST_LOG; warn by default)  DNS_LOG=1 (dnsmasq queries)
 #
 # Network namespaces (all made here, all named ibench-*, all deleted at exit):
 #
@@ -16,8 +17,9 @@
 #
 # The client reaches card.bench (203.0.113.50) only through cardfw and squid.bench (.51) only
 # through squid: one nginx, one certificate (SAN both names, from a test CA both proxies
-# trust). The proxies mint their own leaves; wrk and h2load do not check certificates, the
-# verify step (curl) does, against each proxy's CA. Every packet stays in these namespaces.
+# trust), resolved for both proxies by one dnsmasq beside the origin. The proxies mint their
+# own leaves; wrk and h2load do not check certificates, the verify step (curl) does, against
+# each proxy's CA. Every packet stays in these namespaces.
 # Processes are stopped by PID, namespaces by name.
 set -euo pipefail
 
@@ -51,6 +53,7 @@ command -v wrk     >/dev/null || need+=(wrk)
 command -v h2load  >/dev/null || need+=(nghttp2-client)
 command -v curl    >/dev/null || need+=(curl)
 command -v nft     >/dev/null || need+=(nftables)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   log "installing: ${need[*]}"
@@ -85,7 +88,7 @@ if [[ -d $RUN/pids ]]; then
   for f in "$RUN"/pids/*.pid; do
     [[ -e $f ]] || continue
     pid=$(tr -dc 0-9 <"$f"); [[ -n $pid ]] || continue
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$RUN"; then
+    if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$RUN"; then
       log "stopping leftover $(basename "$f" .pid) pid $pid"; stop_pid "$pid"
     fi
   done
@@ -167,8 +170,10 @@ http {
 }
 NGX
 
+# Requests inside an inspected connection are decided as plain `http` requests: hence `inside`.
 cat > "$RUN/rules.txt" <<R
 inspected: allow https host card.bench inspect
+inside:    allow http host card.bench
 default deny
 R
 cat > "$RUN/cardfw.toml" <<C
@@ -187,7 +192,7 @@ C
 
 # squid: intercepted :443 (nft redirect to 3129), peek at the hello, then bump everything.
 mkdir -p "$RUN/squid"; chown proxy:proxy "$RUN/squid"
-printf '%s squid.bench\n' $SQUID_IP > "$RUN/squid-hosts"
+printf '%s card.bench\n%s squid.bench\n' $CARD_IP $SQUID_IP > "$RUN/bench-hosts"
 cat > "$RUN/squid.conf" <<SQ
 http_port 127.0.0.1:3128
 https_port 3129 intercept ssl-bump tls-cert=$RUN/squid-ca.pem tls-key=$RUN/squid-ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
@@ -197,8 +202,8 @@ acl step1 at_step SslBump1
 ssl_bump peek step1
 ssl_bump bump all
 tls_outgoing_options cafile=$RUN/ca.pem
-hosts_file $RUN/squid-hosts
-dns_nameservers 127.0.0.1
+hosts_file none
+dns_nameservers 10.231.4.2
 acl bench src 10.231.2.0/24
 http_access allow bench
 http_access deny all
@@ -248,18 +253,19 @@ wait_port() { # name ns port
 }
 start nginx origin "$RUN/logs/nginx.out" nginx -c "$RUN/nginx.conf"
 wait_port nginx origin 443
+# One resolver for both proxies, beside the origin: cardfw connects to the address the hello's
+# name resolves to, squid asks DNS on every intercepted connection (with no resolver each
+# would measure a DNS timeout, not TLS).
+start dnsmasq origin "$RUN/logs/dnsmasq.out" dnsmasq -k --no-resolv --no-hosts \
+  --addn-hosts="$RUN/bench-hosts" --listen-address=10.231.3.2,10.231.4.2 --bind-interfaces \
+  --pid-file="$RUN/dnsmasq.pid" --user=root ${DNS_LOG:+--log-queries --log-facility=$RUN/logs/dnsmasq.log}
+wait_port dnsmasq origin 53
 if runs cardfw; then
-  start cardfw card "$RUN/logs/cardfw.out" env RUST_LOG=warn "$CARDFW" --config "$RUN/cardfw.toml"
+  start cardfw card "$RUN/logs/cardfw.out" env RUST_LOG="${CARDFW_LOG:-warn}" "$CARDFW" --config "$RUN/cardfw.toml"
   wait_port cardfw card 10443
   nsx card "$CARDFW" --config "$RUN/cardfw.toml" inspection-ca > "$RUN/card-ca.pem"
 fi
 if runs squid; then
-  # squid asks DNS on every intercepted connection; a local resolver answers it at once (with
-  # no resolver it waits for its DNS timeout, which would measure the timeout, not squid).
-  start dnsmasq squid "$RUN/logs/dnsmasq.out" dnsmasq -k --no-resolv --no-hosts \
-    --addn-hosts="$RUN/squid-hosts" --listen-address=127.0.0.1 --bind-interfaces \
-    --pid-file="$RUN/dnsmasq.pid" --user=root ${DNS_LOG:+--log-queries --log-facility=$RUN/logs/dnsmasq.log}
-  wait_port dnsmasq squid 53
   start squid squid "$RUN/logs/squid.out" squid -N -f "$RUN/squid.conf"
   wait_port squid squid 3129
 fi
@@ -326,9 +332,9 @@ result_of() { # kind outfile -> "reqs bytes dur_us p50_us p99_us read_errs other
     # h2load: "finished in 10.00s, 1234.5 req/s, 1.2MB/s", "requests: N total, N started, N done,
     # N succeeded, N failed, N errored", "time for request: min max mean sd"; no percentiles.
     awk '/^finished in/{d=$3+0; sub(/s,/,"",$3)} /^requests:/{ok=$8; bad=$10+$12}
-         /^traffic:/{b=$2} /^time for request:/{mean=$6}
+         /^traffic:/{b=$3; gsub(/[()]/,"",b)} /^time for request:/{mean=$6}
          function us(v){ if (v ~ /ms$/) return v*1000; if (v ~ /us$/) return v+0; return v*1e6 }
-         END{ if (ok=="") exit 1; printf "%d 0 %d %d -1 0 %d\n", ok, d*1e6, us(mean), bad }' "$2"
+         END{ if (ok=="") exit 1; printf "%d %d %d %d -1 0 %d\n", ok, b, d*1e6, us(mean), bad }' "$2"
   else
     grep '^IBRESULT' "$2" | cut -d' ' -f2-
   fi
@@ -363,7 +369,7 @@ med() { col "$@" | sort -g |
 rng() { col "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0f–%.0f", lo, hi}'; }
 mx()  { col "$@" | awk '$1>m{m=$1} END{print m+0}'; }
 declare -A WHAT=([new]="new TLS conn/s (1k, Connection: close)" [ka1k]="req/s kept alive, 1k"
-                 [ka1m]="1m kept alive" [h2]="req/s HTTP/2, 1k (h2load)")
+                 [ka1m]="MB/s kept alive, 1m" [h2]="req/s HTTP/2, 1k (h2load)")
 declare -A CONNS=([new]=$C_NEW [ka1k]=$C_1K [ka1m]=$C_1M [h2]=$C_H2)
 
 echo
