@@ -43,12 +43,30 @@ pub struct Config {
 }
 
 /// TLS inspection (`inspect` rules, see `cardfw::inspect`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inspect {
     /// A PEM file of CA certificates the card trusts for inspected sites besides Mozilla's
     /// roots (a company's own CA, a lab's test CA). Not set: Mozilla's roots only.
     pub trusted_cas: Option<PathBuf>,
+    /// The unlocked client certificate locks again after this many seconds without a
+    /// handshake that used it (`client-cert` rules).
+    pub client_cert_idle_secs: u64,
+}
+
+impl Inspect {
+    pub fn client_cert_idle(&self) -> Duration {
+        Duration::from_secs(self.client_cert_idle_secs)
+    }
+}
+
+impl Default for Inspect {
+    fn default() -> Self {
+        Inspect {
+            trusted_cas: None,
+            client_cert_idle_secs: 15 * 60,
+        }
+    }
 }
 
 /// The card's ISO 7816 face (the `iso7816` front end): the PIN and the rule file over APDUs.
@@ -255,6 +273,9 @@ impl ConfigFile for Config {
         }
         if self.dns.cache_entries == 0 {
             return Err("dns.cache_entries must be at least 1".into());
+        }
+        if self.inspect.client_cert_idle_secs == 0 {
+            return Err("inspect.client_cert_idle_secs must be at least 1".into());
         }
         let ports = &self.ports;
         let intercepted = ports.http.iter().chain(&ports.https).chain(&ports.tcp);

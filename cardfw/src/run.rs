@@ -37,6 +37,9 @@ pub fn open_store(config: &Config) -> Result<Option<Store>> {
     Ok(Some(store))
 }
 
+/// How often an unlocked client certificate is checked for its idle time.
+const CLIENT_CERT_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the card until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
@@ -52,10 +55,23 @@ pub async fn run(config: Config) -> Result<()> {
     let config = &firewall.config;
     // The CA lives in the store: a card without one refuses `inspect` rules when they match.
     if let Some(store) = firewall.store() {
-        let inspection = Inspection::start(store, config.inspect.trusted_cas.as_deref())
-            .context("cannot set up TLS inspection")?;
+        let inspection = Inspection::start(
+            store,
+            config.inspect.trusted_cas.as_deref(),
+            config.inspect.client_cert_idle(),
+        )
+        .context("cannot set up TLS inspection")?;
         tracing::info!(fingerprint = %inspection.ca().fingerprint(), "the card's inspection CA");
+        let identity = inspection.client_identity.clone();
         let _ = firewall.inspection.set(std::sync::Arc::new(inspection));
+        // The idle lock drops the key from memory even when nothing asks for it.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CLIENT_CERT_IDLE_CHECK);
+            loop {
+                tick.tick().await;
+                identity.lock_if_idle();
+            }
+        });
     }
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);

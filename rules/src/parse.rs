@@ -18,8 +18,11 @@ const ALLOW_PRIVATE: &str = "allow-private";
 /// Terminate the TLS connections the rule allows, so the requests inside are decided like
 /// plain HTTP ones.
 const INSPECT: &str = "inspect";
+/// Present the user's client certificate (kept on the card) on the card's own TLS connection
+/// to the sites the rule inspects.
+const CLIENT_CERT: &str = "client-cert";
 /// Flags a rule may end with.
-const FLAGS: [&str; 3] = [ALLOW_ECH, ALLOW_PRIVATE, INSPECT];
+const FLAGS: [&str; 4] = [ALLOW_ECH, ALLOW_PRIVATE, INSPECT, CLIENT_CERT];
 
 const CONDITIONS: [&str; 8] = [
     "host",
@@ -400,8 +403,10 @@ impl Parser<'_> {
             allow_ech: false,
             allow_private: false,
             inspect: false,
+            client_cert: false,
             line: line_no,
         };
+        let mut client_cert_col = None;
         let mut seen: Vec<&str> = Vec::new();
         let mut i = 2;
         while i < rest.len() {
@@ -411,6 +416,7 @@ impl Parser<'_> {
                 let flag = match keyword.text {
                     ALLOW_ECH => &mut rule.allow_ech,
                     ALLOW_PRIVATE => &mut rule.allow_private,
+                    CLIENT_CERT => &mut rule.client_cert,
                     _ => &mut rule.inspect,
                 };
                 if *flag {
@@ -426,6 +432,9 @@ impl Parser<'_> {
                     self.report.error(kind, line_no, keyword.col, line, why);
                 } else {
                     *flag = true;
+                    if keyword.text == CLIENT_CERT {
+                        client_cert_col = Some(keyword.col);
+                    }
                 }
                 continue;
             }
@@ -509,6 +518,17 @@ impl Parser<'_> {
                 }
                 _ => unreachable!("every keyword in CONDITIONS is handled"),
             }
+        }
+        // Only the card's own TLS connection can carry the certificate: a spliced one is the
+        // computer's.
+        if let Some(col) = client_cert_col
+            && !rule.inspect
+        {
+            let msg = format!(
+                "`{CLIENT_CERT}` needs `{INSPECT}` on the same rule: the card presents the certificate on its own TLS connection to the site"
+            );
+            self.report
+                .error(ErrorKind::NotForProtocol, line_no, col, line, msg);
         }
         if self.report.found.len() == errors_before {
             self.policy.rules.push(rule);
@@ -605,8 +625,11 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         INSPECT if protocol != Some(Protocol::Https) => Some(format!(
             "`{INSPECT}` terminates TLS, so it only fits `https` rules"
         )),
-        INSPECT if action == Action::Deny => Some(format!(
-            "`{INSPECT}` looks inside connections the rule lets through, so it belongs on an allow rule"
+        CLIENT_CERT if protocol != Some(Protocol::Https) => Some(format!(
+            "`{CLIENT_CERT}` is presented in TLS, so it only fits `https` rules"
+        )),
+        INSPECT | CLIENT_CERT if action == Action::Deny => Some(format!(
+            "`{keyword}` is about connections the rule lets through, so it belongs on an allow rule"
         )),
         "max-body" if action == Action::Allow => Some(
             "`max-body` matches responses larger than the size, so it belongs on a deny rule".into(),
@@ -771,6 +794,24 @@ mod tests {
         assert_eq!(
             inspect.rules[0].to_string(),
             "allow https host x.example inspect"
+        );
+        assert_eq!(
+            places(
+                "allow https host x.example client-cert\nallow http client-cert\ndeny https inspect client-cert\n"
+            ),
+            vec![
+                (ErrorKind::NotForProtocol, 1, 28),
+                (ErrorKind::NotForProtocol, 2, 12),
+                (ErrorKind::NotForAction, 3, 12),
+                (ErrorKind::NotForAction, 3, 20),
+            ],
+            "client-cert needs inspect, https and allow"
+        );
+        let presenting = parse("r", "allow https host x.example inspect client-cert\n").unwrap();
+        assert!(presenting.rules[0].inspect && presenting.rules[0].client_cert);
+        assert_eq!(
+            presenting.rules[0].to_string(),
+            "allow https host x.example inspect client-cert"
         );
         let ech = parse("r", "allow https host x.example allow-ech\n").unwrap();
         assert!(ech.rules[0].allow_ech);

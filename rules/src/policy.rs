@@ -85,6 +85,9 @@ pub struct Rule {
     /// `inspect`: the card terminates the TLS connections the rule allows and decides each
     /// HTTP request inside them.
     pub inspect: bool,
+    /// `client-cert`: on an inspected connection, the card presents the user's client
+    /// certificate (kept on the card, unlocked with the PIN) to the site.
+    pub client_cert: bool,
     /// Where the rule was written (1-based); not part of what the rule means.
     pub line: u32,
 }
@@ -177,6 +180,9 @@ impl fmt::Display for Rule {
         }
         if self.inspect {
             f.write_str(" inspect")?;
+        }
+        if self.client_cert {
+            f.write_str(" client-cert")?;
         }
         Ok(())
     }

@@ -105,6 +105,9 @@ pub struct RuleInfo {
     /// The card terminates the TLS connections this rule allows (`inspect`) and decides each
     /// HTTP request inside them as a plain `http` request.
     pub inspect: bool,
+    /// On an inspected connection the card presents the user's client certificate to the
+    /// site (`client-cert`).
+    pub client_cert: bool,
 }
 
 impl fmt::Display for RuleInfo {
@@ -419,6 +422,7 @@ impl RuleSet {
                 allow_ech: false,
                 allow_private: false,
                 inspect: false,
+                client_cert: false,
             },
             None => RuleInfo {
                 id: "default".into(),
@@ -428,6 +432,7 @@ impl RuleSet {
                 allow_ech: false,
                 allow_private: false,
                 inspect: false,
+                client_cert: false,
             },
         };
         Ok(RuleSet {
@@ -695,6 +700,7 @@ fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
             allow_ech: rule.allow_ech,
             allow_private: rule.allow_private,
             inspect: rule.inspect,
+            client_cert: rule.client_cert,
         },
         protocol: rule.protocol,
         hosts: rule.hosts.clone(),

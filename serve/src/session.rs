@@ -1,6 +1,7 @@
 //! Page sessions and CSRF tokens, and the axum extractors that check them before a handler
 //! runs: [`Session`] (a live session, for pages), [`SessionForm`] (a form posted from a
-//! logged-in page) and [`LoginForm`] (the login form, before there is a session). A page
+//! logged-in page), [`SessionUpload`] (the same with a file: multipart) and [`LoginForm`] (the
+//! login form, before there is a session). A page
 //! (the card's, the fleet page) implements [`Page`]: where its [`Sessions`] are and how it
 //! words a refusal.
 //!
@@ -20,7 +21,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Form, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{
+    Form, FromRequest, FromRequestParts, Multipart, OptionalFromRequestParts, Request,
+};
 use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
@@ -315,6 +318,75 @@ impl<P: Page, F: DeserializeOwned + Send> FromRequest<Arc<P>> for SessionForm<F>
             return Err(page.refuse(Refusal::WrongToken));
         }
         Ok(SessionForm { session, form })
+    }
+}
+
+/// A multipart form (one with a file) posted from a logged-in page: the session is live and
+/// the `csrf` field is its token. Every field is read whole; the fields together may hold at
+/// most [`SessionUpload::MAX_BYTES`], more is refused (413) before the handler runs.
+#[derive(Debug)]
+pub struct SessionUpload {
+    pub session: Session,
+    fields: Vec<(String, Zeroizing<Vec<u8>>)>,
+}
+
+impl SessionUpload {
+    /// Room for a certificate file and its key with some fields beside it.
+    pub const MAX_BYTES: usize = 256 * 1024;
+
+    /// The first field named `name`, as sent; empty when there is none.
+    pub fn field(&self, name: &str) -> &[u8] {
+        self.fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map_or(&[], |(_, value)| value.as_slice())
+    }
+
+    /// The field `name` as text (invalid UTF-8 replaced); empty when there is none.
+    pub fn text(&self, name: &str) -> Zeroizing<String> {
+        Zeroizing::new(String::from_utf8_lossy(self.field(name)).into_owned())
+    }
+}
+
+impl<P: Page> FromRequest<Arc<P>> for SessionUpload {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, page: &Arc<P>) -> Result<Self, Response> {
+        let session = page.sessions().session(request.headers());
+        let mut multipart = Multipart::from_request(request, page)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let too_large = || {
+            (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "the upload is too large",
+            )
+                .into_response()
+        };
+        let mut fields = Vec::new();
+        let mut total = 0;
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(IntoResponse::into_response)?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let mut value = Zeroizing::new(Vec::new());
+            while let Some(chunk) = field.chunk().await.map_err(IntoResponse::into_response)? {
+                total += chunk.len();
+                if total > SessionUpload::MAX_BYTES {
+                    return Err(too_large());
+                }
+                value.extend_from_slice(&chunk);
+            }
+            fields.push((name, value));
+        }
+        let session = session.ok_or_else(|| page.refuse(Refusal::NoSession))?;
+        let upload = SessionUpload { session, fields };
+        if !tokens_match(&upload.text("csrf"), upload.session.csrf()) {
+            return Err(page.refuse(Refusal::WrongToken));
+        }
+        Ok(upload)
     }
 }
 

@@ -87,6 +87,24 @@ pub struct InspectionPage {
     pub max_upload_kib: usize,
     /// The upload's text, kept when it was refused.
     pub upload_text: String,
+    /// The user's client certificate; `None` when none is stored.
+    pub client_cert: Option<ClientCertView>,
+    pub client_cert_unlocked: bool,
+    /// It locks after this long without use…
+    pub client_cert_idle_minutes: u64,
+    /// …which, while unlocked, is this far away.
+    pub client_cert_idle_left_minutes: u64,
+    pub max_client_cert_kib: usize,
+}
+
+/// The user's client certificate, as stored (all public).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertView {
+    pub subject: String,
+    pub issuer: String,
+    pub fingerprint: String,
+    /// UTC, `YYYY-MM-DD HH:MM:SS UTC`.
+    pub expires: String,
 }
 
 /// One CA the owner added.

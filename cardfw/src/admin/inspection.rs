@@ -1,18 +1,24 @@
 //! TLS inspection on the card page, for the logged-in owner: the inspection CA's fingerprint
-//! and its re-key, and the CAs the owner trusts for inspected sites (list, upload, remove).
-//! Every change carries the PIN like the rest of the page, and takes effect at once in the
-//! running [`Inspection`]: the next handshake uses the new CA or trust.
+//! and its re-key, the CAs the owner trusts for inspected sites (list, upload, remove), and the
+//! user's client certificate (upload, unlock, lock, remove). Every change carries the PIN like
+//! the rest of the page (locking needs none: it only takes the key out of use), and takes
+//! effect at once in the running [`Inspection`]: the next handshake uses the new CA, trust or
+//! lock state.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use serve::session::{Session, SessionForm};
-use web::card::{InspectionPage, TrustedCaView};
+use serve::session::{Session, SessionForm, SessionUpload};
+use web::card::{ClientCertView, InspectionPage, TrustedCaView};
 
 use super::{AdminState, ClientAddr, PinForm, Refusal, Secret, session_ended, with_pin};
-use crate::inspect::{Inspection, OwnerCas, owner_cas};
+use crate::inspect::client_cert::{self, ClientCertSummary};
+use crate::inspect::{
+    IdentityState, Inspection, InspectionError, OwnerCas, StoredIdentity, owner_cas,
+};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -130,6 +136,122 @@ pub(super) async fn remove_ca(
     }
 }
 
+/// `POST /inspection/client-cert` (multipart: `file`, `password`, `pin`): the file is checked
+/// (and a PKCS#12 opened with its password) before the PIN is, so a bad file costs no try.
+pub(super) async fn upload_client_cert(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    upload: SessionUpload,
+) -> Response {
+    let session = &upload.session;
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, session, error_view(NOT_INSPECTING.into()));
+    };
+    let identity = match StoredIdentity::from_upload(upload.field("file"), &upload.text("password"))
+    {
+        Ok(identity) => identity,
+        Err(error) => {
+            return render(
+                &state,
+                session,
+                error_view(format!("Nothing was changed: {error}.")),
+            );
+        }
+    };
+    let subject = identity.summary().subject.clone();
+    let pin = upload.text("pin").to_string();
+    let result = with_pin(&state, client, pin, move |admin| {
+        inspection
+            .client_identity
+            .replace(admin, &identity)
+            .map_err(InspectionError::from)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(%subject, "admin page: client certificate stored");
+            let notice = format!(
+                "The client certificate of {subject} is stored on the card, locked: unlock it to use it."
+            );
+            render(&state, session, notice_view(notice))
+        }
+        Err(error) => failed(&state, session, error, String::new()),
+    }
+}
+
+/// `POST /inspection/client-cert/unlock`.
+pub(super) async fn unlock_client_cert(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    SessionForm { session, form }: SessionForm<PinForm>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
+        inspection
+            .client_identity
+            .unlock(admin)
+            .map_err(InspectionError::from)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: client certificate unlocked");
+            let notice = "Unlocked: the card presents your certificate to the sites a                 `client-cert` rule names."
+                .to_owned();
+            render(&state, &session, notice_view(notice))
+        }
+        Err(error) => failed(&state, &session, error, String::new()),
+    }
+}
+
+/// `POST /inspection/client-cert/lock`: no PIN, locking only takes the key out of use.
+pub(super) async fn lock_client_cert(
+    State(state): State<Arc<AdminState>>,
+    SessionForm { session, .. }: SessionForm<NoFields>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let notice = if inspection.client_identity.lock() {
+        tracing::info!("admin page: client certificate locked");
+        "Locked: the card presents your certificate to no site until you unlock it again."
+    } else {
+        "The client certificate was already locked."
+    };
+    render(&state, &session, notice_view(notice.to_owned()))
+}
+
+/// `POST /inspection/client-cert/remove`.
+pub(super) async fn remove_client_cert(
+    State(state): State<Arc<AdminState>>,
+    client: ClientAddr,
+    SessionForm { session, form }: SessionForm<PinForm>,
+) -> Response {
+    let Some(inspection) = inspection(&state) else {
+        return render(&state, &session, error_view(NOT_INSPECTING.into()));
+    };
+    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
+        inspection
+            .client_identity
+            .remove(admin)
+            .map_err(InspectionError::from)
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("admin page: client certificate removed");
+            let notice = "The client certificate and its key are removed from the card.".to_owned();
+            render(&state, &session, notice_view(notice))
+        }
+        Err(error) => failed(&state, &session, error, String::new()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct NoFields {}
+
 const NOT_INSPECTING: &str = "This card does not inspect TLS: nothing was changed.";
 
 /// The running inspection, shared with the blocking store work.
@@ -175,8 +297,18 @@ fn error_view(error: String) -> View {
 fn render(state: &AdminState, session: &Session, view: View) -> Response {
     let inspection = state.firewall.inspection.get();
     let owner_cas = inspection.map(|i| i.owner_cas()).unwrap_or_default();
+    let client_cert = inspection.map(|i| i.client_identity.state());
+    let client_cert_idle = inspection.map_or(Duration::ZERO, |i| i.client_identity.idle());
     InspectionPage {
         csrf: session.csrf().to_owned(),
+        client_cert: client_cert.as_ref().and_then(client_cert_view),
+        client_cert_unlocked: matches!(client_cert, Some(IdentityState::Unlocked { .. })),
+        client_cert_idle_minutes: client_cert_idle.as_secs().div_ceil(60),
+        client_cert_idle_left_minutes: match client_cert {
+            Some(IdentityState::Unlocked { idle_left, .. }) => idle_left.as_secs().div_ceil(60),
+            _ => 0,
+        },
+        max_client_cert_kib: client_cert::MAX_UPLOAD_BYTES / 1024,
         notice: view.notice,
         error: view.error,
         ca_fingerprint: inspection.map(|i| i.ca().fingerprint()),
@@ -194,4 +326,17 @@ fn render(state: &AdminState, session: &Session, view: View) -> Response {
         upload_text: view.upload_text,
     }
     .into_response()
+}
+
+fn client_cert_view(state: &IdentityState) -> Option<ClientCertView> {
+    let summary: &ClientCertSummary = match state {
+        IdentityState::Missing => return None,
+        IdentityState::Locked(summary) | IdentityState::Unlocked { summary, .. } => summary,
+    };
+    Some(ClientCertView {
+        subject: summary.subject.clone(),
+        issuer: summary.issuer.clone(),
+        fingerprint: summary.fingerprint.clone(),
+        expires: web::format::date_time(summary.not_after),
+    })
 }

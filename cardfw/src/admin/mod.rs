@@ -16,6 +16,9 @@
 //! | `GET /inspection` | the inspection CA's fingerprint and the owner's trusted CAs | session |
 //! | `POST /inspection/rekey` | a new inspection CA, used at once | session, CSRF token, PIN |
 //! | `POST /inspection/cas`, `/inspection/cas/remove` | trusts an uploaded CA, or stops trusting one | session, CSRF token, PIN |
+//! | `POST /inspection/client-cert` | stores the user's client certificate (multipart: PKCS#12 or PEM file, its password), locked | session, CSRF token, PIN |
+//! | `POST /inspection/client-cert/unlock`, `/remove` | unlocks the client certificate (until idle), or removes it | session, CSRF token, PIN |
+//! | `POST /inspection/client-cert/lock` | locks the client certificate | session, CSRF token |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
@@ -164,6 +167,22 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/inspection/rekey", post(inspection::rekey))
         .route("/inspection/cas", post(inspection::add_cas))
         .route("/inspection/cas/remove", post(inspection::remove_ca))
+        .route(
+            "/inspection/client-cert",
+            post(inspection::upload_client_cert),
+        )
+        .route(
+            "/inspection/client-cert/unlock",
+            post(inspection::unlock_client_cert),
+        )
+        .route(
+            "/inspection/client-cert/lock",
+            post(inspection::lock_client_cert),
+        )
+        .route(
+            "/inspection/client-cert/remove",
+            post(inspection::remove_client_cert),
+        )
         .route("/inspection-ca", get(inspection_ca::page))
         .route("/inspection-ca.pem", get(inspection_ca::pem))
         .route("/inspection-ca.crt", get(inspection_ca::der))

@@ -713,7 +713,12 @@ async fn admin_managed_card_shows_the_rules_read_only_and_refuses_edits() {
 /// A set-up card that inspects: its CA made in the store, as `run.rs` does at start.
 fn inspecting_browser() -> Browser {
     let browser = browser(true, IDLE_TIMEOUT);
-    let inspection = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    let inspection = crate::inspect::Inspection::start(
+        browser.state.store(),
+        None,
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
     browser
         .state
         .firewall
@@ -779,7 +784,12 @@ async fn admin_rekey_needs_a_session_the_token_and_the_pin_and_shows_the_new_fin
     let text = browser.get("/inspection-ca").await;
     assert!(text.body.contains(&new), "{}", text.body);
     // Kept: a restart finds the new CA.
-    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    let reopened = crate::inspect::Inspection::start(
+        browser.state.store(),
+        None,
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
     assert_eq!(reopened.ca().fingerprint(), new);
 }
 
@@ -824,7 +834,12 @@ async fn admin_owner_cas_are_checked_listed_removed_and_kept() {
     let held = inspection(&browser).owner_cas();
     let fingerprint = held.iter().next().unwrap().fingerprint.clone();
     assert!(page.body.contains(&fingerprint), "{}", page.body);
-    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    let reopened = crate::inspect::Inspection::start(
+        browser.state.store(),
+        None,
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
     assert_eq!(reopened.owner_cas(), held);
 
     let page = browser
@@ -836,6 +851,11 @@ async fn admin_owner_cas_are_checked_listed_removed_and_kept() {
     assert!(page.body.contains("No longer trusted"), "{}", page.body);
     assert!(!page.body.contains("CN=Home Lab CA"), "{}", page.body);
     assert!(inspection(&browser).owner_cas().is_empty());
-    let reopened = crate::inspect::Inspection::start(browser.state.store(), None).unwrap();
+    let reopened = crate::inspect::Inspection::start(
+        browser.state.store(),
+        None,
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
     assert!(reopened.owner_cas().is_empty());
 }

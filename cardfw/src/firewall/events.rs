@@ -219,6 +219,10 @@ pub enum Refusal {
     /// An inspected site's server certificate did not pass the card's check; the code is
     /// [`crate::inspect::CertReason::code`] (`cert-expired`, `cert-wrong-name`, …).
     UpstreamCertificate(&'static str),
+    /// The rule says `client-cert`, and the user's certificate is stored but locked.
+    ClientCertLocked,
+    /// The rule says `client-cert`, and no client certificate is stored on the card.
+    ClientCertMissing,
 }
 
 impl Refusal {
@@ -235,6 +239,8 @@ impl Refusal {
             Refusal::InspectWithoutCa => "inspect-without-ca",
             Refusal::InspectInTunnel => "inspect-in-connect",
             Refusal::UpstreamCertificate(code) => code,
+            Refusal::ClientCertLocked => "client-cert-locked",
+            Refusal::ClientCertMissing => "client-cert-missing",
         }
     }
 
@@ -262,6 +268,12 @@ impl Refusal {
             }
             Refusal::UpstreamCertificate(_) => {
                 "the site's certificate did not pass the card's check"
+            }
+            Refusal::ClientCertLocked => {
+                "the site needs your client certificate, which is locked: unlock it on the card page (Inspection)"
+            }
+            Refusal::ClientCertMissing => {
+                "the site needs a client certificate, and none is stored on the card: upload it on the card page (Inspection)"
             }
         }
     }

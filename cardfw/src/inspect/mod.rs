@@ -10,6 +10,8 @@
 //! - [`upstream`]: the card's own TLS client: webpki over Mozilla's roots plus the owner's CAs,
 //!   and a named [`upstream::CertReason`] for every refused server certificate, for the block
 //!   page.
+//! - [`client_cert`]: the user's client certificate, sealed in the store, presented to the
+//!   sites a `client-cert` rule names only while the owner has unlocked it with the PIN.
 //!
 //! # How it plugs in
 //!
@@ -26,8 +28,10 @@
 //!    leaf for the SNI; a hello without SNI gets the original destination's address). ALPN
 //!    offers `h2` and `http/1.1`.
 //! 3. **Upstream.** The card connects to the original destination with
-//!    [`upstream::UpstreamTls::client_config`], the SNI the client sent, and the same ALPN the
-//!    client chose. A refused certificate ends in the block page (over the inside TLS session)
+//!    [`upstream::UpstreamTls::client_config`] (built once per trust, so sessions resume) and
+//!    the SNI the client sent; a `client-cert` rule takes
+//!    [`upstream::UpstreamTls::presenting_config`] instead, and a locked certificate ends in a
+//!    page saying so before any handshake. A refused certificate ends in the block page (over the inside TLS session)
 //!    naming [`upstream::CertReason::code`] and its sentence, never in a forged certificate for a
 //!    server that did not prove itself.
 //! 4. **HTTP.** The two TLS streams are joined by the HTTP relay, every request going through
@@ -39,12 +43,11 @@
 //! card page (`/inspection`), both taking effect at once; owner CAs from the file
 //! `[inspect] trusted_cas` too; `inspect` rules in managed bundles (they are rule text).
 //!
-//! Still to come: the user's client certificate (sealed, unlocked with the PIN, presented
-//! through the client config's certificate resolver), extra trusted CAs in managed bundles
-//! (never private keys), intermediates fetched by AIA, inspection inside CONNECT tunnels of the
-//! explicit proxy.
+//! Still to come: extra trusted CAs in managed bundles (never private keys), intermediates
+//! fetched by AIA, inspection inside CONNECT tunnels of the explicit proxy.
 
 pub mod ca;
+pub mod client_cert;
 pub mod leaf;
 pub mod owner_cas;
 pub mod upstream;
@@ -53,12 +56,14 @@ pub mod upstream;
 mod tests;
 
 pub use ca::{CaError, CardCa};
+pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity};
 pub use leaf::{LeafCache, LeafResolver, Subject};
 pub use owner_cas::{OwnerCa, OwnerCaError, OwnerCas};
 pub use upstream::{CertReason, UpstreamError, UpstreamTls};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
@@ -79,6 +84,8 @@ pub enum InspectionError {
     OwnerCa(#[from] OwnerCaError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    ClientCert(#[from] ClientCertError),
 }
 
 /// Everything an inspected connection needs: the leaves for the inside, the trust for the
@@ -89,6 +96,8 @@ pub enum InspectionError {
 pub struct Inspection {
     pub leaves: Arc<LeafCache>,
     upstream: ArcSwap<UpstreamTls>,
+    /// The user's client certificate, presented through [`UpstreamTls::presenting_config`].
+    pub client_identity: Arc<ClientIdentity>,
     /// The CAs from the config file (`[inspect] trusted_cas`), trusted with the owner's.
     file_cas: Vec<CertificateDer<'static>>,
     /// The CAs added on the card page, as in the store; the lock also keeps two changes from
@@ -100,8 +109,13 @@ impl Inspection {
     /// The card's CA from `store` (made there on first use), and upstream trust in Mozilla's
     /// roots plus the CAs in the PEM file `trusted_cas` and those the owner added on the page.
     /// Added CAs that no longer open are left out (and logged): trusting fewer is safe, and the
-    /// page says so and lets the owner add them again.
-    pub fn start(store: &Store, trusted_cas: Option<&Path>) -> Result<Inspection, InspectionError> {
+    /// page says so and lets the owner add them again. The client certificate starts locked
+    /// and locks again after `client_cert_idle` without use.
+    pub fn start(
+        store: &Store,
+        trusted_cas: Option<&Path>,
+        client_cert_idle: Duration,
+    ) -> Result<Inspection, InspectionError> {
         let ca = Arc::new(CardCa::load_or_create(store)?);
         let file_cas = match trusted_cas {
             Some(path) => read_pem_certificates(path)?,
@@ -111,9 +125,11 @@ impl Inspection {
             tracing::warn!(%error, "the CAs added on the card page do not open: none trusted");
             OwnerCas::default()
         });
+        let client_identity = Arc::new(ClientIdentity::load(store, client_cert_idle));
         Ok(Inspection {
             leaves: Arc::new(LeafCache::new(ca, leaf::CACHE_CAPACITY)),
-            upstream: ArcSwap::from_pointee(trust(&file_cas, &owner_cas)?),
+            upstream: ArcSwap::from_pointee(trust(&file_cas, &owner_cas, &client_identity)?),
+            client_identity,
             file_cas,
             owner_cas: Mutex::new(owner_cas),
         })
@@ -182,7 +198,7 @@ impl Inspection {
     ) -> Result<usize, InspectionError> {
         let mut held = self.lock_owner_cas();
         let changed = change(&held)?;
-        let upstream = trust(&self.file_cas, &changed)?;
+        let upstream = trust(&self.file_cas, &changed, &self.client_identity)?;
         let count = changed.len();
         changed
             .save(session, event(count as u64))
@@ -198,17 +214,19 @@ impl Inspection {
     }
 }
 
-/// Mozilla's roots, the config file's CAs and the owner's.
+/// Mozilla's roots, the config file's CAs and the owner's; the user's certificate for the
+/// sites that ask for it.
 fn trust(
     file_cas: &[CertificateDer<'static>],
     owner_cas: &OwnerCas,
+    identity: &Arc<ClientIdentity>,
 ) -> Result<UpstreamTls, UpstreamError> {
     let cas: Vec<_> = file_cas
         .iter()
         .chain(owner_cas.iter().map(OwnerCa::der))
         .cloned()
         .collect();
-    UpstreamTls::new(&cas, Vec::new())
+    UpstreamTls::new(&cas, Vec::new(), Some(identity.clone()))
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, InspectionError> {

@@ -19,6 +19,8 @@ use super::*;
 use crate::store::{AuditEvent, PinCost, Store};
 
 const PIN: &str = "4711";
+/// The client certificate's idle time where a test does not wait for it.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn store(dir: &Path) -> Store {
     Store::open_or_create(dir, "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap()
@@ -77,6 +79,29 @@ async fn handshake(
     );
     let client = client?;
     Ok(client.get_ref().1.peer_certificates().unwrap().to_vec())
+}
+
+/// A handshake over an in-memory pipe and one byte from the server read by the client: the
+/// byte brings the server's session tickets to the client before it, and arrives only when
+/// the server accepted the client (its certificate included). The client's side, or the
+/// first side's error.
+async fn first_byte(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::io::DuplexStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let (server_side, client_side) = tokio::join!(
+        tokio_rustls::TlsAcceptor::from(server).accept(server_io),
+        tokio_rustls::TlsConnector::from(client).connect(name, client_io)
+    );
+    let (mut server_side, mut client_side) = (server_side?, client_side?);
+    server_side.write_all(b"x").await?;
+    server_side.flush().await?;
+    client_side.read_exact(&mut [0u8; 1]).await?;
+    Ok(client_side)
 }
 
 fn alpn() -> Vec<Vec<u8>> {
@@ -148,25 +173,16 @@ async fn a_cached_leaf_is_the_same_arc_and_costs_no_signing() {
 
 #[tokio::test]
 async fn a_client_coming_back_resumes_its_session_on_another_connections_config() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let Card { leaves, client, .. } = card(dir.path(), 8);
     let mut kinds = Vec::new();
     for _ in 0..2 {
         // Each inspected connection builds its own server config, as proxy/inspect.rs does.
         let server = leaves.server_config(None, alpn()).unwrap();
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let name = ServerName::try_from("a.example").unwrap();
-        let (server_side, client_side) = tokio::join!(
-            tokio_rustls::TlsAcceptor::from(server).accept(server_io),
-            tokio_rustls::TlsConnector::from(client.clone()).connect(name, client_io)
-        );
-        let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
+        let client_side = first_byte(server, client.clone(), "a.example")
+            .await
+            .unwrap();
         kinds.push(client_side.get_ref().1.handshake_kind());
-        // A byte from the server brings its session tickets to the client before it.
-        server_side.write_all(b"x").await.unwrap();
-        server_side.flush().await.unwrap();
-        client_side.read_exact(&mut [0u8; 1]).await.unwrap();
     }
     assert_eq!(
         kinds,
@@ -367,6 +383,49 @@ impl Pki {
         (server_config(chain, &key), serial)
     }
 
+    /// A client certificate for `name` with `usage`, issued by the intermediate, and its key:
+    /// PEM of the leaf, the intermediate and the key, as a user's file holds them.
+    fn client_pem(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let leaf = params.signed_by(&key, &self.intermediate_issuer).unwrap();
+        format!(
+            "{}{}{}",
+            pem_of(leaf.der()),
+            pem_of(&self.intermediate),
+            key.serialize_pem()
+        )
+    }
+
+    /// A server for `name` that requires a client certificate issued under this PKI.
+    fn server_requiring_client_cert(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.root.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.intermediate_issuer)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![leaf.der().clone(), self.intermediate.clone()], key)
+                .unwrap(),
+        )
+    }
+
     /// A CRL from the intermediate listing `serial`.
     fn crl_revoking(
         &self,
@@ -428,7 +487,7 @@ async fn verdict(
     server: Arc<rustls::ServerConfig>,
     name: &str,
 ) -> Option<CertReason> {
-    let client = upstream.client_config(alpn()).unwrap();
+    let client = upstream.client_config();
     match handshake(server, client, name).await {
         Ok(_) => None,
         Err(error) => Some(
@@ -441,7 +500,7 @@ async fn verdict(
 #[tokio::test]
 async fn upstream_certificates_get_a_named_verdict() {
     let pki = Pki::new("origin");
-    let trusting = UpstreamTls::new(std::slice::from_ref(&pki.root), Vec::new()).unwrap();
+    let trusting = UpstreamTls::new(std::slice::from_ref(&pki.root), Vec::new(), None).unwrap();
     let name = "origin.example";
 
     let (good, _) = pki.server(name, VALID, true);
@@ -465,7 +524,7 @@ async fn upstream_certificates_get_a_named_verdict() {
     );
 
     // Mozilla's roots alone do not know this PKI: the chain is whole, the issuer unknown.
-    let mozilla_only = UpstreamTls::new(&[], Vec::new()).unwrap();
+    let mozilla_only = UpstreamTls::new(&[], Vec::new(), None).unwrap();
     assert_eq!(
         verdict(&mozilla_only, good, name).await,
         Some(CertReason::UnknownIssuer)
@@ -487,7 +546,7 @@ async fn a_self_signed_server_is_an_unknown_issuer_not_an_incomplete_chain() {
         .self_signed(&key)
         .unwrap();
     let server = server_config(vec![cert.der().clone()], &key);
-    let upstream = UpstreamTls::new(&[], Vec::new()).unwrap();
+    let upstream = UpstreamTls::new(&[], Vec::new(), None).unwrap();
     assert_eq!(
         verdict(&upstream, server, "origin.example").await,
         Some(CertReason::UnknownIssuer)
@@ -499,14 +558,15 @@ async fn a_certificate_a_crl_lists_is_revoked() {
     let pki = Pki::new("origin");
     let (server, serial) = pki.server("origin.example", VALID, true);
     let crl = pki.crl_revoking(serial);
-    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![crl]).unwrap();
+    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![crl], None).unwrap();
     assert_eq!(
         verdict(&upstream, server, "origin.example").await,
         Some(CertReason::Revoked)
     );
     // A CRL of another CA says nothing about this certificate: unknown status is no refusal.
     let unrelated = Pki::new("other").crl_revoking(SerialNumber::from(7u64));
-    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![unrelated]).unwrap();
+    let upstream =
+        UpstreamTls::new(std::slice::from_ref(&pki.root), vec![unrelated], None).unwrap();
     let (server, _) = pki.server("origin.example", VALID, true);
     assert_eq!(verdict(&upstream, server, "origin.example").await, None);
 }
@@ -552,10 +612,9 @@ fn pem_of(der: &CertificateDer<'_>) -> String {
 
 #[tokio::test]
 async fn after_a_rekey_a_client_coming_back_gets_a_full_handshake_under_the_new_ca() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let store = set_up_store(dir.path());
-    let inspection = Inspection::start(&store, None).unwrap();
+    let inspection = Inspection::start(&store, None, IDLE).unwrap();
     let old = inspection.ca();
     let session = store.login(PIN).unwrap();
     let new = inspection.rekey(&session).unwrap();
@@ -571,16 +630,9 @@ async fn after_a_rekey_a_client_coming_back_gets_a_full_handshake_under_the_new_
             inspection.leaves.replace_ca(ca);
         }
         let server = inspection.leaves.server_config(None, alpn()).unwrap();
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let name = ServerName::try_from("a.example").unwrap();
-        let (server_side, client_side) = tokio::join!(
-            tokio_rustls::TlsAcceptor::from(server).accept(server_io),
-            tokio_rustls::TlsConnector::from(client.clone()).connect(name, client_io)
-        );
-        let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
-        server_side.write_all(b"x").await.unwrap();
-        server_side.flush().await.unwrap();
-        client_side.read_exact(&mut [0u8; 1]).await.unwrap();
+        let client_side = first_byte(server, client.clone(), "a.example")
+            .await
+            .unwrap();
         let connection = client_side.get_ref().1;
         let leaf = connection.peer_certificates().unwrap()[0].clone();
         let (_, leaf) = X509Certificate::from_der(&leaf).unwrap();
@@ -603,7 +655,7 @@ async fn after_a_rekey_a_client_coming_back_gets_a_full_handshake_under_the_new_
 async fn an_owner_ca_is_trusted_at_once_kept_sealed_and_removable() {
     let dir = tempfile::tempdir().unwrap();
     let store = set_up_store(dir.path());
-    let inspection = Inspection::start(&store, None).unwrap();
+    let inspection = Inspection::start(&store, None, IDLE).unwrap();
     let pki = Pki::new("lab");
     let name = "origin.example";
     let (server, _) = pki.server(name, VALID, true);
@@ -642,7 +694,7 @@ async fn an_owner_ca_is_trusted_at_once_kept_sealed_and_removable() {
     }
 
     // A reopened store (a restart) trusts it too.
-    let reopened = Inspection::start(&self::store(dir.path()), None).unwrap();
+    let reopened = Inspection::start(&self::store(dir.path()), None, IDLE).unwrap();
     assert_eq!(reopened.owner_cas(), inspection.owner_cas());
     assert_eq!(
         verdict(&reopened.upstream(), server.clone(), name).await,
@@ -661,7 +713,7 @@ async fn an_owner_ca_is_trusted_at_once_kept_sealed_and_removable() {
         verdict(&inspection.upstream(), server.clone(), name).await,
         Some(CertReason::UnknownIssuer)
     );
-    let reopened = Inspection::start(&self::store(dir.path()), None).unwrap();
+    let reopened = Inspection::start(&self::store(dir.path()), None, IDLE).unwrap();
     assert!(reopened.owner_cas().is_empty());
 }
 
@@ -694,5 +746,175 @@ fn uploads_that_are_not_ca_certificates_are_refused_whole() {
     assert!(matches!(
         OwnerCas::default().with(many),
         Err(OwnerCaError::TooMany)
+    ));
+}
+
+/// Whether `server` accepted the handshake from `client` (its certificate included).
+async fn accepted(server: &Arc<rustls::ServerConfig>, client: Arc<rustls::ClientConfig>) -> bool {
+    first_byte(server.clone(), client, "portal.example")
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn the_client_certificate_is_presented_only_while_unlocked_and_only_where_asked() {
+    use client_cert::IdentityState;
+    let dir = tempfile::tempdir().unwrap();
+    let store = set_up_store(dir.path());
+    let inspection = Inspection::start(&store, None, IDLE).unwrap();
+    let identity = inspection.client_identity.clone();
+    assert_eq!(identity.state(), IdentityState::Missing);
+
+    let pki = Pki::new("corp");
+    let upload = pki.client_pem("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let stored = StoredIdentity::from_upload(upload.as_bytes(), "").unwrap();
+    assert_eq!(stored.summary().subject, "CN=alice");
+    identity
+        .replace(&store.login(PIN).unwrap(), &stored)
+        .unwrap();
+    assert!(matches!(identity.state(), IdentityState::Locked(_)));
+
+    let server = pki.server_requiring_client_cert("portal.example");
+    let upstream = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        Vec::new(),
+        Some(identity.clone()),
+    )
+    .unwrap();
+    let presenting = upstream.presenting_config().unwrap();
+    assert!(
+        !accepted(&server, presenting.clone()).await,
+        "locked: nothing presented"
+    );
+
+    identity.unlock(&store.login(PIN).unwrap()).unwrap();
+    assert!(matches!(identity.state(), IdentityState::Unlocked { .. }));
+    assert!(
+        accepted(&server, presenting.clone()).await,
+        "unlocked: presented"
+    );
+    assert!(
+        !accepted(&server, upstream.client_config()).await,
+        "a site whose rule does not say client-cert never gets it"
+    );
+
+    assert!(identity.lock());
+    assert!(
+        !accepted(&server, presenting).await,
+        "locked again: not even resumed"
+    );
+
+    // A restart starts locked, knowing what is stored.
+    let reopened = Inspection::start(&store, None, IDLE).unwrap();
+    match reopened.client_identity.state() {
+        IdentityState::Locked(summary) => assert_eq!(summary.subject, "CN=alice"),
+        other => panic!("{other:?}"),
+    }
+    let events: Vec<_> = store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(events.contains(&AuditEvent::ClientCertStored));
+    assert!(events.contains(&AuditEvent::ClientCertUnlocked));
+
+    reopened
+        .client_identity
+        .remove(&store.login(PIN).unwrap())
+        .unwrap();
+    assert_eq!(reopened.client_identity.state(), IdentityState::Missing);
+    assert!(!dir.path().join("client-cert.sealed").exists());
+}
+
+#[test]
+fn an_unlocked_client_certificate_locks_itself_after_its_idle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = set_up_store(dir.path());
+    let pki = Pki::new("corp");
+    let upload = pki.client_pem("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let idle = std::time::Duration::from_millis(100);
+    let identity = ClientIdentity::load(&store, idle);
+    let stored = StoredIdentity::from_upload(upload.as_bytes(), "").unwrap();
+    identity
+        .replace(&store.login(PIN).unwrap(), &stored)
+        .unwrap();
+    identity.unlock(&store.login(PIN).unwrap()).unwrap();
+    assert!(!identity.lock_if_idle());
+    std::thread::sleep(idle * 2);
+    assert!(identity.lock_if_idle());
+    assert!(matches!(identity.state(), IdentityState::Locked(_)));
+}
+
+#[test]
+fn a_pkcs12_upload_opens_with_its_password_only() {
+    let pki = Pki::new("corp");
+    let pem = pki.client_pem("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let blocks = pem::parse_many(&pem).unwrap();
+    let certs: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| p12_keystore::Certificate::from_der(b.contents()).unwrap())
+        .collect();
+    let key = blocks.iter().find(|b| b.tag() == "PRIVATE KEY").unwrap();
+    let mut keystore = p12_keystore::KeyStore::new();
+    keystore.add_entry(
+        "alice",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+            b"1".as_slice(),
+            p12_keystore::PrivateKey::from_der(key.contents()).unwrap(),
+            certs,
+        )),
+    );
+    let p12 = keystore.writer("s3cret").write().unwrap();
+    let opened = StoredIdentity::from_upload(&p12, "s3cret").unwrap();
+    assert_eq!(opened.summary().subject, "CN=alice");
+    assert!(matches!(
+        StoredIdentity::from_upload(&p12, "wrong"),
+        Err(ClientCertError::Pkcs12(_))
+    ));
+}
+
+#[test]
+fn a_client_certificate_upload_is_refused_with_what_is_wrong() {
+    let pki = Pki::new("corp");
+    let alice = pki.client_pem("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let bob = pki.client_pem("bob", ExtendedKeyUsagePurpose::ClientAuth);
+    let refusal = |text: &str| StoredIdentity::from_upload(text.as_bytes(), "").unwrap_err();
+    let cert_of =
+        |text: &str| text[..text.find("-----END CERTIFICATE-----").unwrap() + 26].to_owned();
+    let key_of = |text: &str| text[text.find("-----BEGIN PRIVATE KEY-----").unwrap()..].to_owned();
+
+    assert!(matches!(refusal(&cert_of(&alice)), ClientCertError::NoKey));
+    assert!(matches!(
+        refusal(&key_of(&alice)),
+        ClientCertError::NoCertificate
+    ));
+    assert!(matches!(
+        refusal(&format!("{}{}", cert_of(&alice), key_of(&bob))),
+        ClientCertError::BadKey(_)
+    ));
+    assert!(matches!(
+        refusal(&format!("{alice}{}", key_of(&bob))),
+        ClientCertError::TwoKeys
+    ));
+    let server_only = pki.client_pem("www", ExtendedKeyUsagePurpose::ServerAuth);
+    assert!(matches!(
+        refusal(&server_only),
+        ClientCertError::NotForClients { .. }
+    ));
+    assert!(matches!(
+        refusal(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        ),
+        ClientCertError::EncryptedPem
+    ));
+    assert!(matches!(
+        StoredIdentity::from_upload(&vec![b'x'; client_cert::MAX_UPLOAD_BYTES + 1], ""),
+        Err(ClientCertError::TooLarge)
+    ));
+    assert!(matches!(
+        StoredIdentity::from_upload(b"not pkcs12", ""),
+        Err(ClientCertError::Pkcs12(_))
     ));
 }

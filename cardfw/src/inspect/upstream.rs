@@ -35,11 +35,12 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error, OtherError, RootCertStore,
+};
 
 /// Why the card refused an upstream server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,19 +147,26 @@ pub enum UpstreamError {
     Tls(#[from] Error),
 }
 
-/// The trust the card's upstream connections use: Mozilla's roots and the owner's CAs.
+/// The card's TLS client for inspected sites: Mozilla's roots and the owner's CAs, ALPN
+/// [`super::ALPN`]. Its client configurations are built once per trust (not per connection),
+/// so their session caches let the card resume TLS with a site it spoke to before.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
-    provider: Arc<CryptoProvider>,
-    verifier: Arc<CardVerifier>,
+    anonymous: Arc<ClientConfig>,
+    /// For sites whose rule says `client-cert`: presents the user's certificate through
+    /// `identity` while it is unlocked. Never resumes: a resumed TLS 1.3 session counts as
+    /// authenticated by the certificate of the full handshake, which would outlive a lock.
+    presenting: Option<Arc<ClientConfig>>,
 }
 
 impl UpstreamTls {
     /// Mozilla's roots plus `owner_cas` (DER), with `crls` checked for end entities (see the
-    /// module documentation on revocation).
+    /// module documentation on revocation); `identity` answers servers that ask for a client
+    /// certificate on `client-cert` sites.
     pub fn new(
         owner_cas: &[CertificateDer<'_>],
         crls: Vec<CertificateRevocationListDer<'static>>,
+        identity: Option<Arc<dyn ResolvesClientCert>>,
     ) -> Result<UpstreamTls, UpstreamError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore {
@@ -182,25 +190,47 @@ impl UpstreamTls {
                 .only_check_end_entity_revocation()
                 .allow_unknown_revocation_status();
         }
+        let verifier = Arc::new(CardVerifier {
+            webpki: builder.build()?,
+            root_subjects,
+        });
+        let client = || {
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map(|builder| {
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(verifier.clone())
+                })
+        };
+        let with_alpn = |mut config: ClientConfig| {
+            config.alpn_protocols = super::ALPN.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
+        let presenting = match identity {
+            Some(identity) => {
+                let mut config = client()?.with_client_cert_resolver(identity);
+                config.resumption = Resumption::disabled();
+                Some(with_alpn(config))
+            }
+            None => None,
+        };
         Ok(UpstreamTls {
-            verifier: Arc::new(CardVerifier {
-                webpki: builder.build()?,
-                root_subjects,
-            }),
-            provider,
+            anonymous: with_alpn(client()?.with_no_client_auth()),
+            presenting,
         })
     }
 
-    /// A client configuration for one upstream connection: TLS 1.2 and 1.3, this trust, and
-    /// `alpn` (the protocol the inside client chose, so both sides speak the same HTTP).
-    pub fn client_config(&self, alpn: Vec<Vec<u8>>) -> Result<Arc<rustls::ClientConfig>, Error> {
-        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(self.verifier.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn;
-        Ok(Arc::new(config))
+    /// The configuration for an inspected site: TLS 1.2 and 1.3, this trust, ALPN `h2` and
+    /// `http/1.1` (hyper speaks whichever the site picks), no client certificate.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.anonymous.clone()
+    }
+
+    /// The configuration for a `client-cert` site, presenting the user's certificate while it
+    /// is unlocked; `None` when this client was built without an identity.
+    pub fn presenting_config(&self) -> Option<Arc<ClientConfig>> {
+        self.presenting.clone()
     }
 }
 

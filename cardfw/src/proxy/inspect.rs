@@ -39,7 +39,7 @@ use super::http::{ambiguous_path, rules_request};
 use super::pages::{self, Page};
 use super::upstream::{self as connect, UpstreamError};
 use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
-use crate::inspect::{ALPN, CertReason, Inspection};
+use crate::inspect::{ALPN, CertReason, IdentityState, Inspection};
 
 /// Bodies both ways: the site's (possibly cut at `max-body`) or one of the card's pages.
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -54,6 +54,8 @@ pub(super) struct Inspected<'a> {
     /// The original destination's port, and the address the card connected to.
     pub port: u16,
     pub upstream_addr: SocketAddr,
+    /// The rule says `client-cert`: present the user's certificate to the site.
+    pub client_cert: bool,
 }
 
 impl Inspected<'_> {
@@ -137,12 +139,15 @@ impl Inspected<'_> {
                 return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
             }
         };
-        let alpn = ALPN.iter().map(|p| p.to_vec()).collect();
-        let config = match self.inspection.upstream().client_config(alpn) {
+        let config = match self.client_config() {
             Ok(config) => config,
-            Err(error) => {
-                let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
-                return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
+            Err(refusal) => {
+                self.firewall
+                    .refuse(self.peer.ip(), Protocol::Https, &target, refusal);
+                tracing::info!(client = %self.peer, target, code = refusal.code(),
+                    "inspected site refused: it needs the client certificate");
+                let page = pages::refused(StatusCode::FORBIDDEN, refusal.reason());
+                return Arc::new(Upstream::Failed(page));
             }
         };
         let connected = tokio_rustls::TlsConnector::from(config)
@@ -177,6 +182,23 @@ impl Inspected<'_> {
                 Upstream::Failed(pages::upstream_failed(&target, &error))
             }
         })
+    }
+
+    /// The card's TLS client for this site: with the user's certificate when the rule says
+    /// `client-cert`, which must then be unlocked. Checked before the handshake so the page
+    /// names the lock, rather than the server's alert.
+    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Refusal> {
+        let upstream = self.inspection.upstream();
+        if !self.client_cert {
+            return Ok(upstream.client_config());
+        }
+        match self.inspection.client_identity.state() {
+            IdentityState::Missing => Err(Refusal::ClientCertMissing),
+            IdentityState::Locked(_) => Err(Refusal::ClientCertLocked),
+            IdentityState::Unlocked { .. } => upstream
+                .presenting_config()
+                .ok_or(Refusal::ClientCertMissing),
+        }
     }
 
     /// The page for a failed upstream handshake: a refused certificate is a refusal, recorded

@@ -126,6 +126,7 @@ mod tests {
             allow_ech: false,
             allow_private: false,
             inspect: false,
+            client_cert: false,
         };
         let page = blocked("http://ads.example/<b>", &info);
         assert_eq!(page.status, StatusCode::FORBIDDEN);

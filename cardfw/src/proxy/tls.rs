@@ -162,9 +162,9 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, firewall: Arc<Firew
         };
     firewall.record_connected(&ask, &candidates, used.ip());
     if let Some(inspection) = inspection
-        && candidates
+        && let Some(decision) = candidates
             .decision_for(used.ip())
-            .is_some_and(|d| d.rule.inspect)
+            .filter(|d| d.rule.inspect)
     {
         let inspected = Inspected {
             firewall: firewall.clone(),
@@ -173,6 +173,7 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, firewall: Arc<Firew
             server_name: name.map(str::to_string),
             port: dst.port(),
             upstream_addr: used,
+            client_cert: decision.rule.client_cert,
         };
         return inspected.run(client, buffered, upstream).await;
     }

@@ -70,6 +70,12 @@ pub enum AuditEvent {
     OwnerCaRemoved {
         count: u64,
     },
+    /// The owner stored a client certificate (replacing any before).
+    ClientCertStored,
+    /// The owner removed the client certificate.
+    ClientCertRemoved,
+    /// The owner unlocked the client certificate with the PIN.
+    ClientCertUnlocked,
 }
 
 impl AuditEvent {
@@ -109,6 +115,9 @@ impl AuditEvent {
             AuditEvent::InspectionCaRekeyed => (18, 0),
             AuditEvent::OwnerCaAdded { count } => (19, count),
             AuditEvent::OwnerCaRemoved { count } => (20, count),
+            AuditEvent::ClientCertStored => (21, 0),
+            AuditEvent::ClientCertRemoved => (22, 0),
+            AuditEvent::ClientCertUnlocked => (23, 0),
         }
     }
 
@@ -143,6 +152,9 @@ impl AuditEvent {
             18 => AuditEvent::InspectionCaRekeyed,
             19 => AuditEvent::OwnerCaAdded { count: arg },
             20 => AuditEvent::OwnerCaRemoved { count: arg },
+            21 => AuditEvent::ClientCertStored,
+            22 => AuditEvent::ClientCertRemoved,
+            23 => AuditEvent::ClientCertUnlocked,
             _ => return None,
         })
     }
@@ -190,6 +202,9 @@ impl fmt::Display for AuditEvent {
             AuditEvent::OwnerCaRemoved { count } => {
                 write!(f, "trusted CA removed ({count} added CAs now)")
             }
+            AuditEvent::ClientCertStored => f.write_str("client certificate stored"),
+            AuditEvent::ClientCertRemoved => f.write_str("client certificate removed"),
+            AuditEvent::ClientCertUnlocked => f.write_str("client certificate unlocked"),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `audit.sealed` | the last [`audit::CAPACITY`] audit entries |
 //! | `inspect-ca.sealed` | the card's TLS inspection CA: its certificate and private key, one record so a re-key replaces both at once (see [`crate::inspect::ca`]) |
 //! | `owner-cas.sealed` | the CAs the owner added on the card page for upstream servers, PEM (see [`crate::inspect::owner_cas`]) |
+//! | `client-cert.sealed` | the user's client certificate chain and its private key, PEM; the key is read only to unlock it with the PIN (see [`crate::inspect::client_cert`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -69,7 +70,8 @@ const LEGACY_PUK_FILE: &str = "puk.txt";
 const MANAGED_FILE: &str = "managed.sealed";
 const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
 const OWNER_CAS_FILE: &str = "owner-cas.sealed";
-const ALL_FILES: [&str; 9] = [
+const CLIENT_CERT_FILE: &str = "client-cert.sealed";
+const ALL_FILES: [&str; 10] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -79,6 +81,7 @@ const ALL_FILES: [&str; 9] = [
     MANAGED_FILE,
     INSPECTION_CA_FILE,
     OWNER_CAS_FILE,
+    CLIENT_CERT_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -740,7 +743,29 @@ impl Store {
 
     /// The owner's added CAs ([`crate::inspect::owner_cas`] reads them), if any were added.
     pub fn owner_cas_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        match self.read_sealed(OWNER_CAS_FILE) {
+        self.read_sealed_if_present(OWNER_CAS_FILE)
+    }
+
+    /// The user's client certificate record, if one is stored; at start only its certificate
+    /// is read from it (for the page). The key is used only after
+    /// [`AdminSession::unlock_client_cert_record`].
+    pub(crate) fn client_cert_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.read_sealed_if_present(CLIENT_CERT_FILE)
+    }
+
+    /// Removes the sealed file `name` durably (none there is no error); `doing` names the
+    /// step in an error.
+    fn remove_sealed(&self, name: &str, doing: &'static str) -> Result<(), StoreError> {
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(doing)(e)),
+        }
+        self.sync_dir()
+    }
+
+    fn read_sealed_if_present(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match self.read_sealed(name) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(StoreError::Missing { .. }) => Ok(None),
             Err(error) => Err(error),
@@ -1024,12 +1049,7 @@ impl AdminSession<'_> {
                 store.append_audit(AuditEvent::Enrolled)
             }
             None => {
-                match fs::remove_file(store.dir.join(MANAGED_FILE)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error("removing the enrolment")(e)),
-                }
-                store.sync_dir()?;
+                store.remove_sealed(MANAGED_FILE, "removing the enrolment")?;
                 store.append_audit(AuditEvent::Unenrolled)
             }
         }
@@ -1054,6 +1074,33 @@ impl AdminSession<'_> {
         let _guard = store.lock();
         store.write_sealed(OWNER_CAS_FILE, record)?;
         store.append_audit(event)
+    }
+
+    /// Replaces the user's client certificate ([`crate::inspect::client_cert`]) in one atomic
+    /// write, or with `None` removes it; audited as `event`.
+    pub fn replace_client_cert_record(
+        &self,
+        record: Option<&[u8]>,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        match record {
+            Some(record) => store.write_sealed(CLIENT_CERT_FILE, record)?,
+            None => store.remove_sealed(CLIENT_CERT_FILE, "removing the client certificate")?,
+        }
+        store.append_audit(event)
+    }
+
+    /// The client certificate record for unlocking it, audited.
+    pub fn unlock_client_cert_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let store = self.store;
+        let record = store.client_cert_record()?;
+        if record.is_some() {
+            let _guard = store.lock();
+            store.append_audit(AuditEvent::ClientCertUnlocked)?;
+        }
+        Ok(record)
     }
 
     /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.
