@@ -219,6 +219,16 @@ pub fn test_ca() -> TestCa {
 /// A new CA by another name than [`test_ca`]'s: one nobody trusts (a verifier that finds a
 /// trusted CA of the same name would report a bad signature, not an unknown issuer).
 pub fn test_ca_named(common_name: &str) -> TestCa {
+    let params = ca_params(common_name);
+    let key = KeyPair::generate().expect("generating a CA key");
+    let certificate = params.self_signed(&key).expect("self-signing the test CA");
+    TestCa {
+        issuer: Issuer::new(params, key),
+        ca_pem: certificate.pem(),
+    }
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new())
         .expect("no subject alternative names cannot be invalid");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -230,12 +240,7 @@ pub fn test_ca_named(common_name: &str) -> TestCa {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let key = KeyPair::generate().expect("generating a CA key");
-    let certificate = params.self_signed(&key).expect("self-signing the test CA");
-    TestCa {
-        issuer: Issuer::new(params, key),
-        ca_pem: certificate.pem(),
-    }
+    params
 }
 
 impl TestCa {
@@ -286,6 +291,20 @@ impl TestCa {
         )
     }
 
+    /// A CA named `common_name` that this one signed: certificates it issues chain to this
+    /// CA through it, for an origin that sends (or forgets) its intermediate.
+    pub fn intermediate(&self, common_name: &str) -> TestCa {
+        let params = ca_params(common_name);
+        let key = KeyPair::generate().expect("generating a CA key");
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing the intermediate");
+        TestCa {
+            issuer: Issuer::new(ca_params(common_name), key),
+            ca_pem: certificate.pem(),
+        }
+    }
+
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
@@ -305,18 +324,54 @@ impl TestCa {
     }
 }
 
+/// How an origin's TLS differs from a well-run site's.
+#[derive(Debug, Default)]
+enum Quirk {
+    #[default]
+    None,
+    /// Sends its own certificate without the intermediate that issued it.
+    LeafOnly,
+    /// Requires a client certificate issued by this CA (PEM).
+    ClientCertFrom(String),
+}
+
 /// A rustls server configuration (ring provider, ALPN `h2`, `http/1.1`) for an issued
 /// (chain, key) pair.
-fn server_config_of((chain, key): (String, String)) -> Result<Arc<rustls::ServerConfig>> {
-    let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+fn server_config_of(issued: (String, String)) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_with(issued, Quirk::None)
+}
+
+fn server_config_with(
+    (chain, key): (String, String),
+    quirk: Quirk,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let mut chain = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("reading the issued certificate chain")?;
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).context("reading the issued key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match quirk {
+        Quirk::None => builder.with_no_client_auth(),
+        Quirk::LeafOnly => {
+            chain.truncate(1);
+            builder.with_no_client_auth()
+        }
+        Quirk::ClientCertFrom(ca_pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(ca.context("reading the client CA")?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -381,6 +436,32 @@ pub fn https_origin_expired(
     names: &[&str],
 ) -> Result<Server> {
     https_origin_with_config(ns, addr, server_config_of(ca.issue_expired(names))?, None)
+}
+
+/// [`https_origin`] that sends its certificate for `names` without the intermediate that
+/// issued it (`ca` is then an intermediate, [`TestCa::intermediate`]): a misconfigured server.
+pub fn https_origin_leaf_only(
+    ns: &Netns,
+    addr: SocketAddr,
+    ca: &TestCa,
+    names: &[&str],
+) -> Result<Server> {
+    let config = server_config_with(ca.issue(names), Quirk::LeafOnly)?;
+    https_origin_with_config(ns, addr, config, None)
+}
+
+/// [`https_origin`] that completes a handshake only with a client certificate issued by
+/// `clients`: a company portal.
+pub fn https_origin_requiring_client_cert(
+    ns: &Netns,
+    addr: SocketAddr,
+    ca: &TestCa,
+    names: &[&str],
+    clients: &TestCa,
+) -> Result<Server> {
+    let quirk = Quirk::ClientCertFrom(clients.ca_pem().to_owned());
+    let config = server_config_with(ca.issue(names), quirk)?;
+    https_origin_with_config(ns, addr, config, None)
 }
 
 fn https_origin_with_config(

@@ -7,10 +7,15 @@
 //!   HTTPS; a `video/*` response and a too-large one are blocked by their `http` rules too.
 //! - `blocked.test` is allowed without `inspect`: spliced, the client sees the origin's own
 //!   certificate.
-//! - Origins on `203.0.113.12`–`.14` serve a certificate that expired, one for another name,
-//!   one from a CA nobody trusts: inspected, each gets the card's 502 page naming
-//!   `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`, recorded as that refusal; once
-//!   the owner adds the unknown CA on the card page, that origin loads.
+//! - Origins on `203.0.113.12`–`.15` serve a certificate that expired, one for another name,
+//!   one from a CA nobody trusts, one without its intermediate: inspected, each gets the card's
+//!   502 page naming `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`,
+//!   `cert-incomplete-chain`, recorded as that refusal; once the owner adds the unknown CA on
+//!   the card page, that origin loads.
+//! - A portal on `203.0.113.16` requires a client certificate: the card says none is stored,
+//!   then (after a PKCS#12 from `openssl pkcs12 -export` is uploaded on the card page) that it
+//!   is locked; unlocked with the PIN the portal loads, locked again it is refused again. The
+//!   key is nowhere in the card's store directory in clear.
 //! - Chromium and Firefox, trusting only the card's CA (as a user would, in their NSS
 //!   database), load the inspected site over HTTP/2 and get the block page inside it.
 
@@ -31,6 +36,7 @@ dns:        allow dns
 web:        allow http
 inspected:  allow https host allowed.test inspect
 bad-certs:  allow https dst 203.0.113.12/30 inspect
+portal:     allow https dst 203.0.113.16/32 inspect client-cert
 spliced:    allow https host blocked.test
 default deny
 ";
@@ -60,6 +66,15 @@ fn card_ca_file(lab: &SystemLab) -> std::path::PathBuf {
     std::fs::write(&file, &card_ca).unwrap();
     file
 }
+
+/// The origins whose certificate the card refuses: the last byte of their address, and the
+/// refusal's code.
+const REFUSED_CERTS: [(u8, &str); 4] = [
+    (12, "cert-expired"),
+    (13, "cert-wrong-name"),
+    (14, "cert-unknown-issuer"),
+    (15, "cert-incomplete-chain"),
+];
 
 #[test]
 fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on_the_card() {
@@ -170,11 +185,8 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     let origin_at = |last: u8| Ipv4Addr::new(203, 0, 113, last);
     let other_ca = lab::origin::test_ca_named("an untrusted CA");
     let mut refused = Vec::new();
-    for (last, code) in [
-        (12, "cert-expired"),
-        (13, "cert-wrong-name"),
-        (14, "cert-unknown-issuer"),
-    ] {
+    let intermediate = lab.ca.intermediate("cardwall test intermediate");
+    for (last, code) in REFUSED_CERTS {
         let ip = origin_at(last);
         lab.world
             .run_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "w0"])
@@ -185,6 +197,9 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
             "cert-expired" => lab::origin::https_origin_expired(&lab.world, at, &lab.ca, &[&name]),
             "cert-wrong-name" => {
                 lab::origin::https_origin(&lab.world, at, &lab.ca, &["elsewhere.test"])
+            }
+            "cert-incomplete-chain" => {
+                lab::origin::https_origin_leaf_only(&lab.world, at, &intermediate, &[&name])
             }
             _ => lab::origin::https_origin(&lab.world, at, &other_ca, &[&name]),
         };
@@ -197,13 +212,30 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
     }
 
     // The owner trusts that CA on the card page: the same origin loads at once.
-    trust_on_the_card_page(&lab, other_ca.ca_pem());
+    let card = CardPage::set_up(&lab);
+    let upload = lab.dir.join("owner-ca.pem");
+    std::fs::write(&upload, other_ca.ca_pem()).unwrap();
+    let inspection = card.get("/inspection");
+    let added = card.post(
+        "/inspection/cas",
+        &[
+            &format!("csrf={}", csrf_of(&inspection)),
+            &format!("pem@{}", upload.display()),
+            &format!("pin={PIN}"),
+        ],
+    );
+    assert!(
+        added.contains("Trusted from now on") && added.contains("an untrusted CA"),
+        "{added}"
+    );
     let (code, page, stderr) = fetch(&format!("https://{}/", origin_at(14)));
     assert_eq!(code, Some(0), "{page}\n{stderr}");
     assert!(
         page.contains(lab::origin::HELLO.trim()) && page.ends_with("200"),
         "{page}"
     );
+
+    client_certificate_is_presented_only_while_unlocked(&lab, &card, card_ca_file);
 
     let recent = lab.card_recent().unwrap();
     let recorded = |target: &str, rule: &str| recent.iter().any(|(t, r)| t == target && r == rule);
@@ -215,11 +247,7 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         recorded("allowed.test:443", "inspect-in-connect"),
         "{recent:?}"
     );
-    for (last, code) in [
-        (12, "cert-expired"),
-        (13, "cert-wrong-name"),
-        (14, "cert-unknown-issuer"),
-    ] {
+    for (last, code) in REFUSED_CERTS {
         let target = format!("{}:443", origin_at(last));
         assert!(recorded(&target, code), "{target} {code} in {recent:?}");
     }
@@ -231,54 +259,195 @@ fn csrf_of(page: &str) -> String {
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
 
-/// As the owner would from the protected computer: sets the new card up with its setup code,
-/// logs in, and adds `ca_pem` to the CAs the card trusts for inspected sites.
-fn trust_on_the_card_page(lab: &SystemLab, ca_pem: &str) {
-    const PIN: &str = "25802580";
-    let jar = lab.dir.join("card-cookies.txt");
-    let jar = jar.to_str().unwrap();
-    let upload = lab.dir.join("owner-ca.pem");
-    std::fs::write(&upload, ca_pem).unwrap();
-    let page = |path: &str, form: &[&str]| {
+const PIN: &str = "25802580";
+
+/// The card page as the owner uses it from the protected computer, with curl and a cookie jar.
+struct CardPage<'a> {
+    lab: &'a SystemLab,
+    jar: String,
+}
+
+impl<'a> CardPage<'a> {
+    /// Sets the new card up with its setup code and [`PIN`], and logs in.
+    fn set_up(lab: &'a SystemLab) -> CardPage<'a> {
+        let jar = lab.dir.join("card-cookies.txt");
+        let card = CardPage {
+            lab,
+            jar: jar.to_str().unwrap().to_owned(),
+        };
+        let setup_code = lab.card_setup_code().expect("a new card");
+        let login = card.get("/");
+        let set_up = card.post(
+            "/setup",
+            &[
+                &format!("csrf={}", csrf_of(&login)),
+                &format!("setup_code={setup_code}"),
+                &format!("new_pin={PIN}"),
+                &format!("confirm_pin={PIN}"),
+            ],
+        );
+        assert!(set_up.contains("The card is set up"), "{set_up}");
+        let dashboard = card.post(
+            "/login",
+            &[&format!("csrf={}", csrf_of(&set_up)), &format!("pin={PIN}")],
+        );
+        assert!(dashboard.contains("Log out"), "{dashboard}");
+        card
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.send(path, &[])
+    }
+
+    /// Posts a form (`name=value`, or `name@file` for a file's text).
+    fn post(&self, path: &str, form: &[&str]) -> String {
+        let fields: Vec<_> = form.iter().flat_map(|f| ["--data-urlencode", f]).collect();
+        self.send(path, &fields)
+    }
+
+    /// Posts a multipart form (`name=value`, or `name=@file` for a file).
+    fn upload(&self, path: &str, form: &[&str]) -> String {
+        let fields: Vec<_> = form.iter().flat_map(|f| ["-F", f]).collect();
+        self.send(path, &fields)
+    }
+
+    fn send(&self, path: &str, fields: &[&str]) -> String {
         let url = format!("https://{}{path}", lab::CARD_INSIDE);
-        let mut args = vec!["-k", "-L", "-b", jar, "-c", jar];
-        for field in form {
-            args.extend_from_slice(&["--data-urlencode", field]);
-        }
+        let mut args = vec!["-k", "-L", "-b", &self.jar, "-c", &self.jar];
+        args.extend_from_slice(fields);
         args.push(&url);
-        text(&curl(lab, &args).stdout)
-    };
-    let setup_code = lab.card_setup_code().expect("a new card");
-    let login = page("/", &[]);
-    let set_up = page(
-        "/setup",
+        text(&curl(self.lab, &args).stdout)
+    }
+}
+
+/// The portal that wants a client certificate, through the card: its status and the page.
+fn portal(lab: &SystemLab, card_ca_file: &str) -> String {
+    let out = curl(
+        lab,
         &[
-            &format!("csrf={}", csrf_of(&login)),
-            &format!("setup_code={setup_code}"),
-            &format!("new_pin={PIN}"),
-            &format!("confirm_pin={PIN}"),
+            "--cacert",
+            card_ca_file,
+            "-w",
+            "\n%{http_code}",
+            "https://203.0.113.16/",
         ],
     );
-    assert!(set_up.contains("The card is set up"), "{set_up}");
-    let dashboard = page(
-        "/login",
-        &[&format!("csrf={}", csrf_of(&set_up)), &format!("pin={PIN}")],
+    text(&out.stdout)
+}
+
+/// A client certificate issued by `clients`, as a PKCS#12 file made by `openssl pkcs12
+/// -export` (as users get theirs), with `password`.
+fn pkcs12_from_openssl(
+    lab: &SystemLab,
+    clients: &lab::origin::TestCa,
+    password: &str,
+) -> std::path::PathBuf {
+    let (chain, key) = clients.issue(&["alice.test"]);
+    let pem = lab.dir.join("alice.pem");
+    std::fs::write(&pem, format!("{chain}{key}")).unwrap();
+    let p12 = lab.dir.join("alice.p12");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&p12)
+        .args(["-passout", &format!("pass:{password}")])
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    std::fs::remove_file(&pem).unwrap();
+    p12
+}
+
+/// The client certificate's life on the card page, seen from the portal that requires it.
+fn client_certificate_is_presented_only_while_unlocked(
+    lab: &SystemLab,
+    card: &CardPage<'_>,
+    card_ca_file: &str,
+) {
+    let clients = lab::origin::test_ca_named("cardwall test client CA");
+    let at = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 16).into(), 443);
+    lab.world
+        .run_ok("ip", &["addr", "add", "203.0.113.16/32", "dev", "w0"])
+        .unwrap();
+    let _portal = lab::origin::https_origin_requiring_client_cert(
+        &lab.world,
+        at,
+        &lab.ca,
+        &["203.0.113.16"],
+        &clients,
+    )
+    .unwrap();
+
+    let missing = portal(lab, card_ca_file);
+    assert!(
+        missing.contains("client-cert-missing") && missing.ends_with("403"),
+        "{missing}"
     );
-    assert!(dashboard.contains("Log out"), "{dashboard}");
-    let inspection = page("/inspection", &[]);
-    let upload = format!("pem@{}", upload.display());
-    let added = page(
-        "/inspection/cas",
-        &[
-            &format!("csrf={}", csrf_of(&inspection)),
-            &upload,
-            &format!("pin={PIN}"),
-        ],
+
+    let p12 = pkcs12_from_openssl(lab, &clients, "hunter2");
+    let file = format!("file=@{}", p12.display());
+    let inspection = card.get("/inspection");
+    let csrf = format!("csrf={}", csrf_of(&inspection));
+    let wrong = card.upload(
+        "/inspection/client-cert",
+        &[&csrf, &file, "password=wrong", &format!("pin={PIN}")],
     );
     assert!(
-        added.contains("Trusted from now on") && added.contains("an untrusted CA"),
-        "{added}"
+        wrong.contains("Nothing was changed") && wrong.contains("PKCS#12"),
+        "{wrong}"
     );
+    let stored = card.upload(
+        "/inspection/client-cert",
+        &[&csrf, &file, "password=hunter2", &format!("pin={PIN}")],
+    );
+    assert!(
+        stored.contains("is stored on the card, locked") && stored.contains("alice.test"),
+        "{stored}"
+    );
+
+    let locked = portal(lab, card_ca_file);
+    assert!(
+        locked.contains("client-cert-locked") && locked.ends_with("403"),
+        "{locked}"
+    );
+
+    let unlocked = card.post(
+        "/inspection/client-cert/unlock",
+        &[&csrf, &format!("pin={PIN}")],
+    );
+    assert!(unlocked.contains("Unlocked"), "{unlocked}");
+    let loaded = portal(lab, card_ca_file);
+    assert!(
+        loaded.contains(lab::origin::HELLO.trim()) && loaded.ends_with("200"),
+        "{loaded}"
+    );
+
+    let relocked = card.post("/inspection/client-cert/lock", &[&csrf]);
+    assert!(relocked.contains("Locked"), "{relocked}");
+    let refused = portal(lab, card_ca_file);
+    assert!(
+        refused.contains("client-cert-locked") && refused.ends_with("403"),
+        "{refused}"
+    );
+
+    // The key is in the store only sealed: no file of the card's state holds it in clear.
+    for entry in std::fs::read_dir(lab.store_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"),
+            "a clear private key in the card's store"
+        );
+    }
+    let recent = lab.card_recent().unwrap();
+    for code in ["client-cert-missing", "client-cert-locked"] {
+        assert!(
+            recent
+                .iter()
+                .any(|(t, r)| t == "203.0.113.16:443" && r == code),
+            "{code} in {recent:?}"
+        );
+    }
 }
 
 /// What a browser trusting the card's CA sees of the inspected site.

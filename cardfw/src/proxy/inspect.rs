@@ -146,7 +146,8 @@ impl Inspected<'_> {
                     .refuse(self.peer.ip(), Protocol::Https, &target, refusal);
                 tracing::info!(client = %self.peer, target, code = refusal.code(),
                     "inspected site refused: it needs the client certificate");
-                let page = pages::refused(StatusCode::FORBIDDEN, refusal.reason());
+                let why = format!("{} ({})", refusal.reason(), refusal.code());
+                let page = pages::refused(StatusCode::FORBIDDEN, &why);
                 return Arc::new(Upstream::Failed(page));
             }
         };
