@@ -465,6 +465,29 @@ impl Browser {
     }
 
     /// Runs `script` (a function body: `return …` gives the result) in the page.
+    /// Types `text` into the field with id `id`, once it is there (a click returns before the
+    /// next page has loaded), replacing what it held; for a file input, `text` is the path.
+    pub async fn type_into(&self, id: &str, text: &str) -> Result<()> {
+        let field = self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id(id))
+            .await?;
+        if field.prop("type").await?.as_deref() != Some("file") {
+            field.clear().await?;
+        }
+        field.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Clicks the submit button of the form posting to `form_action`.
+    pub async fn submit(&self, form_action: &str) -> Result<()> {
+        let css = format!("form[action='{form_action}'] button:not([formaction])");
+        self.client.find(Locator::Css(&css)).await?.click().await?;
+        Ok(())
+    }
+
     pub async fn eval(&self, script: &str) -> Result<Value> {
         Ok(self.client.execute(script, Vec::new()).await?)
     }

@@ -857,7 +857,6 @@ fn rules_saved_in_the_store_apply_at_once_and_roll_back() {
 #[test]
 fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
     use e2e::browser::{Browser, require_browser};
-    use fantoccini::Locator;
     if !require_browser() {
         return;
     }
@@ -882,36 +881,19 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 .unwrap();
             runtime.block_on(async move {
                 let b = Browser::open_self_signed(&format!("https://{CARD_INSIDE}/")).await?;
-                // A click returns before the next page has loaded: wait for the field.
-                let type_into = async |b: &Browser, id: &str, text: &str| -> anyhow::Result<()> {
-                    let field = b
-                        .client()
-                        .wait()
-                        .at_most(Duration::from_secs(10))
-                        .for_element(Locator::Id(id))
-                        .await?;
-                    field.clear().await?;
-                    field.send_keys(text).await?;
-                    Ok(())
-                };
-                let submit = async |b: &Browser, form_action: &str| -> anyhow::Result<()> {
-                    let css = format!("form[action='{form_action}'] button:not([formaction])");
-                    b.client().find(Locator::Css(&css)).await?.click().await?;
-                    Ok(())
-                };
                 // A new card: the setup code and the first PIN; the PUK is shown once.
-                type_into(&b, "setup-code", &code).await?;
-                type_into(&b, "setup-pin", "2580").await?;
-                type_into(&b, "setup-confirm", "2580").await?;
-                submit(&b, "/setup").await?;
+                b.type_into("setup-code", &code).await?;
+                b.type_into("setup-pin", "2580").await?;
+                b.type_into("setup-confirm", "2580").await?;
+                b.submit("/setup").await?;
                 b.wait_until(Duration::from_secs(10), async |b: &Browser| {
                     Ok(b.text("main").await?.contains("Your PUK"))
                 })
                 .await?;
                 b.screenshot(&shots.join("card-setup-puk.png")).await?;
                 // A wrong PIN costs a try, and the page says how many are left.
-                type_into(&b, "pin", "9999").await?;
-                submit(&b, "/login").await?;
+                b.type_into("pin", "9999").await?;
+                b.submit("/login").await?;
                 b.wait_until(Duration::from_secs(10), async |b: &Browser| {
                     Ok(b.text("main").await?.contains("2 tries left"))
                 })
@@ -921,13 +903,13 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 // A wrong PIN makes this computer wait a second before the next try.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 b.goto(&format!("https://{CARD_INSIDE}/")).await?;
-                type_into(&b, "pin", "2580").await?;
-                submit(&b, "/login").await?;
+                b.type_into("pin", "2580").await?;
+                b.submit("/login").await?;
                 // The rule editor: block allowed.test, confirm with the PIN.
-                type_into(&b, "rules", &new_rules).await?;
-                type_into(&b, "rules-pin", "2580").await?;
+                b.type_into("rules", &new_rules).await?;
+                b.type_into("rules-pin", "2580").await?;
                 b.screenshot(&shots.join("card-editor.png")).await?;
-                submit(&b, "/rules").await?;
+                b.submit("/rules").await?;
                 b.wait_until(Duration::from_secs(10), async |b: &Browser| {
                     Ok(b.text("main").await?.contains("Saved as version"))
                 })

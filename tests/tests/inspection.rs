@@ -320,6 +320,23 @@ impl<'a> CardPage<'a> {
     }
 }
 
+/// The portal on 203.0.113.16 that requires a client certificate, and the CA that issues them.
+fn start_portal(lab: &SystemLab) -> (lab::origin::Server, lab::origin::TestCa) {
+    let clients = lab::origin::test_ca_named("cardwall test client CA");
+    lab.world
+        .run_ok("ip", &["addr", "add", "203.0.113.16/32", "dev", "w0"])
+        .unwrap();
+    let portal = lab::origin::https_origin_requiring_client_cert(
+        &lab.world,
+        SocketAddr::new(Ipv4Addr::new(203, 0, 113, 16).into(), 443),
+        &lab.ca,
+        &["203.0.113.16"],
+        &clients,
+    )
+    .unwrap();
+    (portal, clients)
+}
+
 /// The portal that wants a client certificate, through the card: its status and the page.
 fn portal(lab: &SystemLab, card_ca_file: &str) -> String {
     let out = curl(
@@ -365,19 +382,7 @@ fn client_certificate_is_presented_only_while_unlocked(
     card: &CardPage<'_>,
     card_ca_file: &str,
 ) {
-    let clients = lab::origin::test_ca_named("cardwall test client CA");
-    let at = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 16).into(), 443);
-    lab.world
-        .run_ok("ip", &["addr", "add", "203.0.113.16/32", "dev", "w0"])
-        .unwrap();
-    let _portal = lab::origin::https_origin_requiring_client_cert(
-        &lab.world,
-        at,
-        &lab.ca,
-        &["203.0.113.16"],
-        &clients,
-    )
-    .unwrap();
+    let (_portal, clients) = start_portal(lab);
 
     let missing = portal(lab, card_ca_file);
     assert!(
@@ -498,4 +503,65 @@ fn chromium_loads_an_inspected_site() {
 #[test]
 fn firefox_loads_an_inspected_site() {
     browser_on_an_inspected_site(Engine::Firefox, "iffx");
+}
+
+/// The owner, in Chromium on the protected computer, uploads the PKCS#12 on the card page (a
+/// real file input, multipart), unlocks it with the PIN, and the portal that requires it loads
+/// in the same browser; locked on the page again, the portal gets the card's page saying so.
+#[test]
+fn chromium_unlocks_the_client_certificate_on_the_card_page() {
+    if !(require_browser() && e2e::browser::require_certutil()) {
+        return;
+    }
+    let Some(lab) = e2e::start_system_lab("icert", RULES) else {
+        return;
+    };
+    CardPage::set_up(&lab);
+    let (_portal, clients) = start_portal(&lab);
+    let p12 = pkcs12_from_openssl(&lab, &clients, "hunter2");
+    let launch = Launch {
+        accept_self_signed: true,
+        ..Launch::new(Engine::Chromium).in_netns(lab.pc.name())
+    };
+    let outcome = session_in(&lab.pc, launch, async move |b: &Browser| -> Result<()> {
+        let card = format!("https://{}", lab::CARD_INSIDE);
+        let main_says = async |text: &str| {
+            b.wait_until(std::time::Duration::from_secs(10), async |b: &Browser| {
+                Ok(b.text("main").await?.contains(text))
+            })
+            .await
+        };
+        b.goto(&format!("{card}/")).await?;
+        b.type_into("pin", PIN).await?;
+        b.submit("/login").await?;
+        main_says("Log out").await?;
+        b.goto(&format!("{card}/inspection")).await?;
+        b.type_into("client-cert-file", p12.to_str().unwrap())
+            .await?;
+        b.type_into("client-cert-password", "hunter2").await?;
+        b.type_into("upload-cert-pin", PIN).await?;
+        b.submit("/inspection/client-cert").await?;
+        main_says("is stored on the card, locked").await?;
+        b.type_into("unlock-cert-pin", PIN).await?;
+        b.submit("/inspection/client-cert/unlock").await?;
+        main_says("Unlocked:").await?;
+
+        b.goto("https://203.0.113.16/").await?;
+        let body = b.text("body").await?;
+        ensure!(body.contains(lab::origin::HELLO.trim()), "unlocked: {body}");
+
+        b.goto(&format!("{card}/inspection")).await?;
+        b.submit("/inspection/client-cert/lock").await?;
+        main_says("Locked:").await?;
+        b.goto("https://203.0.113.16/").await?;
+        let body = b.text("body").await?;
+        ensure!(body.contains("client-cert-locked"), "locked: {body}");
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!(
+            "chromium and the client certificate: {e:#}\ncard log:\n{}",
+            lab.card_log()
+        );
+    }
 }

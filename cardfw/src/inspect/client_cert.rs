@@ -283,13 +283,23 @@ pub struct ClientIdentity {
 struct Held {
     stored: Option<ClientCertSummary>,
     unlocked: Option<Unlocked>,
+    /// How many unlocks there were since the start: names each one.
+    unlocks: u64,
 }
 
 #[derive(Debug)]
 struct Unlocked {
     key: Arc<CertifiedKey>,
     last_used: Instant,
+    unlock: Unlock,
 }
+
+/// One unlock of the certificate. A connection that presented the certificate carries the
+/// unlock it did so under, and may go on only while that same unlock lasts: a TLS session the
+/// server authenticated stays authenticated after the card locks, so the card itself stops
+/// sending requests over it ([`ClientIdentity::still_unlocked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlock(u64);
 
 impl ClientIdentity {
     /// What `store` holds, locked; it locks after `idle` without use once unlocked. A record
@@ -313,7 +323,7 @@ impl ClientIdentity {
             idle,
             held: Mutex::new(Held {
                 stored,
-                unlocked: None,
+                ..Held::default()
             }),
         }
     }
@@ -348,10 +358,8 @@ impl ClientIdentity {
             Some(&identity.to_record()),
             AuditEvent::ClientCertStored,
         )?;
-        *held = Held {
-            stored: Some(identity.summary.clone()),
-            unlocked: None,
-        };
+        held.stored = Some(identity.summary.clone());
+        held.unlocked = None;
         Ok(())
     }
 
@@ -362,7 +370,8 @@ impl ClientIdentity {
             return Err(ClientCertError::NotStored);
         }
         session.replace_client_cert_record(None, AuditEvent::ClientCertRemoved)?;
-        *held = Held::default();
+        held.stored = None;
+        held.unlocked = None;
         Ok(())
     }
 
@@ -375,11 +384,34 @@ impl ClientIdentity {
         let identity = StoredIdentity::from_pem(&record)?;
         let key = identity.certified_key()?;
         held.stored = Some(identity.summary);
+        held.unlocks += 1;
         held.unlocked = Some(Unlocked {
             key,
             last_used: Instant::now(),
+            unlock: Unlock(held.unlocks),
         });
         Ok(())
+    }
+
+    /// The unlock in force now; `None` while locked.
+    pub fn current_unlock(&self) -> Option<Unlock> {
+        let mut held = self.lock_held();
+        self.expire(&mut held);
+        held.unlocked.as_ref().map(|unlocked| unlocked.unlock)
+    }
+
+    /// Whether `unlock` is still the one in force (no lock since), counting as a use: asked
+    /// before each request over a connection that presented the certificate.
+    pub fn still_unlocked(&self, unlock: Unlock) -> bool {
+        let mut held = self.lock_held();
+        self.expire(&mut held);
+        match held.unlocked.as_mut() {
+            Some(unlocked) if unlocked.unlock == unlock => {
+                unlocked.last_used = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops the key from memory; `true` when it was unlocked.

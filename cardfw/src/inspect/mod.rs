@@ -56,7 +56,7 @@ pub mod upstream;
 mod tests;
 
 pub use ca::{CaError, CardCa};
-pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity};
+pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity, Unlock};
 pub use leaf::{LeafCache, LeafResolver, Subject};
 pub use owner_cas::{OwnerCa, OwnerCaError, OwnerCas};
 pub use upstream::{CertReason, UpstreamError, UpstreamTls};

@@ -798,11 +798,21 @@ async fn the_client_certificate_is_presented_only_while_unlocked_and_only_where_
         "a site whose rule does not say client-cert never gets it"
     );
 
+    // A connection that presented it goes on only under the same unlock.
+    let first = identity.current_unlock().unwrap();
+    assert!(identity.still_unlocked(first));
     assert!(identity.lock());
     assert!(
         !accepted(&server, presenting).await,
         "locked again: not even resumed"
     );
+    assert!(!identity.still_unlocked(first));
+    identity.unlock(&store.login(PIN).unwrap()).unwrap();
+    assert!(
+        !identity.still_unlocked(first),
+        "a new unlock does not revive a connection made under the old one"
+    );
+    assert!(identity.lock());
 
     // A restart starts locked, knowing what is stored.
     let reopened = Inspection::start(&store, None, IDLE).unwrap();

@@ -39,7 +39,7 @@ use super::http::{ambiguous_path, rules_request};
 use super::pages::{self, Page};
 use super::upstream::{self as connect, UpstreamError};
 use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
-use crate::inspect::{ALPN, CertReason, IdentityState, Inspection};
+use crate::inspect::{ALPN, CertReason, IdentityState, Inspection, Unlock};
 
 /// Bodies both ways: the site's (possibly cut at `max-body`) or one of the card's pages.
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -139,8 +139,8 @@ impl Inspected<'_> {
                 return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
             }
         };
-        let config = match self.client_config() {
-            Ok(config) => config,
+        let (config, presented) = match self.client_config() {
+            Ok(chosen) => chosen,
             Err(refusal) => {
                 self.firewall
                     .refuse(self.peer.ip(), Protocol::Https, &target, refusal);
@@ -176,7 +176,7 @@ impl Inspected<'_> {
                 })
         };
         Arc::new(match sender {
-            Ok(sender) => Upstream::Open(sender),
+            Ok(sender) => Upstream::Open(sender, presented),
             Err(error) => {
                 let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
                 connect::count_failure(&self.firewall, self.peer, &target, &error);
@@ -186,20 +186,26 @@ impl Inspected<'_> {
     }
 
     /// The card's TLS client for this site: with the user's certificate when the rule says
-    /// `client-cert`, which must then be unlocked. Checked before the handshake so the page
-    /// names the lock, rather than the server's alert.
-    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Refusal> {
+    /// `client-cert`, which must then be unlocked (the unlock is returned: the connection
+    /// lasts only as long as it). Checked before the handshake so the page names the lock,
+    /// rather than the server's alert.
+    fn client_config(&self) -> Result<(Arc<rustls::ClientConfig>, Option<Unlock>), Refusal> {
         let upstream = self.inspection.upstream();
         if !self.client_cert {
-            return Ok(upstream.client_config());
+            return Ok((upstream.client_config(), None));
         }
-        match self.inspection.client_identity.state() {
-            IdentityState::Missing => Err(Refusal::ClientCertMissing),
-            IdentityState::Locked(_) => Err(Refusal::ClientCertLocked),
-            IdentityState::Unlocked { .. } => upstream
-                .presenting_config()
-                .ok_or(Refusal::ClientCertMissing),
-        }
+        let identity = &self.inspection.client_identity;
+        let unlock = match identity.current_unlock() {
+            Some(unlock) => unlock,
+            None if identity.state() == IdentityState::Missing => {
+                return Err(Refusal::ClientCertMissing);
+            }
+            None => return Err(Refusal::ClientCertLocked),
+        };
+        let config = upstream
+            .presenting_config()
+            .ok_or(Refusal::ClientCertMissing)?;
+        Ok((config, Some(unlock)))
     }
 
     /// The page for a failed upstream handshake: a refused certificate is a refusal, recorded
@@ -242,12 +248,30 @@ enum Sender {
 }
 
 enum Upstream {
-    Open(Sender),
+    /// Open, with the unlock of the client certificate it presented, if it did.
+    Open(Sender, Option<Unlock>),
     /// No session to the site; every request gets this page.
     Failed(Page),
 }
 
 impl Connection {
+    /// Whether the client certificate this connection presented is still unlocked under the
+    /// same unlock (see [`Unlock`]).
+    fn still_unlocked(&self, unlock: Unlock) -> bool {
+        self.firewall
+            .inspection
+            .get()
+            .is_some_and(|inspection| inspection.client_identity.still_unlocked(unlock))
+    }
+
+    /// The card's page for a refusal found in the traffic, recorded.
+    fn refused(&self, url: &str, refusal: Refusal, status: StatusCode) -> Response<Body> {
+        self.firewall
+            .refuse(self.peer.ip(), Protocol::Http, url, refusal);
+        let why = format!("{} ({})", refusal.reason(), refusal.code());
+        page_response(&pages::refused(status, &why))
+    }
+
     /// One request: decided, then relayed or answered with the card's page.
     async fn exchange(&self, request: Request<Incoming>, upstream: &Upstream) -> Response<Body> {
         let path_and_query = request
@@ -292,7 +316,14 @@ impl Connection {
             return page_response(&pages::refused(StatusCode::NOT_IMPLEMENTED, why));
         }
         let upstream = match upstream {
-            Upstream::Open(sender) => sender,
+            Upstream::Open(sender, presented) => {
+                if let Some(unlock) = presented
+                    && !self.still_unlocked(*unlock)
+                {
+                    return self.refused(&url, Refusal::ClientCertLocked, StatusCode::FORBIDDEN);
+                }
+                sender
+            }
             Upstream::Failed(page) => return page_response(page),
         };
         let rules = self.firewall.rules();
