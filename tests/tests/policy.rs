@@ -32,8 +32,9 @@ const PIN: &str = "5678";
 const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
 const OPEN_RULES: &str = "dns: allow dns\nweb: allow http host allowed.test\ndefault deny\n";
 const CLOSED_RULES: &str = "dns: allow dns\nno-web: deny http host allowed.test\ndefault deny\n";
-const INSPECTED_RULES: &str =
-    "dns: allow dns\ninspected: allow https host allowed.test inspect\ndefault deny\n";
+/// Inside an inspected connection each request is decided as plain `http`, hence `web`.
+const INSPECTED_RULES: &str = "dns: allow dns\ninspected: allow https host allowed.test inspect\n\
+                               web: allow http host allowed.test\ndefault deny\n";
 
 /// policyd in the origin namespace and a card between a client and it. Torn down on drop.
 struct PolicyLab {
