@@ -277,7 +277,8 @@ impl Bundle {
 }
 
 /// Checks a bundle, in this order: envelope, key, signature (over the raw payload), then the
-/// payload's group, dates and version, and last whether the rules compile.
+/// payload's group, dates and version, then the trusted CAs' text ([`check_trusted_cas`]), and
+/// last whether the rules compile.
 pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> {
     let malformed = |what: &str| BundleError::Malformed(format!("envelope: {what}"));
     let mut rest = bytes;
