@@ -135,6 +135,7 @@ impl AdminClient {
         &self,
         group: &str,
         files: RuleFiles,
+        trusted_cas: Option<String>,
         expires_in: Duration,
     ) -> Result<u64, AdminError> {
         let request = PublishRequest {
@@ -143,6 +144,7 @@ impl AdminClient {
             rules_text: files.text,
             lists: files.lists,
             expires_in_secs: expires_in.as_secs(),
+            trusted_cas,
         };
         let answer: PublishResponse = self.post_json(policy_admin::PUBLISH_PATH, &request).await?;
         Ok(answer.version)

@@ -79,6 +79,10 @@ enum Command {
         /// Days the bundle stays valid.
         #[arg(long, default_value_t = 30)]
         expires_days: u64,
+        /// PEM file of CA certificates the cards trust for inspected sites (certificates
+        /// only: a file holding a private key is refused).
+        #[arg(long, value_name = "PEM")]
+        trusted_cas: Option<PathBuf>,
         rules: PathBuf,
     },
     /// Sign a bundle offline, with the policy key on this machine (then `policyd upload` it).
@@ -94,6 +98,10 @@ enum Command {
         expires_days: u64,
         #[arg(long)]
         out: PathBuf,
+        /// PEM file of CA certificates the cards trust for inspected sites (certificates
+        /// only: a file holding a private key is refused).
+        #[arg(long, value_name = "PEM")]
+        trusted_cas: Option<PathBuf>,
         rules: PathBuf,
     },
     /// Upload a bundle signed offline.
@@ -209,12 +217,19 @@ async fn run(cli: Cli) -> Result<()> {
             remote,
             group,
             expires_days,
+            trusted_cas,
             rules,
         } => {
             let files = rule_files(&rules)?;
+            let trusted_cas = trusted_cas_file(trusted_cas.as_deref())?;
             let client = AdminClient::from_dir(&remote.server, &remote.dir)?;
             let version = client
-                .publish(&group, files, Duration::from_secs(expires_days * DAY))
+                .publish(
+                    &group,
+                    files,
+                    trusted_cas,
+                    Duration::from_secs(expires_days * DAY),
+                )
                 .await?;
             println!("published version {version} to group {group}");
         }
@@ -224,6 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
             version,
             expires_days,
             out,
+            trusted_cas,
             rules,
         } => {
             let key = bundle::signing_key_from_pem(
@@ -247,6 +263,7 @@ async fn run(cli: Cli) -> Result<()> {
                 expires_at: now + chrono::Duration::seconds((expires_days * DAY) as i64),
                 rules: (files.name, files.text),
                 list_files: files.lists,
+                trusted_cas: trusted_cas_file(trusted_cas.as_deref())?,
             };
             std::fs::write(&out, bundle.sign(&key))
                 .with_context(|| format!("cannot write {}", out.display()))?;
@@ -298,6 +315,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The PEM text of `path`, checked as a card will check it (certificates only, within the
+/// limits), so a mistake shows here and not on every card.
+fn trusted_cas_file(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    bundle::check_trusted_cas(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(Some(text))
 }
 
 /// Rule files, with parse errors printed as `file:line:col` and no other wrapping.

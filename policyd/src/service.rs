@@ -331,6 +331,12 @@ impl AppState {
                 diagnostics.to_string(),
             ));
         }
+        // Checked before signing, by the check every card runs: a key pasted by mistake is
+        // refused here, never signed and sent to the fleet.
+        if let Some(cas) = &request.trusted_cas {
+            bundle::check_trusted_cas(cas)
+                .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        }
         let expires_in = request.expires_in_secs.clamp(60, 10 * 365 * 86_400);
         // Two publishers (or instances) may race for a number: the loser takes the next.
         for _ in 0..5 {
@@ -343,6 +349,7 @@ impl AppState {
                 expires_at: now + chrono::Duration::seconds(expires_in as i64),
                 rules: (request.rules_name.clone(), request.rules_text.clone()),
                 list_files: request.lists.clone(),
+                trusted_cas: request.trusted_cas.clone(),
             };
             let body = String::from_utf8(bundle.sign(key)).expect("bundles are text");
             match self.store(&bundle, body).await {
@@ -482,7 +489,56 @@ pub(crate) mod tests {
             rules_text: rules.into(),
             lists: Vec::new(),
             expires_in_secs: 3600,
+            trusted_cas: None,
         }
+    }
+
+    /// Trusted CAs in a publish are signed into the bundle; a private key is refused before
+    /// anything is signed or stored.
+    #[tokio::test]
+    async fn a_publish_signs_trusted_cas_and_refuses_a_private_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = dir.path().join("fleet");
+        Fleet::init(&fleet, &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&fleet, &db).await;
+        let waiting = state.channel("laptops").subscribe();
+        // The fleet CA's certificate stands in for a company CA: any certificate will do here.
+        let ca = std::fs::read_to_string(fleet.join("ca.pem")).unwrap();
+        let with_key = PublishRequest {
+            trusted_cas: Some(format!(
+                "{ca}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            )),
+            ..request("default deny\n")
+        };
+        let error = state.publish(&with_key).await.unwrap_err();
+        assert_eq!(error.0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            error.1.contains("never carries private keys"),
+            "{}",
+            error.1
+        );
+        assert!(waiting.borrow().is_none(), "nothing was published");
+
+        let with_ca = PublishRequest {
+            trusted_cas: Some(ca.clone()),
+            ..request("default deny\n")
+        };
+        assert_eq!(state.publish(&with_ca).await.unwrap(), 1);
+        let body = waiting.borrow().as_ref().unwrap().body.clone();
+        let verified = bundle::verify(
+            &body,
+            &Trust {
+                key: &state.fleet.policy_public,
+                installed_version: 0,
+                group: "laptops",
+                now: chrono::Utc::now(),
+            },
+        )
+        .unwrap();
+        assert_eq!(verified.bundle.trusted_cas, Some(ca));
     }
 
     /// Two instances on one database: what one publishes or revokes, the other serves

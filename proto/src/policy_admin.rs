@@ -44,6 +44,11 @@ pub struct PublishRequest {
     /// The list files the rules name: (name, text).
     pub lists: Vec<(String, String)>,
     pub expires_in_secs: u64,
+    /// PEM text of CA certificates the cards trust for inspected sites (see
+    /// `rules::bundle`: certificates only, never a private key). Absent in JSON from callers
+    /// that predate it, and left out when `None`, so older servers still take the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_cas: Option<String>,
 }
 
 /// `POST /v1/admin/tokens`.
@@ -105,10 +110,31 @@ mod tests {
             rules_text: "default deny\n".into(),
             lists: vec![("ads.list".into(), "ads.example\n".into())],
             expires_in_secs: 3600,
+            trusted_cas: None,
         };
+        let old_json = r#"{"group":"laptops","rules_name":"rules.txt","rules_text":"default deny\n","lists":[["ads.list","ads.example\n"]],"expires_in_secs":3600}"#;
+        assert_eq!(serde_json::to_string(&publish).unwrap(), old_json);
+        // JSON from a caller that predates `trusted_cas` still parses, to none.
         assert_eq!(
-            serde_json::to_string(&publish).unwrap(),
-            r#"{"group":"laptops","rules_name":"rules.txt","rules_text":"default deny\n","lists":[["ads.list","ads.example\n"]],"expires_in_secs":3600}"#
+            serde_json::from_str::<PublishRequest>(old_json)
+                .unwrap()
+                .trusted_cas,
+            None
+        );
+        let with_cas = PublishRequest {
+            trusted_cas: Some("-----BEGIN CERTIFICATE-----\n".into()),
+            ..publish
+        };
+        let text = serde_json::to_string(&with_cas).unwrap();
+        assert_eq!(
+            text,
+            r#"{"group":"laptops","rules_name":"rules.txt","rules_text":"default deny\n","lists":[["ads.list","ads.example\n"]],"expires_in_secs":3600,"trusted_cas":"-----BEGIN CERTIFICATE-----\n"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<PublishRequest>(&text)
+                .unwrap()
+                .trusted_cas,
+            with_cas.trusted_cas
         );
         let tokens = TokensRequest {
             group: "laptops".into(),

@@ -21,13 +21,26 @@
 //! expires-at: 2026-12-25T22:00:00Z
 //! file: rules.txt 1234
 //! file: ads.txt 56789
+//! trusted-cas: 2345
 //!
-//! <1234 bytes of rules.txt><56789 bytes of ads.txt>
+//! <1234 bytes of rules.txt><56789 bytes of ads.txt><2345 bytes of PEM>
 //! ```
 //!
 //! The signature is checked over the payload bytes as received, before any of them is parsed:
 //! there is no canonical form to get wrong. The first file is the rule file; the others are
 //! the list files it names.
+//!
+//! # Trusted CAs
+//!
+//! The `trusted-cas` header is optional and comes last (a bundle without it, as every bundle
+//! before it had, still verifies): its bytes follow the files and are PEM text of CA
+//! certificates the card trusts for upstream servers of inspected sites, beside Mozilla's
+//! roots (a company's TLS-inspecting proxy or internal CA). The text may hold nothing but
+//! `CERTIFICATE` blocks and blank lines, at most [`MAX_TRUSTED_CAS`] of them in at most
+//! [`MAX_TRUSTED_CAS_BYTES`]; see [`check_trusted_cas`]. A bundle never carries a private key:
+//! a `PRIVATE KEY` block of any kind is refused with [`BundleError::PrivateKey`], so a key
+//! pasted by mistake is never sent to a fleet of cards. Whether each certificate is a usable
+//! CA (X.509, basic constraints) is the card's check, where the X.509 parser lives.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,6 +59,12 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 const ENVELOPE_MAGIC: &str = "cardwall-bundle 1";
 const PAYLOAD_MAGIC: &str = "cardwall-policy 1";
+const TRUSTED_CAS_HEADER: &str = "trusted-cas: ";
+
+/// The most CA certificates a bundle may carry (the card page allows as many added CAs).
+pub const MAX_TRUSTED_CAS: usize = 32;
+/// The largest PEM text of CAs a bundle may carry: a CA certificate is one or two kilobytes.
+pub const MAX_TRUSTED_CAS_BYTES: usize = 64 * 1024;
 
 /// How far a card's clock may run behind the signer's before a fresh bundle counts as "not
 /// yet valid". Cards without a battery-backed clock set their time over the network; five
@@ -80,6 +99,10 @@ pub enum BundleError {
     WrongGroup { bundle: String, card: String },
     #[error("bundle rules do not parse:\n{0}")]
     Rules(Diagnostics),
+    #[error("the bundle's trusted CAs hold a `{label}` block: a bundle never carries private keys")]
+    PrivateKey { label: String },
+    #[error("the bundle's trusted CAs are refused: {0}")]
+    TrustedCas(String),
 }
 
 /// What a bundle carries.
@@ -93,6 +116,9 @@ pub struct Bundle {
     pub rules: (String, String),
     /// List files the rule file names, by the name it uses.
     pub list_files: Vec<(String, String)>,
+    /// PEM text of CA certificates the card trusts for inspected sites (see "Trusted CAs"
+    /// above); `None` in a bundle without the `trusted-cas` header.
+    pub trusted_cas: Option<String>,
 }
 
 /// What the card checks a bundle against.
@@ -127,9 +153,15 @@ impl Bundle {
         for (name, text) in self.files() {
             out.push_str(&format!("file: {name} {}\n", text.len()));
         }
+        if let Some(cas) = &self.trusted_cas {
+            out.push_str(&format!("{TRUSTED_CAS_HEADER}{}\n", cas.len()));
+        }
         out.push('\n');
         for (_, text) in self.files() {
             out.push_str(text);
+        }
+        if let Some(cas) = &self.trusted_cas {
+            out.push_str(cas);
         }
         out.into_bytes()
     }
@@ -179,11 +211,24 @@ impl Bundle {
         let expires_at =
             parse_time(&header("expires-at")?).ok_or_else(|| malformed("bad expires-at"))?;
         let mut sizes = Vec::new();
+        let mut trusted_cas_len = None;
         loop {
             let line = take_line(&mut rest)
                 .ok_or_else(|| malformed("missing blank line after headers"))?;
             if line.is_empty() {
                 break;
+            }
+            if trusted_cas_len.is_some() {
+                return Err(malformed(&format!(
+                    "`trusted-cas` must be the last header, found `{line}` after it"
+                )));
+            }
+            if let Some(len) = line.strip_prefix(TRUSTED_CAS_HEADER) {
+                trusted_cas_len = Some(
+                    len.parse::<usize>()
+                        .map_err(|_| malformed("trusted-cas length is not a number"))?,
+                );
+                continue;
             }
             let (name, len) = line
                 .strip_prefix("file: ")
@@ -196,17 +241,24 @@ impl Bundle {
                 .map_err(|_| malformed("file length is not a number"))?;
             sizes.push((name.to_string(), len));
         }
-        let mut files = Vec::new();
-        for (name, len) in sizes {
+        let mut take = |len: usize, what: &str| -> Result<String, BundleError> {
             if len > rest.len() {
-                return Err(malformed(&format!("file `{name}` is cut short")));
+                return Err(malformed(&format!("{what} is cut short")));
             }
             let (body, tail) = rest.split_at(len);
             let text = std::str::from_utf8(body)
-                .map_err(|_| malformed(&format!("file `{name}` is not UTF-8")))?;
-            files.push((name, text.to_string()));
+                .map_err(|_| malformed(&format!("{what} is not UTF-8")))?;
             rest = tail;
+            Ok(text.to_string())
+        };
+        let mut files = Vec::new();
+        for (name, len) in sizes {
+            let text = take(len, &format!("file `{name}`"))?;
+            files.push((name, text));
         }
+        let trusted_cas = trusted_cas_len
+            .map(|len| take(len, "the trusted CAs"))
+            .transpose()?;
         if !rest.is_empty() {
             return Err(malformed("bytes after the last file"));
         }
@@ -219,12 +271,14 @@ impl Bundle {
             expires_at,
             rules,
             list_files: files.collect(),
+            trusted_cas,
         })
     }
 }
 
 /// Checks a bundle, in this order: envelope, key, signature (over the raw payload), then the
-/// payload's group, dates and version, and last whether the rules compile.
+/// payload's group, dates and version, then the trusted CAs' text ([`check_trusted_cas`]), and
+/// last whether the rules compile.
 pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> {
     let malformed = |what: &str| BundleError::Malformed(format!("envelope: {what}"));
     let mut rest = bytes;
@@ -284,10 +338,89 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, BundleError> 
             installed: trust.installed_version,
         });
     }
+    if let Some(cas) = &bundle.trusted_cas {
+        check_trusted_cas(cas)?;
+    }
     let lists: HashMap<String, String> = bundle.list_files.iter().cloned().collect();
     let rules =
         RuleSet::from_text(&bundle.rules.0, &bundle.rules.1, &lists).map_err(BundleError::Rules)?;
     Ok(Verified { bundle, rules })
+}
+
+/// Checks the PEM text of a bundle's trusted CAs and returns how many certificates it holds:
+/// only `CERTIFICATE` blocks with base64 bodies and blank lines between them, at least one, at
+/// most [`MAX_TRUSTED_CAS`] in at most [`MAX_TRUSTED_CAS_BYTES`]. Text outside the blocks is
+/// refused too, rather than skipped as PEM readers do: nothing in a bundle goes unchecked, and
+/// a key cannot hide there. The signer runs the same check before signing, so an
+/// administrator learns of a mistake at publish time rather than from every card.
+pub fn check_trusted_cas(text: &str) -> Result<usize, BundleError> {
+    let refused = |why: String| BundleError::TrustedCas(why);
+    if text.len() > MAX_TRUSTED_CAS_BYTES {
+        return Err(refused(format!(
+            "{} bytes, more than the {} KiB allowed",
+            text.len(),
+            MAX_TRUSTED_CAS_BYTES / 1024
+        )));
+    }
+    let mut count = 0;
+    // The label of the block being read, and its base64 so far.
+    let mut open: Option<(&str, String)> = None;
+    for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end())) {
+        if let Some(label) = pem_boundary(line, "-----BEGIN ") {
+            if label.contains("PRIVATE KEY") {
+                return Err(BundleError::PrivateKey {
+                    label: label.to_string(),
+                });
+            }
+            if open.is_some() {
+                return Err(refused(format!("line {number}: BEGIN inside a block")));
+            }
+            if label != "CERTIFICATE" {
+                return Err(refused(format!(
+                    "line {number}: a `{label}` block; only CERTIFICATE blocks are allowed"
+                )));
+            }
+            open = Some((label, String::new()));
+        } else if let Some(label) = pem_boundary(line, "-----END ") {
+            let Some((begun, body)) = open.take() else {
+                return Err(refused(format!("line {number}: END without BEGIN")));
+            };
+            if label != begun {
+                return Err(refused(format!(
+                    "line {number}: END {label} closes a {begun} block"
+                )));
+            }
+            if BASE64.decode(&body).map_or(true, |der| der.is_empty()) {
+                return Err(refused(format!(
+                    "the block ending on line {number} is not base64"
+                )));
+            }
+            count += 1;
+            if count > MAX_TRUSTED_CAS {
+                return Err(refused(format!("more than {MAX_TRUSTED_CAS} certificates")));
+            }
+        } else if let Some((_, body)) = &mut open {
+            body.push_str(line.trim_start());
+        } else if !line.trim().is_empty() {
+            return Err(refused(format!(
+                "line {number}: text outside a CERTIFICATE block"
+            )));
+        }
+    }
+    if open.is_some() {
+        return Err(refused("the last block has no END line".into()));
+    }
+    if count == 0 {
+        return Err(refused("no CERTIFICATE block".into()));
+    }
+    Ok(count)
+}
+
+/// The label of a PEM boundary line `-----BEGIN LABEL-----` (with `marker` "-----BEGIN ").
+fn pem_boundary<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.trim()
+        .strip_prefix(marker)
+        .and_then(|rest| rest.strip_suffix("-----"))
 }
 
 /// Why a key file could not be used.
@@ -363,7 +496,17 @@ impl fmt::Display for Bundle {
             self.rules.0,
             self.list_files.len(),
             if self.list_files.len() == 1 { "" } else { "s" }
-        )
+        )?;
+        match self.trusted_cas.as_deref().map(check_trusted_cas) {
+            None => {}
+            Some(Ok(count)) => write!(
+                f,
+                ", {count} trusted CA{}",
+                if count == 1 { "" } else { "s" }
+            )?,
+            Some(Err(_)) => write!(f, ", trusted CAs that do not pass the check")?,
+        }
+        Ok(())
     }
 }
 
@@ -387,6 +530,7 @@ mod tests {
                 "deny any host @ads\nallow any\nlist ads file ads.txt\n".into(),
             ),
             list_files: vec![("ads.txt".into(), "ads.example\n*.tracker.example\n".into())],
+            trusted_cas: None,
         }
     }
 
@@ -511,6 +655,145 @@ mod tests {
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 10\n\nshort",
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\n\nab",
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile r 1\n\na",
+        ] {
+            assert!(
+                matches!(
+                    Bundle::from_payload(payload.as_bytes()),
+                    Err(BundleError::Malformed(_))
+                ),
+                "{payload}"
+            );
+        }
+    }
+
+    /// A PEM block with `label` around a body that is base64 (the card checks the X.509).
+    fn block(label: &str, body: &[u8]) -> String {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            BASE64.encode(body)
+        )
+    }
+
+    fn with_cas(text: &str) -> Bundle {
+        Bundle {
+            trusted_cas: Some(text.into()),
+            ..bundle()
+        }
+    }
+
+    #[test]
+    fn trusted_cas_round_trip_under_the_signature() {
+        let cas = format!(
+            "{}\n{}",
+            block("CERTIFICATE", b"first ca"),
+            block("CERTIFICATE", b"second ca")
+        );
+        let signed = with_cas(&cas).sign(&key(1));
+        let verified = check(&signed, 0).unwrap();
+        assert_eq!(verified.bundle.trusted_cas.as_deref(), Some(cas.as_str()));
+        assert_eq!(verified.bundle, with_cas(&cas));
+        assert_eq!(check_trusted_cas(&cas).unwrap(), 2);
+        assert!(verified.bundle.to_string().ends_with(", 2 trusted CAs"));
+        let payload = with_cas(&cas).to_payload();
+        let text = String::from_utf8(payload).unwrap();
+        assert!(text.contains(&format!("\ntrusted-cas: {}\n\n", cas.len())));
+        assert!(text.ends_with(&cas));
+    }
+
+    /// Bundles signed before trusted CAs existed: the same bytes still verify.
+    #[test]
+    fn a_bundle_in_the_old_format_still_verifies() {
+        let payload = "cardwall-policy 1\nversion: 3\ngroup: laptops\n\
+            issued-at: 2026-11-25T11:00:00Z\nexpires-at: 2026-12-25T12:00:00Z\n\
+            file: rules.txt 10\n\nallow any\n";
+        let signature = key(1).sign(payload.as_bytes());
+        let bytes = format!(
+            "{ENVELOPE_MAGIC}\nkey: {}\nsignature: {}\n\n{payload}",
+            key_id(&key(1).verifying_key()),
+            BASE64.encode(signature.to_bytes())
+        );
+        let verified = check(bytes.as_bytes(), 0).unwrap();
+        assert_eq!(verified.bundle.trusted_cas, None);
+        assert_eq!(verified.bundle.rules.1, "allow any\n");
+        // And a bundle without CAs is written in that format, byte for byte.
+        assert!(
+            !String::from_utf8(bundle().to_payload())
+                .unwrap()
+                .contains("trusted-cas")
+        );
+    }
+
+    #[test]
+    fn a_private_key_in_the_trusted_cas_is_refused_with_its_own_error() {
+        let ca = block("CERTIFICATE", b"a ca");
+        for label in [
+            "PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+        ] {
+            let cas = format!("{ca}{}", block(label, b"secret"));
+            match check(&with_cas(&cas).sign(&key(1)), 0) {
+                Err(BundleError::PrivateKey { label: found }) => assert_eq!(found, label),
+                other => panic!("{label}: expected a private key refusal, got {other:?}"),
+            }
+            let message = check_trusted_cas(&cas).unwrap_err().to_string();
+            assert!(message.contains("never carries private keys"), "{message}");
+        }
+    }
+
+    #[test]
+    fn trusted_cas_hold_only_certificates_within_the_limits() {
+        let ca = block("CERTIFICATE", b"a ca");
+        let refused = |text: &str| match check(&with_cas(text).sign(&key(1)), 0) {
+            Err(BundleError::TrustedCas(why)) => why,
+            other => panic!("expected a trusted-CA refusal of {text:?}, got {other:?}"),
+        };
+        assert!(refused("").contains("no CERTIFICATE"));
+        assert!(refused(&block("PUBLIC KEY", b"k")).contains("PUBLIC KEY"));
+        assert!(refused(&format!("Subject: CN=x\n{ca}")).contains("outside"));
+        assert!(refused("-----BEGIN CERTIFICATE-----\nAAAA\n").contains("no END"));
+        assert!(
+            refused("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+                .contains("not base64")
+        );
+        assert!(refused(&ca.repeat(MAX_TRUSTED_CAS + 1)).contains("more than 32"));
+        assert_eq!(check_trusted_cas(&ca.repeat(MAX_TRUSTED_CAS)).unwrap(), 32);
+        let large = block("CERTIFICATE", &vec![7u8; MAX_TRUSTED_CAS_BYTES]);
+        assert!(refused(&large).contains("KiB"));
+        // CRLF line ends and blank lines between blocks are fine.
+        assert_eq!(
+            check_trusted_cas(&format!("\n{ca}\r\n{ca}").replace('\n', "\r\n")).unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn tampered_trusted_cas_fail_the_signature() {
+        let ca = block("CERTIFICATE", b"a ca");
+        let good = with_cas(&ca).sign(&key(1));
+        let mut tampered = good.clone();
+        let at = tampered.len() - 30;
+        tampered[at] ^= 0x01;
+        assert!(matches!(
+            check(&tampered, 0),
+            Err(BundleError::BadSignature)
+        ));
+        // Dropping the CAs (header and bytes) from a signed bundle is tampering too.
+        let text = String::from_utf8(good).unwrap();
+        let stripped = text
+            .replace(&format!("trusted-cas: {}\n", ca.len()), "")
+            .replace(&ca, "");
+        assert!(matches!(
+            check(stripped.as_bytes(), 0),
+            Err(BundleError::BadSignature)
+        ));
+        // A `trusted-cas` header that is not last, or says too much, is malformed.
+        for payload in [
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\ntrusted-cas: 0\nfile: r 1\n\na",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\ntrusted-cas: 9\n\nab",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\ntrusted-cas: x\n\na",
         ] {
             assert!(
                 matches!(

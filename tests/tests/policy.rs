@@ -11,7 +11,8 @@
 //! Bundle refusals (bad signature, wrong key, expired, replay, rollback, wrong group, garbage,
 //! truncated) are checked against the real store in `cardfw::managed::tests`; here: the
 //! whole path, a server restart, a revoked card, a server from another CA, a spent token,
-//! garbage request bodies, and the card's outside link going down and coming back.
+//! garbage request bodies, the card's outside link going down and coming back, and a CA
+//! pushed in a bundle making an inspected site load.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ const PIN: &str = "5678";
 const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
 const OPEN_RULES: &str = "dns: allow dns\nweb: allow http host allowed.test\ndefault deny\n";
 const CLOSED_RULES: &str = "dns: allow dns\nno-web: deny http host allowed.test\ndefault deny\n";
+/// Inside an inspected connection each request is decided as plain `http`, hence `web`.
+const INSPECTED_RULES: &str = "dns: allow dns\ninspected: allow https host allowed.test inspect\n\
+                               web: allow http host allowed.test\ndefault deny\n";
 
 /// policyd in the origin namespace and a card between a client and it. Torn down on drop.
 struct PolicyLab {
@@ -153,9 +157,23 @@ impl PolicyLab {
     }
 
     fn publish(&self, port: &str, group: &str, rules: &str) -> Result<String, String> {
+        self.publish_with(port, group, rules, &[])
+    }
+
+    /// [`PolicyLab::publish`] with more options (`--trusted-cas FILE`).
+    fn publish_with(
+        &self,
+        port: &str,
+        group: &str,
+        rules: &str,
+        options: &[&str],
+    ) -> Result<String, String> {
         let file = self.dir.join(format!("publish-{}.txt", rules.len()));
         std::fs::write(&file, rules).unwrap();
-        self.admin(port, &["publish", "--group", group, file.to_str().unwrap()])
+        let mut args = vec!["publish", "--group", group];
+        args.extend_from_slice(options);
+        args.push(file.to_str().unwrap());
+        self.admin(port, &args)
     }
 
     fn status(&self) -> String {
@@ -243,7 +261,15 @@ impl PolicyLab {
 
     /// The HTTP status of a plain request to allowed.test through the card.
     fn fetch(&self) -> String {
-        let resolve = format!("allowed.test:80:{ALLOWED}");
+        self.fetch_over("http", 80)
+    }
+
+    /// The HTTP status of a request to `scheme://allowed.test:port/` through the card. The
+    /// client does not check the certificate (`-k`): what is tested is the card's check of
+    /// the site's, which answers its 502 page when it fails.
+    fn fetch_over(&self, scheme: &str, port: u16) -> String {
+        let resolve = format!("allowed.test:{port}:{ALLOWED}");
+        let url = format!("{scheme}://allowed.test:{port}/");
         let out = self
             .client
             .run(
@@ -256,9 +282,10 @@ impl PolicyLab {
                     "/dev/null",
                     "-w",
                     "%{http_code}",
+                    "-k",
                     "--resolve",
                     &resolve,
-                    "http://allowed.test/",
+                    &url,
                 ],
             )
             .expect("curl runs");
@@ -267,9 +294,20 @@ impl PolicyLab {
 
     /// Waits until a request through the card answers `code`; returns how long it took.
     fn wait_for_fetch(&self, code: &str, within: Duration) -> Duration {
+        self.wait_for_fetch_over("http", 80, code, within)
+    }
+
+    /// [`PolicyLab::wait_for_fetch`] for [`PolicyLab::fetch_over`].
+    fn wait_for_fetch_over(
+        &self,
+        scheme: &str,
+        port: u16,
+        code: &str,
+        within: Duration,
+    ) -> Duration {
         let start = Instant::now();
         loop {
-            if self.fetch() == code {
+            if self.fetch_over(scheme, port) == code {
                 return start.elapsed();
             }
             assert!(
@@ -670,4 +708,76 @@ fn spent_tokens_and_garbage_requests_are_refused() {
     ]);
     assert!(revoked.contains("is revoked"), "{revoked}");
     assert!(lab.status().contains("revoked"), "{}", lab.status());
+}
+
+/// Issue: a managed bundle may carry extra trusted CAs. An inspected site whose certificate
+/// comes from a company CA (not in Mozilla's roots) gets the card's 502 page until a bundle
+/// carries that CA; from its install on the site loads, after a restart too; the next bundle
+/// without the CA takes the trust away. A CA file holding a private key never leaves the
+/// administrator's machine.
+#[test]
+fn a_ca_pushed_in_a_bundle_makes_an_inspected_site_load() {
+    let Some(mut lab) = PolicyLab::start("polcas") else {
+        return;
+    };
+    let company = origin::test_ca_named("company CA");
+    let at = SocketAddr::new(ALLOWED.parse().unwrap(), 443);
+    let https = origin::https_origin(&lab.origin, at, &company, &["allowed.test"]).expect("https");
+    lab._servers.push(https);
+    let ca_file = lab.dir.join("company-ca.pem");
+    company.write_ca_pem(&ca_file).unwrap();
+    let ca_file = ca_file.to_str().unwrap().to_owned();
+
+    let config = lab.card_config("card1");
+    let token = lab.token("laptops");
+    lab.enroll(&config, &token).expect("enrolment");
+    lab.start_card(&config);
+    lab.wait_until_polling();
+    lab.publish("8443", "laptops", INSPECTED_RULES)
+        .expect("publish v1");
+    lab.wait_for_fetch_over("https", 443, "502", Duration::from_secs(5));
+
+    // A key pasted beside the CA is refused before anything is sent.
+    let (_, key_pem) = company.issue(&["key.test"]);
+    let with_key = lab.dir.join("with-key.pem");
+    std::fs::write(&with_key, format!("{}{key_pem}", company.ca_pem())).unwrap();
+    let error = lab
+        .publish_with(
+            "8443",
+            "laptops",
+            INSPECTED_RULES,
+            &["--trusted-cas", with_key.to_str().unwrap()],
+        )
+        .unwrap_err();
+    assert!(error.contains("never carries private keys"), "{error}");
+    assert!(
+        lab.status().contains("newest version 1"),
+        "{}",
+        lab.status()
+    );
+
+    lab.publish_with(
+        "8443",
+        "laptops",
+        INSPECTED_RULES,
+        &["--trusted-cas", &ca_file],
+    )
+    .expect("publish v2 with the CA");
+    let took = lab.wait_for_fetch_over("https", 443, "200", Duration::from_secs(3));
+    eprintln!("publish with a CA → the inspected site loads in {took:?}");
+    assert!(
+        lab.card_log().contains("policy server's CAs trusted"),
+        "{}",
+        lab.card_log()
+    );
+
+    // A restart reads the CAs back from the sealed store.
+    let pid = lab.card_pid.take().unwrap();
+    lab.lab.stop(pid).unwrap();
+    lab.start_card(&config);
+    lab.wait_for_fetch_over("https", 443, "200", Duration::from_secs(5));
+
+    lab.publish("8443", "laptops", INSPECTED_RULES)
+        .expect("publish v3 without the CA");
+    lab.wait_for_fetch_over("https", 443, "502", Duration::from_secs(3));
 }

@@ -83,6 +83,9 @@ pub struct InspectionPage {
     pub owner_cas: Vec<TrustedCaView>,
     /// How many CAs the config file adds (not changed here).
     pub file_ca_count: usize,
+    /// How many CAs the installed policy bundle adds (read-only here: they change with the
+    /// next bundle).
+    pub managed_ca_count: usize,
     pub max_owner_cas: usize,
     pub max_upload_kib: usize,
     /// The upload's text, kept when it was refused.

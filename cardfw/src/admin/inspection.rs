@@ -321,6 +321,7 @@ fn render(state: &AdminState, session: &Session, view: View) -> Response {
             })
             .collect(),
         file_ca_count: inspection.map_or(0, |i| i.file_ca_count()),
+        managed_ca_count: inspection.map_or(0, |i| i.managed_cas().len()),
         max_owner_cas: owner_cas::MAX_COUNT,
         max_upload_kib: owner_cas::MAX_UPLOAD_BYTES / 1024,
         upload_text: view.upload_text,

@@ -859,3 +859,62 @@ async fn admin_owner_cas_are_checked_listed_removed_and_kept() {
     .unwrap();
     assert!(reopened.owner_cas().is_empty());
 }
+
+/// The CAs the installed policy bundle carries are counted on `/inspection`, read-only: no
+/// form removes them, and the owner's list stays empty.
+#[tokio::test]
+async fn admin_inspection_page_counts_the_policy_servers_cas() {
+    use rules::bundle::{self, Bundle, SigningKey, Trust};
+
+    let mut browser = inspecting_browser();
+    browser.logged_in(PIN).await;
+    let page = browser.get("/inspection").await;
+    assert!(
+        !page.body.contains("The policy server adds"),
+        "{}",
+        page.body
+    );
+
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let now = chrono::Utc::now();
+    let cas = format!(
+        "{}{}",
+        self_signed_pem("Company CA", true),
+        self_signed_pem("Company Proxy CA", true)
+    );
+    let signed = Bundle {
+        version: 1,
+        group: "laptops".into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        rules: ("rules.txt".into(), "default deny\n".into()),
+        list_files: Vec::new(),
+        trusted_cas: Some(cas),
+    }
+    .sign(&key);
+    let verified = bundle::verify(
+        &signed,
+        &Trust {
+            key: &key.verifying_key(),
+            installed_version: 0,
+            group: "laptops",
+            now,
+        },
+    )
+    .unwrap();
+    let store = browser.state.store();
+    store
+        .install_bundle(&verified, b"enrolment record")
+        .unwrap();
+    assert_eq!(inspection(&browser).reload_managed_cas(store).unwrap(), 2);
+
+    let page = browser.get("/inspection").await;
+    assert!(
+        page.body
+            .contains("The policy server adds 2 CAs for inspected sites. They are read-only here"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("CN=Company CA"), "{}", page.body);
+    assert!(page.body.contains("No CA added."), "{}", page.body);
+}

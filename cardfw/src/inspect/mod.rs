@@ -7,7 +7,7 @@
 //!   the PIN.
 //! - [`leaf`]: leaf certificates minted per name (SAN set, a day of validity, random serial)
 //!   and a bounded cache of them, served to rustls by the hello's SNI.
-//! - [`upstream`]: the card's own TLS client: webpki over Mozilla's roots plus the owner's CAs,
+//! - [`upstream`]: the card's own TLS client: webpki over Mozilla's roots plus the added CAs,
 //!   and a named [`upstream::CertReason`] for every refused server certificate, for the block
 //!   page.
 //! - [`client_cert`]: the user's client certificate, sealed in the store, presented to the
@@ -41,10 +41,12 @@
 //! Also wired: the CA's certificate and fingerprint on the card page (`/inspection-ca`) and
 //! from `cardfw inspection-ca`; the CA's re-key and the owner's CAs ([`owner_cas`]) on the
 //! card page (`/inspection`), both taking effect at once; owner CAs from the file
-//! `[inspect] trusted_cas` too; `inspect` rules in managed bundles (they are rule text).
+//! `[inspect] trusted_cas` too; `inspect` rules in managed bundles (they are rule text), and
+//! the CAs a managed bundle carries (never private keys: see `rules::bundle`), trusted from
+//! the install on ([`Inspection::reload_managed_cas`]) and counted on the card page.
 //!
-//! Still to come: extra trusted CAs in managed bundles (never private keys), intermediates
-//! fetched by AIA, inspection inside CONNECT tunnels of the explicit proxy.
+//! Still to come: intermediates fetched by AIA, inspection inside CONNECT tunnels of the
+//! explicit proxy.
 
 pub mod ca;
 pub mod client_cert;
@@ -52,8 +54,9 @@ pub mod leaf;
 pub mod owner_cas;
 pub mod upstream;
 
+/// Also the PKI and handshake helpers of other modules' tests (a managed bundle's CAs).
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use ca::{CaError, CardCa};
 pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity, Unlock};
@@ -100,9 +103,19 @@ pub struct Inspection {
     pub client_identity: Arc<ClientIdentity>,
     /// The CAs from the config file (`[inspect] trusted_cas`), trusted with the owner's.
     file_cas: Vec<CertificateDer<'static>>,
-    /// The CAs added on the card page, as in the store; the lock also keeps two changes from
-    /// interleaving their read and write of the store.
-    owner_cas: Mutex<OwnerCas>,
+    /// The CAs added on the card page and by the policy server, as in the store; the lock also
+    /// keeps two changes from interleaving their read and write of the store, and from
+    /// building the trust from a mix of old and new lists.
+    added: Mutex<AddedCas>,
+}
+
+/// The CAs trusted beside Mozilla's roots and the file's, by who added them.
+#[derive(Debug, Default)]
+struct AddedCas {
+    /// Added by the owner on the card page.
+    owner: OwnerCas,
+    /// Carried by the installed policy bundle (read-only on the card).
+    managed: OwnerCas,
 }
 
 impl Inspection {
@@ -121,17 +134,23 @@ impl Inspection {
             Some(path) => read_pem_certificates(path)?,
             None => Vec::new(),
         };
-        let owner_cas = OwnerCas::load(store).unwrap_or_else(|error| {
-            tracing::warn!(%error, "the CAs added on the card page do not open: none trusted");
-            OwnerCas::default()
-        });
+        let added = AddedCas {
+            owner: OwnerCas::load(store).unwrap_or_else(|error| {
+                tracing::warn!(%error, "the CAs added on the card page do not open: none trusted");
+                OwnerCas::default()
+            }),
+            managed: OwnerCas::load_managed(store).unwrap_or_else(|error| {
+                tracing::warn!(%error, "the policy server's CAs do not open: none trusted");
+                OwnerCas::default()
+            }),
+        };
         let client_identity = Arc::new(ClientIdentity::load(store, client_cert_idle));
         Ok(Inspection {
             leaves: Arc::new(LeafCache::new(ca, leaf::CACHE_CAPACITY)),
-            upstream: ArcSwap::from_pointee(trust(&file_cas, &owner_cas, &client_identity)?),
+            upstream: ArcSwap::from_pointee(trust(&file_cas, &added, &client_identity)?),
             client_identity,
             file_cas,
-            owner_cas: Mutex::new(owner_cas),
+            added: Mutex::new(added),
         })
     }
 
@@ -147,7 +166,31 @@ impl Inspection {
 
     /// The CAs the owner added, as in the store.
     pub fn owner_cas(&self) -> OwnerCas {
-        self.lock_owner_cas().clone()
+        self.lock_added().owner.clone()
+    }
+
+    /// The CAs the installed policy bundle carries.
+    pub fn managed_cas(&self) -> OwnerCas {
+        self.lock_added().managed.clone()
+    }
+
+    /// Trusts the CAs the store's installed policy bundle carries (none when it carries none)
+    /// instead of the previous bundle's, at once; called after every install. Returns how many.
+    pub fn reload_managed_cas(&self, store: &Store) -> Result<usize, InspectionError> {
+        let mut held = self.lock_added();
+        let managed = OwnerCas::load_managed(store)?;
+        let count = managed.len();
+        let changed = AddedCas {
+            owner: held.owner.clone(),
+            managed,
+        };
+        self.upstream.store(Arc::new(trust(
+            &self.file_cas,
+            &changed,
+            &self.client_identity,
+        )?));
+        *held = changed;
+        Ok(count)
     }
 
     /// How many CAs the config file adds.
@@ -196,11 +239,15 @@ impl Inspection {
         change: impl FnOnce(&OwnerCas) -> Result<OwnerCas, OwnerCaError>,
         event: impl FnOnce(u64) -> AuditEvent,
     ) -> Result<usize, InspectionError> {
-        let mut held = self.lock_owner_cas();
-        let changed = change(&held)?;
+        let mut held = self.lock_added();
+        let changed = AddedCas {
+            owner: change(&held.owner)?,
+            managed: held.managed.clone(),
+        };
         let upstream = trust(&self.file_cas, &changed, &self.client_identity)?;
-        let count = changed.len();
+        let count = changed.owner.len();
         changed
+            .owner
             .save(session, event(count as u64))
             .map_err(OwnerCaError::from)?;
         self.upstream.store(Arc::new(upstream));
@@ -208,22 +255,23 @@ impl Inspection {
         Ok(count)
     }
 
-    fn lock_owner_cas(&self) -> std::sync::MutexGuard<'_, OwnerCas> {
-        // The list is replaced whole: a panic cannot leave it half changed.
-        self.owner_cas.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_added(&self) -> std::sync::MutexGuard<'_, AddedCas> {
+        // The lists are replaced whole: a panic cannot leave them half changed.
+        self.added.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Mozilla's roots, the config file's CAs and the owner's; the user's certificate for the
-/// sites that ask for it.
+/// Mozilla's roots, the config file's CAs, the owner's and the policy server's; the user's
+/// certificate for the sites that ask for it.
 fn trust(
     file_cas: &[CertificateDer<'static>],
-    owner_cas: &OwnerCas,
+    added: &AddedCas,
     identity: &Arc<ClientIdentity>,
 ) -> Result<UpstreamTls, UpstreamError> {
     let cas: Vec<_> = file_cas
         .iter()
-        .chain(owner_cas.iter().map(OwnerCa::der))
+        .chain(added.owner.iter().map(OwnerCa::der))
+        .chain(added.managed.iter().map(OwnerCa::der))
         .cloned()
         .collect();
     UpstreamTls::new(&cas, Vec::new(), Some(identity.clone()))

@@ -9,6 +9,11 @@
 //! of all of them: a certificate is public, but which CAs the card trusts is the owner's
 //! decision, and only a PIN-opened [`AdminSession`] replaces the record, so sealing it keeps
 //! anyone with the storage but not the device key from adding one.
+//!
+//! The CAs a policy bundle carries (`managed-cas.sealed`, written by
+//! [`Store::install_bundle`]) are read with [`OwnerCas::from_pem`]: each passes the same
+//! checks as an owner's, and the list is kept apart from the owner's, which the policy
+//! server neither sees nor replaces.
 
 use rustls::pki_types::CertificateDer;
 use zeroize::Zeroizing;
@@ -95,9 +100,23 @@ impl OwnerCas {
     /// The CAs in `store`; none before the first upload.
     pub fn load(store: &Store) -> Result<OwnerCas, OwnerCaError> {
         match store.owner_cas_record()? {
-            Some(record) => Ok(OwnerCas(parse(&record)?)),
+            Some(record) => OwnerCas::from_pem(&record),
             None => Ok(OwnerCas::default()),
         }
+    }
+
+    /// The CAs the installed policy bundle carries, as in `store`; none when it carries none.
+    pub fn load_managed(store: &Store) -> Result<OwnerCas, OwnerCaError> {
+        match store.managed_cas_record()? {
+            Some(record) => OwnerCas::from_pem(&record),
+            None => Ok(OwnerCas::default()),
+        }
+    }
+
+    /// Every `CERTIFICATE` block of PEM `text`, checked as in an upload, at most
+    /// [`MAX_COUNT`] of them (a policy bundle's CAs, before it is installed and when read back).
+    pub fn from_pem(text: &[u8]) -> Result<OwnerCas, OwnerCaError> {
+        OwnerCas::default().with(parse(text)?)
     }
 
     /// Every CA in an upload, checked (see the module documentation).

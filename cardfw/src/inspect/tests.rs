@@ -334,14 +334,14 @@ fn a_ca_that_no_longer_opens_is_made_anew() {
 }
 
 /// An rcgen PKI standing in for the Internet: a root, an intermediate, leaves.
-struct Pki {
-    root: CertificateDer<'static>,
+pub(crate) struct Pki {
+    pub(crate) root: CertificateDer<'static>,
     intermediate: CertificateDer<'static>,
     intermediate_issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let root_key = KeyPair::generate().unwrap();
         let root = ca_params(&format!("{name} root"))
             .self_signed(&root_key)
@@ -361,7 +361,7 @@ impl Pki {
 
     /// A server for `name`, valid over `validity` (from, until; relative to now), sending its
     /// leaf with the intermediate when `send_intermediate`, else the leaf alone.
-    fn server(
+    pub(crate) fn server(
         &self,
         name: &str,
         validity: (Duration, Duration),
@@ -478,11 +478,11 @@ fn server_config(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<rust
     )
 }
 
-const VALID: (Duration, Duration) = (Duration::hours(-1), Duration::days(30));
+pub(crate) const VALID: (Duration, Duration) = (Duration::hours(-1), Duration::days(30));
 
 /// The card's upstream handshake to `server` for `name`: `None` when it succeeded, else the
 /// reason read back from the error the connect returned.
-async fn verdict(
+pub(crate) async fn verdict(
     upstream: &UpstreamTls,
     server: Arc<rustls::ServerConfig>,
     name: &str,
@@ -606,7 +606,7 @@ fn set_up_store(dir: &Path) -> Store {
     store
 }
 
-fn pem_of(der: &CertificateDer<'_>) -> String {
+pub(crate) fn pem_of(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
 

@@ -7,7 +7,8 @@
 //!   key, the group, its certificate and key. From then on the rule editor is read-only.
 //! - [`poller`]: keeps a long poll open; each bundle is checked ([`apply`]): signature under
 //!   the pinned key, group, validity dates, version higher than the installed one. Only then
-//!   is it installed as the store's next version and swapped in; anything else is refused,
+//!   is it installed as the store's next version and swapped in (with the CAs it carries for
+//!   inspected sites, each checked as an owner's CA first); anything else is refused,
 //!   logged and reported, and the rules in force stay. [`network`] tells it when the card's
 //!   network comes up, so it asks at once instead of finishing a back-off.
 //! - `cardfw unenroll` (PIN on stdin) leaves the fleet; the rules in force stay.
@@ -20,6 +21,7 @@ mod tests;
 
 use std::time::Duration;
 
+use crate::inspect::{OwnerCaError, OwnerCas};
 use crate::store::{Enrolment, Store, StoreError};
 use policy_client::{Client, ClientError, ClientIdentity};
 use proto::policy::{self, EnrolRequest, EnrolResponse};
@@ -39,6 +41,8 @@ pub enum ManagedError {
     Runtime(std::io::Error),
     #[error("the bundle is refused: {0}")]
     Bundle(#[from] BundleError),
+    #[error("the bundle's trusted CAs are refused: {0}")]
+    TrustedCa(#[from] OwnerCaError),
     #[error("the enrolment record is damaged: {0}")]
     Record(String),
     #[error("the card is already enrolled with {0}: `cardfw unenroll` first")]
@@ -133,7 +137,12 @@ pub fn unenroll(store: &Store, pin: &str) -> Result<Enrolment, ManagedError> {
     Ok(enrolment)
 }
 
-/// Checks a bundle against the enrolment and installs it. Returns the updated enrolment.
+/// Checks a bundle against the enrolment and installs it. Returns the updated enrolment. The
+/// caller then has [`crate::inspect::Inspection::reload_managed_cas`] trust the CAs it carries.
+///
+/// The bundle's format check (`rules::bundle`) knows only PEM; the CAs are checked here as
+/// X.509 CAs usable as trust anchors, before anything is written, so a bundle whose CAs the
+/// card would not trust is refused whole and reported, not installed without them.
 pub fn apply(
     store: &Store,
     enrolment: &Enrolment,
@@ -150,6 +159,9 @@ pub fn apply(
             now,
         },
     )?;
+    if let Some(cas) = &verified.bundle.trusted_cas {
+        OwnerCas::from_pem(cas.as_bytes())?;
+    }
     let updated = Enrolment {
         installed_version: verified.bundle.version,
         ..enrolment.clone()

@@ -139,6 +139,7 @@ pub async fn poll_forever(
                             "policy bundle installed"
                         );
                         firewall.reload();
+                        trust_installed_cas(&firewall, store);
                         report(
                             &client,
                             updated.installed_version,
@@ -178,6 +179,19 @@ pub async fn poll_forever(
                 .await;
             }
         }
+    }
+}
+
+/// The installed bundle's CAs, trusted by inspection at once. They were checked before the
+/// install, so a failure here is a store file that no longer opens: logged, and the trust
+/// before the install stays until the card restarts, which then trusts none of them.
+fn trust_installed_cas(firewall: &Firewall, store: &crate::store::Store) {
+    let Some(inspection) = firewall.inspection.get() else {
+        return;
+    };
+    match inspection.reload_managed_cas(store) {
+        Ok(count) => tracing::info!(count, "policy server's CAs trusted for inspected sites"),
+        Err(error) => tracing::error!(%error, "the policy server's CAs cannot be trusted"),
     }
 }
 

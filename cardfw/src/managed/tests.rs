@@ -33,6 +33,7 @@ fn bundle(version: u64) -> Bundle {
             ),
         ),
         list_files: vec![("ads.txt".into(), "ads.example\n".into())],
+        trusted_cas: None,
     }
 }
 
@@ -283,4 +284,112 @@ fn a_list_file_named_like_a_store_file_is_refused() {
         std::fs::read(dir.path().join("tls.crt")).unwrap(),
         certificate
     );
+}
+
+/// Issue: a managed bundle carries extra trusted CAs. Installed, they are kept sealed and
+/// trusted by inspection at once and after a restart; the next bundle without CAs removes
+/// them; the owner's own CAs are not touched by either.
+#[tokio::test]
+async fn a_bundles_cas_are_kept_sealed_trusted_at_once_and_removed_by_the_next() {
+    use crate::inspect::tests::{Pki, VALID, pem_of, verdict};
+    use crate::inspect::{CertReason, Inspection};
+
+    let idle = std::time::Duration::from_secs(600);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, enrolment) = enrolled_card(dir.path(), 0);
+    let inspection = Inspection::start(&store, None, idle).unwrap();
+    let company = Pki::new("company");
+    let name = "intranet.example";
+    let (server, _) = company.server(name, VALID, true);
+    assert_eq!(
+        verdict(&inspection.upstream(), server.clone(), name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+    // The owner's CA for another site stays through every bundle.
+    let home = Pki::new("home");
+    let (home_server, _) = home.server("nas.example", VALID, true);
+    let session = store.login(PIN).unwrap();
+    inspection
+        .add_owner_cas(
+            &session,
+            OwnerCas::parse_upload(&pem_of(&home.root)).unwrap(),
+        )
+        .unwrap();
+
+    let with_ca = Bundle {
+        trusted_cas: Some(pem_of(&company.root)),
+        ..bundle(1)
+    };
+    let enrolment = apply(&store, &enrolment, &with_ca.sign(&policy_key()), now()).unwrap();
+    assert_eq!(inspection.reload_managed_cas(&store).unwrap(), 1);
+    assert_eq!(
+        inspection.managed_cas().iter().next().unwrap().subject,
+        "CN=company root"
+    );
+    assert_eq!(
+        verdict(&inspection.upstream(), server.clone(), name).await,
+        None
+    );
+    assert_eq!(
+        verdict(&inspection.upstream(), home_server.clone(), "nas.example").await,
+        None
+    );
+    // Sealed: the certificate's bytes are nowhere in clear in the store.
+    let file = dir.path().join("managed-cas.sealed");
+    let sealed = std::fs::read(&file).unwrap();
+    assert!(!sealed.windows(16).any(|w| w == &company.root[..16]));
+    // A restart trusts them from the store.
+    let restarted = Inspection::start(&store, None, idle).unwrap();
+    assert_eq!(restarted.managed_cas(), inspection.managed_cas());
+    assert_eq!(
+        verdict(&restarted.upstream(), server.clone(), name).await,
+        None
+    );
+
+    // The next bundle carries none: the file goes, and so does the trust, at once.
+    apply(&store, &enrolment, &bundle(2).sign(&policy_key()), now()).unwrap();
+    assert!(store.managed_cas_record().unwrap().is_none());
+    assert!(!file.exists());
+    assert_eq!(inspection.reload_managed_cas(&store).unwrap(), 0);
+    assert_eq!(
+        verdict(&inspection.upstream(), server, name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+    assert_eq!(
+        verdict(&inspection.upstream(), home_server, "nas.example").await,
+        None
+    );
+    assert_eq!(inspection.owner_cas().len(), 1);
+}
+
+/// A bundle whose CAs the card would not trust (not a CA, or not X.509) is refused whole,
+/// and so is one carrying a private key: nothing of it is installed.
+#[test]
+fn a_bundle_with_cas_the_card_would_not_trust_is_refused_whole() {
+    let leaf = rcgen::generate_simple_self_signed(vec!["leaf.example".into()]).unwrap();
+    let mut not_ca = bundle(6);
+    not_ca.trusted_cas = Some(leaf.cert.pem());
+    refused(not_ca.sign(&policy_key()), |e| {
+        matches!(
+            e,
+            ManagedError::TrustedCa(OwnerCaError::NotCa { index: 1, .. })
+        )
+    });
+    let mut not_x509 = bundle(6);
+    not_x509.trusted_cas = Some(pem::encode(&pem::Pem::new("CERTIFICATE", b"junk".to_vec())));
+    refused(not_x509.sign(&policy_key()), |e| {
+        matches!(
+            e,
+            ManagedError::TrustedCa(OwnerCaError::NotX509 { index: 1 })
+        )
+    });
+    let mut with_key = bundle(6);
+    with_key.trusted_cas = Some(format!(
+        "{}{}",
+        leaf.cert.pem(),
+        leaf.signing_key.serialize_pem()
+    ));
+    refused(with_key.sign(&policy_key()), |e| {
+        matches!(e, ManagedError::Bundle(BundleError::PrivateKey { .. }))
+    });
 }

@@ -16,6 +16,7 @@
 //! | `inspect-ca.sealed` | the card's TLS inspection CA: its certificate and private key, one record so a re-key replaces both at once (see [`crate::inspect::ca`]) |
 //! | `owner-cas.sealed` | the CAs the owner added on the card page for upstream servers, PEM (see [`crate::inspect::owner_cas`]) |
 //! | `client-cert.sealed` | the user's client certificate chain and its private key, PEM; the key is read only to unlock it with the PIN (see [`crate::inspect::client_cert`]) |
+//! | `managed-cas.sealed` | the CAs the installed policy bundle carries for upstream servers, PEM, as signed (see [`Store::install_bundle`]); absent when it carries none |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -71,7 +72,8 @@ const MANAGED_FILE: &str = "managed.sealed";
 const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
 const OWNER_CAS_FILE: &str = "owner-cas.sealed";
 const CLIENT_CERT_FILE: &str = "client-cert.sealed";
-const ALL_FILES: [&str; 10] = [
+const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
+const ALL_FILES: [&str; 11] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -82,6 +84,7 @@ const ALL_FILES: [&str; 10] = [
     INSPECTION_CA_FILE,
     OWNER_CAS_FILE,
     CLIENT_CERT_FILE,
+    MANAGED_CAS_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -746,6 +749,12 @@ impl Store {
         self.read_sealed_if_present(OWNER_CAS_FILE)
     }
 
+    /// The CAs the installed policy bundle carries (PEM, [`crate::inspect`] trusts them), if
+    /// it carries any.
+    pub fn managed_cas_record(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.read_sealed_if_present(MANAGED_CAS_FILE)
+    }
+
     /// The user's client certificate record, if one is stored; at start only its certificate
     /// is read from it (for the page). The key is used only after
     /// [`AdminSession::unlock_client_cert_record`].
@@ -774,9 +783,12 @@ impl Store {
 
     /// Installs rules from a verified policy bundle as the next store version, with no PIN:
     /// the policy key's signature is the authority. The list files go beside the rules
-    /// (where local rules read theirs too), then the rules, then `record` (the new installed
-    /// version): a crash before the record leaves the card asking for the same bundle again,
-    /// never skipping one.
+    /// (where local rules read theirs too), then the bundle's trusted CAs (or, for a bundle
+    /// without any, the removal of those an earlier bundle brought), then the rules, then
+    /// `record` (the new installed version). The record is written last because it is what
+    /// says the bundle is in: a crash before it leaves the card asking for the same bundle
+    /// again, which writes every part again, so no crash leaves CAs of one version with the
+    /// record of another, and none skips a bundle.
     pub fn install_bundle(
         &self,
         verified: &rules::bundle::Verified,
@@ -803,6 +815,10 @@ impl Store {
             write_durably_in(&lists, name, text.as_bytes())?;
         }
         let _guard = self.lock();
+        match &bundle.trusted_cas {
+            Some(cas) => self.write_sealed(MANAGED_CAS_FILE, cas.as_bytes())?,
+            None => self.remove_sealed(MANAGED_CAS_FILE, "removing the policy server's CAs")?,
+        }
         let current = self.rules()?;
         let version = current.version + 1;
         self.write_rules_file(PREVIOUS_RULES_FILE, &current)?;

@@ -125,6 +125,7 @@ async fn main() -> Result<()> {
         .publish(
             &args.group,
             RuleFiles::read(&rules)?,
+            None,
             Duration::from_secs(86_400),
         )
         .await?;

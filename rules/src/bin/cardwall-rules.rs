@@ -311,6 +311,7 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         expires_at: parse_expiry(&args.expires, now)?,
         rules: (rules_name, text),
         list_files,
+        trusted_cas: None,
     };
     // Refuse to sign what a card would refuse to install.
     let lists: std::collections::HashMap<String, String> =
