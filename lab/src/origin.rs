@@ -228,6 +228,25 @@ pub fn test_ca_named(common_name: &str) -> TestCa {
     }
 }
 
+/// The DER of an Authority Information Access extension with one "CA Issuers" `url`.
+fn aia_ca_issuers(url: &str) -> Vec<u8> {
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            len @ 0..=127 => out.push(len as u8),
+            len @ 128..=255 => out.extend_from_slice(&[0x81, len as u8]),
+            len => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    // id-ad-caIssuers, 1.3.6.1.5.5.7.48.2
+    let mut description = der(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02]);
+    // uniformResourceIdentifier [6] IA5String
+    description.extend(der(0x86, url.as_bytes()));
+    der(0x30, &der(0x30, &description))
+}
+
 fn ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new())
         .expect("no subject alternative names cannot be invalid");
@@ -250,6 +269,19 @@ impl TestCa {
     /// Panics if a name is not a valid DNS name or IP address (a bug in the test).
     pub fn issue(&self, names: &[&str]) -> (String, String) {
         self.issue_with(names, |_| {})
+    }
+
+    /// Like [`TestCa::issue`], the certificate naming `url` as where its issuer's certificate
+    /// is (AIA "CA Issuers", RFC 5280 4.2.2.1), as public CAs' certificates do.
+    pub fn issue_with_aia(&self, names: &[&str], url: &str) -> (String, String) {
+        self.issue_with(names, |params| {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    aia_ca_issuers(url),
+                ));
+        })
     }
 
     /// Like [`TestCa::issue`], but the certificate expired years ago (valid only in 2020): for
@@ -394,17 +426,31 @@ type OriginBody = UnsyncBoxBody<Bytes, Infallible>;
 /// | `/ws` | with `Connection: Upgrade` and `Upgrade: websocket`: 101, then raw bytes echoed; 426 otherwise |
 /// | `/websocket` | a real WebSocket echo (RFC 6455), for browsers |
 /// | `/h3` | [`HELLO`] with `Alt-Svc: h3=":443"` |
-/// | `/files/…` | over TLS, with [`https_origin_with_files`]: the files of a directory |
+/// | `/files/…` | with [`https_origin_with_files`] or [`http_origin_with_files`]: the files of a directory |
 /// | other | 404 |
 ///
 /// `/ws` is WebSocket-*style*: the upgrade handshake, but no `Sec-WebSocket-Accept` and no
 /// framing, enough to prove a proxy passes upgrades through.
 pub fn http_origin(ns: &Netns, addr: SocketAddr) -> Result<Server> {
+    http_origin_serving(ns, addr, None)
+}
+
+/// [`http_origin`] that also serves the files under `files` at `/files/…`, in clear (where
+/// CAs publish their certificates for AIA).
+pub fn http_origin_with_files(ns: &Netns, addr: SocketAddr, files: &Path) -> Result<Server> {
+    http_origin_serving(ns, addr, Some(files))
+}
+
+fn http_origin_serving(ns: &Netns, addr: SocketAddr, files: Option<&Path>) -> Result<Server> {
+    let site = Site {
+        files: files.map(Arc::from),
+        ..Site::default()
+    };
     start(ns, "HTTP origin", move |served| {
         let listener = bind_tcp(addr)?;
         let bound = listener.local_addr()?;
         let serve = accept_loop(listener, move |stream| {
-            serve_http(stream, Arc::clone(&served), Site::default())
+            serve_http(stream, Arc::clone(&served), site.clone())
         });
         Ok((bound, serve))
     })
@@ -440,13 +486,19 @@ pub fn https_origin_expired(
 
 /// [`https_origin`] that sends its certificate for `names` without the intermediate that
 /// issued it (`ca` is then an intermediate, [`TestCa::intermediate`]): a misconfigured server.
+/// With `aia`, the certificate names that URL as where the intermediate is.
 pub fn https_origin_leaf_only(
     ns: &Netns,
     addr: SocketAddr,
     ca: &TestCa,
     names: &[&str],
+    aia: Option<&str>,
 ) -> Result<Server> {
-    let config = server_config_with(ca.issue(names), Quirk::LeafOnly)?;
+    let issued = match aia {
+        Some(url) => ca.issue_with_aia(names, url),
+        None => ca.issue(names),
+    };
+    let config = server_config_with(issued, Quirk::LeafOnly)?;
     https_origin_with_config(ns, addr, config, None)
 }
 

@@ -12,6 +12,9 @@
 //!   502 page naming `cert-expired`, `cert-wrong-name`, `cert-unknown-issuer`,
 //!   `cert-incomplete-chain`, recorded as that refusal; once the owner adds the unknown CA on
 //!   the card page, that origin loads.
+//! - Origins on `.17` and `.19` send no intermediate but name its URL (AIA) on `.18`: the
+//!   card fetches it where the rules allow the URL, and the site loads; where a rule denies
+//!   the URL, the page says the intermediate was not fetched, and why.
 //! - A portal on `203.0.113.16` requires a client certificate: the card says none is stored,
 //!   then (after a PKCS#12 from `openssl pkcs12 -export` is uploaded on the card page) that it
 //!   is locked; unlocked with the PIN the portal loads, locked again it is refused again. The
@@ -37,6 +40,7 @@ web:        allow http
 inspected:  allow https host allowed.test inspect
 bad-certs:  allow https dst 203.0.113.12/30 inspect
 portal:     allow https dst 203.0.113.16/32 inspect client-cert
+aia-sites:  allow https dst 203.0.113.17/32,203.0.113.19/32 inspect
 spliced:    allow https host blocked.test
 default deny
 ";
@@ -199,7 +203,7 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
                 lab::origin::https_origin(&lab.world, at, &lab.ca, &["elsewhere.test"])
             }
             "cert-incomplete-chain" => {
-                lab::origin::https_origin_leaf_only(&lab.world, at, &intermediate, &[&name])
+                lab::origin::https_origin_leaf_only(&lab.world, at, &intermediate, &[&name], None)
             }
             _ => lab::origin::https_origin(&lab.world, at, &other_ca, &[&name]),
         };
@@ -210,6 +214,58 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
             "{code}: {page}\n{stderr}"
         );
     }
+
+    // Without its intermediate but naming where it is (AIA): the card fetches it, as the
+    // rules allow that URL, and the site loads; one whose URL a rule denies stays refused,
+    // and its page says why nothing was fetched.
+    let aia_files = lab.dir.join("aia");
+    std::fs::create_dir_all(&aia_files).unwrap();
+    let intermediate_der =
+        CertificateDer::from_pem_slice(intermediate.ca_pem().as_bytes()).unwrap();
+    std::fs::write(aia_files.join("intermediate.der"), &intermediate_der).unwrap();
+    for last in [17, 18, 19] {
+        let ip = origin_at(last);
+        lab.world
+            .run_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "w0"])
+            .unwrap();
+    }
+    let _aia_origin = lab::origin::http_origin_with_files(
+        &lab.world,
+        SocketAddr::new(origin_at(18).into(), 80),
+        &aia_files,
+    )
+    .unwrap();
+    let _fetching = lab::origin::https_origin_leaf_only(
+        &lab.world,
+        SocketAddr::new(origin_at(17).into(), 443),
+        &intermediate,
+        &["203.0.113.17"],
+        Some("http://203.0.113.18/files/intermediate.der"),
+    )
+    .unwrap();
+    let (code, page, stderr) = fetch("https://203.0.113.17/");
+    assert_eq!(code, Some(0), "{page}\n{stderr}");
+    assert!(
+        page.contains(lab::origin::HELLO.trim()) && page.ends_with("200"),
+        "AIA fetched: {page}"
+    );
+    let other_intermediate = lab.ca.intermediate("cardwall test intermediate 2");
+    let _denied = lab::origin::https_origin_leaf_only(
+        &lab.world,
+        SocketAddr::new(origin_at(19).into(), 443),
+        &other_intermediate,
+        &["203.0.113.19"],
+        Some("http://203.0.113.18/admin/intermediate.der"),
+    )
+    .unwrap();
+    let (_, page, _) = fetch("https://203.0.113.19/");
+    assert!(
+        page.contains("cert-incomplete-chain")
+            && page.contains("did not fetch")
+            && page.contains("rules do not allow")
+            && page.ends_with("502"),
+        "AIA denied: {page}"
+    );
 
     // The owner trusts that CA on the card page: the same origin loads at once.
     let card = CardPage::set_up(&lab);
@@ -239,6 +295,14 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
 
     let recent = lab.card_recent().unwrap();
     let recorded = |target: &str, rule: &str| recent.iter().any(|(t, r)| t == target && r == rule);
+    assert!(
+        recorded("http://203.0.113.18:80/files/intermediate.der", "web"),
+        "the AIA fetch is decided like the user's request: {recent:?}"
+    );
+    assert!(
+        recorded("http://203.0.113.18:80/admin/intermediate.der", "no-admin"),
+        "{recent:?}"
+    );
     assert!(
         recorded("https://allowed.test:443/admin", "no-admin"),
         "{recent:?}"

@@ -45,8 +45,13 @@
 //! the CAs a managed bundle carries (never private keys: see `rules::bundle`), trusted from
 //! the install on ([`Inspection::reload_managed_cas`]) and counted on the card page.
 //!
-//! Still to come: intermediates fetched by AIA, inspection inside CONNECT tunnels of the
-//! explicit proxy.
+//! Missing intermediates are fetched from the leaf's AIA URL where the rules allow that URL
+//! (`proxy/aia.rs`, kept in [`Intermediates`]); the user's client certificate is presented to
+//! `client-cert` sites while unlocked ([`client_cert`]).
+//!
+//! Not done: inspection inside CONNECT tunnels of the explicit proxy (refused there, code
+//! `inspect-in-connect`), WebSocket on inspected sites (501), stapled OCSP (see
+//! [`upstream`]).
 
 pub mod ca;
 pub mod client_cert;
@@ -62,7 +67,7 @@ pub use ca::{CaError, CardCa};
 pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity, Unlock};
 pub use leaf::{LeafCache, LeafResolver, Subject};
 pub use owner_cas::{OwnerCa, OwnerCaError, OwnerCas};
-pub use upstream::{CertReason, UpstreamError, UpstreamTls};
+pub use upstream::{CertReason, Intermediates, Refused, UpstreamError, UpstreamTls};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -101,6 +106,8 @@ pub struct Inspection {
     upstream: ArcSwap<UpstreamTls>,
     /// The user's client certificate, presented through [`UpstreamTls::presenting_config`].
     pub client_identity: Arc<ClientIdentity>,
+    /// Intermediates fetched from AIA URLs (`proxy/aia.rs`), offered to every trust.
+    pub intermediates: Arc<Intermediates>,
     /// The CAs from the config file (`[inspect] trusted_cas`), trusted with the owner's.
     file_cas: Vec<CertificateDer<'static>>,
     /// The CAs added on the card page and by the policy server, as in the store; the lock also
@@ -145,10 +152,13 @@ impl Inspection {
             }),
         };
         let client_identity = Arc::new(ClientIdentity::load(store, client_cert_idle));
+        let intermediates = Arc::default();
+        let upstream = trust(&file_cas, &added, &client_identity, &intermediates)?;
         Ok(Inspection {
             leaves: Arc::new(LeafCache::new(ca, leaf::CACHE_CAPACITY)),
-            upstream: ArcSwap::from_pointee(trust(&file_cas, &added, &client_identity)?),
+            upstream: ArcSwap::from_pointee(upstream),
             client_identity,
+            intermediates,
             file_cas,
             added: Mutex::new(added),
         })
@@ -184,11 +194,7 @@ impl Inspection {
             owner: held.owner.clone(),
             managed,
         };
-        self.upstream.store(Arc::new(trust(
-            &self.file_cas,
-            &changed,
-            &self.client_identity,
-        )?));
+        self.upstream.store(Arc::new(self.trust(&changed)?));
         *held = changed;
         Ok(count)
     }
@@ -244,7 +250,7 @@ impl Inspection {
             owner: change(&held.owner)?,
             managed: held.managed.clone(),
         };
-        let upstream = trust(&self.file_cas, &changed, &self.client_identity)?;
+        let upstream = self.trust(&changed)?;
         let count = changed.owner.len();
         changed
             .owner
@@ -255,18 +261,29 @@ impl Inspection {
         Ok(count)
     }
 
+    /// The trust with `added` in place of the CAs added now.
+    fn trust(&self, added: &AddedCas) -> Result<UpstreamTls, UpstreamError> {
+        trust(
+            &self.file_cas,
+            added,
+            &self.client_identity,
+            &self.intermediates,
+        )
+    }
+
     fn lock_added(&self) -> std::sync::MutexGuard<'_, AddedCas> {
         // The lists are replaced whole: a panic cannot leave them half changed.
         self.added.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Mozilla's roots, the config file's CAs, the owner's and the policy server's; the user's
-/// certificate for the sites that ask for it.
+/// Mozilla's roots, the config file's CAs and the added ones; the user's certificate for the
+/// sites that ask for it; the fetched intermediates.
 fn trust(
     file_cas: &[CertificateDer<'static>],
     added: &AddedCas,
     identity: &Arc<ClientIdentity>,
+    intermediates: &Arc<Intermediates>,
 ) -> Result<UpstreamTls, UpstreamError> {
     let cas: Vec<_> = file_cas
         .iter()
@@ -274,7 +291,12 @@ fn trust(
         .chain(added.managed.iter().map(OwnerCa::der))
         .cloned()
         .collect();
-    UpstreamTls::new(&cas, Vec::new(), Some(identity.clone()))
+    UpstreamTls::new(
+        &cas,
+        Vec::new(),
+        Some(identity.clone()),
+        intermediates.clone(),
+    )
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, InspectionError> {

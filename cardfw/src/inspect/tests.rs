@@ -500,7 +500,13 @@ pub(crate) async fn verdict(
 #[tokio::test]
 async fn upstream_certificates_get_a_named_verdict() {
     let pki = Pki::new("origin");
-    let trusting = UpstreamTls::new(std::slice::from_ref(&pki.root), Vec::new(), None).unwrap();
+    let trusting = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        Vec::new(),
+        None,
+        Arc::default(),
+    )
+    .unwrap();
     let name = "origin.example";
 
     let (good, _) = pki.server(name, VALID, true);
@@ -524,7 +530,7 @@ async fn upstream_certificates_get_a_named_verdict() {
     );
 
     // Mozilla's roots alone do not know this PKI: the chain is whole, the issuer unknown.
-    let mozilla_only = UpstreamTls::new(&[], Vec::new(), None).unwrap();
+    let mozilla_only = UpstreamTls::new(&[], Vec::new(), None, Arc::default()).unwrap();
     assert_eq!(
         verdict(&mozilla_only, good, name).await,
         Some(CertReason::UnknownIssuer)
@@ -533,8 +539,41 @@ async fn upstream_certificates_get_a_named_verdict() {
     // The leaf alone, its issuer an intermediate not sent, the root trusted.
     let (leaf_only, _) = pki.server(name, VALID, false);
     assert_eq!(
-        verdict(&trusting, leaf_only, name).await,
+        verdict(&trusting, leaf_only.clone(), name).await,
         Some(CertReason::IncompleteChain)
+    );
+
+    // Once the card holds that intermediate (fetched by AIA), the same server passes; one of
+    // another PKI adds a path to an untrusted root only, never trust.
+    let intermediates = Arc::new(Intermediates::default());
+    let completing = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        Vec::new(),
+        None,
+        intermediates.clone(),
+    )
+    .unwrap();
+    let other = Pki::new("other");
+    intermediates.insert(other.intermediate.clone()).unwrap();
+    let (other_leaf_only, _) = other.server(name, VALID, false);
+    assert_eq!(
+        verdict(&completing, other_leaf_only, name).await,
+        Some(CertReason::UnknownIssuer)
+    );
+    assert_eq!(
+        verdict(&completing, leaf_only.clone(), name).await,
+        Some(CertReason::IncompleteChain)
+    );
+    intermediates.insert(pki.intermediate.clone()).unwrap();
+    assert_eq!(verdict(&completing, leaf_only, name).await, None);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    assert!(
+        intermediates.insert(leaf.der().clone()).is_err(),
+        "a leaf is no intermediate"
     );
 }
 
@@ -546,7 +585,7 @@ async fn a_self_signed_server_is_an_unknown_issuer_not_an_incomplete_chain() {
         .self_signed(&key)
         .unwrap();
     let server = server_config(vec![cert.der().clone()], &key);
-    let upstream = UpstreamTls::new(&[], Vec::new(), None).unwrap();
+    let upstream = UpstreamTls::new(&[], Vec::new(), None, Arc::default()).unwrap();
     assert_eq!(
         verdict(&upstream, server, "origin.example").await,
         Some(CertReason::UnknownIssuer)
@@ -558,15 +597,26 @@ async fn a_certificate_a_crl_lists_is_revoked() {
     let pki = Pki::new("origin");
     let (server, serial) = pki.server("origin.example", VALID, true);
     let crl = pki.crl_revoking(serial);
-    let upstream = UpstreamTls::new(std::slice::from_ref(&pki.root), vec![crl], None).unwrap();
+    let upstream = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        vec![crl],
+        None,
+        Arc::default(),
+    )
+    .unwrap();
     assert_eq!(
         verdict(&upstream, server, "origin.example").await,
         Some(CertReason::Revoked)
     );
     // A CRL of another CA says nothing about this certificate: unknown status is no refusal.
     let unrelated = Pki::new("other").crl_revoking(SerialNumber::from(7u64));
-    let upstream =
-        UpstreamTls::new(std::slice::from_ref(&pki.root), vec![unrelated], None).unwrap();
+    let upstream = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        vec![unrelated],
+        None,
+        Arc::default(),
+    )
+    .unwrap();
     let (server, _) = pki.server("origin.example", VALID, true);
     assert_eq!(verdict(&upstream, server, "origin.example").await, None);
 }
@@ -779,6 +829,7 @@ async fn the_client_certificate_is_presented_only_while_unlocked_and_only_where_
         std::slice::from_ref(&pki.root),
         Vec::new(),
         Some(identity.clone()),
+        Arc::default(),
     )
     .unwrap();
     let presenting = upstream.presenting_config().unwrap();

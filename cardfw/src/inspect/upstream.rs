@@ -14,9 +14,14 @@
 //! trusted roots, is [`CertReason::IncompleteChain`]. Without fetching the issuer the card
 //! cannot tell a missing intermediate from a leaf signed directly by an unknown root; real
 //! public CAs always issue through intermediates, so the first is by far the likely one.
-//! Fetching the missing intermediate from the leaf's AIA URL (when the rules allow that URL) is
-//! not done yet: such a server is refused with that reason.
 //!
+//! Such a refusal carries the leaf's AIA "CA Issuers" URL ([`Refused::ca_issuers`]). The
+//! inspecting proxy fetches it only when the rules allow that URL as a plain `http` request
+//! (`proxy/aia.rs`), keeps the CA certificate it gets in [`Intermediates`], and connects again:
+//! the verifier then offers the fetched certificate to webpki as the missing link, so the
+//! chain still has to end at a trusted root (a fetched certificate adds no trust, only a path).
+//! Browsers do the same (Chromium and Firefox fetch or preload intermediates).
+
 //! # Revocation: what is and is not checked
 //!
 //! - **Stapled OCSP is not checked.** rustls hands the stapled response to the verifier, but its
@@ -33,8 +38,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use hashlink::LruCache;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
@@ -93,8 +99,8 @@ impl CertReason {
             CertificateError::UnknownIssuer => CertReason::UnknownIssuer,
             CertificateError::Revoked => CertReason::Revoked,
             CertificateError::Other(OtherError(other)) => other
-                .downcast_ref::<CertReason>()
-                .cloned()
+                .downcast_ref::<Refused>()
+                .map(|refused| refused.reason.clone())
                 .unwrap_or_else(|| CertReason::Other(other.to_string())),
             other => CertReason::Other(other.to_string()),
         })
@@ -136,6 +142,92 @@ impl fmt::Display for CertReason {
 
 impl std::error::Error for CertReason {}
 
+/// What [`CardVerifier`] puts in the error of a refused certificate: the reason, and for an
+/// incomplete chain where to fetch the missing issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: CertReason,
+    /// The leaf's AIA "CA Issuers" URL, for [`CertReason::IncompleteChain`].
+    pub ca_issuers: Option<String>,
+}
+
+impl Refused {
+    /// The refusal in a tokio-rustls connect error, when the verifier made one.
+    pub fn of_io(error: &io::Error) -> Option<&Refused> {
+        let Error::InvalidCertificate(CertificateError::Other(OtherError(other))) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Error>())?
+        else {
+            return None;
+        };
+        other.downcast_ref::<Refused>()
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reason.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// How many fetched intermediates the card keeps.
+pub const INTERMEDIATES_CAPACITY: usize = 64;
+
+/// Intermediate CA certificates fetched from servers' AIA URLs, by subject; the least recently
+/// used is forgotten first. Kept across trust changes (they add no trust, only paths).
+#[derive(Debug)]
+pub struct Intermediates {
+    by_subject: Mutex<LruCache<Vec<u8>, CertificateDer<'static>>>,
+}
+
+impl Default for Intermediates {
+    fn default() -> Self {
+        Intermediates {
+            by_subject: Mutex::new(LruCache::new(INTERMEDIATES_CAPACITY)),
+        }
+    }
+}
+
+impl Intermediates {
+    /// Keeps `certificate`, which must be a CA certificate webpki can read.
+    pub fn insert(&self, certificate: CertificateDer<'static>) -> Result<(), Error> {
+        let not_ca = || Error::General("the certificate is not a CA certificate".into());
+        let (rest, cert) =
+            x509_parser::parse_x509_certificate(&certificate).map_err(|_| not_ca())?;
+        let is_ca = matches!(cert.basic_constraints(), Ok(Some(c)) if c.value.ca);
+        if !rest.is_empty() || !is_ca {
+            return Err(not_ca());
+        }
+        let subject = webpki::anchor_from_trusted_cert(&certificate)
+            .map_err(|e| Error::General(format!("not a usable CA certificate: {e}")))?
+            .subject
+            .as_ref()
+            .to_vec();
+        self.lock().insert(subject, certificate);
+        Ok(())
+    }
+
+    /// The kept certificate whose subject is `subject` (DER, without the outer SEQUENCE).
+    fn issuer_of(&self, subject: &[u8]) -> Option<CertificateDer<'static>> {
+        self.lock().get(subject).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Vec<u8>, CertificateDer<'static>>> {
+        // Whole entries only: a panic cannot leave one half written.
+        self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Why the upstream TLS client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -162,11 +254,13 @@ pub struct UpstreamTls {
 impl UpstreamTls {
     /// Mozilla's roots plus `owner_cas` (DER), with `crls` checked for end entities (see the
     /// module documentation on revocation); `identity` answers servers that ask for a client
-    /// certificate on `client-cert` sites.
+    /// certificate on `client-cert` sites; `intermediates` completes chains sent without
+    /// their intermediate.
     pub fn new(
         owner_cas: &[CertificateDer<'_>],
         crls: Vec<CertificateRevocationListDer<'static>>,
         identity: Option<Arc<dyn ResolvesClientCert>>,
+        intermediates: Arc<Intermediates>,
     ) -> Result<UpstreamTls, UpstreamError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore {
@@ -193,6 +287,7 @@ impl UpstreamTls {
         let verifier = Arc::new(CardVerifier {
             webpki: builder.build()?,
             root_subjects,
+            intermediates,
         });
         let client = || {
             rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -242,29 +337,59 @@ pub struct CardVerifier {
     /// The subjects of every trusted root, DER without the outer SEQUENCE (as webpki gives a
     /// certificate's issuer), to tell an incomplete chain from an unknown issuer.
     root_subjects: HashSet<Vec<u8>>,
+    intermediates: Arc<Intermediates>,
 }
 
 impl CardVerifier {
-    fn reason(
+    fn refused(
         &self,
         error: &Error,
         end_entity: &CertificateDer<'_>,
         sent_intermediates: bool,
-    ) -> CertReason {
+    ) -> Refused {
         let reason = CertReason::of(error).unwrap_or_else(|| CertReason::Other(error.to_string()));
+        let unrefined = |reason| Refused {
+            reason,
+            ca_issuers: None,
+        };
         if reason != CertReason::UnknownIssuer || sent_intermediates {
-            return reason;
+            return unrefined(reason);
         }
         match webpki::EndEntityCert::try_from(end_entity) {
             Ok(leaf)
                 if leaf.issuer() != leaf.subject()
                     && !self.root_subjects.contains(leaf.issuer()) =>
             {
-                CertReason::IncompleteChain
+                Refused {
+                    reason: CertReason::IncompleteChain,
+                    ca_issuers: ca_issuers_url(end_entity),
+                }
             }
-            _ => reason,
+            _ => unrefined(reason),
         }
     }
+}
+
+/// The AIA "CA Issuers" URL of `certificate` (RFC 5280 4.2.2.1), the first `http:` one.
+fn ca_issuers_url(certificate: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let (_, cert) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            ParsedExtension::AuthorityInfoAccess(aia) => aia
+                .accessdescs
+                .iter()
+                .filter(|desc| {
+                    desc.access_method
+                        == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS
+                })
+                .find_map(|desc| match &desc.access_location {
+                    GeneralName::URI(uri) if uri.starts_with("http://") => Some((*uri).to_owned()),
+                    _ => None,
+                }),
+            _ => None,
+        })
 }
 
 impl ServerCertVerifier for CardVerifier {
@@ -276,11 +401,26 @@ impl ServerCertVerifier for CardVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        // A server that sent no intermediate: one fetched earlier may be the missing link.
+        let fetched: Vec<_> = if intermediates.is_empty() {
+            webpki::EndEntityCert::try_from(end_entity)
+                .ok()
+                .and_then(|leaf| self.intermediates.issuer_of(leaf.issuer()))
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let offered = if fetched.is_empty() {
+            intermediates
+        } else {
+            &fetched[..]
+        };
         self.webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .verify_server_cert(end_entity, offered, server_name, ocsp_response, now)
             .map_err(|error| {
-                let reason = self.reason(&error, end_entity, !intermediates.is_empty());
-                Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(reason))))
+                let refused = self.refused(&error, end_entity, !offered.is_empty());
+                Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refused))))
             })
     }
 

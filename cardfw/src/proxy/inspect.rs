@@ -31,15 +31,18 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rules::{Action, Protocol};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_rustls::client::TlsStream;
 
+use super::aia;
 use super::http::{ambiguous_path, rules_request};
 use super::pages::{self, Page};
 use super::upstream::{self as connect, UpstreamError};
 use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
-use crate::inspect::{ALPN, CertReason, IdentityState, Inspection, Unlock};
+use crate::inspect::{ALPN, CertReason, IdentityState, Inspection, Refused, Unlock};
 
 /// Bodies both ways: the site's (possibly cut at `max-body`) or one of the card's pages.
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -132,7 +135,7 @@ impl Inspected<'_> {
     async fn connect_upstream(&self, tcp: TcpStream) -> Arc<Upstream> {
         let target = self.target();
         let host = self.host();
-        let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+        let name = match ServerName::try_from(host.clone()) {
             Ok(name) => name,
             Err(error) => {
                 let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
@@ -151,12 +154,9 @@ impl Inspected<'_> {
                 return Arc::new(Upstream::Failed(page));
             }
         };
-        let connected = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await;
-        let tls = match connected {
+        let tls = match self.handshake(&target, config, name, tcp).await {
             Ok(tls) => tls,
-            Err(error) => return Arc::new(self.refused_upstream(&target, error)),
+            Err(failed) => return Arc::new(failed),
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
@@ -208,9 +208,56 @@ impl Inspected<'_> {
         Ok((config, Some(unlock)))
     }
 
+    /// The card's TLS handshake with the site over `tcp`. A chain refused as incomplete whose
+    /// leaf names where its issuer is gets one more try, once the card has fetched the issuer
+    /// ([`aia`]) and if the rules allow fetching it.
+    async fn handshake(
+        &self,
+        target: &str,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, Upstream> {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let error = match connector.connect(name.clone(), tcp).await {
+            Ok(tls) => return Ok(tls),
+            Err(error) => error,
+        };
+        let refused = Refused::of_io(&error).filter(|r| r.reason == CertReason::IncompleteChain);
+        let Some(refused) = refused else {
+            return Err(self.refused_upstream(target, error, None));
+        };
+        let Some(url) = refused.ca_issuers.clone() else {
+            let note = "the certificate names no URL to fetch its issuer from".to_owned();
+            return Err(self.refused_upstream(target, error, Some(note)));
+        };
+        let fetched = aia::fetch(&self.firewall, self.peer.ip(), &url)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|issuer| {
+                self.inspection
+                    .intermediates
+                    .insert(issuer)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(why) = fetched {
+            tracing::info!(client = %self.peer, target, url, why, "missing intermediate not fetched");
+            let note = format!("the card did not fetch the missing intermediate: {why}");
+            return Err(self.refused_upstream(target, error, Some(note)));
+        }
+        tracing::info!(client = %self.peer, target, url, "missing intermediate fetched");
+        let tcp = connect::connect(&self.firewall, self.upstream_addr)
+            .await
+            .map_err(|error| Upstream::Failed(pages::upstream_failed(target, &error)))?;
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|error| self.refused_upstream(target, error, None))
+    }
+
     /// The page for a failed upstream handshake: a refused certificate is a refusal, recorded
-    /// with its reason's code; anything else is an unreachable site.
-    fn refused_upstream(&self, target: &str, error: io::Error) -> Upstream {
+    /// with its reason's code (and `note` said after it); anything else is an unreachable site.
+    fn refused_upstream(&self, target: &str, error: io::Error, note: Option<String>) -> Upstream {
         match CertReason::of_io(&error) {
             Some(reason) => {
                 let refusal = Refusal::UpstreamCertificate(reason.code());
@@ -218,7 +265,10 @@ impl Inspected<'_> {
                     .refuse(self.peer.ip(), Protocol::Https, target, refusal);
                 tracing::info!(client = %self.peer, target, code = reason.code(), %reason,
                     "inspected site refused: its certificate");
-                let why = format!("{reason} ({})", reason.code());
+                let why = match note {
+                    Some(note) => format!("{reason} ({}); {note}", reason.code()),
+                    None => format!("{reason} ({})", reason.code()),
+                };
                 Upstream::Failed(pages::refused(StatusCode::BAD_GATEWAY, &why))
             }
             None => {

@@ -4,6 +4,7 @@
 //!
 //! [`Firewall`]: crate::firewall::Firewall
 
+mod aia;
 pub mod dns;
 pub mod http;
 mod inspect;
