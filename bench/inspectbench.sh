@@ -272,6 +272,7 @@ fi
 
 # ------------------------------------------------------------------- verify
 declare -A HOST=([cardfw]=card.bench [squid]=squid.bench)
+declare -A ADDR=([cardfw]=$CARD_IP [squid]=$SQUID_IP)
 declare -A PROXY_CA=([cardfw]=$RUN/card-ca.pem [squid]=$RUN/squid-ca.pem)
 declare -A ISSUER=([cardfw]="cardwall card CA" [squid]="inspectbench squid CA")
 for n in "${NAMES[@]}"; do
@@ -314,6 +315,70 @@ function done(s, lat, req)
 end
 LUA
 
+# Fixed-rate new connections: wrk's latency leaves out the TCP and TLS handshakes and a
+# closed loop gives the faster proxy more load, so at equal concurrency the two p99s are not
+# comparable. This client starts NEW_RATE connections per second for both proxies alike and
+# times each from when it was due (so a proxy that falls behind is charged for the wait: no
+# coordinated omission) to the last byte, handshakes included.
+cat > "$RUN/rate.py" <<'PY'
+import socket, ssl, sys, threading, time
+ip, name, path, rate, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+ctx.set_alpn_protocols(["http/1.1"])
+request = f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+total = int(rate * secs)
+start = time.monotonic() + 0.2
+lock = threading.Lock()
+state = {"next": 0, "bytes": 0, "errors": 0}
+latencies = []
+def one(due):
+    with socket.create_connection((ip, 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(request)
+            got = b""
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    if not got.startswith(b"HTTP/1.1 200"):
+        raise ValueError(got[:40])
+    return time.monotonic() - due, len(got)
+def worker():
+    while True:
+        with lock:
+            i = state["next"]
+            state["next"] += 1
+        if i >= total:
+            return
+        due = start + i / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            took, size = one(due)
+        except Exception:
+            with lock:
+                state["errors"] += 1
+            continue
+        with lock:
+            latencies.append(took)
+            state["bytes"] += size
+threads = [threading.Thread(target=worker) for _ in range(64)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+elapsed = time.monotonic() - start
+latencies.sort()
+pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0
+print(f"IBRESULT {len(latencies)} {state['bytes']} {int(elapsed * 1e6)} {int(pick(0.5) * 1e6)} {int(pick(0.99) * 1e6)} 0 {state['errors']}")
+PY
+NEW_RATE=${NEW_RATE:-100}
+
 # ------------------------------------------------------------------ measure
 # Load kinds: new = 1k with Connection: close (new TLS connections/s); ka1k = 1k kept alive;
 # ka1m = 1m kept alive (MB/s); all HTTP/1.1 by wrk. h2 = 1k over HTTP/2 by h2load.
@@ -322,6 +387,7 @@ load_once() { # name kind duration outfile
   local n=$1 k=$2 d=$3 out=$4 url="https://${HOST[$1]}"
   case $k in
     new)  IB_CLOSE=1 nsx cli timeout 120 wrk -t$THREADS -c$C_NEW -d"$d" --latency -s "$RUN/bench.lua" "$url/1k" ;;
+    rate) nsx cli timeout 120 python3 "$RUN/rate.py" "${ADDR[$1]}" "${HOST[$1]}" /1k "$NEW_RATE" "${d%s}" ;;
     ka1k) IB_CLOSE=0 nsx cli timeout 120 wrk -t$THREADS -c$C_1K -d"$d" --latency -s "$RUN/bench.lua" "$url/1k" ;;
     ka1m) IB_CLOSE=0 nsx cli timeout 120 wrk -t$THREADS -c$C_1M -d"$d" --latency -s "$RUN/bench.lua" "$url/1m" ;;
     h2)   nsx cli timeout 120 h2load -t$THREADS -c$C_H2 -m1 -D"${d%s}" "$url/1k" ;;
@@ -339,7 +405,7 @@ result_of() { # kind outfile -> "reqs bytes dur_us p50_us p99_us read_errs other
     grep '^IBRESULT' "$2" | cut -d' ' -f2-
   fi
 }
-KINDS=(new ka1k ka1m h2)
+KINDS=(new rate ka1k ka1m h2)
 for k in "${KINDS[@]}"; do
   for n in "${NAMES[@]}"; do
     # squid 5 speaks no HTTP/2 to clients (h2load would fall back to HTTP/1.1).
@@ -368,9 +434,11 @@ med() { col "$@" | sort -g |
   awk '{a[NR]=$1} END{if(NR==0||a[1]=="-"){print "-";exit} if(NR%2)print a[(NR+1)/2]; else printf "%.3f\n",(a[NR/2]+a[NR/2+1])/2}'; }
 rng() { col "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0f–%.0f", lo, hi}'; }
 mx()  { col "$@" | awk '$1>m{m=$1} END{print m+0}'; }
-declare -A WHAT=([new]="new TLS conn/s (1k, Connection: close)" [ka1k]="req/s kept alive, 1k"
+declare -A WHAT=([new]="new TLS conn/s (1k, Connection: close)"
+                 [rate]="new TLS conn at a fixed $NEW_RATE/s (1k; latency from due time, handshakes included)"
+                 [ka1k]="req/s kept alive, 1k"
                  [ka1m]="MB/s kept alive, 1m" [h2]="req/s HTTP/2, 1k (h2load)")
-declare -A CONNS=([new]=$C_NEW [ka1k]=$C_1K [ka1m]=$C_1M [h2]=$C_H2)
+declare -A CONNS=([new]=$C_NEW [rate]="≤64" [ka1k]=$C_1K [ka1m]=$C_1M [h2]=$C_H2)
 
 echo
 echo "## TLS inspection side by side ($(date -u '+%F %H:%M UTC'), $(nproc) CPUs, $(uname -r))"
@@ -393,7 +461,7 @@ echo "squid 5 offers no HTTP/2 to clients (no ALPN h2 on bumped connections): no
 echo "h2load reports no percentiles: its p50 column is the mean time per request, p99 '-'."
 echo
 echo "Ratios cardfw / squid (medians):"
-for k in new ka1k ka1m; do
+for k in new rate ka1k ka1m; do
   awk -v k="${WHAT[$k]}" -v cr="$(med "$RES" cardfw "$k" 4)" -v sr="$(med "$RES" squid "$k" 4)" \
       -v cp="$(med "$RES" cardfw "$k" 7)" -v sp="$(med "$RES" squid "$k" 7)" \
     'BEGIN{printf "- %s: req/s %.2f×", k, cr/sr; if (cp!="-" && sp!="-") printf ", p99 %.2f×", cp/sp; print ""}'

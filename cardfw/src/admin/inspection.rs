@@ -19,6 +19,7 @@ use crate::inspect::client_cert::{self, ClientCertSummary};
 use crate::inspect::{
     IdentityState, Inspection, InspectionError, OwnerCas, StoredIdentity, owner_cas,
 };
+use crate::store::AdminSession;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -59,23 +60,24 @@ pub(super) async fn rekey(
     client: ClientAddr,
     SessionForm { session, form }: SessionForm<PinForm>,
 ) -> Response {
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, &session, error_view(NOT_INSPECTING.into()));
-    };
-    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
-        inspection.rekey(admin)
-    })
-    .await;
-    match result {
-        Ok(ca) => {
+    let pin = form.pin.0.clone();
+    with_pin_on(
+        &state,
+        &session,
+        client,
+        pin,
+        String::new(),
+        |inspection, admin| {
+            let ca = inspection.rekey(admin)?;
             tracing::info!(fingerprint = %ca.fingerprint(), "admin page: inspection CA re-keyed");
-            let notice = "The inspection CA is re-keyed: install the new certificate in every \
-                browser that inspects through the card, and remove the old one."
-                .to_owned();
-            render(&state, &session, notice_view(notice))
-        }
-        Err(error) => failed(&state, &session, error, String::new()),
-    }
+            Ok(
+                "The inspection CA is re-keyed: install the new certificate in every browser that \
+            inspects through the card, and remove the old one."
+                    .to_owned(),
+            )
+        },
+    )
+    .await
 }
 
 /// `POST /inspection/cas`: the upload is checked before the PIN is, so a bad file costs no try.
@@ -84,9 +86,6 @@ pub(super) async fn add_cas(
     client: ClientAddr,
     SessionForm { session, form }: SessionForm<UploadForm>,
 ) -> Response {
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, &session, error_view(NOT_INSPECTING.into()));
-    };
     let added = match OwnerCas::parse_upload(&form.pem) {
         Ok(added) => added,
         Err(error) => {
@@ -98,18 +97,14 @@ pub(super) async fn add_cas(
             return render(&state, &session, view);
         }
     };
-    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
-        inspection.add_owner_cas(admin, added)
+    let pin = form.pin.0.clone();
+    let kept = keep_upload(&form.pem);
+    with_pin_on(&state, &session, client, pin, kept, |inspection, admin| {
+        let count = inspection.add_owner_cas(admin, added)?;
+        tracing::info!(count, "admin page: trusted CA added");
+        Ok(format!("Trusted from now on ({count} added CAs)."))
     })
-    .await;
-    match result {
-        Ok(count) => {
-            tracing::info!(count, "admin page: trusted CA added");
-            let notice = format!("Trusted from now on ({count} added CAs).");
-            render(&state, &session, notice_view(notice))
-        }
-        Err(error) => failed(&state, &session, error, keep_upload(&form.pem)),
-    }
+    .await
 }
 
 /// `POST /inspection/cas/remove`.
@@ -118,22 +113,21 @@ pub(super) async fn remove_ca(
     client: ClientAddr,
     SessionForm { session, form }: SessionForm<RemoveForm>,
 ) -> Response {
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, &session, error_view(NOT_INSPECTING.into()));
-    };
     let fingerprint = form.fingerprint.trim().to_owned();
-    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
-        inspection.remove_owner_ca(admin, &fingerprint)
-    })
-    .await;
-    match result {
-        Ok(count) => {
+    let pin = form.pin.0.clone();
+    with_pin_on(
+        &state,
+        &session,
+        client,
+        pin,
+        String::new(),
+        move |inspection, admin| {
+            let count = inspection.remove_owner_ca(admin, &fingerprint)?;
             tracing::info!(count, "admin page: trusted CA removed");
-            let notice = format!("No longer trusted ({count} added CAs left).");
-            render(&state, &session, notice_view(notice))
-        }
-        Err(error) => failed(&state, &session, error, String::new()),
-    }
+            Ok(format!("No longer trusted ({count} added CAs left)."))
+        },
+    )
+    .await
 }
 
 /// `POST /inspection/client-cert` (multipart: `file`, `password`, `pin`): the file is checked
@@ -144,39 +138,24 @@ pub(super) async fn upload_client_cert(
     upload: SessionUpload,
 ) -> Response {
     let session = &upload.session;
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, session, error_view(NOT_INSPECTING.into()));
-    };
-    let identity = match StoredIdentity::from_upload(upload.field("file"), &upload.text("password"))
-    {
+    let file = StoredIdentity::from_upload(upload.field("file"), &upload.text("password"));
+    let identity = match file {
         Ok(identity) => identity,
         Err(error) => {
-            return render(
-                &state,
-                session,
-                error_view(format!("Nothing was changed: {error}.")),
-            );
+            let view = error_view(format!("Nothing was changed: {error}."));
+            return render(&state, session, view);
         }
     };
-    let subject = identity.summary().subject.clone();
     let pin = upload.text("pin").to_string();
-    let result = with_pin(&state, client, pin, move |admin| {
-        inspection
-            .client_identity
-            .replace(admin, &identity)
-            .map_err(InspectionError::from)
+    with_pin_on(&state, session, client, pin, String::new(), move |inspection, admin| {
+        inspection.client_identity.replace(admin, &identity)?;
+        let subject = &identity.summary().subject;
+        tracing::info!(%subject, "admin page: client certificate stored");
+        Ok(format!(
+            "The client certificate of {subject} is stored on the card, locked: unlock it to use it."
+        ))
     })
-    .await;
-    match result {
-        Ok(()) => {
-            tracing::info!(%subject, "admin page: client certificate stored");
-            let notice = format!(
-                "The client certificate of {subject} is stored on the card, locked: unlock it to use it."
-            );
-            render(&state, session, notice_view(notice))
-        }
-        Err(error) => failed(&state, session, error, String::new()),
-    }
+    .await
 }
 
 /// `POST /inspection/client-cert/unlock`.
@@ -185,25 +164,24 @@ pub(super) async fn unlock_client_cert(
     client: ClientAddr,
     SessionForm { session, form }: SessionForm<PinForm>,
 ) -> Response {
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, &session, error_view(NOT_INSPECTING.into()));
-    };
-    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
-        inspection
-            .client_identity
-            .unlock(admin)
-            .map_err(InspectionError::from)
-    })
-    .await;
-    match result {
-        Ok(()) => {
+    let pin = form.pin.0.clone();
+    with_pin_on(
+        &state,
+        &session,
+        client,
+        pin,
+        String::new(),
+        |inspection, admin| {
+            inspection.client_identity.unlock(admin)?;
             tracing::info!("admin page: client certificate unlocked");
-            let notice = "Unlocked: the card presents your certificate to the sites a                 `client-cert` rule names."
-                .to_owned();
-            render(&state, &session, notice_view(notice))
-        }
-        Err(error) => failed(&state, &session, error, String::new()),
-    }
+            Ok(
+                "Unlocked: the card presents your certificate to the sites a `client-cert` rule \
+            names."
+                    .to_owned(),
+            )
+        },
+    )
+    .await
 }
 
 /// `POST /inspection/client-cert/lock`: no PIN, locking only takes the key out of use.
@@ -229,23 +207,42 @@ pub(super) async fn remove_client_cert(
     client: ClientAddr,
     SessionForm { session, form }: SessionForm<PinForm>,
 ) -> Response {
-    let Some(inspection) = inspection(&state) else {
-        return render(&state, &session, error_view(NOT_INSPECTING.into()));
-    };
-    let result = with_pin(&state, client, form.pin.0.clone(), move |admin| {
-        inspection
-            .client_identity
-            .remove(admin)
-            .map_err(InspectionError::from)
-    })
-    .await;
-    match result {
-        Ok(()) => {
+    let pin = form.pin.0.clone();
+    with_pin_on(
+        &state,
+        &session,
+        client,
+        pin,
+        String::new(),
+        |inspection, admin| {
+            inspection.client_identity.remove(admin)?;
             tracing::info!("admin page: client certificate removed");
-            let notice = "The client certificate and its key are removed from the card.".to_owned();
-            render(&state, &session, notice_view(notice))
-        }
-        Err(error) => failed(&state, &session, error, String::new()),
+            Ok("The client certificate and its key are removed from the card.".to_owned())
+        },
+    )
+    .await
+}
+
+/// Every change on this page: `change` runs on the running inspection once the PIN is right
+/// (off the async threads, like every store write), and the page shows the notice it returns
+/// or why nothing changed (with `upload_text` kept in the form).
+async fn with_pin_on(
+    state: &Arc<AdminState>,
+    session: &Session,
+    client: ClientAddr,
+    pin: String,
+    upload_text: String,
+    change: impl FnOnce(&Inspection, &AdminSession<'_>) -> Result<String, InspectionError>
+    + Send
+    + 'static,
+) -> Response {
+    let Some(inspection) = inspection(state) else {
+        return render(state, session, error_view(NOT_INSPECTING.into()));
+    };
+    let result = with_pin(state, client, pin, move |admin| change(&inspection, admin)).await;
+    match result {
+        Ok(notice) => render(state, session, notice_view(notice)),
+        Err(error) => failed(state, session, error, upload_text),
     }
 }
 
