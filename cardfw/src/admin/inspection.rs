@@ -174,11 +174,7 @@ pub(super) async fn unlock_client_cert(
         |inspection, admin| {
             inspection.client_identity.unlock(admin)?;
             tracing::info!("admin page: client certificate unlocked");
-            Ok(
-                "Unlocked: the card presents your certificate to the sites a `client-cert` rule \
-            names."
-                    .to_owned(),
-            )
+            Ok(UNLOCKED.to_owned())
         },
     )
     .await
@@ -248,6 +244,9 @@ async fn with_pin_on(
 
 #[derive(Deserialize, Default)]
 pub(super) struct NoFields {}
+
+const UNLOCKED: &str =
+    "Unlocked: the card presents your certificate to the sites a `client-cert` rule names.";
 
 const NOT_INSPECTING: &str = "This card does not inspect TLS: nothing was changed.";
 
