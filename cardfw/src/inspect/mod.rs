@@ -49,13 +49,15 @@
 //! (`proxy/aia.rs`, kept in [`Intermediates`]); the user's client certificate is presented to
 //! `client-cert` sites while unlocked ([`client_cert`]).
 //!
+//! Stapled OCSP responses are checked ([`ocsp`]).
+//!
 //! Not done: inspection inside CONNECT tunnels of the explicit proxy (refused there, code
-//! `inspect-in-connect`), WebSocket on inspected sites (501), stapled OCSP (see
-//! [`upstream`]).
+//! `inspect-in-connect`), WebSocket on inspected sites (501).
 
 pub mod ca;
 pub mod client_cert;
 pub mod leaf;
+pub mod ocsp;
 pub mod owner_cas;
 pub mod upstream;
 

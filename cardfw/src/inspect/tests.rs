@@ -338,6 +338,8 @@ pub(crate) struct Pki {
     pub(crate) root: CertificateDer<'static>,
     intermediate: CertificateDer<'static>,
     intermediate_issuer: Issuer<'static, KeyPair>,
+    /// The intermediate's key, PKCS#8, to sign OCSP responses with.
+    intermediate_key: Vec<u8>,
 }
 
 impl Pki {
@@ -355,6 +357,7 @@ impl Pki {
         Pki {
             root: root.der().clone(),
             intermediate: intermediate.der().clone(),
+            intermediate_key: intermediate_key.serialize_der(),
             intermediate_issuer: Issuer::new(intermediate_params, intermediate_key),
         }
     }
@@ -381,6 +384,69 @@ impl Pki {
             chain.push(self.intermediate.clone());
         }
         (server_config(chain, &key), serial)
+    }
+
+    /// A server for `name` with its intermediate, stapling the OCSP response `staple` makes
+    /// for its certificate (DER) and its serial.
+    fn server_stapling(
+        &self,
+        name: &str,
+        staple: impl FnOnce(&CertificateDer<'static>) -> Vec<u8>,
+    ) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.serial_number = Some(SerialNumber::from_slice(&[0x42, 0x01]));
+        let leaf = params.signed_by(&key, &self.intermediate_issuer).unwrap();
+        let ocsp = staple(leaf.der());
+        let chain = vec![leaf.der().clone(), self.intermediate.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert_with_ocsp(chain, key, ocsp)
+            .unwrap(),
+        )
+    }
+
+    /// An OCSP response for `leaf` saying `status`, valid over `validity` (this and next
+    /// update, relative to now), signed by the intermediate's key, or by `signer` (PKCS#8).
+    fn ocsp(
+        &self,
+        leaf: &CertificateDer<'_>,
+        status: x509_ocsp::CertStatus,
+        validity: (Duration, Duration),
+        signer: Option<&[u8]>,
+    ) -> Vec<u8> {
+        use der::{Decode, Encode};
+        use x509_ocsp::builder::OcspResponseBuilder;
+        let issuer = x509_cert::Certificate::from_der(&self.intermediate).unwrap();
+        let leaf = x509_cert::Certificate::from_der(leaf).unwrap();
+        let at = |offset: Duration| {
+            let when = std::time::SystemTime::from(OffsetDateTime::now_utc() + offset);
+            x509_ocsp::OcspGeneralizedTime::try_from(when).unwrap()
+        };
+        let id = x509_ocsp::CertId::from_issuer::<sha1::Sha1>(
+            &issuer,
+            leaf.tbs_certificate.serial_number.clone(),
+        )
+        .unwrap();
+        let single = x509_ocsp::SingleResponse::new(id, status, at(validity.0))
+            .with_next_update(at(validity.1));
+        let key = signer.unwrap_or(&self.intermediate_key);
+        let mut signer: p256::ecdsa::SigningKey =
+            p256::pkcs8::DecodePrivateKey::from_pkcs8_der(key).unwrap();
+        OcspResponseBuilder::new(x509_ocsp::ResponderId::ByName(
+            issuer.tbs_certificate.subject.clone(),
+        ))
+        .with_single_response(single)
+        .sign::<_, p256::ecdsa::DerSignature>(&mut signer, None, at(Duration::ZERO))
+        .unwrap()
+        .to_der()
+        .unwrap()
     }
 
     /// A client certificate for `name` with `usage`, issued by the intermediate, and its key:
@@ -978,4 +1044,94 @@ fn a_client_certificate_upload_is_refused_with_what_is_wrong() {
         StoredIdentity::from_upload(b"not pkcs12", ""),
         Err(ClientCertError::Pkcs12(_))
     ));
+}
+
+#[tokio::test]
+async fn a_stapled_ocsp_response_that_verifies_and_says_revoked_refuses_the_site() {
+    use x509_ocsp::CertStatus;
+    let pki = Pki::new("ocsp");
+    let name = "origin.example";
+    let upstream = UpstreamTls::new(
+        std::slice::from_ref(&pki.root),
+        Vec::new(),
+        None,
+        Arc::default(),
+    )
+    .unwrap();
+    let current = (Duration::hours(-1), Duration::days(1));
+    let revoked = || {
+        CertStatus::revoked(x509_ocsp::RevokedInfo {
+            revocation_time: std::time::SystemTime::from(
+                OffsetDateTime::now_utc() - Duration::hours(2),
+            )
+            .try_into()
+            .unwrap(),
+            revocation_reason: None,
+        })
+    };
+    let verdict_with = async |staple: &dyn Fn(&CertificateDer<'static>) -> Vec<u8>| {
+        verdict(&upstream, pki.server_stapling(name, staple), name).await
+    };
+
+    let good = |leaf: &CertificateDer<'static>| pki.ocsp(leaf, CertStatus::good(), current, None);
+    assert_eq!(verdict_with(&good).await, None, "good");
+    let said_revoked = |leaf: &CertificateDer<'static>| pki.ocsp(leaf, revoked(), current, None);
+    assert_eq!(
+        verdict_with(&said_revoked).await,
+        Some(CertReason::Revoked),
+        "revoked, signed by the issuer"
+    );
+
+    // Staples that do not verify are ignored, as if absent: the site passes as without one.
+    let stranger = KeyPair::generate().unwrap().serialize_der();
+    let forged =
+        |leaf: &CertificateDer<'static>| pki.ocsp(leaf, revoked(), current, Some(&stranger));
+    assert_eq!(verdict_with(&forged).await, None, "signed by another key");
+    let stale = |leaf: &CertificateDer<'static>| {
+        pki.ocsp(
+            leaf,
+            revoked(),
+            (Duration::days(-3), Duration::days(-2)),
+            None,
+        )
+    };
+    assert_eq!(verdict_with(&stale).await, None, "nextUpdate passed");
+    let garbage = |_: &CertificateDer<'static>| b"not ocsp".to_vec();
+    assert_eq!(verdict_with(&garbage).await, None, "not OCSP at all");
+}
+
+#[test]
+fn a_staple_for_another_certificate_is_ignored() {
+    use x509_ocsp::CertStatus;
+    let pki = Pki::new("ocsp");
+    let key = KeyPair::generate().unwrap();
+    let leaf = |serial: u8| {
+        let mut params = CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        params.serial_number = Some(SerialNumber::from_slice(&[serial]));
+        params
+            .signed_by(&key, &pki.intermediate_issuer)
+            .unwrap()
+            .der()
+            .clone()
+    };
+    let (first, second) = (leaf(1), leaf(2));
+    let current = (Duration::hours(-1), Duration::days(1));
+    let staple = pki.ocsp(&first, CertStatus::good(), current, None);
+    let now = rustls::pki_types::UnixTime::now();
+    let chain = [pki.intermediate.clone()];
+    assert_eq!(
+        ocsp::check(&first, &chain, &staple, now),
+        ocsp::Staple::Good
+    );
+    assert!(matches!(
+        ocsp::check(&second, &chain, &staple, now),
+        ocsp::Staple::Ignored(_)
+    ));
+    assert!(
+        matches!(
+            ocsp::check(&first, &[], &staple, now),
+            ocsp::Staple::Ignored(_)
+        ),
+        "no issuer certificate to check the signature with"
+    );
 }

@@ -24,12 +24,12 @@
 
 //! # Revocation: what is and is not checked
 //!
-//! - **Stapled OCSP is not checked.** rustls hands the stapled response to the verifier, but its
-//!   webpki verifier ignores it (rustls only logs it), and rustls-webpki has no OCSP parser:
-//!   its maintainers closed that request (rustls/webpki#217) because public CAs are retiring
-//!   OCSP (Let's Encrypt announced the end of its OCSP service in December 2024). Checking
-//!   staples would need an OCSP parser and signature checks of our own; a server that staples
-//!   a response for a revoked certificate is therefore not caught by its staple.
+//! - **Stapled OCSP is checked** ([`super::ocsp`]): a staple that verifies (signed by the
+//!   issuer or its authorised responder, current, naming this certificate) and says
+//!   `revoked` refuses the site as [`CertReason::Revoked`]; one that does not verify is
+//!   ignored like an absent one. Without a staple the card does not ask the CA's responder
+//!   itself (public CAs are retiring OCSP: Let's Encrypt ended its service in 2025), so a
+//!   revoked certificate served without a staple passes, as in Chromium.
 //! - **CRLs are checked when given**: [`UpstreamTls::new`] takes CRLs (DER); with any, the end
 //!   entity's revocation is checked against them ([`CertReason::Revoked`]), and a certificate
 //!   none of them covers is allowed (unknown status is not a refusal, as in browsers). The card
@@ -41,6 +41,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use hashlink::LruCache;
+
+use super::ocsp::{self, Staple};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
@@ -416,12 +418,26 @@ impl ServerCertVerifier for CardVerifier {
         } else {
             &fetched[..]
         };
-        self.webpki
+        let refuse = |refused: Refused| {
+            Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refused))))
+        };
+        let verified = self
+            .webpki
             .verify_server_cert(end_entity, offered, server_name, ocsp_response, now)
-            .map_err(|error| {
-                let refused = self.refused(&error, end_entity, !offered.is_empty());
-                Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refused))))
-            })
+            .map_err(|error| refuse(self.refused(&error, end_entity, !offered.is_empty())))?;
+        if !ocsp_response.is_empty() {
+            match ocsp::check(end_entity, offered, ocsp_response, now) {
+                Staple::Good => {}
+                Staple::Revoked => {
+                    return Err(refuse(Refused {
+                        reason: CertReason::Revoked,
+                        ca_issuers: None,
+                    }));
+                }
+                Staple::Ignored(why) => tracing::debug!(why, "stapled OCSP response ignored"),
+            }
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
