@@ -213,9 +213,6 @@ pub enum Refusal {
     DnsRebinding,
     /// A rule says `inspect`, but the card has no sealed store and so no CA to inspect with.
     InspectWithoutCa,
-    /// A TLS hello inside a CONNECT tunnel of the explicit proxy matched an `inspect` rule:
-    /// inspection runs on the transparent path only, and splicing would skip the site's rules.
-    InspectInTunnel,
     /// An inspected site's server certificate did not pass the card's check; the code is
     /// [`crate::inspect::CertReason::code`] (`cert-expired`, `cert-wrong-name`, …).
     UpstreamCertificate(&'static str),
@@ -237,7 +234,6 @@ impl Refusal {
             Refusal::CardAddress => "card-address",
             Refusal::DnsRebinding => "dns-rebinding",
             Refusal::InspectWithoutCa => "inspect-without-ca",
-            Refusal::InspectInTunnel => "inspect-in-connect",
             Refusal::UpstreamCertificate(code) => code,
             Refusal::ClientCertLocked => "client-cert-locked",
             Refusal::ClientCertMissing => "client-cert-missing",
@@ -262,9 +258,6 @@ impl Refusal {
             }
             Refusal::InspectWithoutCa => {
                 "a rule says inspect, but this card has no store to keep an inspection CA in"
-            }
-            Refusal::InspectInTunnel => {
-                "sites a rule inspects are reached without the explicit proxy (not through CONNECT)"
             }
             Refusal::UpstreamCertificate(_) => {
                 "the site's certificate did not pass the card's check"

@@ -1,9 +1,11 @@
 //! CONNECT on the explicit proxy port: a tunnel decided on the host and port CONNECT names,
 //! then again on what it carries. A TLS hello in it must name the same host (no domain
-//! fronting) and is decided like one on port 443; anything else is decided as plain TCP to
-//! the address the tunnel reached.
+//! fronting) and is decided like one on port 443, and inspected when its rule says `inspect`
+//! (as on the transparent path); anything else is decided as plain TCP to the address the
+//! tunnel reached.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::StatusCode;
 use rules::{LocalTime, Protocol};
@@ -13,6 +15,7 @@ use tokio::net::TcpStream;
 use super::target::{bare_host, rules_request};
 use super::{Client, Next};
 use crate::firewall::{Ask, Counters, Firewall, Hello, Refusal, Verdict};
+use crate::proxy::inspect::Inspected;
 use crate::proxy::{pages, splice, tls, upstream};
 use crate::wire::client_hello;
 use crate::wire::http1::RequestHead;
@@ -75,31 +78,43 @@ impl Client {
         {
             return Next::Close;
         }
-        let first = self.conn.buf.split().to_vec();
-        tunnel(
-            &self.firewall,
-            self.peer,
-            &host,
+        // The tunnel goes on with the client's connection itself (inspection takes it over),
+        // so it runs once this client is done: see `serve`.
+        self.tunnel = Some(Tunnel {
+            connect_host: host,
             dst,
-            &mut self.conn.stream,
-            first,
+            first: self.conn.buf.split().to_vec(),
             upstream,
-        )
-        .await;
+        });
         Next::Close
     }
 }
 
-/// Inside an accepted CONNECT tunnel: look at the first bytes before passing anything on.
-async fn tunnel(
-    firewall: &Firewall,
-    peer: SocketAddr,
-    connect_host: &str,
+/// An accepted CONNECT tunnel, to be looked into once the client's connection is free.
+pub(super) struct Tunnel {
+    connect_host: String,
+    /// The address the tunnel reached.
     dst: SocketAddr,
-    tunnel: &mut TcpStream,
-    mut first: Vec<u8>,
-    mut upstream: TcpStream,
+    /// What the client sent after the CONNECT head, already read.
+    first: Vec<u8>,
+    upstream: TcpStream,
+}
+
+/// Inside an accepted CONNECT tunnel over the client's connection `tunnel`: look at the first
+/// bytes before passing anything on.
+pub(super) async fn run_tunnel(
+    firewall: Arc<Firewall>,
+    peer: SocketAddr,
+    opened: Tunnel,
+    mut tunnel: TcpStream,
 ) {
+    let Tunnel {
+        connect_host,
+        dst,
+        mut first,
+        mut upstream,
+    } = opened;
+    let connect_host = connect_host.as_str();
     let limits = &firewall.config.limits;
     if first.is_empty() {
         first = vec![0u8; 4096];
@@ -118,7 +133,7 @@ async fn tunnel(
     let target = format!("{connect_host}:{}", dst.port());
     if tls::looks_like_tls(&first) {
         let (buffered, hello) = match tls::read_hello(
-            &mut *tunnel,
+            &mut tunnel,
             first,
             limits.header_timeout(),
             &firewall.events.counters,
@@ -127,7 +142,7 @@ async fn tunnel(
         {
             Ok(read) => read,
             Err(why) => {
-                tls::count_hello_failure(firewall, peer, &why);
+                tls::count_hello_failure(&firewall, peer, &why);
                 return;
             }
         };
@@ -145,14 +160,22 @@ async fn tunnel(
             }),
         };
         let verdict = firewall.check(&rules, &ask);
-        // Not spliced either: that would pass unexamined a site whose path rules the owner
-        // asked to apply. Inspection runs on the transparent path (proxy/tls.rs).
-        let inspected = matches!(verdict, Verdict::Allow(d) if d.rule.inspect);
-        if inspected {
-            let refusal = Refusal::InspectInTunnel;
-            firewall.refuse(peer.ip(), Protocol::Https, &target, refusal);
+        let inspect = match verdict {
+            Verdict::Allow(decision) if decision.rule.inspect => Some(decision.rule.client_cert),
+            _ => None,
+        };
+        // As on the transparent path (proxy/tls.rs): an inspect rule on a card without a CA
+        // is refused, not spliced past the site's rules.
+        let inspection = firewall.inspection.get().cloned();
+        if inspect.is_some() && inspection.is_none() {
+            firewall.refuse(
+                peer.ip(),
+                Protocol::Https,
+                &target,
+                Refusal::InspectWithoutCa,
+            );
         }
-        if !verdict.allows() || inspected {
+        if !verdict.allows() || (inspect.is_some() && inspection.is_none()) {
             let _ = tunnel
                 .write_all(&client_hello::fatal_alert(
                     client_hello::AlertDescription::AccessDenied,
@@ -160,8 +183,21 @@ async fn tunnel(
                 .await;
             return;
         }
+        drop(rules);
+        if let (Some(client_cert), Some(inspection)) = (inspect, inspection) {
+            let inspected = Inspected {
+                firewall: firewall.clone(),
+                inspection: &inspection,
+                peer,
+                server_name: hello.server_name.clone(),
+                port: dst.port(),
+                upstream_addr: dst,
+                client_cert,
+            };
+            return inspected.run(tunnel, buffered, upstream).await;
+        }
         if upstream.write_all(&buffered).await.is_ok() {
-            tls::pass_tls(firewall, peer, &target, tunnel, &upstream, &buffered).await;
+            tls::pass_tls(&firewall, peer, &target, &tunnel, &upstream, &buffered).await;
         }
         return;
     }
@@ -173,5 +209,5 @@ async fn tunnel(
     if upstream.write_all(&first).await.is_err() {
         return;
     }
-    splice::splice(tunnel, &upstream, limits.idle_timeout()).await;
+    splice::splice(&tunnel, &upstream, limits.idle_timeout()).await;
 }

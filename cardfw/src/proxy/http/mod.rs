@@ -71,8 +71,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, firewall: Arc<Firew
         conn: Conn::new(stream),
         upstream: None,
         pipe: None,
+        tunnel: None,
     };
     client.serve().await;
+    if let Some(tunnel) = client.tunnel.take() {
+        connect::run_tunnel(firewall.clone(), peer, tunnel, client.conn.stream).await;
+    }
     drop(slot);
 }
 
@@ -110,6 +114,9 @@ struct Client {
     upstream: Option<Upstream>,
     /// For bodies moved by `splice(2)`; made when the first one needs it.
     pipe: Option<Pipe>,
+    /// A CONNECT tunnel opened by the last request, which carries on over the connection
+    /// once the HTTP exchanges are over.
+    tunnel: Option<connect::Tunnel>,
 }
 
 /// Whether the client connection goes on after an exchange.
