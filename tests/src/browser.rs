@@ -90,6 +90,18 @@ impl Launch {
     }
 }
 
+/// A script for [`Browser::eval_async`]: opens a WebSocket to the page's own origin at
+/// `/websocket` (the lab origin's echo), sends a line and answers `echo: <what came back>`,
+/// `error` or `timeout`.
+pub const WEBSOCKET_ECHO: &str = "
+    const done = arguments[arguments.length - 1];
+    const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/websocket');
+    ws.onopen = () => ws.send('through the card');
+    ws.onmessage = (e) => { done('echo: ' + e.data); ws.close(); };
+    ws.onerror = () => done('error');
+    setTimeout(() => done('timeout'), 5000);
+";
+
 /// geckodriver: on `PATH`, or where `cargo install` puts it.
 pub fn geckodriver() -> PathBuf {
     let installed = std::env::var_os("HOME")

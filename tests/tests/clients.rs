@@ -9,22 +9,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
+use e2e::browser::{
+    Browser, Engine, Launch, Loaded, WEBSOCKET_ECHO, require_browser, require_firefox, session_in,
+};
 use e2e::pc_curl as curl;
 use lab::{ECH_COVER_NAME, SystemLab};
 
 fn start(tag: &str) -> Option<SystemLab> {
     e2e::start_system_lab(tag, lab::DEMO_RULES)
 }
-
-const WEBSOCKET_ECHO: &str = "
-    const done = arguments[arguments.length - 1];
-    const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/websocket');
-    ws.onopen = () => ws.send('through the card');
-    ws.onmessage = (e) => { done('echo: ' + e.data); ws.close(); };
-    ws.onerror = () => done('error');
-    setTimeout(() => done('timeout'), 5000);
-";
 
 /// What every browser must do through the card.
 ///

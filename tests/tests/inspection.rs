@@ -20,7 +20,8 @@
 //!   is locked; unlocked with the PIN the portal loads, locked again it is refused again. The
 //!   key is nowhere in the card's store directory in clear.
 //! - Chromium and Firefox, trusting only the card's CA (as a user would, in their NSS
-//!   database), load the inspected site over HTTP/2 and get the block page inside it.
+//!   database), load the inspected site over HTTP/2, echo through a WebSocket on it, and get
+//!   the block page inside it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Output;
@@ -531,6 +532,10 @@ async fn browse_inspected(b: &Browser) -> Result<()> {
     // The browser speaks HTTP/2 to the card, the card TLS 1.3 to the origin.
     let negotiated = b.negotiated().await?;
     ensure!(negotiated == "TLSv1.3 h2", "negotiated: {negotiated}");
+    // A WebSocket on the inspected site: the browser opens it on an HTTP/1.1 connection of
+    // its own, the card passes the upgrade on to the site and relays the frames.
+    let echo = b.eval_async(e2e::browser::WEBSOCKET_ECHO).await?;
+    ensure!(echo == "echo: through the card", "wss:// echo: {echo}");
     ensure!(b.load("https://allowed.test/admin").await? == Loaded::Page);
     let blocked = b.text("body").await?;
     ensure!(

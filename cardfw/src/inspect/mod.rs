@@ -69,7 +69,7 @@ pub use ca::{CaError, CardCa};
 pub use client_cert::{ClientCertError, ClientIdentity, IdentityState, StoredIdentity, Unlock};
 pub use leaf::{LeafCache, LeafResolver, Subject};
 pub use owner_cas::{OwnerCa, OwnerCaError, OwnerCas};
-pub use upstream::{CertReason, Intermediates, Refused, UpstreamError, UpstreamTls};
+pub use upstream::{Alpn, CertReason, Intermediates, Refused, UpstreamError, UpstreamTls};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

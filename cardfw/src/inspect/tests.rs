@@ -553,7 +553,7 @@ pub(crate) async fn verdict(
     server: Arc<rustls::ServerConfig>,
     name: &str,
 ) -> Option<CertReason> {
-    let client = upstream.client_config();
+    let client = upstream.client_config(Alpn::Any);
     match handshake(server, client, name).await {
         Ok(_) => None,
         Err(error) => Some(
@@ -898,7 +898,7 @@ async fn the_client_certificate_is_presented_only_while_unlocked_and_only_where_
         Arc::default(),
     )
     .unwrap();
-    let presenting = upstream.presenting_config().unwrap();
+    let presenting = upstream.presenting_config(Alpn::Any).unwrap();
     assert!(
         !accepted(&server, presenting.clone()).await,
         "locked: nothing presented"
@@ -911,7 +911,7 @@ async fn the_client_certificate_is_presented_only_while_unlocked_and_only_where_
         "unlocked: presented"
     );
     assert!(
-        !accepted(&server, upstream.client_config()).await,
+        !accepted(&server, upstream.client_config(Alpn::Any)).await,
         "a site whose rule does not say client-cert never gets it"
     );
 

@@ -241,16 +241,28 @@ pub enum UpstreamError {
     Tls(#[from] Error),
 }
 
-/// The card's TLS client for inspected sites: Mozilla's roots and the owner's CAs, ALPN
-/// [`super::ALPN`]. Its client configurations are built once per trust (not per connection),
-/// so their session caches let the card resume TLS with a site it spoke to before.
+/// Which protocols the card offers a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2` and `http/1.1` ([`super::ALPN`]): the connection an inspected client's requests
+    /// share; hyper speaks whichever the site picks.
+    Any,
+    /// `http/1.1` only: for a WebSocket upgrade, which HTTP/2 would carry only with the
+    /// extended CONNECT few sites offer.
+    Http1,
+}
+
+/// The card's TLS client for inspected sites: Mozilla's roots and the owner's CAs. Its client
+/// configurations are built once per trust (not per connection), so their session caches let
+/// the card resume TLS with a site it spoke to before.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
-    anonymous: Arc<ClientConfig>,
+    /// By [`Alpn`]: `Any`, then `Http1`.
+    anonymous: [Arc<ClientConfig>; 2],
     /// For sites whose rule says `client-cert`: presents the user's certificate through
     /// `identity` while it is unlocked. Never resumes: a resumed TLS 1.3 session counts as
     /// authenticated by the certificate of the full handshake, which would outlive a lock.
-    presenting: Option<Arc<ClientConfig>>,
+    presenting: Option<[Arc<ClientConfig>; 2]>,
 }
 
 impl UpstreamTls {
@@ -300,34 +312,38 @@ impl UpstreamTls {
                         .with_custom_certificate_verifier(verifier.clone())
                 })
         };
-        let with_alpn = |mut config: ClientConfig| {
-            config.alpn_protocols = super::ALPN.iter().map(|p| p.to_vec()).collect();
-            Arc::new(config)
+        let both_alpns = |config: ClientConfig| {
+            let offering = |alpn: &[&[u8]]| {
+                let mut config = config.clone();
+                config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+                Arc::new(config)
+            };
+            [offering(&super::ALPN), offering(&[b"http/1.1"])]
         };
         let presenting = match identity {
             Some(identity) => {
                 let mut config = client()?.with_client_cert_resolver(identity);
                 config.resumption = Resumption::disabled();
-                Some(with_alpn(config))
+                Some(both_alpns(config))
             }
             None => None,
         };
         Ok(UpstreamTls {
-            anonymous: with_alpn(client()?.with_no_client_auth()),
+            anonymous: both_alpns(client()?.with_no_client_auth()),
             presenting,
         })
     }
 
-    /// The configuration for an inspected site: TLS 1.2 and 1.3, this trust, ALPN `h2` and
-    /// `http/1.1` (hyper speaks whichever the site picks), no client certificate.
-    pub fn client_config(&self) -> Arc<ClientConfig> {
-        self.anonymous.clone()
+    /// The configuration for an inspected site: TLS 1.2 and 1.3, this trust, `alpn`, no
+    /// client certificate.
+    pub fn client_config(&self, alpn: Alpn) -> Arc<ClientConfig> {
+        self.anonymous[alpn as usize].clone()
     }
 
     /// The configuration for a `client-cert` site, presenting the user's certificate while it
     /// is unlocked; `None` when this client was built without an identity.
-    pub fn presenting_config(&self) -> Option<Arc<ClientConfig>> {
-        self.presenting.clone()
+    pub fn presenting_config(&self, alpn: Alpn) -> Option<Arc<ClientConfig>> {
+        Some(self.presenting.as_ref()?[alpn as usize].clone())
     }
 }
 

@@ -14,8 +14,10 @@
 //! completed (the client trusts the card's CA) only to answer every request on it with a 502
 //! page naming the [`CertReason`], recorded once as [`Refusal::UpstreamCertificate`].
 //!
-//! Not relayed: protocol upgrades (WebSocket over HTTP/1.1, extended CONNECT over HTTP/2)
-//! are answered 501 on inspected sites; everything else is spliced as before.
+//! WebSockets (the HTTP/1.1 upgrade, decided like any request for its path) get a TLS
+//! connection of their own to the site, HTTP/1.1 only, and are relayed until either side
+//! closes, within the inspected connection's slot. Other upgrades, and HTTP/2's extended
+//! CONNECT (which the card does not offer, so browsers do not use it), are answered 501.
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,7 +44,7 @@ use super::http::{ambiguous_path, rules_request};
 use super::pages::{self, Page};
 use super::upstream::{self as connect, UpstreamError};
 use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
-use crate::inspect::{ALPN, CertReason, IdentityState, Inspection, Refused, Unlock};
+use crate::inspect::{ALPN, Alpn, CertReason, IdentityState, Inspection, Refused, Unlock};
 
 /// Bodies both ways: the site's (possibly cut at `max-body`) or one of the card's pages.
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -90,6 +92,7 @@ impl Inspected<'_> {
         };
         let upstream = self.connect_upstream(upstream).await;
         let this = Arc::new(self.owned());
+        let connection = this.clone();
         let service = hyper::service::service_fn(move |request| {
             let this = this.clone();
             let upstream = upstream.clone();
@@ -103,9 +106,15 @@ impl Inspected<'_> {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout())
             .max_buf_size(limits.max_header_bytes.max(8192));
-        let served = server.serve_connection(TokioIo::new(inside), service).await;
+        let served = server
+            .serve_connection_with_upgrades(TokioIo::new(inside), service)
+            .await;
         if let Err(error) = served {
             tracing::debug!(%error, "inspected connection ended");
+        }
+        let relays = std::mem::take(&mut *connection.upgraded.lock().await);
+        for relay in relays {
+            let _ = relay.await;
         }
     }
 
@@ -123,6 +132,7 @@ impl Inspected<'_> {
     fn owned(&self) -> Connection {
         Connection {
             firewall: self.firewall.clone(),
+            upgraded: Mutex::default(),
             peer: self.peer,
             host: self.host().to_ascii_lowercase(),
             port: self.port,
@@ -142,7 +152,7 @@ impl Inspected<'_> {
                 return Arc::new(Upstream::Failed(pages::upstream_failed(&target, &error)));
             }
         };
-        let (config, presented) = match self.client_config() {
+        let (configs, presented) = match self.client_configs() {
             Ok(chosen) => chosen,
             Err(refusal) => {
                 self.firewall
@@ -154,7 +164,10 @@ impl Inspected<'_> {
                 return Arc::new(Upstream::Failed(page));
             }
         };
-        let tls = match self.handshake(&target, config, name, tcp).await {
+        let tls = match self
+            .handshake(&target, configs.shared.clone(), name.clone(), tcp)
+            .await
+        {
             Ok(tls) => tls,
             Err(failed) => return Arc::new(failed),
         };
@@ -176,7 +189,12 @@ impl Inspected<'_> {
                 })
         };
         Arc::new(match sender {
-            Ok(sender) => Upstream::Open(sender, presented),
+            Ok(sender) => Upstream::Open(Open {
+                sender,
+                presented,
+                upgrades: configs.upgrades,
+                name,
+            }),
             Err(error) => {
                 let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
                 connect::count_failure(&self.firewall, self.peer, &target, &error);
@@ -185,14 +203,18 @@ impl Inspected<'_> {
         })
     }
 
-    /// The card's TLS client for this site: with the user's certificate when the rule says
-    /// `client-cert`, which must then be unlocked (the unlock is returned: the connection
-    /// lasts only as long as it). Checked before the handshake so the page names the lock,
-    /// rather than the server's alert.
-    fn client_config(&self) -> Result<(Arc<rustls::ClientConfig>, Option<Unlock>), Refusal> {
+    /// The card's TLS client for this site, for the shared connection and for upgrades: with
+    /// the user's certificate when the rule says `client-cert`, which must then be unlocked
+    /// (the unlock is returned: the connection lasts only as long as it). Checked before the
+    /// handshake so the page names the lock, rather than the server's alert.
+    fn client_configs(&self) -> Result<(Configs, Option<Unlock>), Refusal> {
         let upstream = self.inspection.upstream();
         if !self.client_cert {
-            return Ok((upstream.client_config(), None));
+            let configs = Configs {
+                shared: upstream.client_config(Alpn::Any),
+                upgrades: upstream.client_config(Alpn::Http1),
+            };
+            return Ok((configs, None));
         }
         let identity = &self.inspection.client_identity;
         let unlock = match identity.current_unlock() {
@@ -202,10 +224,16 @@ impl Inspected<'_> {
             }
             None => return Err(Refusal::ClientCertLocked),
         };
-        let config = upstream
-            .presenting_config()
-            .ok_or(Refusal::ClientCertMissing)?;
-        Ok((config, Some(unlock)))
+        let presenting = |alpn| {
+            upstream
+                .presenting_config(alpn)
+                .ok_or(Refusal::ClientCertMissing)
+        };
+        let configs = Configs {
+            shared: presenting(Alpn::Any)?,
+            upgrades: presenting(Alpn::Http1)?,
+        };
+        Ok((configs, Some(unlock)))
     }
 
     /// The card's TLS handshake with the site over `tcp`. A chain refused as incomplete whose
@@ -283,6 +311,9 @@ impl Inspected<'_> {
 /// What each request of an inspected connection needs, shared by its requests.
 struct Connection {
     firewall: Arc<Firewall>,
+    /// The relays of WebSockets opened on this connection: awaited before the connection
+    /// counts as closed, so they stay within the card's connection limits.
+    upgraded: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     peer: SocketAddr,
     /// The hello's name, lower case (or the address connected to).
     host: String,
@@ -298,10 +329,25 @@ enum Sender {
 }
 
 enum Upstream {
-    /// Open, with the unlock of the client certificate it presented, if it did.
-    Open(Sender, Option<Unlock>),
+    Open(Open),
     /// No session to the site; every request gets this page.
     Failed(Page),
+}
+
+/// The card's session with the site, and what another one for an upgrade needs.
+struct Open {
+    sender: Sender,
+    /// The unlock of the client certificate it presented, if it did.
+    presented: Option<Unlock>,
+    /// The TLS client for a WebSocket's own connection (HTTP/1.1 only, the same certificate).
+    upgrades: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+/// The TLS clients one inspected connection uses.
+struct Configs {
+    shared: Arc<rustls::ClientConfig>,
+    upgrades: Arc<rustls::ClientConfig>,
 }
 
 impl Connection {
@@ -359,23 +405,27 @@ impl Connection {
             let why = format!("the path has {why}, which sites read in different ways");
             return page_response(&pages::refused(StatusCode::BAD_REQUEST, &why));
         }
-        if request.headers().contains_key(header::UPGRADE)
-            || request.method() == http::Method::CONNECT
+        let websocket = is_websocket(&request);
+        if !websocket
+            && (request.headers().contains_key(header::UPGRADE)
+                || request.method() == http::Method::CONNECT)
         {
-            let why = "protocol upgrades are not relayed on inspected sites";
+            let why = "protocol upgrades other than WebSocket over HTTP/1.1 are not relayed on \
+                inspected sites";
             return page_response(&pages::refused(StatusCode::NOT_IMPLEMENTED, why));
         }
-        let upstream = match upstream {
-            Upstream::Open(sender, presented) => {
-                if let Some(unlock) = presented
-                    && !self.still_unlocked(*unlock)
+        let open = match upstream {
+            Upstream::Open(open) => {
+                if let Some(unlock) = open.presented
+                    && !self.still_unlocked(unlock)
                 {
                     return self.refused(&url, Refusal::ClientCertLocked, StatusCode::FORBIDDEN);
                 }
-                sender
+                open
             }
             Upstream::Failed(page) => return page_response(page),
         };
+        let upstream = &open.sender;
         let rules = self.firewall.rules();
         let method = request.method().as_str().to_string();
         let ask = Ask {
@@ -391,7 +441,11 @@ impl Connection {
             Verdict::Allow(decision) => decision,
             verdict => return page_response(&pages::not_allowed(&url, &verdict)),
         };
-        let response = match upstream.send(self.outgoing(request, upstream)).await {
+        if websocket {
+            return self.websocket(request, open, &url).await;
+        }
+        let http2 = matches!(upstream, Sender::Http2(_));
+        let response = match upstream.send(self.outgoing(request, http2)).await {
             Ok(response) => response,
             Err(error) => {
                 let error = UpstreamError::Other(self.upstream_addr, io::Error::other(error));
@@ -413,9 +467,71 @@ impl Connection {
         self.incoming(response, limit, url)
     }
 
+    /// A WebSocket upgrade the rules allowed: on a connection of its own to the site (HTTP/1.1
+    /// with the same trust and certificate), the upgrade passed on, and once the site
+    /// switches protocols, the bytes both ways until either side closes.
+    async fn websocket(
+        &self,
+        mut request: Request<Incoming>,
+        open: &Open,
+        url: &str,
+    ) -> Response<Body> {
+        let failed = |error: UpstreamError| {
+            connect::count_failure(&self.firewall, self.peer, url, &error);
+            page_response(&pages::upstream_failed(url, &error))
+        };
+        let other = |error: &dyn std::fmt::Display| {
+            UpstreamError::Other(self.upstream_addr, io::Error::other(error.to_string()))
+        };
+        let tcp = match connect::connect(&self.firewall, self.upstream_addr).await {
+            Ok(tcp) => tcp,
+            Err(error) => return failed(error),
+        };
+        let connected = tokio_rustls::TlsConnector::from(open.upgrades.clone())
+            .connect(open.name.clone(), tcp)
+            .await;
+        let tls = match connected {
+            Ok(tls) => tls,
+            Err(error) => return failed(other(&error)),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+                Ok(handshake) => handshake,
+                Err(error) => return failed(other(&error)),
+            };
+        tokio::spawn(connection.with_upgrades());
+        let inside = hyper::upgrade::on(&mut request);
+        let upgrade = request.headers().get(header::UPGRADE).cloned();
+        let mut outgoing = self.outgoing(request, false);
+        if let Some(upgrade) = upgrade {
+            outgoing.headers_mut().insert(header::UPGRADE, upgrade);
+            outgoing
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let mut response = match sender.send_request(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return failed(other(&error)),
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return self.incoming(response, None, url.to_owned());
+        }
+        let site = hyper::upgrade::on(&mut response);
+        let relay = tokio::spawn(async move {
+            let (Ok(inside), Ok(site)) = tokio::join!(inside, site) else {
+                return;
+            };
+            let (mut inside, mut site) = (TokioIo::new(inside), TokioIo::new(site));
+            let _ = tokio::io::copy_bidirectional(&mut inside, &mut site).await;
+        });
+        self.upgraded.lock().await.push(relay);
+        let (parts, _) = response.into_parts();
+        Response::from_parts(parts, empty_body())
+    }
+
     /// The client's request as it goes to the site: the version of the site's connection,
     /// its authority, no hop-by-hop fields.
-    fn outgoing(&self, request: Request<Incoming>, upstream: &Sender) -> Request<Incoming> {
+    fn outgoing(&self, request: Request<Incoming>, http2: bool) -> Request<Incoming> {
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let authority = if self.port == 443 {
@@ -428,24 +544,21 @@ impl Connection {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        match upstream {
-            Sender::Http1(_) => {
-                parts.version = Version::HTTP_11;
-                parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-                if let Ok(host) = HeaderValue::try_from(authority) {
-                    parts.headers.insert(header::HOST, host);
-                }
+        if !http2 {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(host) = HeaderValue::try_from(authority) {
+                parts.headers.insert(header::HOST, host);
             }
-            Sender::Http2(_) => {
-                parts.version = Version::HTTP_2;
-                parts.headers.remove(header::HOST);
-                parts.uri = Uri::builder()
-                    .scheme("https")
-                    .authority(authority)
-                    .path_and_query(path)
-                    .build()
-                    .unwrap_or_else(|_| Uri::from_static("/"));
-            }
+        } else {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+            parts.uri = Uri::builder()
+                .scheme("https")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"));
         }
         Request::from_parts(parts, body)
     }
@@ -548,6 +661,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// A WebSocket opening handshake (RFC 6455 4.1) over HTTP/1.1: `GET` with `Upgrade:
+/// websocket` and `Connection: upgrade`. Browsers open WebSockets this way on their own
+/// HTTP/1.1 connection when the server offers no extended CONNECT on HTTP/2, as the card does.
+fn is_websocket<B>(request: &Request<B>) -> bool {
+    let has = |name, token: &str| {
+        request.headers().get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    request.method() == http::Method::GET
+        && request.version() == Version::HTTP_11
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+}
+
+fn empty_body() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// One of the card's pages as a response on the inspected connection.
