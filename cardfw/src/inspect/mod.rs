@@ -52,7 +52,8 @@
 //! Stapled OCSP responses are checked ([`ocsp`]).
 //!
 //! Inspection runs inside CONNECT tunnels of the explicit proxy too (`proxy/http/connect.rs`
-//! hands the tunnel's hello to the same path). Not done: WebSocket on inspected sites (501).
+//! hands the tunnel's hello to the same path), and WebSockets on inspected sites are relayed
+//! (`proxy/inspect.rs`).
 
 pub mod ca;
 pub mod client_cert;
