@@ -12,6 +12,7 @@
 //! - elsewhere the test prints `skipping: <reason>` and passes, so `cargo test` works for a
 //!   developer without root.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -196,6 +197,23 @@ pub fn built_binary(name: &str) -> std::path::PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Writes `rules` (as `rules.txt`) and a `cardfw.toml` into `dir` for a card in
+/// [`CardNamespaces`]: `top` (top-level keys), the card's addresses and link, the world's
+/// resolver, then `sections` (more TOML tables). Returns the configuration's path.
+pub fn write_card_config(dir: &Path, rules: &str, top: &str, sections: &str) -> PathBuf {
+    let rules_file = dir.join("rules.txt");
+    std::fs::write(&rules_file, rules).expect("writing the rules");
+    let config = dir.join("cardfw.toml");
+    let text = format!(
+        "rules = \"{}\"\n{top}\ninside_address = \"{}\"\noutside_address = \"10.99.0.2\"\n\
+         link = \"usb0\"\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n{sections}\n",
+        rules_file.display(),
+        lab::CARD_INSIDE,
+    );
+    std::fs::write(&config, text).expect("writing cardfw.toml");
+    config
 }
 
 /// The three namespaces of a card test: a client whose default route is the card (link

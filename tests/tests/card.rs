@@ -98,19 +98,9 @@ impl CardLab {
             origin::tcp_echo(&origin_ns, addr(ALLOWED, 2223)).expect("echo 2223"),
         ];
 
-        let rules = dir.join("rules.txt");
-        std::fs::write(&rules, RULES).unwrap();
-        let config = dir.join("cardfw.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{top}rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
-                 [ports]\ntcp = [2222, 2223]\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n{extra_config}",
-                rules.display(),
-                top = top_level.replace("{dir}", &dir.display().to_string()),
-            ),
-        )
-        .unwrap();
+        let top = top_level.replace("{dir}", &dir.display().to_string());
+        let sections = format!("[ports]\ntcp = [2222, 2223]\n{extra_config}");
+        let config = e2e::write_card_config(&dir, RULES, &top, &sections);
         let card_pid = lab
             .spawn(
                 &card,

@@ -60,19 +60,9 @@ impl Card {
             origin::tcp_echo(&world, addr(2222)).expect("echo"),
         ];
         let dir = lab.dir().to_path_buf();
-        let rules = dir.join("rules.txt");
-        std::fs::write(&rules, RULES).unwrap();
-        let config = dir.join("cardfw.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"10.99.0.2\"\nlink = \"usb0\"\n\
-                 [ports]\ntcp = [2222]\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n[limits]\n{limits}\n",
-                rules.display(),
-                dir.join("store").display(),
-            ),
-        )
-        .unwrap();
+        let store = format!("store = \"{}\"", dir.join("store").display());
+        let sections = format!("[ports]\ntcp = [2222]\n[limits]\n{limits}");
+        let config = e2e::write_card_config(&dir, RULES, &store, &sections);
         let cardfw = e2e::built_binary("cardfw");
         let pid = lab
             .spawn(
@@ -248,7 +238,17 @@ fn running_out_of_descriptors_does_not_stop_the_card() {
         counter(&status, "accept_backoffs") > 0,
         "the backoffs are counted: {status}"
     );
-    assert_eq!(card.web(None), (0, "hello from origin\n".into()));
+    // The held connections close on the card's side as it reads their ends, some after the
+    // status endpoint is back: under load a request may still find no descriptor for a
+    // moment, so "recovers" means within the deadline, not at the first try.
+    let web = loop {
+        let web = card.web(None);
+        if web.1 == "hello from origin\n" || Instant::now() >= deadline {
+            break web;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(web, (0, "hello from origin\n".into()));
     assert_eq!(card.card_page(None), "200", "the card page answers again");
     assert!(card.alive());
     let log = card.log();

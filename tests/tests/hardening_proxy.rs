@@ -134,19 +134,12 @@ impl HardLab {
         ];
         let threads = Stop(stop, threads);
 
-        let rules = dir.join("rules.txt");
-        std::fs::write(&rules, RULES).unwrap();
-        let config = dir.join("cardfw.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "rules = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"10.99.0.2\"\n\
-                 link = \"usb0\"\n[dns]\nupstream = \"10.99.0.1:53\"\ntimeout_ms = 1000\n\
-                 [limits]\nconnect_timeout_ms = 1000\nheader_timeout_ms = 2000\n",
-                rules.display()
-            ),
-        )
-        .unwrap();
+        let config = e2e::write_card_config(
+            &dir,
+            RULES,
+            "",
+            "[limits]\nconnect_timeout_ms = 1000\nheader_timeout_ms = 2000",
+        );
         let card_pid = lab
             .spawn(
                 &card,
