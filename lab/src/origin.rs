@@ -337,6 +337,11 @@ impl TestCa {
         }
     }
 
+    /// The CA's private key, PEM: for tools that sign as the CA (`openssl ocsp`).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
@@ -365,6 +370,8 @@ enum Quirk {
     LeafOnly,
     /// Requires a client certificate issued by this CA (PEM).
     ClientCertFrom(String),
+    /// Staples this OCSP response (DER).
+    Staple(Vec<u8>),
 }
 
 /// A rustls server configuration (ring provider, ALPN `h2`, `http/1.1`) for an issued
@@ -384,8 +391,13 @@ fn server_config_with(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+    let mut staple = Vec::new();
     let builder = match quirk {
         Quirk::None => builder.with_no_client_auth(),
+        Quirk::Staple(ocsp) => {
+            staple = ocsp;
+            builder.with_no_client_auth()
+        }
         Quirk::LeafOnly => {
             chain.truncate(1);
             builder.with_no_client_auth()
@@ -403,7 +415,7 @@ fn server_config_with(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key)?;
+    let mut config = builder.with_single_cert_with_ocsp(chain, key, staple)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -499,6 +511,18 @@ pub fn https_origin_leaf_only(
         None => ca.issue(names),
     };
     let config = server_config_with(issued, Quirk::LeafOnly)?;
+    https_origin_with_config(ns, addr, config, None)
+}
+
+/// [`https_origin`] serving `issued` (a chain and key from [`TestCa::issue`]) and stapling the
+/// OCSP response `staple` (DER) in every handshake.
+pub fn https_origin_stapling(
+    ns: &Netns,
+    addr: SocketAddr,
+    issued: (String, String),
+    staple: Vec<u8>,
+) -> Result<Server> {
+    let config = server_config_with(issued, Quirk::Staple(staple))?;
     https_origin_with_config(ns, addr, config, None)
 }
 

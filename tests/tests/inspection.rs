@@ -15,6 +15,8 @@
 //! - Origins on `.17` and `.19` send no intermediate but name its URL (AIA) on `.18`: the
 //!   card fetches it where the rules allow the URL, and the site loads; where a rule denies
 //!   the URL, the page says the intermediate was not fetched, and why.
+//! - Origins on `.20` and `.21` staple OCSP answers made by `openssl ocsp`: `good` loads,
+//!   `revoked` gets the card's page naming `cert-revoked`.
 //! - A portal on `203.0.113.16` requires a client certificate: the card says none is stored,
 //!   then (after a PKCS#12 from `openssl pkcs12 -export` is uploaded on the card page) that it
 //!   is locked; unlocked with the PIN the portal loads, locked again it is refused again. The
@@ -42,6 +44,7 @@ inspected:  allow https host allowed.test inspect
 bad-certs:  allow https dst 203.0.113.12/30 inspect
 portal:     allow https dst 203.0.113.16/32 inspect client-cert
 aia-sites:  allow https dst 203.0.113.17/32,203.0.113.19/32 inspect
+stapling:   allow https dst 203.0.113.20/31 inspect
 spliced:    allow https host blocked.test
 default deny
 ";
@@ -276,6 +279,35 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         "AIA denied: {page}"
     );
 
+    // Stapled OCSP answers made by `openssl ocsp` as the lab CA's responder: `good` loads,
+    // `revoked` gets the card's page naming it.
+    for (last, revoked) in [(20, false), (21, true)] {
+        let ip = origin_at(last);
+        lab.world
+            .run_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "w0"])
+            .unwrap();
+        let name = ip.to_string();
+        let issued = lab.ca.issue(&[&name]);
+        let staple = ocsp_from_openssl(&lab, &issued.0, revoked);
+        let _origin = lab::origin::https_origin_stapling(
+            &lab.world,
+            SocketAddr::new(ip.into(), 443),
+            issued,
+            staple,
+        )
+        .unwrap();
+        let (code, page, stderr) = fetch(&format!("https://{ip}/"));
+        if revoked {
+            assert!(
+                page.contains("cert-revoked") && page.ends_with("502"),
+                "revoked staple: {page}"
+            );
+        } else {
+            assert_eq!(code, Some(0), "{page}\n{stderr}");
+            assert!(page.ends_with("200"), "good staple: {page}");
+        }
+    }
+
     // The owner trusts that CA on the card page: the same origin loads at once.
     let card = CardPage::set_up(&lab);
     let upload = lab.dir.join("owner-ca.pem");
@@ -320,6 +352,61 @@ fn inspected_https_is_decided_like_http_and_upstream_certificates_are_checked_on
         let target = format!("{}:443", origin_at(last));
         assert!(recorded(&target, code), "{target} {code} in {recent:?}");
     }
+}
+
+/// An OCSP response for the leaf of `chain` (leaf then the lab CA, PEM), `good` or `revoked`,
+/// made by `openssl ocsp` answering as the lab CA from an index file, as a CA's responder
+/// does.
+fn ocsp_from_openssl(lab: &SystemLab, chain: &str, revoked: bool) -> Vec<u8> {
+    let dir = tempfile::tempdir_in(&lab.dir).unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let leaf_end = chain.find("-----END CERTIFICATE-----").unwrap() + 25;
+    std::fs::write(path("leaf.pem"), &chain[..leaf_end]).unwrap();
+    std::fs::write(path("ca.pem"), lab.ca.ca_pem()).unwrap();
+    std::fs::write(path("ca.key"), lab.ca.key_pem()).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let serial = openssl(&["x509", "-in", "leaf.pem", "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=");
+    // index.txt: status, expiry, revocation time, serial, file, subject.
+    let line = if revoked {
+        format!("R\t491231235959Z\t240101000000Z\t{serial}\tunknown\t/CN=leaf\n")
+    } else {
+        format!("V\t491231235959Z\t\t{serial}\tunknown\t/CN=leaf\n")
+    };
+    std::fs::write(path("index.txt"), line).unwrap();
+    openssl(&[
+        "ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-reqout", "req.der",
+    ]);
+    openssl(&[
+        "ocsp",
+        "-index",
+        "index.txt",
+        "-rsigner",
+        "ca.pem",
+        "-rkey",
+        "ca.key",
+        "-CA",
+        "ca.pem",
+        "-reqin",
+        "req.der",
+        "-respout",
+        "resp.der",
+        "-ndays",
+        "1",
+    ]);
+    std::fs::read(path("resp.der")).unwrap()
 }
 
 /// The value of the first `name="csrf"` hidden field of a card page.
