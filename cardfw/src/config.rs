@@ -431,6 +431,12 @@ impl ConfigFile for Config {
         if self.inspect.client_cert_idle_secs == 0 {
             return Err("inspect.client_cert_idle_secs must be at least 1".into());
         }
+        if !self.vpn.is_empty() && self.store.is_none() {
+            return Err(
+                "[vpn.*] needs a `store`: the card's WireGuard keys are made and sealed there"
+                    .into(),
+            );
+        }
         for (name, vpn) in &self.vpn {
             vpn.check(name)?;
             for address in [
@@ -487,7 +493,7 @@ mod tests {
 
     #[test]
     fn vpn_mistakes_are_named() {
-        let good = "[vpn.corp]\npeer_public_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\nendpoint = \"198.51.100.7:51820\"\naddress = \"10.20.255.2\"\n";
+        let good = "store = \"/s\"\n[vpn.corp]\npeer_public_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\nendpoint = \"198.51.100.7:51820\"\naddress = \"10.20.255.2\"\n";
         let with = |extra: &str| format!("{good}{extra}");
         assert!(Config::parse("c.toml", &with("networks = [\"10.20.0.0/16\"]\n")).is_ok());
         for (text, needle) in [
@@ -521,6 +527,10 @@ mod tests {
                 good.replace("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "short")
                     + "networks = [\"10.20.0.0/16\"]\n",
                 "peer_public_key",
+            ),
+            (
+                good.replace("store = \"/s\"\n", "") + "networks = [\"10.20.0.0/16\"]\n",
+                "needs a `store`",
             ),
             (
                 good.replace("vpn.corp", "vpn.Corp_1") + "networks = [\"10.20.0.0/16\"]\n",

@@ -48,6 +48,7 @@ use crate::config::Config;
 use crate::ech::CoverNames;
 use crate::inspect::Inspection;
 use crate::store::Store;
+use crate::vpn::Vpns;
 
 /// Browsers ask for this name before switching to DNS over HTTPS on their own; NXDOMAIN tells
 /// them not to, so their lookups stay where the rules see them.
@@ -69,6 +70,9 @@ pub struct Firewall {
     /// trust), set at start on a card with a store; without it such rules are refused. Shared
     /// with the card page, which re-keys the CA and changes the trust in place.
     pub inspection: OnceLock<Arc<Inspection>>,
+    /// The card's VPNs (`crate::vpn`), set at start on a card with a store and `[vpn.*]`.
+    /// Without them a rule's `via` is refused, and no destination belongs to a VPN.
+    pub vpns: OnceLock<Arc<Vpns>>,
     /// The rule set in force. A reload swaps it in one step; a connection that already took
     /// its snapshot keeps deciding with it, so nothing in flight is dropped.
     rules: ArcSwap<LoadedRules>,
@@ -145,6 +149,7 @@ impl Firewall {
             tls_fingerprint: OnceLock::new(),
             ech_covers: CoverNames::default(),
             inspection: OnceLock::new(),
+            vpns: OnceLock::new(),
             rules: ArcSwap::from_pointee(rules),
             store: store.map(Arc::new),
         })
@@ -232,13 +237,14 @@ impl Firewall {
         let mut candidates =
             Candidates::decide(&self.config, &rules.rules, &ask.request, addresses);
         let mut refused = None;
-        if let Some(hello) = ask.hello {
-            candidates.allowed.retain(|(_, decision)| {
-                let reason = hello_refusal(hello, decision.rule, &self.ech_covers);
-                refused = refused.or(reason);
-                reason.is_none()
-            });
-        }
+        candidates.allowed.retain(|(ip, decision)| {
+            let reason = ask
+                .hello
+                .and_then(|hello| hello_refusal(hello, decision.rule, &self.ech_covers))
+                .or_else(|| self.vpn_refusal(&ask.request, Some(*ip), decision.rule));
+            refused = refused.or(reason);
+            reason.is_none()
+        });
         if !candidates.allowed.is_empty() {
             return Ok(candidates);
         }
@@ -302,11 +308,50 @@ impl Firewall {
             Action::Allow => match ask
                 .hello
                 .and_then(|hello| hello_refusal(hello, decision.rule, &self.ech_covers))
+                .or_else(|| self.vpn_refusal(request, request.dst, decision.rule))
             {
                 Some(refusal) => Verdict::Refuse(refusal),
                 None => Verdict::Allow(decision),
             },
         }
+    }
+
+    /// Why a request the rules allowed may not go out, as far as the VPNs go: it belongs to a
+    /// VPN (the rule's `via`, else a VPN owning the name, else one covering `dst`) that is
+    /// locked, unknown, or does not reach `dst`. Everything else is `None` (the outside).
+    fn vpn_refusal(
+        &self,
+        request: &rules::Request<'_>,
+        dst: Option<IpAddr>,
+        allowed_by: &RuleInfo,
+    ) -> Option<Refusal> {
+        let vpns = self.vpns.get();
+        let host = request.host.filter(|host| host.parse::<IpAddr>().is_err());
+        let vpn = match (&allowed_by.via, vpns) {
+            (Some(name), Some(vpns)) => Some(vpns.get(name).ok_or(Refusal::VpnUnknown)),
+            (Some(_), None) => Some(Err(Refusal::VpnUnknown)),
+            (None, Some(vpns)) => host
+                .and_then(|host| vpns.owning(host))
+                .or_else(|| dst.and_then(|ip| vpns.covering(canonical(ip))))
+                .map(Ok),
+            (None, None) => None,
+        }?;
+        let vpn = match vpn {
+            Ok(vpn) => vpn,
+            Err(refusal) => return Some(refusal),
+        };
+        if request.protocol == Protocol::Dns {
+            return Some(Refusal::VpnNameInDns);
+        }
+        if !vpn.is_unlocked() {
+            return Some(Refusal::VpnLocked);
+        }
+        if let Some(ip) = dst
+            && !vpn.config.covers(canonical(ip))
+        {
+            return Some(Refusal::VpnNotRouted);
+        }
+        None
     }
 
     fn record(&self, ask: &Ask<'_>, verdict: &Verdict<'_>) {
@@ -482,5 +527,102 @@ mod tests {
         ]
         .map(|(t, r)| (t.to_string(), r.to_string()));
         assert_eq!(recorded, expected);
+    }
+
+    #[test]
+    fn a_vpns_destinations_go_only_through_it_and_are_refused_while_it_is_locked() {
+        let text = "deny-path: deny http host intranet.corp.example path /secret\n\
+                    allow http\n\
+                    via-lab: allow tcp port 22 via lab\n\
+                    allow tcp port 2222 via corp\n\
+                    allow dns\n";
+        let load = || LoadedRules {
+            rules: RuleSet::from_text("t.rules", text, &NoFiles).unwrap(),
+            version: "test".into(),
+            loaded_at: 0,
+        };
+        let config =
+            <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP)
+                .unwrap();
+        let at = LocalTime::new(0, 12, 0).unwrap();
+        let client: IpAddr = "192.168.77.10".parse().unwrap();
+        let corp_ip: IpAddr = "10.20.0.80".parse().unwrap();
+        let outside_ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let http = |host, path| {
+            rules::Request::new(Protocol::Http, at)
+                .host(host)
+                .port(80)
+                .path(path)
+        };
+        let ask = |request| Ask {
+            client,
+            target: "t",
+            request,
+            hello: None,
+        };
+        for unlocked in [false, true] {
+            let firewall = Firewall::new(config.clone(), load(), None);
+            let names: &[&str] = if unlocked { &["corp"] } else { &[] };
+            let _ = firewall
+                .vpns
+                .set(Arc::new(Vpns::unrouted_for_tests(&config, names)));
+            let rules = firewall.rules();
+            let by_name = ask(http("intranet.corp.example", "/"));
+            let check = firewall.check(&rules, &by_name);
+            let by_address = firewall.decide_addresses(&rules, &by_name, &[corp_ip]);
+            let by_ip = ask(rules::Request::new(Protocol::Tcp, at)
+                .dst(corp_ip)
+                .port(2222));
+            let elsewhere = firewall.decide_addresses(&rules, &by_name, &[outside_ip]);
+            if unlocked {
+                assert!(check.allows());
+                assert!(by_address.is_ok());
+                assert!(firewall.decide(&rules, &by_ip).allows());
+                // A corporate name at an address outside the VPN would leave in clear.
+                assert!(matches!(
+                    elsewhere,
+                    Err(Verdict::Refuse(Refusal::VpnNotRouted))
+                ));
+            } else {
+                assert!(matches!(check, Verdict::Refuse(Refusal::VpnLocked)));
+                assert!(matches!(
+                    by_address,
+                    Err(Verdict::Refuse(Refusal::VpnLocked))
+                ));
+                assert!(matches!(
+                    firewall.decide(&rules, &by_ip),
+                    Verdict::Refuse(Refusal::VpnLocked)
+                ));
+            }
+            // The rules keep applying inside the tunnel.
+            let secret = ask(http("intranet.corp.example", "/secret/x"));
+            assert!(
+                matches!(firewall.check(&rules, &secret), Verdict::Deny(d) if d.rule.id == "deny-path")
+            );
+            // Not the VPN's: the outside, untouched.
+            let plain = ask(http("allowed.test", "/"));
+            assert!(firewall.check(&rules, &plain).allows());
+            // `via` a VPN the card does not have.
+            let lab = ask(rules::Request::new(Protocol::Tcp, at)
+                .dst(outside_ip)
+                .port(22));
+            assert!(matches!(
+                firewall.decide(&rules, &lab),
+                Verdict::Refuse(Refusal::VpnUnknown)
+            ));
+            // The outside resolver never hears a VPN's name from the inside.
+            let dns = ask(rules::Request::new(Protocol::Dns, at).host("intranet.corp.example"));
+            assert!(matches!(
+                firewall.decide(&rules, &dns),
+                Verdict::Refuse(Refusal::VpnNameInDns)
+            ));
+            let codes: Vec<String> = firewall
+                .events
+                .recent()
+                .iter()
+                .map(|r| r.rule.to_string())
+                .collect();
+            assert!(codes.iter().any(|c| c == "vpn-unknown"), "{codes:?}");
+        }
     }
 }

@@ -301,6 +301,30 @@ impl Vpns {
         Some(IpAddr::V4(vpn.config.address))
     }
 
+    /// The configured VPNs with no interface and no key, locked: for deciding in tests
+    /// without root. `unlocked` names those to show as unlocked.
+    #[cfg(test)]
+    pub fn unrouted_for_tests(config: &Config, unlocked: &[&str]) -> Vpns {
+        let by_name = config
+            .vpn
+            .iter()
+            .map(|(name, vpn)| {
+                let entry = Vpn {
+                    name: name.clone(),
+                    config: vpn.clone(),
+                    public_key: [0; 32],
+                    interface: format!("cw-{name}"),
+                    tunnel: Tunnel::Kernel(kernel::Kernel),
+                    unlocked: AtomicBool::new(unlocked.contains(&name.as_str())),
+                    changing: tokio::sync::Mutex::new(()),
+                    last_used: Mutex::new(Instant::now()),
+                };
+                (name.clone(), entry)
+            })
+            .collect();
+        Vpns { by_name }
+    }
+
     /// Locks each unlocked VPN that has been idle too long.
     pub async fn lock_idle(&self) {
         for vpn in self.iter() {
@@ -340,12 +364,14 @@ async fn route(interface: &str, vpn: &config::Vpn) -> Result<(), VpnError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests {
 
     #[test]
     fn names_and_networks() {
-        let vpn = crate::config::Config::parse("c.toml", CORP).unwrap().vpn["corp"].clone();
+        let vpn = <crate::config::Config as crate::config::ConfigFile>::parse("c.toml", CORP)
+            .unwrap()
+            .vpn["corp"]
+            .clone();
         assert!(vpn.covers("10.20.3.4".parse().unwrap()));
         assert!(!vpn.covers("10.21.0.1".parse().unwrap()));
         assert!(vpn.owns_name("intranet.corp.example"));
@@ -355,7 +381,9 @@ mod tests {
         assert!(vpn.owns_name("wiki.internal"));
     }
 
-    pub const CORP: &str = "[vpn.corp]
+    /// A `[vpn.corp]` for tests elsewhere in the crate.
+    pub const CORP: &str = "store = \"/nonexistent\"
+[vpn.corp]
 peer_public_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"
 endpoint = \"198.51.100.7:51820\"
 address = \"10.20.255.2\"
