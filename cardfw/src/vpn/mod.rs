@@ -44,8 +44,8 @@ mod userspace;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -54,6 +54,7 @@ use gotatun::x25519::{PublicKey, StaticSecret};
 
 use crate::config::{self, Config, VpnBackend};
 use crate::store::{AdminSession, Store, StoreError};
+use zeroize::Zeroizing;
 
 /// The routing table the VPN routes go in: the main table, so that no socket can miss them.
 const MAIN_TABLE: u32 = 254;
@@ -178,15 +179,19 @@ impl Vpn {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    /// Reads the key with the PIN's session and brings the tunnel up.
-    pub async fn unlock(&self, session: &AdminSession<'_>) -> Result<(), VpnError> {
+    /// Reads this VPN's private key with the PIN's session (audited), for [`Vpn::unlock`].
+    pub fn read_key(&self, session: &AdminSession<'_>) -> Result<Zeroizing<[u8; 32]>, VpnError> {
+        session
+            .unlock_vpn_key(&self.name)?
+            .ok_or_else(|| VpnError::NoKey(self.name.clone()))
+    }
+
+    /// Brings the tunnel up with `key` (from [`Vpn::read_key`]).
+    pub async fn unlock(&self, key: Zeroizing<[u8; 32]>) -> Result<(), VpnError> {
         let _changing = self.changing.lock().await;
         if self.is_unlocked() {
             return Ok(());
         }
-        let key = session
-            .unlock_vpn_key(&self.name)?
-            .ok_or_else(|| VpnError::NoKey(self.name.clone()))?;
         let secret = StaticSecret::from(*key);
         let from = IpAddr::V4(self.config.address);
         self.tunnel
@@ -202,14 +207,26 @@ impl Vpn {
         Ok(())
     }
 
-    /// Drops the key and stops the tunnel. Decisions see it locked before the tunnel stops.
-    pub async fn lock(&self, why: &str) {
+    /// While unlocked, the time left before the idle lock.
+    pub fn idle_left(&self) -> Option<Duration> {
+        if !self.is_unlocked() {
+            return None;
+        }
+        let idle = Duration::from_secs(self.config.idle_lock_secs);
+        let last = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        Some(idle.saturating_sub(last.elapsed()))
+    }
+
+    /// Drops the key and stops the tunnel; `false` when it was locked already. Decisions see
+    /// it locked before the tunnel stops.
+    pub async fn lock(&self, why: &str) -> bool {
         let _changing = self.changing.lock().await;
         if !self.unlocked.swap(false, Ordering::AcqRel) {
-            return;
+            return false;
         }
         self.tunnel.down().await;
         tracing::info!(vpn = %self.name, why, "VPN locked");
+        true
     }
 
     /// Locks when no connection went through for `idle_lock_secs`.
@@ -225,7 +242,7 @@ impl Vpn {
 /// Every VPN of the card, by name.
 #[derive(Debug, Default)]
 pub struct Vpns {
-    by_name: BTreeMap<String, Vpn>,
+    by_name: BTreeMap<String, Arc<Vpn>>,
 }
 
 impl Vpns {
@@ -260,7 +277,7 @@ impl Vpns {
                 public_key = %STANDARD.encode(public_key), "VPN ready, locked");
             by_name.insert(
                 name.clone(),
-                Vpn {
+                Arc::new(Vpn {
                     name: name.clone(),
                     config: vpn.clone(),
                     public_key,
@@ -269,27 +286,27 @@ impl Vpns {
                     unlocked: AtomicBool::new(false),
                     changing: tokio::sync::Mutex::new(()),
                     last_used: Mutex::new(Instant::now()),
-                },
+                }),
             );
         }
         Ok(Vpns { by_name })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Vpn> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Vpn>> {
         self.by_name.get(name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Vpn> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Vpn>> {
         self.by_name.values()
     }
 
     /// The VPN whose networks hold `ip`.
-    pub fn covering(&self, ip: IpAddr) -> Option<&Vpn> {
+    pub fn covering(&self, ip: IpAddr) -> Option<&Arc<Vpn>> {
         self.iter().find(|vpn| vpn.config.covers(ip))
     }
 
     /// The VPN a name belongs to.
-    pub fn owning(&self, name: &str) -> Option<&Vpn> {
+    pub fn owning(&self, name: &str) -> Option<&Arc<Vpn>> {
         self.iter().find(|vpn| vpn.config.owns_name(name))
     }
 
@@ -319,7 +336,7 @@ impl Vpns {
                     changing: tokio::sync::Mutex::new(()),
                     last_used: Mutex::new(Instant::now()),
                 };
-                (name.clone(), entry)
+                (name.clone(), Arc::new(entry))
             })
             .collect();
         Vpns { by_name }
