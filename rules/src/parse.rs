@@ -471,7 +471,7 @@ impl Parser<'_> {
             seen.push(keyword.text);
             if let Some(why) = misfit(keyword.text, protocol, action) {
                 let kind = if (keyword.text == "max-body" && action == Action::Allow)
-                    || keyword.text == VIA
+                    || (keyword.text == VIA && action == Action::Deny)
                 {
                     ErrorKind::NotForAction
                 } else {
@@ -660,6 +660,9 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         INSPECT | CLIENT_CERT if action == Action::Deny => Some(format!(
             "`{keyword}` is about connections the rule lets through, so it belongs on an allow rule"
         )),
+        VIA if protocol == Some(Protocol::Dns) => Some(format!(
+            "`{VIA}` does not apply to dns rules: a VPN's names (`names` of `[vpn.NAME]`) are resolved through it"
+        )),
         VIA if action == Action::Deny => Some(format!(
             "`{VIA}` names the tunnel an allowed connection takes, so it belongs on an allow rule"
         )),
@@ -695,11 +698,12 @@ mod tests {
             "allow https host *.corp.example via corp"
         );
         assert_eq!(
-            places("deny http via corp\nallow http via Corp!\nallow any via\n"),
+            places("deny http via corp\nallow http via Corp!\nallow any via\nallow dns via corp\n"),
             [
                 (ErrorKind::NotForAction, 1, 11),
                 (ErrorKind::BadName, 2, 16),
                 (ErrorKind::MissingValue, 3, 14),
+                (ErrorKind::NotForProtocol, 4, 11),
             ]
         );
     }

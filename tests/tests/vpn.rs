@@ -7,9 +7,12 @@
 //!   and 10.20.0.80 intercepted transparently, get the card's page saying the VPN is locked
 //!   (`vpn-locked`), and no frame on the world's link carries a 10.20.0.0/16 address or a
 //!   corporate name.
+//!   The computer's own lookup of a corporate name through the card's DNS is refused.
 //! - Unlocked with the PIN on the card page: both load through the tunnel (the card resolves
-//!   the name through the corporate resolver), the page shows a handshake and bytes, and a
-//!   rule denying a corporate path still denies it inside the tunnel.
+//!   the name through the corporate resolver), the card's DNS answers the computer from the
+//!   corporate resolver so the name loads transparently too, still with nothing corporate in
+//!   clear on the world's link; the page shows a handshake and bytes; a rule denying a
+//!   corporate path still denies it inside the tunnel.
 //! - Locked again on the page: refused again.
 //! - Throughput of 1 MiB through card and tunnel against the tunnel alone (curl on the card,
 //!   bound to the tunnel address, through the same userspace WireGuard): printed, for
@@ -141,6 +144,24 @@ fn curl(lab: &SystemLab, args: &[&str]) -> (String, String) {
     (status.to_owned(), body.to_owned())
 }
 
+/// `dig +short` from the protected computer through the card's DNS forwarder.
+fn dig(lab: &SystemLab, name: &str) -> String {
+    let out = lab
+        .pc
+        .run(
+            "dig",
+            &[
+                "+short",
+                "+time=3",
+                "+tries=1",
+                &format!("@{}", lab::CARD_INSIDE),
+                name,
+            ],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Frames on the world's link that carry a VPN address or a corporate name in clear.
 fn leaks(frames: &[CapturedFrame]) -> Vec<String> {
     let corp_net = |ip: [u8; 4]| ip[0] == 10 && ip[1] == 20;
@@ -231,6 +252,12 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
     assert_eq!(status, "403", "{body}");
     assert!(body.contains("VPN is locked"), "{body}");
+    // The computer's own lookup of a corporate name is refused (NXDOMAIN), not sent out.
+    assert_eq!(
+        dig(&lab, "intranet.corp.example"),
+        "",
+        "no address while locked"
+    );
     let frames = capture.stop();
     let leaked = leaks(&frames);
     assert!(
@@ -255,6 +282,14 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     assert_eq!(body, lab::origin::HELLO);
     let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
     assert_eq!(status, "200", "{body}");
+    // Split DNS for the computer too: the card's forwarder asks the corporate resolver
+    // through the tunnel, and the name then loads transparently.
+    let capture = start_capture(&lab.world, "w0").unwrap();
+    assert_eq!(dig(&lab, "intranet.corp.example"), CORP_WEB.to_string());
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "200", "{body}");
+    let leaked = leaks(&capture.stop());
+    assert!(leaked.is_empty(), "in clear while unlocked: {leaked:#?}");
     // The rules still apply inside the tunnel.
     let (status, body) = through_proxy(&lab, "http://intranet.corp.example/secret/plans");
     assert_eq!(status, "403", "{body}");

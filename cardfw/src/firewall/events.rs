@@ -231,10 +231,6 @@ pub enum Refusal {
     /// The connection must go through a VPN (its name, or `via`), but the address it
     /// resolved to is outside the VPN's networks: it would leave in clear.
     VpnNotRouted,
-    /// A DNS question from the inside for a VPN's name: the card resolves those names itself
-    /// through the tunnel when it connects (the forwarder does not split DNS yet), and the
-    /// outside resolver must never see them.
-    VpnNameInDns,
 }
 
 impl Refusal {
@@ -256,7 +252,6 @@ impl Refusal {
             Refusal::VpnLocked => "vpn-locked",
             Refusal::VpnUnknown => "vpn-unknown",
             Refusal::VpnNotRouted => "vpn-not-routed",
-            Refusal::VpnNameInDns => "vpn-name-in-dns",
         }
     }
 
@@ -297,9 +292,6 @@ impl Refusal {
             Refusal::VpnUnknown => "the rule names a VPN this card does not have",
             Refusal::VpnNotRouted => {
                 "the destination must go through the card's VPN, but its address is outside the VPN's networks"
-            }
-            Refusal::VpnNameInDns => {
-                "the name belongs to the card's VPN; the card resolves it through the tunnel itself (use the card's proxy)"
             }
         }
     }

@@ -81,6 +81,15 @@ pub struct Firewall {
     store: Option<Arc<Store>>,
 }
 
+/// Where the card sends a DNS question: from which of its addresses, to which resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolver {
+    pub from: IpAddr,
+    pub server: SocketAddr,
+    /// A VPN's resolver, through its tunnel.
+    pub vpn: bool,
+}
+
 /// What a front end asks the core about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
@@ -280,6 +289,26 @@ impl Firewall {
         decision
     }
 
+    /// Where the card resolves `name`: a VPN's name at the VPN's resolver from its tunnel
+    /// address (split DNS: the outside never sees it), every other name at the configured
+    /// resolver from the outside address. (The configuration check makes every VPN with
+    /// names name a resolver too.)
+    pub fn resolver_for(&self, name: &str) -> Resolver {
+        let vpn = self.vpns.get().and_then(|vpns| vpns.owning(name));
+        match vpn.and_then(|vpn| Some((vpn.config.address, vpn.config.resolver?))) {
+            Some((from, server)) => Resolver {
+                from: IpAddr::V4(from),
+                server,
+                vpn: true,
+            },
+            None => Resolver {
+                from: self.config.outside_address,
+                server: self.config.dns.upstream,
+                vpn: false,
+            },
+        }
+    }
+
     /// Records a refusal a front end found in the traffic itself (see [`Refusal`]).
     pub fn refuse(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
         self.events.refusal(client, protocol, target, refusal);
@@ -340,11 +369,13 @@ impl Firewall {
             Ok(vpn) => vpn,
             Err(refusal) => return Some(refusal),
         };
-        if request.protocol == Protocol::Dns {
-            return Some(Refusal::VpnNameInDns);
-        }
         if !vpn.is_unlocked() {
             return Some(Refusal::VpnLocked);
+        }
+        // A name is resolved through the VPN only when the VPN owns it (`names`): a DNS
+        // question another VPN's `via` sends would reach the outside resolver in clear.
+        if request.protocol == Protocol::Dns && !host.is_some_and(|h| vpn.config.owns_name(h)) {
+            return Some(Refusal::VpnNotRouted);
         }
         if let Some(ip) = dst
             && !vpn.config.covers(canonical(ip))
@@ -610,12 +641,15 @@ mod tests {
                 firewall.decide(&rules, &lab),
                 Verdict::Refuse(Refusal::VpnUnknown)
             ));
-            // The outside resolver never hears a VPN's name from the inside.
+            // A VPN's name is resolved through it: refused while it is locked, and never
+            // asked of the outside resolver.
             let dns = ask(rules::Request::new(Protocol::Dns, at).host("intranet.corp.example"));
-            assert!(matches!(
-                firewall.decide(&rules, &dns),
-                Verdict::Refuse(Refusal::VpnNameInDns)
-            ));
+            let dns_verdict = firewall.decide(&rules, &dns);
+            assert_eq!(dns_verdict.allows(), unlocked, "{dns_verdict:?}");
+            let resolver = firewall.resolver_for("intranet.corp.example");
+            assert_eq!(resolver.server, "10.20.0.53:53".parse().unwrap());
+            assert_eq!(resolver.from, IpAddr::from([10, 20, 255, 2]));
+            assert!(!firewall.resolver_for("allowed.test").vpn);
             let codes: Vec<String> = firewall
                 .events
                 .recent()

@@ -26,9 +26,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
 use crate::ech;
-use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
+use crate::firewall::{Ask, Counters, Firewall, Refusal, Resolver, Verdict};
 
 /// UDP queries answered at once; a datagram beyond this is dropped (the client asks again).
 const MAX_UDP_IN_FLIGHT: usize = 256;
@@ -322,6 +321,11 @@ async fn decide_and_resolve(
             _ => return reply_to(query, ResponseCode::NXDomain),
         }
     };
+    // A VPN's name goes to its resolver through the tunnel (split DNS; the decision above
+    // refused it while the VPN is locked), and its private answers are the point, not
+    // rebinding: they come from the corporate resolver, not from the outside.
+    let resolver = firewall.resolver_for(&name);
+    let allow_private = allow_private || resolver.vpn;
 
     let key = CacheKey::of(query, name);
     let (answer, age) = match cache.get(&key, Instant::now()) {
@@ -329,7 +333,7 @@ async fn decide_and_resolve(
             Counters::bump(&counters.dns_cache_hits);
             (stored, age)
         }
-        None => match forward(transport, query, &firewall.config).await {
+        None => match forward(transport, query, resolver, firewall.config.dns.timeout_ms).await {
             Ok((mut upstream, wire_len)) => {
                 // Before the cache: what is cached is what the inside may see.
                 let stripped = ech::strip(&mut upstream, &firewall.ech_covers);
@@ -558,7 +562,8 @@ enum UpstreamError {
 async fn forward(
     transport: Transport,
     query: &Message,
-    config: &Config,
+    resolver: Resolver,
+    timeout_ms: u64,
 ) -> Result<(Message, usize), UpstreamError> {
     let mut sent = Message::query(); // a fresh random id
     sent.metadata.recursion_desired = query.recursion_desired;
@@ -569,18 +574,18 @@ async fn forward(
     let bytes = sent.to_vec()?;
     let exchange = async {
         if transport == Transport::Udp {
-            let (reply, wire_len) = exchange_udp(&bytes, &sent, config).await?;
+            let (reply, wire_len) = exchange_udp(&bytes, &sent, resolver).await?;
             if !reply.truncation {
                 return Ok((reply, wire_len));
             }
             tracing::debug!("DNS upstream answer truncated over UDP; asking again over TCP");
         }
-        exchange_tcp(&bytes, &sent, config).await
+        exchange_tcp(&bytes, &sent, resolver).await
     };
-    let timeout = Duration::from_millis(config.dns.timeout_ms);
+    let timeout = Duration::from_millis(timeout_ms);
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| UpstreamError::Timeout(config.dns.timeout_ms))?
+        .map_err(|_| UpstreamError::Timeout(timeout_ms))?
 }
 
 /// Whether `reply` answers `sent`: same id and same question.
@@ -591,10 +596,10 @@ fn is_answer_to(reply: &Message, sent: &Message) -> bool {
 async fn exchange_udp(
     bytes: &[u8],
     sent: &Message,
-    config: &Config,
+    resolver: Resolver,
 ) -> Result<(Message, usize), UpstreamError> {
-    let socket = UdpSocket::bind(SocketAddr::new(config.outside_address, 0)).await?;
-    socket.connect(config.dns.upstream).await?;
+    let socket = UdpSocket::bind(SocketAddr::new(resolver.from, 0)).await?;
+    socket.connect(resolver.server).await?;
     socket.send(bytes).await?;
     let mut buffer = vec![0u8; UPSTREAM_UDP_BUFFER];
     loop {
@@ -612,15 +617,15 @@ async fn exchange_udp(
 async fn exchange_tcp(
     bytes: &[u8],
     sent: &Message,
-    config: &Config,
+    resolver: Resolver,
 ) -> Result<(Message, usize), UpstreamError> {
-    let local = SocketAddr::new(config.outside_address, 0);
+    let local = SocketAddr::new(resolver.from, 0);
     let socket = match local {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.bind(local)?;
-    let mut stream = socket.connect(config.dns.upstream).await?;
+    let mut stream = socket.connect(resolver.server).await?;
     let len = u16::try_from(bytes.len()).map_err(|_| io::Error::other("query too long"))?;
     let mut framed = Vec::with_capacity(2 + bytes.len());
     framed.extend_from_slice(&len.to_be_bytes());
@@ -792,6 +797,7 @@ fn cache_ttl(answer: &Message) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     use std::net::Ipv4Addr;
     use std::sync::atomic::Ordering;

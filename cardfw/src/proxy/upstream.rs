@@ -9,7 +9,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use crate::firewall::{Counters, Firewall, canonical};
+use crate::firewall::{Counters, Firewall, Resolver, canonical};
 
 /// Why the card could not reach a destination. Each has its own error page.
 #[derive(Debug, thiserror::Error)]
@@ -73,26 +73,12 @@ pub async fn resolve(firewall: &Firewall, host: &str) -> Result<Vec<IpAddr>, Ups
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(name, RecordType::A));
     let bytes = query.to_vec().map_err(|e| failed(e.to_string()))?;
-    let vpn = firewall.vpns.get().and_then(|vpns| vpns.owning(host));
-    let (from, resolver) = match vpn.map(|vpn| (vpn, vpn.config.resolver)) {
-        Some((vpn, Some(resolver))) => (IpAddr::V4(vpn.config.address), resolver),
-        // A VPN's name with no resolver of its own is never asked of the outside one.
-        Some((vpn, None)) => {
-            return Err(failed(format!(
-                "it belongs to the VPN {} and the VPN has no resolver",
-                vpn.name
-            )));
-        }
-        None => (
-            firewall.config.outside_address,
-            firewall.config.dns.upstream,
-        ),
-    };
+    let Resolver { from, server, .. } = firewall.resolver_for(host);
     let socket = UdpSocket::bind(SocketAddr::new(from, 0))
         .await
         .map_err(|e| failed(format!("no socket: {e}")))?;
     socket
-        .connect(resolver)
+        .connect(server)
         .await
         .map_err(|e| failed(e.to_string()))?;
     socket
