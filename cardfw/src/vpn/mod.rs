@@ -75,8 +75,6 @@ pub enum VpnError {
     },
     #[error("the WireGuard device for {name} did not start: {why}")]
     Device { name: String, why: String },
-    #[error("no VPN is called {0}")]
-    Unknown(String),
     #[error("the card has no key for the VPN {0}")]
     NoKey(String),
     #[error(transparent)]
