@@ -7,7 +7,8 @@
 //!   and 10.20.0.80 intercepted transparently, get the card's page saying the VPN is locked
 //!   (`vpn-locked`), and no frame on the world's link carries a 10.20.0.0/16 address or a
 //!   corporate name.
-//!   The computer's own lookup of a corporate name through the card's DNS is refused.
+//!   The computer's own lookup of a corporate name gets a placeholder inside the VPN's
+//!   networks from the card (never asked outside), so by name too it gets the locked page.
 //! - Unlocked with the PIN on the card page: both load through the tunnel (the card resolves
 //!   the name through the corporate resolver), the card's DNS answers the computer from the
 //!   corporate resolver so the name loads transparently too, still with nothing corporate in
@@ -252,12 +253,13 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
     assert_eq!(status, "403", "{body}");
     assert!(body.contains("VPN is locked"), "{body}");
-    // The computer's own lookup of a corporate name is refused (NXDOMAIN), not sent out.
-    assert_eq!(
-        dig(&lab, "intranet.corp.example"),
-        "",
-        "no address while locked"
-    );
+    // The computer's own lookup of a corporate name is not sent out: the card answers with a
+    // placeholder inside the VPN's networks (TTL 0), so a browser connects and gets the
+    // locked page by name, transparently.
+    assert_eq!(dig(&lab, "intranet.corp.example"), CORP_DNS.to_string());
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
     let frames = capture.stop();
     let leaked = leaks(&frames);
     assert!(
@@ -316,6 +318,9 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let locked = card.post_from("/vpn", "/vpn/lock", &["name=corp"]);
     assert!(locked.contains("corp is locked"), "{locked}");
     let (status, body) = through_proxy(&lab, "http://intranet.corp.example/");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
     assert_eq!(status, "403", "{body}");
     assert!(body.contains("VPN is locked"), "{body}");
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
 use rules::{LocalTime, Protocol, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -318,6 +319,7 @@ async fn decide_and_resolve(
         };
         match firewall.decide(&rules, &ask) {
             Verdict::Allow(decision) => decision.rule.allow_private,
+            Verdict::Refuse(Refusal::VpnLocked) => return locked_vpn_answer(query, firewall),
             _ => return reply_to(query, ResponseCode::NXDomain),
         }
     };
@@ -485,6 +487,38 @@ fn edns_like(client: &Edns) -> Edns {
 
 /// An answer the card writes itself, without records: same id, opcode and question, RD and CD
 /// copied, RA set (the card does recurse, through its upstream).
+/// A question for a VPN's name while the VPN is locked. An A question is answered with an
+/// address inside the VPN's networks (its resolver's, TTL 0), so the computer connects, the
+/// card intercepts the connection and refuses it by its name with the page saying the VPN is
+/// locked; the card decides on the name it is asked for and resolves it itself once
+/// unlocked, never trusting this placeholder, and nothing for it leaves in clear (the route
+/// takes it into the tunnel's interface). Any other question: NXDOMAIN.
+fn locked_vpn_answer(query: &Message, firewall: &Firewall) -> Message {
+    let question = &query.queries[0];
+    let name = question_name(question.name());
+    let placeholder = firewall
+        .vpns
+        .get()
+        .and_then(|vpns| vpns.owning(&name))
+        .and_then(|vpn| vpn.config.resolver)
+        .and_then(|resolver| match resolver.ip() {
+            IpAddr::V4(address) => Some(address),
+            IpAddr::V6(_) => None,
+        });
+    match placeholder {
+        Some(address) if question.query_type() == RecordType::A => {
+            let mut reply = reply_to(query, ResponseCode::NoError);
+            reply.answers.push(Record::from_rdata(
+                question.name().clone(),
+                0,
+                RData::A(A(address)),
+            ));
+            reply
+        }
+        _ => reply_to(query, ResponseCode::NXDomain),
+    }
+}
+
 fn reply_to(query: &Message, code: ResponseCode) -> Message {
     let mut reply = Message::response(query.id, query.op_code);
     reply.metadata.recursion_desired = query.recursion_desired;
@@ -1014,6 +1048,37 @@ mod tests {
 
     fn count(counter: &std::sync::atomic::AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_locked_vpns_names_get_a_placeholder_in_its_networks_and_never_go_out() {
+        let upstream = Upstream::start().await;
+        let vpn_config =
+            <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP)
+                .unwrap();
+        let card = card_with(upstream.address, |config| {
+            config.vpn = vpn_config.vpn.clone()
+        });
+        let _ = card.vpns.set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
+            &vpn_config,
+            &[],
+        )));
+        let cache = cache_for(&card);
+        let reply = ask(&card, &cache, &query(7, "intranet.corp.example")).await;
+        assert_eq!(reply.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&reply), [Ipv4Addr::new(10, 20, 0, 53)]);
+        assert_eq!(reply.answers[0].ttl, 0, "not cached by the computer");
+        let mut aaaa = query_message(8, "intranet.corp.example");
+        aaaa.queries[0].set_query_type(RecordType::AAAA);
+        let reply = ask(&card, &cache, &aaaa.to_vec().unwrap()).await;
+        assert_eq!(reply.response_code, ResponseCode::NXDomain);
+        assert!(
+            !upstream.asked_about("intranet.corp.example"),
+            "never outside"
+        );
+        // Other names go out as before.
+        let reply = ask(&card, &cache, &query(9, "allowed.test")).await;
+        assert_eq!(reply.response_code, ResponseCode::NoError);
     }
 
     #[tokio::test]
