@@ -14,7 +14,7 @@
 //!   corporate resolver so the name loads transparently too, still with nothing corporate in
 //!   clear on the world's link; the page shows a handshake and bytes; a rule denying a
 //!   corporate path still denies it inside the tunnel.
-//! - Locked again on the page: refused again.
+//! - Locked again on the page: refused again; unlocked once more, it loads again.
 //! - Throughput of 1 MiB through card and tunnel against the tunnel alone (curl on the card,
 //!   bound to the tunnel address, through the same userspace WireGuard): printed, for
 //!   `BENCHMARKS.md`; not asserted here (a debug build on a shared machine).
@@ -323,4 +323,10 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
     assert_eq!(status, "403", "{body}");
     assert!(body.contains("VPN is locked"), "{body}");
+
+    // And unlocked once more: a new WireGuard device on the same TUN, a new handshake.
+    let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
+    assert!(unlocked.contains("corp is unlocked"), "{unlocked}");
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "200", "{body}\n{}", lab.card_log());
 }
