@@ -1,6 +1,7 @@
 //! `cardfw.toml`: every key, its default, and why it exists. A key that is not known is an
 //! error (a misspelt limit must not silently fall back to its default).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +41,158 @@ pub struct Config {
     pub iso7816: Iso7816,
     pub policy: Policy,
     pub inspect: Inspect,
+    /// The VPNs the card can open (`[vpn.NAME]`, see `cardfw::vpn`), by name.
+    pub vpn: BTreeMap<String, Vpn>,
+}
+
+/// Which WireGuard implementation carries the VPNs: chosen once at start and shown on the
+/// card page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VpnBackend {
+    /// The kernel's when it has WireGuard and cardfw can drive it, else the userspace one.
+    #[default]
+    Auto,
+    /// cardfw's own WireGuard on a TUN device (gotatun).
+    Userspace,
+    /// The kernel's WireGuard over netlink (not written yet: asking for it fails at start).
+    Kernel,
+}
+
+/// One VPN (`[vpn.NAME]`): the other end, and what belongs to it. The card's private key is
+/// not here: it is made in the sealed store, and only its public key is ever shown.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vpn {
+    /// The peer's WireGuard public key, base64 (as `wg` prints it).
+    pub peer_public_key: String,
+    /// Where the peer listens (UDP); the tunnel's packets leave from the outside address.
+    pub endpoint: SocketAddr,
+    /// The card's address inside the tunnel (what the peer's `AllowedIPs` names).
+    pub address: Ipv4Addr,
+    /// The networks reached only through the tunnel, e.g. `10.20.0.0/16`.
+    pub networks: Vec<VpnNetwork>,
+    /// The names that belong to the VPN: `intranet.corp.example`, or `*.corp.example` for
+    /// every name under it. They are resolved through the tunnel by `resolver`.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// The corporate resolver, inside `networks`; needed when `names` are given.
+    pub resolver: Option<SocketAddr>,
+    /// The unlocked VPN locks again after this many seconds without a connection through it.
+    #[serde(default = "default_vpn_idle_secs")]
+    pub idle_lock_secs: u64,
+    /// WireGuard persistent keepalive, seconds (0: none).
+    #[serde(default)]
+    pub keepalive_secs: u16,
+    #[serde(default)]
+    pub backend: VpnBackend,
+}
+
+/// A WireGuard public key from its base64 form, or why it is not one.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| format!("{} bytes, a key is 32", bytes.len()))
+}
+
+fn default_vpn_idle_secs() -> u64 {
+    30 * 60
+}
+
+/// A network of a VPN, checked when the file is read (`10.20.0.0/16`; IPv4 for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct VpnNetwork(pub rules::Cidr);
+
+impl TryFrom<String> for VpnNetwork {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<VpnNetwork, String> {
+        let cidr = rules::Cidr::parse(&text)
+            .map_err(|e| format!("`{text}` is not a network: {}", e.message))?;
+        if !cidr.addr().is_ipv4() {
+            return Err(format!(
+                "`{text}`: only IPv4 networks are carried through the VPN for now"
+            ));
+        }
+        Ok(VpnNetwork(cidr))
+    }
+}
+
+impl Vpn {
+    /// Whether `ip` lies in one of the VPN's networks.
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|network| network.0.contains(ip))
+    }
+
+    /// Whether `name` belongs to the VPN (`names`; `*.x` is every name under `x`).
+    pub fn owns_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        self.names
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(parent) => {
+                    name.len() > parent.len() + 1
+                        && name.as_bytes()[name.len() - parent.len() - 1] == b'.'
+                        && name[name.len() - parent.len()..].eq_ignore_ascii_case(parent)
+                }
+                None => name.eq_ignore_ascii_case(pattern),
+            })
+    }
+
+    /// What the types alone cannot check; `name` is the table's name.
+    fn check(&self, name: &str) -> Result<(), String> {
+        let at = |what: String| format!("vpn.{name}: {what}");
+        // The name becomes the TUN interface's (`cw-NAME`, at most 15 bytes) and a rule's
+        // `via NAME`.
+        if name.is_empty()
+            || name.len() > 12
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(at(
+                "a VPN's name is 1 to 12 of a-z, 0-9 and `-` (it names the interface and rules' `via`)".into(),
+            ));
+        }
+        parse_public_key(&self.peer_public_key).map_err(|e| at(format!("peer_public_key: {e}")))?;
+        if self.networks.is_empty() {
+            return Err(at("networks is empty: name what the VPN reaches".into()));
+        }
+        for pattern in &self.names {
+            let bare = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if rules::normalize_name(bare).is_err() || bare.contains('*') {
+                return Err(at(format!("names: `{pattern}` is not a name or `*.name`")));
+            }
+        }
+        match self.resolver {
+            Some(resolver) if !self.covers(resolver.ip()) => {
+                return Err(at(format!(
+                    "resolver {resolver} is not in the VPN's networks: it is reached through the tunnel"
+                )));
+            }
+            None if !self.names.is_empty() => {
+                return Err(at(
+                    "names are given but no resolver: they are resolved through the tunnel".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.covers(self.endpoint.ip()) {
+            return Err(at(format!(
+                "endpoint {} is inside the VPN's networks: the tunnel cannot run through itself",
+                self.endpoint
+            )));
+        }
+        if self.idle_lock_secs == 0 {
+            return Err(at("idle_lock_secs must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// TLS inspection (`inspect` rules, see `cardfw::inspect`).
@@ -177,6 +330,7 @@ impl Default for Config {
             iso7816: Iso7816::default(),
             policy: Policy::default(),
             inspect: Inspect::default(),
+            vpn: BTreeMap::new(),
         }
     }
 }
@@ -277,6 +431,26 @@ impl ConfigFile for Config {
         if self.inspect.client_cert_idle_secs == 0 {
             return Err("inspect.client_cert_idle_secs must be at least 1".into());
         }
+        if !self.vpn.is_empty() && self.store.is_none() {
+            return Err(
+                "[vpn.*] needs a `store`: the card's WireGuard keys are made and sealed there"
+                    .into(),
+            );
+        }
+        for (name, vpn) in &self.vpn {
+            vpn.check(name)?;
+            for address in [
+                self.inside_address,
+                self.outside_address,
+                self.appliance_address,
+            ] {
+                if vpn.covers(address) {
+                    return Err(format!(
+                        "vpn.{name}: the card's own address {address} is inside the VPN's networks"
+                    ));
+                }
+            }
+        }
         let ports = &self.ports;
         let intercepted = ports.http.iter().chain(&ports.https).chain(&ports.tcp);
         let mut seen = std::collections::HashSet::new();
@@ -303,6 +477,70 @@ impl ConfigFile for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_keys() {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(parse_public_key(&key).unwrap(), [7u8; 32]);
+        assert!(
+            parse_public_key("not base64!")
+                .unwrap_err()
+                .contains("base64")
+        );
+        assert!(parse_public_key("AAAA").unwrap_err().contains("3 bytes"));
+    }
+
+    #[test]
+    fn vpn_mistakes_are_named() {
+        let good = "store = \"/s\"\n[vpn.corp]\npeer_public_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\nendpoint = \"198.51.100.7:51820\"\naddress = \"10.20.255.2\"\n";
+        let with = |extra: &str| format!("{good}{extra}");
+        assert!(Config::parse("c.toml", &with("networks = [\"10.20.0.0/16\"]\n")).is_ok());
+        for (text, needle) in [
+            (with("networks = [\"10.20.0.1/16\"]\n"), "host bits"),
+            (with("networks = [\"fd00::/8\"]\n"), "only IPv4"),
+            (with("networks = []\n"), "networks is empty"),
+            (
+                with("networks = [\"10.20.0.0/16\"]\nnames = [\"*.corp.example\"]\n"),
+                "no resolver",
+            ),
+            (
+                with("networks = [\"10.20.0.0/16\"]\nresolver = \"192.0.2.1:53\"\n"),
+                "not in the VPN's networks",
+            ),
+            (
+                with(
+                    "networks = [\"10.20.0.0/16\"]\nnames = [\"a b\"]\nresolver = \"10.20.0.53:53\"\n",
+                ),
+                "not a name",
+            ),
+            (
+                with("networks = [\"198.51.100.0/24\"]\n"),
+                "tunnel cannot run through itself",
+            ),
+            (with("networks = [\"172.31.77.0/24\"]\n"), "own address"),
+            (
+                with("networks = [\"10.20.0.0/16\"]\nsecret = 1\n"),
+                "unknown field",
+            ),
+            (
+                good.replace("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "short")
+                    + "networks = [\"10.20.0.0/16\"]\n",
+                "peer_public_key",
+            ),
+            (
+                good.replace("store = \"/s\"\n", "") + "networks = [\"10.20.0.0/16\"]\n",
+                "needs a `store`",
+            ),
+            (
+                good.replace("vpn.corp", "vpn.Corp_1") + "networks = [\"10.20.0.0/16\"]\n",
+                "a VPN's name",
+            ),
+        ] {
+            let e = Config::parse("c.toml", &text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -34,4 +34,5 @@ pub mod proxy;
 pub mod run;
 pub mod status;
 pub mod store;
+pub mod vpn;
 pub mod wire;

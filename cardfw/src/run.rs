@@ -40,6 +40,9 @@ pub fn open_store(config: &Config) -> Result<Option<Store>> {
 /// How often an unlocked client certificate is checked for its idle time.
 const CLIENT_CERT_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often unlocked VPNs are checked for their idle time.
+const VPN_IDLE_CHECK: Duration = Duration::from_secs(5);
+
 /// Runs the card until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
@@ -70,6 +73,26 @@ pub async fn run(config: Config) -> Result<()> {
             loop {
                 tick.tick().await;
                 identity.lock_if_idle();
+            }
+        });
+    }
+    // The VPNs' keys live in the store; their routes go in before any listener, so no
+    // connection to their networks can leave in clear.
+    if !config.vpn.is_empty() {
+        let store = firewall
+            .store()
+            .context("[vpn.*] needs a `store`: the card's WireGuard keys are sealed there")?;
+        let vpns = Arc::new(
+            crate::vpn::Vpns::start(config, store)
+                .await
+                .context("cannot start the VPNs")?,
+        );
+        let _ = firewall.vpns.set(vpns.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(VPN_IDLE_CHECK);
+            loop {
+                tick.tick().await;
+                vpns.lock_idle().await;
             }
         });
     }

@@ -71,6 +71,9 @@ pub struct SystemLab {
     pub ca_file: PathBuf,
     pub ca: TestCa,
     pub bin_dir: PathBuf,
+    /// TOML appended to the card's `cardfw.toml` at its next start (tables such as `[vpn.x]`
+    /// that a test adds); empty by default.
+    pub card_extra_config: String,
     /// `/etc/netns/<pc>/`: the protected computer's resolv.conf, which `ip netns exec` shows it.
     pc_etc: PathBuf,
     pub lab: Lab,
@@ -142,6 +145,7 @@ impl SystemLab {
             ca_file,
             ca,
             bin_dir: options.bin_dir.clone(),
+            card_extra_config: String::new(),
             pc_etc,
             lab,
         };
@@ -182,7 +186,7 @@ impl SystemLab {
             format!(
                 "rules = \"{}\"\nstore = \"{}\"\ninside_address = \"{CARD_INSIDE}\"\noutside_address = \"{CARD_OUTSIDE}\"\nlink = \"usb0\"\n\
                  [ports]\ntcp = [2222]\n[dns]\nupstream = \"172.31.77.1:53\"\ntimeout_ms = 2000\n\
-                 [inspect]\ntrusted_cas = \"{}\"\n{}",
+                 [inspect]\ntrusted_cas = \"{}\"\n{}{}",
                 self.dir.join("rules.txt").display(),
                 self.store_dir().display(),
                 self.ca_file.display(),
@@ -193,7 +197,8 @@ impl SystemLab {
                     )
                 } else {
                     String::new()
-                }
+                },
+                self.card_extra_config,
             ),
         )?;
         let binary = self.binary("cardfw")?;

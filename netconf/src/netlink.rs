@@ -347,6 +347,23 @@ impl Netlink {
         self.replace_route(table, dev, route, what).await
     }
 
+    /// Makes `NETWORK/PREFIX dev DEV src SRC table TABLE` the table's route to that network
+    /// (`ip route replace`): the card's VPN networks into their tunnel interface.
+    pub async fn replace_network_route(
+        &self,
+        table: u32,
+        network: Ipv4Addr,
+        prefix: u8,
+        dev: &str,
+        src: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(network, prefix)
+            .pref_source(src);
+        let what = format!("replacing {network}/{prefix} dev {dev} src {src} table {table}");
+        self.replace_route(table, dev, route, what).await
+    }
+
     /// Makes `route`, in `table` and out of `dev`, the table's route to its destination,
     /// creating it or replacing the one there (`ip route replace`).
     async fn replace_route(

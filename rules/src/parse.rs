@@ -24,7 +24,7 @@ const CLIENT_CERT: &str = "client-cert";
 /// Flags a rule may end with.
 const FLAGS: [&str; 4] = [ALLOW_ECH, ALLOW_PRIVATE, INSPECT, CLIENT_CERT];
 
-const CONDITIONS: [&str; 8] = [
+const CONDITIONS: [&str; 9] = [
     "host",
     "dst",
     "port",
@@ -33,7 +33,11 @@ const CONDITIONS: [&str; 8] = [
     "content-type",
     "max-body",
     "time",
+    VIA,
 ];
+/// `via NAME`: an allowed connection's upstream goes through the card's VPN `NAME` (not a
+/// condition to match: where the allowed connection goes).
+const VIA: &str = "via";
 
 /// A word of a line and its 1-based character column.
 #[derive(Debug, Clone, Copy)]
@@ -404,6 +408,7 @@ impl Parser<'_> {
             allow_private: false,
             inspect: false,
             client_cert: false,
+            via: None,
             line: line_no,
         };
         let mut client_cert_col = None;
@@ -465,7 +470,9 @@ impl Parser<'_> {
             }
             seen.push(keyword.text);
             if let Some(why) = misfit(keyword.text, protocol, action) {
-                let kind = if keyword.text == "max-body" && action == Action::Allow {
+                let kind = if (keyword.text == "max-body" && action == Action::Allow)
+                    || (keyword.text == VIA && action == Action::Deny)
+                {
                     ErrorKind::NotForAction
                 } else {
                     ErrorKind::NotForProtocol
@@ -516,6 +523,10 @@ impl Parser<'_> {
                         }
                     }
                 }
+                VIA => match parse_vpn_name(value.text) {
+                    Ok(name) => rule.via = Some(name),
+                    Err(e) => self.value_error(e, line_no, value, 0, line),
+                },
                 _ => unreachable!("every keyword in CONDITIONS is handled"),
             }
         }
@@ -596,6 +607,24 @@ fn parse_action(text: &str) -> Option<Action> {
 }
 
 /// Why a condition cannot be used on a rule of this protocol and action, if it cannot.
+/// A VPN's name as the card's configuration allows it (`[vpn.NAME]`): 1 to 12 of a-z, 0-9, `-`.
+fn parse_vpn_name(text: &str) -> Result<String, ValueError> {
+    let fits = !text.is_empty()
+        && text.len() <= 12
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if fits {
+        Ok(text.to_string())
+    } else {
+        Err(ValueError::at(
+            ErrorKind::BadName,
+            0,
+            format!("`{text}` is not a VPN name (1 to 12 of a-z, 0-9 and `-`, as in `[vpn.NAME]`)"),
+        ))
+    }
+}
+
 fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<String> {
     let proto = protocol.map_or("any", Protocol::name);
     match keyword {
@@ -631,6 +660,12 @@ fn misfit(keyword: &str, protocol: Option<Protocol>, action: Action) -> Option<S
         INSPECT | CLIENT_CERT if action == Action::Deny => Some(format!(
             "`{keyword}` is about connections the rule lets through, so it belongs on an allow rule"
         )),
+        VIA if protocol == Some(Protocol::Dns) => Some(format!(
+            "`{VIA}` does not apply to dns rules: a VPN's names (`names` of `[vpn.NAME]`) are resolved through it"
+        )),
+        VIA if action == Action::Deny => Some(format!(
+            "`{VIA}` names the tunnel an allowed connection takes, so it belongs on an allow rule"
+        )),
         "max-body" if action == Action::Allow => Some(
             "`max-body` matches responses larger than the size, so it belongs on a deny rule".into(),
         ),
@@ -652,6 +687,25 @@ mod tests {
             .iter()
             .map(|d| (d.kind, d.line, d.col))
             .collect()
+    }
+
+    #[test]
+    fn via_names_a_vpn_on_allow_rules() {
+        let policy = parse("r", "allow https host *.corp.example via corp\n").unwrap();
+        assert_eq!(policy.rules[0].via.as_deref(), Some("corp"));
+        assert_eq!(
+            policy.rules[0].to_string(),
+            "allow https host *.corp.example via corp"
+        );
+        assert_eq!(
+            places("deny http via corp\nallow http via Corp!\nallow any via\nallow dns via corp\n"),
+            [
+                (ErrorKind::NotForAction, 1, 11),
+                (ErrorKind::BadName, 2, 16),
+                (ErrorKind::MissingValue, 3, 14),
+                (ErrorKind::NotForProtocol, 4, 11),
+            ]
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Rule {
     /// `client-cert`: on an inspected connection, the card presents the user's client
     /// certificate (kept on the card, unlocked with the PIN) to the site.
     pub client_cert: bool,
+    /// `via NAME`: the connection's upstream goes through the card's VPN `NAME`.
+    pub via: Option<String>,
     /// Where the rule was written (1-based); not part of what the rule means.
     pub line: u32,
 }
@@ -183,6 +185,9 @@ impl fmt::Display for Rule {
         }
         if self.client_cert {
             f.write_str(" client-cert")?;
+        }
+        if let Some(vpn) = &self.via {
+            write!(f, " via {vpn}")?;
         }
         Ok(())
     }

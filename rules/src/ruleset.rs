@@ -108,6 +108,8 @@ pub struct RuleInfo {
     /// On an inspected connection the card presents the user's client certificate to the
     /// site (`client-cert`).
     pub client_cert: bool,
+    /// The card's VPN the allowed connection goes through (`via NAME`).
+    pub via: Option<String>,
 }
 
 impl fmt::Display for RuleInfo {
@@ -423,6 +425,7 @@ impl RuleSet {
                 allow_private: false,
                 inspect: false,
                 client_cert: false,
+                via: None,
             },
             None => RuleInfo {
                 id: "default".into(),
@@ -433,6 +436,7 @@ impl RuleSet {
                 allow_private: false,
                 inspect: false,
                 client_cert: false,
+                via: None,
             },
         };
         Ok(RuleSet {
@@ -701,6 +705,7 @@ fn compile_rule(file: &str, rule: &Rule) -> CompiledRule {
             allow_private: rule.allow_private,
             inspect: rule.inspect,
             client_cert: rule.client_cert,
+            via: rule.via.clone(),
         },
         protocol: rule.protocol,
         hosts: rule.hosts.clone(),

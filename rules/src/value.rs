@@ -78,7 +78,8 @@ impl Cidr {
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
     }
 
-    pub(crate) fn parse(text: &str) -> Result<Cidr, ValueError> {
+    /// `10.0.0.0/8`, `2001:db8::/32` or one address; host bits set are an error.
+    pub fn parse(text: &str) -> Result<Cidr, ValueError> {
         let (addr_text, prefix_text) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),

@@ -110,6 +110,38 @@ pub struct ClientCertView {
     pub expires: String,
 }
 
+/// `GET /vpn`: the card's VPNs, their state, and unlock/lock.
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/vpn.html")]
+pub struct VpnPage {
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub vpns: Vec<VpnView>,
+}
+
+/// One VPN as its page shows it: all public (the card's key shows only its public half).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnView {
+    pub name: String,
+    /// Which WireGuard carries it (userspace or kernel), chosen at start.
+    pub backend: String,
+    pub unlocked: bool,
+    /// While unlocked: minutes left before the idle lock.
+    pub idle_left_minutes: u64,
+    pub idle_minutes: u64,
+    /// The card's public key, base64, for the peer's configuration.
+    pub public_key: String,
+    pub endpoint: String,
+    pub networks: String,
+    pub names: String,
+    /// `never` before the first handshake, else `N s ago`; empty while locked.
+    pub handshake: String,
+    pub received: String,
+    pub sent: String,
+}
+
 /// One CA the owner added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedCaView {

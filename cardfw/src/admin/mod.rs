@@ -19,6 +19,9 @@
 //! | `POST /inspection/client-cert` | stores the user's client certificate (multipart: PKCS#12 or PEM file, its password), locked | session, CSRF token, PIN |
 //! | `POST /inspection/client-cert/unlock`, `/remove` | unlocks the client certificate (until idle), or removes it | session, CSRF token, PIN |
 //! | `POST /inspection/client-cert/lock` | locks the client certificate | session, CSRF token |
+//! | `GET /vpn` | the card's VPNs: state, handshake age, bytes, endpoint, the card's public key | session |
+//! | `POST /vpn/unlock` | unlocks a VPN and brings its tunnel up (until idle) | session, CSRF token, PIN |
+//! | `POST /vpn/lock` | stops a VPN's tunnel and locks it | session, CSRF token |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
@@ -53,6 +56,7 @@ mod inspection_ca;
 pub mod session;
 #[cfg(test)]
 mod tests;
+mod vpn;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -183,6 +187,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/inspection/client-cert/remove",
             post(inspection::remove_client_cert),
         )
+        .route("/vpn", get(vpn::page))
+        .route("/vpn/unlock", post(vpn::unlock))
+        .route("/vpn/lock", post(vpn::lock))
         .route("/inspection-ca", get(inspection_ca::page))
         .route("/inspection-ca.pem", get(inspection_ca::pem))
         .route("/inspection-ca.crt", get(inspection_ca::der))
@@ -272,6 +279,14 @@ enum Refusal {
     Inspection(InspectionError),
     /// The client must wait this long after its last wrong secret; nothing was tried.
     Wait(Duration),
+    /// A VPN did not unlock after a correct PIN (no key, the tunnel did not start).
+    Vpn(crate::vpn::VpnError),
+}
+
+impl From<crate::vpn::VpnError> for Refusal {
+    fn from(error: crate::vpn::VpnError) -> Refusal {
+        Refusal::Vpn(error)
+    }
 }
 
 impl From<StoreError> for Refusal {
@@ -291,6 +306,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Store(error) => error.fmt(f),
             Refusal::Inspection(error) => error.fmt(f),
+            Refusal::Vpn(error) => error.fmt(f),
             Refusal::Wait(left) => write!(
                 f,
                 "too many wrong tries from this computer: wait {} s before the next (no try was spent)",
@@ -559,7 +575,7 @@ fn login_refused(state: &AdminState, what: &str, error: Refusal) -> Response {
     tracing::info!("admin page: {what} refused: {error}");
     let status = match error {
         Refusal::Wait(_) => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Store(_) | Refusal::Inspection(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Store(_) | Refusal::Inspection(_) | Refusal::Vpn(_) => StatusCode::UNAUTHORIZED,
     };
     login_page(state, status, Some(error.to_string()), None, None)
 }

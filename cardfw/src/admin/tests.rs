@@ -918,3 +918,70 @@ async fn admin_inspection_page_counts_the_policy_servers_cas() {
     assert!(!page.body.contains("CN=Company CA"), "{}", page.body);
     assert!(page.body.contains("No CA added."), "{}", page.body);
 }
+
+/// The VPN page with a configured `corp` VPN that has no interface (no root in unit tests):
+/// it shows the state and the card's public key, refuses an unknown name and a wrong PIN,
+/// and says why an unlock with the right PIN did not bring a tunnel up.
+#[tokio::test]
+async fn admin_vpn_page_shows_the_public_key_and_refuses_what_it_must() {
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let config =
+        <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP).unwrap();
+    browser
+        .state
+        .firewall
+        .vpns
+        .set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(&config, &[])))
+        .unwrap();
+    assert_eq!(
+        browser.get("/vpn").await.status,
+        StatusCode::SEE_OTHER,
+        "login first"
+    );
+    browser.logged_in(PIN).await;
+    let page = browser.get("/vpn").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("id=\"vpn-corp-state\">Locked"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("198.51.100.7:51820"), "{}", page.body);
+    assert!(page.body.contains("10.20.0.0/16"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let unknown = browser
+        .post(
+            "/vpn/unlock",
+            &[("csrf", &csrf), ("name", "<b>x"), ("pin", PIN)],
+        )
+        .await;
+    assert!(unknown.body.contains("no VPN called"), "{}", unknown.body);
+    assert!(!unknown.body.contains("<b>x"), "escaped: {}", unknown.body);
+    let wrong = browser
+        .post(
+            "/vpn/unlock",
+            &[("csrf", &csrf), ("name", "corp"), ("pin", "1111")],
+        )
+        .await;
+    assert!(wrong.body.contains("stays locked"), "{}", wrong.body);
+    // The test VPN's key was never made in the store: a clear refusal, not a fake success.
+    let right = browser
+        .post(
+            "/vpn/unlock",
+            &[("csrf", &csrf), ("name", "corp"), ("pin", PIN)],
+        )
+        .await;
+    assert!(
+        right.body.contains("no key for the VPN corp"),
+        "{}",
+        right.body
+    );
+    let lock = browser
+        .post("/vpn/lock", &[("csrf", &csrf), ("name", "corp")])
+        .await;
+    assert!(lock.body.contains("was already locked"), "{}", lock.body);
+    let forged = browser
+        .post("/vpn/lock", &[("csrf", "forged"), ("name", "corp")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}

@@ -220,6 +220,14 @@ pub enum Refusal {
     ClientCertLocked,
     /// The rule says `client-cert`, and no client certificate is stored on the card.
     ClientCertMissing,
+    /// The destination belongs to one of the card's VPNs (its networks, its names, or the
+    /// rule's `via`), and that VPN is locked: never sent on the outside network in clear.
+    VpnLocked,
+    /// A rule says `via NAME`, and the card has no VPN of that name.
+    VpnUnknown,
+    /// The connection must go through a VPN (its name, or `via`), but the address it
+    /// resolved to is outside the VPN's networks: it would leave in clear.
+    VpnNotRouted,
 }
 
 impl Refusal {
@@ -237,6 +245,9 @@ impl Refusal {
             Refusal::UpstreamCertificate(code) => code,
             Refusal::ClientCertLocked => "client-cert-locked",
             Refusal::ClientCertMissing => "client-cert-missing",
+            Refusal::VpnLocked => "vpn-locked",
+            Refusal::VpnUnknown => "vpn-unknown",
+            Refusal::VpnNotRouted => "vpn-not-routed",
         }
     }
 
@@ -267,6 +278,13 @@ impl Refusal {
             }
             Refusal::ClientCertMissing => {
                 "the site needs a client certificate, and none is stored on the card: upload it on the card page (Inspection)"
+            }
+            Refusal::VpnLocked => {
+                "the VPN is locked: this destination is reached only through the card's VPN; unlock it with the PIN on the card page. Nothing was sent in clear"
+            }
+            Refusal::VpnUnknown => "the rule names a VPN this card does not have",
+            Refusal::VpnNotRouted => {
+                "the destination must go through the card's VPN, but its address is outside the VPN's networks"
             }
         }
     }

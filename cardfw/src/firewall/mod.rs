@@ -48,6 +48,7 @@ use crate::config::Config;
 use crate::ech::CoverNames;
 use crate::inspect::Inspection;
 use crate::store::Store;
+use crate::vpn::Vpns;
 
 /// Browsers ask for this name before switching to DNS over HTTPS on their own; NXDOMAIN tells
 /// them not to, so their lookups stay where the rules see them.
@@ -69,12 +70,24 @@ pub struct Firewall {
     /// trust), set at start on a card with a store; without it such rules are refused. Shared
     /// with the card page, which re-keys the CA and changes the trust in place.
     pub inspection: OnceLock<Arc<Inspection>>,
+    /// The card's VPNs (`crate::vpn`), set at start on a card with a store and `[vpn.*]`.
+    /// Without them a rule's `via` is refused, and no destination belongs to a VPN.
+    pub vpns: OnceLock<Arc<Vpns>>,
     /// The rule set in force. A reload swaps it in one step; a connection that already took
     /// its snapshot keeps deciding with it, so nothing in flight is dropped.
     rules: ArcSwap<LoadedRules>,
     /// Where the rules live when the card has a store; without one they come from the file
     /// `config.rules`.
     store: Option<Arc<Store>>,
+}
+
+/// Where the card sends a DNS question: from which of its addresses, to which resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolver {
+    pub from: IpAddr,
+    pub server: SocketAddr,
+    /// A VPN's resolver, through its tunnel.
+    pub vpn: bool,
 }
 
 /// What a front end asks the core about one request.
@@ -145,6 +158,7 @@ impl Firewall {
             tls_fingerprint: OnceLock::new(),
             ech_covers: CoverNames::default(),
             inspection: OnceLock::new(),
+            vpns: OnceLock::new(),
             rules: ArcSwap::from_pointee(rules),
             store: store.map(Arc::new),
         })
@@ -232,13 +246,14 @@ impl Firewall {
         let mut candidates =
             Candidates::decide(&self.config, &rules.rules, &ask.request, addresses);
         let mut refused = None;
-        if let Some(hello) = ask.hello {
-            candidates.allowed.retain(|(_, decision)| {
-                let reason = hello_refusal(hello, decision.rule, &self.ech_covers);
-                refused = refused.or(reason);
-                reason.is_none()
-            });
-        }
+        candidates.allowed.retain(|(ip, decision)| {
+            let reason = ask
+                .hello
+                .and_then(|hello| hello_refusal(hello, decision.rule, &self.ech_covers))
+                .or_else(|| self.vpn_refusal(&ask.request, Some(*ip), decision.rule));
+            refused = refused.or(reason);
+            reason.is_none()
+        });
         if !candidates.allowed.is_empty() {
             return Ok(candidates);
         }
@@ -274,6 +289,26 @@ impl Firewall {
         decision
     }
 
+    /// Where the card resolves `name`: a VPN's name at the VPN's resolver from its tunnel
+    /// address (split DNS: the outside never sees it), every other name at the configured
+    /// resolver from the outside address. (The configuration check makes every VPN with
+    /// names name a resolver too.)
+    pub fn resolver_for(&self, name: &str) -> Resolver {
+        let vpn = self.vpns.get().and_then(|vpns| vpns.owning(name));
+        match vpn.and_then(|vpn| Some((vpn.config.address, vpn.config.resolver?))) {
+            Some((from, server)) => Resolver {
+                from: IpAddr::V4(from),
+                server,
+                vpn: true,
+            },
+            None => Resolver {
+                from: self.config.outside_address,
+                server: self.config.dns.upstream,
+                vpn: false,
+            },
+        }
+    }
+
     /// Records a refusal a front end found in the traffic itself (see [`Refusal`]).
     pub fn refuse(&self, client: IpAddr, protocol: Protocol, target: &str, refusal: Refusal) {
         self.events.refusal(client, protocol, target, refusal);
@@ -302,11 +337,52 @@ impl Firewall {
             Action::Allow => match ask
                 .hello
                 .and_then(|hello| hello_refusal(hello, decision.rule, &self.ech_covers))
+                .or_else(|| self.vpn_refusal(request, request.dst, decision.rule))
             {
                 Some(refusal) => Verdict::Refuse(refusal),
                 None => Verdict::Allow(decision),
             },
         }
+    }
+
+    /// Why a request the rules allowed may not go out, as far as the VPNs go: it belongs to a
+    /// VPN (the rule's `via`, else a VPN owning the name, else one covering `dst`) that is
+    /// locked, unknown, or does not reach `dst`. Everything else is `None` (the outside).
+    fn vpn_refusal(
+        &self,
+        request: &rules::Request<'_>,
+        dst: Option<IpAddr>,
+        allowed_by: &RuleInfo,
+    ) -> Option<Refusal> {
+        let vpns = self.vpns.get();
+        let host = request.host.filter(|host| host.parse::<IpAddr>().is_err());
+        let vpn = match (&allowed_by.via, vpns) {
+            (Some(name), Some(vpns)) => Some(vpns.get(name).ok_or(Refusal::VpnUnknown)),
+            (Some(_), None) => Some(Err(Refusal::VpnUnknown)),
+            (None, Some(vpns)) => host
+                .and_then(|host| vpns.owning(host))
+                .or_else(|| dst.and_then(|ip| vpns.covering(canonical(ip))))
+                .map(Ok),
+            (None, None) => None,
+        }?;
+        let vpn = match vpn {
+            Ok(vpn) => vpn,
+            Err(refusal) => return Some(refusal),
+        };
+        if !vpn.is_unlocked() {
+            return Some(Refusal::VpnLocked);
+        }
+        // A name is resolved through the VPN only when the VPN owns it (`names`): a DNS
+        // question another VPN's `via` sends would reach the outside resolver in clear.
+        if request.protocol == Protocol::Dns && !host.is_some_and(|h| vpn.config.owns_name(h)) {
+            return Some(Refusal::VpnNotRouted);
+        }
+        if let Some(ip) = dst
+            && !vpn.config.covers(canonical(ip))
+        {
+            return Some(Refusal::VpnNotRouted);
+        }
+        None
     }
 
     fn record(&self, ask: &Ask<'_>, verdict: &Verdict<'_>) {
@@ -482,5 +558,105 @@ mod tests {
         ]
         .map(|(t, r)| (t.to_string(), r.to_string()));
         assert_eq!(recorded, expected);
+    }
+
+    #[test]
+    fn a_vpns_destinations_go_only_through_it_and_are_refused_while_it_is_locked() {
+        let text = "deny-path: deny http host intranet.corp.example path /secret\n\
+                    allow http\n\
+                    via-lab: allow tcp port 22 via lab\n\
+                    allow tcp port 2222 via corp\n\
+                    allow dns\n";
+        let load = || LoadedRules {
+            rules: RuleSet::from_text("t.rules", text, &NoFiles).unwrap(),
+            version: "test".into(),
+            loaded_at: 0,
+        };
+        let config =
+            <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP)
+                .unwrap();
+        let at = LocalTime::new(0, 12, 0).unwrap();
+        let client: IpAddr = "192.168.77.10".parse().unwrap();
+        let corp_ip: IpAddr = "10.20.0.80".parse().unwrap();
+        let outside_ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let http = |host, path| {
+            rules::Request::new(Protocol::Http, at)
+                .host(host)
+                .port(80)
+                .path(path)
+        };
+        let ask = |request| Ask {
+            client,
+            target: "t",
+            request,
+            hello: None,
+        };
+        for unlocked in [false, true] {
+            let firewall = Firewall::new(config.clone(), load(), None);
+            let names: &[&str] = if unlocked { &["corp"] } else { &[] };
+            let _ = firewall
+                .vpns
+                .set(Arc::new(Vpns::unrouted_for_tests(&config, names)));
+            let rules = firewall.rules();
+            let by_name = ask(http("intranet.corp.example", "/"));
+            let check = firewall.check(&rules, &by_name);
+            let by_address = firewall.decide_addresses(&rules, &by_name, &[corp_ip]);
+            let by_ip = ask(rules::Request::new(Protocol::Tcp, at)
+                .dst(corp_ip)
+                .port(2222));
+            let elsewhere = firewall.decide_addresses(&rules, &by_name, &[outside_ip]);
+            if unlocked {
+                assert!(check.allows());
+                assert!(by_address.is_ok());
+                assert!(firewall.decide(&rules, &by_ip).allows());
+                // A corporate name at an address outside the VPN would leave in clear.
+                assert!(matches!(
+                    elsewhere,
+                    Err(Verdict::Refuse(Refusal::VpnNotRouted))
+                ));
+            } else {
+                assert!(matches!(check, Verdict::Refuse(Refusal::VpnLocked)));
+                assert!(matches!(
+                    by_address,
+                    Err(Verdict::Refuse(Refusal::VpnLocked))
+                ));
+                assert!(matches!(
+                    firewall.decide(&rules, &by_ip),
+                    Verdict::Refuse(Refusal::VpnLocked)
+                ));
+            }
+            // The rules keep applying inside the tunnel.
+            let secret = ask(http("intranet.corp.example", "/secret/x"));
+            assert!(
+                matches!(firewall.check(&rules, &secret), Verdict::Deny(d) if d.rule.id == "deny-path")
+            );
+            // Not the VPN's: the outside, untouched.
+            let plain = ask(http("allowed.test", "/"));
+            assert!(firewall.check(&rules, &plain).allows());
+            // `via` a VPN the card does not have.
+            let lab = ask(rules::Request::new(Protocol::Tcp, at)
+                .dst(outside_ip)
+                .port(22));
+            assert!(matches!(
+                firewall.decide(&rules, &lab),
+                Verdict::Refuse(Refusal::VpnUnknown)
+            ));
+            // A VPN's name is resolved through it: refused while it is locked, and never
+            // asked of the outside resolver.
+            let dns = ask(rules::Request::new(Protocol::Dns, at).host("intranet.corp.example"));
+            let dns_verdict = firewall.decide(&rules, &dns);
+            assert_eq!(dns_verdict.allows(), unlocked, "{dns_verdict:?}");
+            let resolver = firewall.resolver_for("intranet.corp.example");
+            assert_eq!(resolver.server, "10.20.0.53:53".parse().unwrap());
+            assert_eq!(resolver.from, IpAddr::from([10, 20, 255, 2]));
+            assert!(!firewall.resolver_for("allowed.test").vpn);
+            let codes: Vec<String> = firewall
+                .events
+                .recent()
+                .iter()
+                .map(|r| r.rule.to_string())
+                .collect();
+            assert!(codes.iter().any(|c| c == "vpn-unknown"), "{codes:?}");
+        }
     }
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
 use rules::{LocalTime, Protocol, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,9 +27,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
 use crate::ech;
-use crate::firewall::{Ask, Counters, Firewall, Refusal, Verdict};
+use crate::firewall::{Ask, Counters, Firewall, Refusal, Resolver, Verdict};
 
 /// UDP queries answered at once; a datagram beyond this is dropped (the client asks again).
 const MAX_UDP_IN_FLIGHT: usize = 256;
@@ -319,9 +319,15 @@ async fn decide_and_resolve(
         };
         match firewall.decide(&rules, &ask) {
             Verdict::Allow(decision) => decision.rule.allow_private,
+            Verdict::Refuse(Refusal::VpnLocked) => return locked_vpn_answer(query, firewall),
             _ => return reply_to(query, ResponseCode::NXDomain),
         }
     };
+    // A VPN's name goes to its resolver through the tunnel (split DNS; the decision above
+    // refused it while the VPN is locked), and its private answers are the point, not
+    // rebinding: they come from the corporate resolver, not from the outside.
+    let resolver = firewall.resolver_for(&name);
+    let allow_private = allow_private || resolver.vpn;
 
     let key = CacheKey::of(query, name);
     let (answer, age) = match cache.get(&key, Instant::now()) {
@@ -329,7 +335,7 @@ async fn decide_and_resolve(
             Counters::bump(&counters.dns_cache_hits);
             (stored, age)
         }
-        None => match forward(transport, query, &firewall.config).await {
+        None => match forward(transport, query, resolver, firewall.config.dns.timeout_ms).await {
             Ok((mut upstream, wire_len)) => {
                 // Before the cache: what is cached is what the inside may see.
                 let stripped = ech::strip(&mut upstream, &firewall.ech_covers);
@@ -481,6 +487,38 @@ fn edns_like(client: &Edns) -> Edns {
 
 /// An answer the card writes itself, without records: same id, opcode and question, RD and CD
 /// copied, RA set (the card does recurse, through its upstream).
+/// A question for a VPN's name while the VPN is locked. An A question is answered with an
+/// address inside the VPN's networks (its resolver's, TTL 0), so the computer connects, the
+/// card intercepts the connection and refuses it by its name with the page saying the VPN is
+/// locked; the card decides on the name it is asked for and resolves it itself once
+/// unlocked, never trusting this placeholder, and nothing for it leaves in clear (the route
+/// takes it into the tunnel's interface). Any other question: NXDOMAIN.
+fn locked_vpn_answer(query: &Message, firewall: &Firewall) -> Message {
+    let question = &query.queries[0];
+    let name = question_name(question.name());
+    let placeholder = firewall
+        .vpns
+        .get()
+        .and_then(|vpns| vpns.owning(&name))
+        .and_then(|vpn| vpn.config.resolver)
+        .and_then(|resolver| match resolver.ip() {
+            IpAddr::V4(address) => Some(address),
+            IpAddr::V6(_) => None,
+        });
+    match placeholder {
+        Some(address) if question.query_type() == RecordType::A => {
+            let mut reply = reply_to(query, ResponseCode::NoError);
+            reply.answers.push(Record::from_rdata(
+                question.name().clone(),
+                0,
+                RData::A(A(address)),
+            ));
+            reply
+        }
+        _ => reply_to(query, ResponseCode::NXDomain),
+    }
+}
+
 fn reply_to(query: &Message, code: ResponseCode) -> Message {
     let mut reply = Message::response(query.id, query.op_code);
     reply.metadata.recursion_desired = query.recursion_desired;
@@ -558,7 +596,8 @@ enum UpstreamError {
 async fn forward(
     transport: Transport,
     query: &Message,
-    config: &Config,
+    resolver: Resolver,
+    timeout_ms: u64,
 ) -> Result<(Message, usize), UpstreamError> {
     let mut sent = Message::query(); // a fresh random id
     sent.metadata.recursion_desired = query.recursion_desired;
@@ -569,18 +608,18 @@ async fn forward(
     let bytes = sent.to_vec()?;
     let exchange = async {
         if transport == Transport::Udp {
-            let (reply, wire_len) = exchange_udp(&bytes, &sent, config).await?;
+            let (reply, wire_len) = exchange_udp(&bytes, &sent, resolver).await?;
             if !reply.truncation {
                 return Ok((reply, wire_len));
             }
             tracing::debug!("DNS upstream answer truncated over UDP; asking again over TCP");
         }
-        exchange_tcp(&bytes, &sent, config).await
+        exchange_tcp(&bytes, &sent, resolver).await
     };
-    let timeout = Duration::from_millis(config.dns.timeout_ms);
+    let timeout = Duration::from_millis(timeout_ms);
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| UpstreamError::Timeout(config.dns.timeout_ms))?
+        .map_err(|_| UpstreamError::Timeout(timeout_ms))?
 }
 
 /// Whether `reply` answers `sent`: same id and same question.
@@ -591,10 +630,10 @@ fn is_answer_to(reply: &Message, sent: &Message) -> bool {
 async fn exchange_udp(
     bytes: &[u8],
     sent: &Message,
-    config: &Config,
+    resolver: Resolver,
 ) -> Result<(Message, usize), UpstreamError> {
-    let socket = UdpSocket::bind(SocketAddr::new(config.outside_address, 0)).await?;
-    socket.connect(config.dns.upstream).await?;
+    let socket = UdpSocket::bind(SocketAddr::new(resolver.from, 0)).await?;
+    socket.connect(resolver.server).await?;
     socket.send(bytes).await?;
     let mut buffer = vec![0u8; UPSTREAM_UDP_BUFFER];
     loop {
@@ -612,15 +651,15 @@ async fn exchange_udp(
 async fn exchange_tcp(
     bytes: &[u8],
     sent: &Message,
-    config: &Config,
+    resolver: Resolver,
 ) -> Result<(Message, usize), UpstreamError> {
-    let local = SocketAddr::new(config.outside_address, 0);
+    let local = SocketAddr::new(resolver.from, 0);
     let socket = match local {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.bind(local)?;
-    let mut stream = socket.connect(config.dns.upstream).await?;
+    let mut stream = socket.connect(resolver.server).await?;
     let len = u16::try_from(bytes.len()).map_err(|_| io::Error::other("query too long"))?;
     let mut framed = Vec::with_capacity(2 + bytes.len());
     framed.extend_from_slice(&len.to_be_bytes());
@@ -792,6 +831,7 @@ fn cache_ttl(answer: &Message) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     use std::net::Ipv4Addr;
     use std::sync::atomic::Ordering;
@@ -1008,6 +1048,37 @@ mod tests {
 
     fn count(counter: &std::sync::atomic::AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_locked_vpns_names_get_a_placeholder_in_its_networks_and_never_go_out() {
+        let upstream = Upstream::start().await;
+        let vpn_config =
+            <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP)
+                .unwrap();
+        let card = card_with(upstream.address, |config| {
+            config.vpn = vpn_config.vpn.clone()
+        });
+        let _ = card.vpns.set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
+            &vpn_config,
+            &[],
+        )));
+        let cache = cache_for(&card);
+        let reply = ask(&card, &cache, &query(7, "intranet.corp.example")).await;
+        assert_eq!(reply.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&reply), [Ipv4Addr::new(10, 20, 0, 53)]);
+        assert_eq!(reply.answers[0].ttl, 0, "not cached by the computer");
+        let mut aaaa = query_message(8, "intranet.corp.example");
+        aaaa.queries[0].set_query_type(RecordType::AAAA);
+        let reply = ask(&card, &cache, &aaaa.to_vec().unwrap()).await;
+        assert_eq!(reply.response_code, ResponseCode::NXDomain);
+        assert!(
+            !upstream.asked_about("intranet.corp.example"),
+            "never outside"
+        );
+        // Other names go out as before.
+        let reply = ask(&card, &cache, &query(9, "allowed.test")).await;
+        assert_eq!(reply.response_code, ResponseCode::NoError);
     }
 
     #[tokio::test]

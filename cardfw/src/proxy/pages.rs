@@ -127,6 +127,7 @@ mod tests {
             allow_private: false,
             inspect: false,
             client_cert: false,
+            via: None,
         };
         let page = blocked("http://ads.example/<b>", &info);
         assert_eq!(page.status, StatusCode::FORBIDDEN);

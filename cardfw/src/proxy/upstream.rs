@@ -9,7 +9,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use crate::firewall::{Counters, Firewall, canonical};
+use crate::firewall::{Counters, Firewall, Resolver, canonical};
 
 /// Why the card could not reach a destination. Each has its own error page.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,8 @@ pub fn count_failure(firewall: &Firewall, client: SocketAddr, target: &str, erro
 }
 
 /// Looks `host` up through the card's configured resolver (queries leave from the outside
-/// address like all card traffic). An address literal is returned as it is (a v4-mapped
+/// address like all card traffic), or, for a name of one of the card's VPNs, through the
+/// VPN's resolver from the tunnel address (split DNS: the outside never sees the name). An address literal is returned as it is (a v4-mapped
 /// IPv6 literal as its IPv4 address, which is what a connection to it reaches).
 pub async fn resolve(firewall: &Firewall, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -72,11 +73,12 @@ pub async fn resolve(firewall: &Firewall, host: &str) -> Result<Vec<IpAddr>, Ups
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(name, RecordType::A));
     let bytes = query.to_vec().map_err(|e| failed(e.to_string()))?;
-    let socket = UdpSocket::bind(SocketAddr::new(firewall.config.outside_address, 0))
+    let Resolver { from, server, .. } = firewall.resolver_for(host);
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0))
         .await
         .map_err(|e| failed(format!("no socket: {e}")))?;
     socket
-        .connect(firewall.config.dns.upstream)
+        .connect(server)
         .await
         .map_err(|e| failed(e.to_string()))?;
     socket
@@ -133,7 +135,12 @@ pub async fn connect(firewall: &Firewall, addr: SocketAddr) -> Result<TcpStream,
         TcpSocket::new_v6()
     }
     .map_err(|e| UpstreamError::Other(addr, e))?;
-    let from = firewall.config.outside_address;
+    // A VPN's networks: from the tunnel address, which the route takes into the tunnel.
+    let from = firewall
+        .vpns
+        .get()
+        .and_then(|vpns| vpns.source_for(addr.ip()))
+        .unwrap_or(firewall.config.outside_address);
     if from.is_ipv4() == addr.is_ipv4() {
         socket
             .bind(SocketAddr::new(from, 0))

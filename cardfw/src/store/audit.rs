@@ -76,6 +76,8 @@ pub enum AuditEvent {
     ClientCertRemoved,
     /// The owner unlocked the client certificate with the PIN.
     ClientCertUnlocked,
+    /// The owner unlocked a VPN's key with the PIN (see `crate::vpn`).
+    VpnUnlocked,
 }
 
 impl AuditEvent {
@@ -118,6 +120,7 @@ impl AuditEvent {
             AuditEvent::ClientCertStored => (21, 0),
             AuditEvent::ClientCertRemoved => (22, 0),
             AuditEvent::ClientCertUnlocked => (23, 0),
+            AuditEvent::VpnUnlocked => (24, 0),
         }
     }
 
@@ -155,6 +158,7 @@ impl AuditEvent {
             21 => AuditEvent::ClientCertStored,
             22 => AuditEvent::ClientCertRemoved,
             23 => AuditEvent::ClientCertUnlocked,
+            24 => AuditEvent::VpnUnlocked,
             _ => return None,
         })
     }
@@ -205,6 +209,7 @@ impl fmt::Display for AuditEvent {
             AuditEvent::ClientCertStored => f.write_str("client certificate stored"),
             AuditEvent::ClientCertRemoved => f.write_str("client certificate removed"),
             AuditEvent::ClientCertUnlocked => f.write_str("client certificate unlocked"),
+            AuditEvent::VpnUnlocked => f.write_str("VPN unlocked"),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | `owner-cas.sealed` | the CAs the owner added on the card page for upstream servers, PEM (see [`crate::inspect::owner_cas`]) |
 //! | `client-cert.sealed` | the user's client certificate chain and its private key, PEM; the key is read only to unlock it with the PIN (see [`crate::inspect::client_cert`]) |
 //! | `managed-cas.sealed` | the CAs the installed policy bundle carries for upstream servers, PEM, as signed (see [`Store::install_bundle`]); absent when it carries none |
+//! | `vpn-keys.sealed` | the card's WireGuard keys, one line per VPN: `NAME PUBLIC PRIVATE` (base64); made by the card, the private key read only to unlock the VPN with the PIN (see [`crate::vpn`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -38,6 +39,7 @@ mod enrolment;
 pub mod pin;
 pub mod sealed;
 pub mod tls;
+mod vpn_keys;
 
 #[cfg(test)]
 mod tests;
@@ -73,7 +75,8 @@ const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
 const OWNER_CAS_FILE: &str = "owner-cas.sealed";
 const CLIENT_CERT_FILE: &str = "client-cert.sealed";
 const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
-const ALL_FILES: [&str; 11] = [
+const VPN_KEYS_FILE: &str = "vpn-keys.sealed";
+const ALL_FILES: [&str; 12] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -85,6 +88,7 @@ const ALL_FILES: [&str; 11] = [
     OWNER_CAS_FILE,
     CLIENT_CERT_FILE,
     MANAGED_CAS_FILE,
+    VPN_KEYS_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -762,6 +766,34 @@ impl Store {
         self.read_sealed_if_present(CLIENT_CERT_FILE)
     }
 
+    /// The card's public WireGuard key for the VPN `name`. When the card has none for that
+    /// name yet, it makes 32 random bytes as the private key, `public_of` derives the public
+    /// one, and both are kept. The private key leaves the store only through
+    /// [`AdminSession::unlock_vpn_key`].
+    pub fn vpn_public_key_or_create(
+        &self,
+        name: &str,
+        public_of: impl FnOnce(&[u8; 32]) -> [u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        let _guard = self.lock();
+        let record = self
+            .read_sealed_if_present(VPN_KEYS_FILE)?
+            .unwrap_or_default();
+        let keys = vpn_keys::parse(&record).ok_or_else(|| StoreError::Unreadable {
+            file: VPN_KEYS_FILE.into(),
+        })?;
+        if let Some(entry) = keys.iter().find(|entry| entry.name == name) {
+            return Ok(entry.public);
+        }
+        let mut private = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut private[..]).map_err(StoreError::Random)?;
+        let public = public_of(&private);
+        let mut record = Zeroizing::new(record.to_vec());
+        vpn_keys::append(&mut record, name, &public, &private);
+        self.write_sealed(VPN_KEYS_FILE, &record)?;
+        Ok(public)
+    }
+
     /// Removes the sealed file `name` durably (none there is no error); `doing` names the
     /// step in an error.
     fn remove_sealed(&self, name: &str, doing: &'static str) -> Result<(), StoreError> {
@@ -1117,6 +1149,24 @@ impl AdminSession<'_> {
             store.append_audit(AuditEvent::ClientCertUnlocked)?;
         }
         Ok(record)
+    }
+
+    /// The private WireGuard key of the VPN `name` for unlocking it, audited; `None` when the
+    /// card has made none for that name.
+    pub fn unlock_vpn_key(&self, name: &str) -> Result<Option<Zeroizing<[u8; 32]>>, StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        let Some(record) = store.read_sealed_if_present(VPN_KEYS_FILE)? else {
+            return Ok(None);
+        };
+        let keys = vpn_keys::parse(&record).ok_or_else(|| StoreError::Unreadable {
+            file: VPN_KEYS_FILE.into(),
+        })?;
+        let Some(entry) = keys.into_iter().find(|entry| entry.name == name) else {
+            return Ok(None);
+        };
+        store.append_audit(AuditEvent::VpnUnlocked)?;
+        Ok(Some(entry.private))
     }
 
     /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.

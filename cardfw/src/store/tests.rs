@@ -743,3 +743,38 @@ fn list_names() {
         assert!(check_list_name(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn vpn_keys_are_made_once_and_the_private_one_needs_the_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    // The "public key" here is the private one reversed: the store only keeps what it is given.
+    let derive = |private: &[u8; 32]| {
+        let mut public = *private;
+        public.reverse();
+        public
+    };
+    let corp = store.vpn_public_key_or_create("corp", derive).unwrap();
+    let again = store
+        .vpn_public_key_or_create("corp", |_| panic!("made twice"))
+        .unwrap();
+    assert_eq!(corp, again, "kept across calls");
+    let lab = store.vpn_public_key_or_create("lab", derive).unwrap();
+    assert_ne!(corp, lab, "one key per VPN");
+    let reopened = open(dir.path());
+    let session = reopened.login(NEW_PIN).unwrap();
+    let private = session.unlock_vpn_key("corp").unwrap().unwrap();
+    assert_eq!(derive(&private), corp, "the pair belongs together");
+    assert!(session.unlock_vpn_key("other").unwrap().is_none());
+    let audit = reopened.audit().unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|entry| entry.event == AuditEvent::VpnUnlocked)
+            .count(),
+        1
+    );
+    // The sealed file never shows a key in clear.
+    let sealed = std::fs::read(dir.path().join(VPN_KEYS_FILE)).unwrap();
+    assert!(!sealed.windows(4).any(|w| w == b"corp"));
+}

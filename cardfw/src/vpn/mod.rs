@@ -1,0 +1,409 @@
+//! The card as a VPN gateway (seed 000, 5.3): WireGuard tunnels the card's own upstream
+//! connections go through, for the networks and names that belong to a VPN.
+//!
+//! # Nothing is routed
+//!
+//! The card still proxies. A connection from the protected computer to a corporate name or
+//! address reaches the card like every other one and is decided by the same rules (a rule may
+//! name the tunnel: `allow https host *.corp.example via corp`); only the card's *upstream*
+//! connection goes through the tunnel. The kernel carries it: each VPN has an interface in
+//! the card's namespace with the card's tunnel address, and a route for each of the VPN's
+//! networks `dev <interface> src <tunnel address>` in the main table. So every socket to those
+//! networks, bound or not, enters the tunnel's interface; nothing for them ever leaves on the
+//! outside link in clear, whether the VPN is unlocked or not (kill switch). The upstream
+//! socket binds the tunnel address ([`Vpns::source_for`]), which is what the peer's
+//! `AllowedIPs` names.
+//!
+//! # Locked and unlocked
+//!
+//! Locked is the normal state: the private key is not in memory, nothing reads the interface,
+//! and [`crate::firewall::Firewall`] refuses every connection to the VPN's networks and names
+//! with `vpn-locked`. Unlocking takes the PIN ([`crate::store::AdminSession::unlock_vpn_key`]);
+//! the VPN locks again when the owner locks it, after `idle_lock_secs` with no connection
+//! through it, and when the card restarts. This is the client certificate's life
+//! (`crate::inspect::client_cert`) applied to a tunnel.
+//!
+//! # Which WireGuard
+//!
+//! One interface, [`Tunnel`], for two implementations, chosen once at start
+//! ([`crate::config::VpnBackend`]) and shown on the card page:
+//! - **userspace** ([`userspace`]): `gotatun` 0.10 (MPL-2.0), Mullvad's maintained fork of
+//!   Cloudflare's boringtun, on a TUN device. Chosen over boringtun itself (last release
+//!   0.6 in 2023, its device module unmaintained) because Mullvad ships it in its VPN app,
+//!   releases it, and it builds here with rustc 1.95 on `ring`, the tree's one crypto
+//!   provider (its default `aws-lc-rs` is turned off). Its UDP socket is bound to the card's
+//!   outside address, so the tunnel's packets leave like every other card connection and the
+//!   appliance sees nothing new.
+//! - **kernel** ([`kernel`]): **not written yet.** The kernel's WireGuard configured over its
+//!   generic-netlink family is the path for cards whose kernel has it; asking for it fails at
+//!   start with [`VpnError::KernelNotImplemented`], and `auto` uses the userspace path (and
+//!   says so in the log) even where the kernel has WireGuard.
+
+mod kernel;
+mod userspace;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gotatun::x25519::{PublicKey, StaticSecret};
+
+use crate::config::{self, Config, VpnBackend};
+use crate::store::{AdminSession, Store, StoreError};
+use zeroize::Zeroizing;
+
+/// The routing table the VPN routes go in: the main table, so that no socket can miss them.
+const MAIN_TABLE: u32 = 254;
+
+/// Why a VPN did not start, unlock or lock.
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    #[error(
+        "the kernel WireGuard path is not written yet in cardfw: set backend = \"userspace\" (or \"auto\")"
+    )]
+    KernelNotImplemented,
+    #[error("cannot create the TUN device {interface}: {why}")]
+    Tun { interface: String, why: String },
+    #[error("cannot configure {interface}: {source}")]
+    Netlink {
+        interface: String,
+        source: netconf::netlink::NetlinkError,
+    },
+    #[error("the WireGuard device for {name} did not start: {why}")]
+    Device { name: String, why: String },
+    #[error("the card has no key for the VPN {0}")]
+    NoKey(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The WireGuard implementation a VPN runs on (see the module documentation).
+#[derive(Debug)]
+pub enum Tunnel {
+    Userspace(userspace::Userspace),
+    Kernel(kernel::Kernel),
+}
+
+/// What the card page shows of a tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Time since the last completed handshake; `None` before the first.
+    pub handshake_age: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+impl Tunnel {
+    /// The implementation's name, for the page and the log.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Tunnel::Userspace(_) => "userspace (gotatun on TUN)",
+            Tunnel::Kernel(_) => "kernel",
+        }
+    }
+
+    async fn up(&self, vpn: &config::Vpn, key: StaticSecret, from: IpAddr) -> Result<(), String> {
+        match self {
+            Tunnel::Userspace(tunnel) => tunnel.up(vpn, key, from).await,
+            Tunnel::Kernel(tunnel) => tunnel.up(),
+        }
+    }
+
+    async fn down(&self) {
+        match self {
+            Tunnel::Userspace(tunnel) => tunnel.down().await,
+            Tunnel::Kernel(_) => {}
+        }
+    }
+
+    async fn stats(&self) -> Option<TunnelStats> {
+        match self {
+            Tunnel::Userspace(tunnel) => tunnel.stats().await,
+            Tunnel::Kernel(_) => None,
+        }
+    }
+}
+
+/// One configured VPN on the card.
+pub struct Vpn {
+    pub name: String,
+    pub config: config::Vpn,
+    /// The card's public key for this VPN (the only part of its key ever shown).
+    pub public_key: [u8; 32],
+    /// The interface its networks are routed to.
+    pub interface: String,
+    tunnel: Tunnel,
+    /// Read by every decision, so an atomic; changed only under `changing`.
+    unlocked: AtomicBool,
+    changing: tokio::sync::Mutex<()>,
+    last_used: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for Vpn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vpn")
+            .field("name", &self.name)
+            .field("interface", &self.interface)
+            .field("unlocked", &self.is_unlocked())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vpn {
+    pub fn is_unlocked(&self) -> bool {
+        self.unlocked.load(Ordering::Acquire)
+    }
+
+    /// The card's public key, base64 as `wg` shows it (for the peer's configuration).
+    pub fn public_key_base64(&self) -> String {
+        STANDARD.encode(self.public_key)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.tunnel.backend()
+    }
+
+    /// Handshake age and bytes while unlocked.
+    pub async fn stats(&self) -> Option<TunnelStats> {
+        self.tunnel.stats().await
+    }
+
+    /// Notes a connection through the tunnel (the idle lock counts from the last).
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Reads this VPN's private key with the PIN's session (audited), for [`Vpn::unlock`].
+    pub fn read_key(&self, session: &AdminSession<'_>) -> Result<Zeroizing<[u8; 32]>, VpnError> {
+        session
+            .unlock_vpn_key(&self.name)?
+            .ok_or_else(|| VpnError::NoKey(self.name.clone()))
+    }
+
+    /// Brings the tunnel up with `key` (from [`Vpn::read_key`]).
+    pub async fn unlock(&self, key: Zeroizing<[u8; 32]>) -> Result<(), VpnError> {
+        let _changing = self.changing.lock().await;
+        if self.is_unlocked() {
+            return Ok(());
+        }
+        let secret = StaticSecret::from(*key);
+        let from = IpAddr::V4(self.config.address);
+        self.tunnel
+            .up(&self.config, secret, from)
+            .await
+            .map_err(|why| VpnError::Device {
+                name: self.name.clone(),
+                why,
+            })?;
+        self.touch();
+        self.unlocked.store(true, Ordering::Release);
+        tracing::info!(vpn = %self.name, "VPN unlocked");
+        Ok(())
+    }
+
+    /// While unlocked, the time left before the idle lock.
+    pub fn idle_left(&self) -> Option<Duration> {
+        if !self.is_unlocked() {
+            return None;
+        }
+        let idle = Duration::from_secs(self.config.idle_lock_secs);
+        let last = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        Some(idle.saturating_sub(last.elapsed()))
+    }
+
+    /// Drops the key and stops the tunnel; `false` when it was locked already. Decisions see
+    /// it locked before the tunnel stops.
+    pub async fn lock(&self, why: &str) -> bool {
+        let _changing = self.changing.lock().await;
+        if !self.unlocked.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        self.tunnel.down().await;
+        tracing::info!(vpn = %self.name, why, "VPN locked");
+        true
+    }
+
+    /// Locks when no connection went through for `idle_lock_secs`.
+    pub async fn lock_if_idle(&self) {
+        let idle = Duration::from_secs(self.config.idle_lock_secs);
+        let last = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_unlocked() && last.elapsed() >= idle {
+            self.lock("idle").await;
+        }
+    }
+}
+
+/// Every VPN of the card, by name.
+#[derive(Debug, Default)]
+pub struct Vpns {
+    by_name: BTreeMap<String, Arc<Vpn>>,
+}
+
+impl Vpns {
+    /// Makes each configured VPN's key (in the store) and interface and routes, all locked.
+    /// A VPN that cannot start stops the card: running without it would be running without
+    /// its kill switch's routes.
+    pub async fn start(config: &Config, store: &Store) -> Result<Vpns, VpnError> {
+        let mut by_name = BTreeMap::new();
+        for (name, vpn) in &config.vpn {
+            let public_key = store.vpn_public_key_or_create(name, |private| {
+                PublicKey::from(&StaticSecret::from(*private)).to_bytes()
+            })?;
+            let interface = format!("cw-{name}");
+            let tunnel = match vpn.backend {
+                VpnBackend::Kernel => return Err(VpnError::KernelNotImplemented),
+                VpnBackend::Auto | VpnBackend::Userspace => {
+                    if vpn.backend == VpnBackend::Auto && kernel::available() {
+                        tracing::warn!(vpn = %name, "the kernel has WireGuard, but cardfw's kernel path is not written yet: userspace");
+                    }
+                    Tunnel::Userspace(
+                        userspace::Userspace::create(&interface, config.outside_address).map_err(
+                            |why| VpnError::Tun {
+                                interface: interface.clone(),
+                                why,
+                            },
+                        )?,
+                    )
+                }
+            };
+            route(&interface, vpn).await?;
+            tracing::info!(vpn = %name, %interface, backend = tunnel.backend(),
+                public_key = %STANDARD.encode(public_key), "VPN ready, locked");
+            by_name.insert(
+                name.clone(),
+                Arc::new(Vpn {
+                    name: name.clone(),
+                    config: vpn.clone(),
+                    public_key,
+                    interface,
+                    tunnel,
+                    unlocked: AtomicBool::new(false),
+                    changing: tokio::sync::Mutex::new(()),
+                    last_used: Mutex::new(Instant::now()),
+                }),
+            );
+        }
+        Ok(Vpns { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Vpn>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Vpn>> {
+        self.by_name.values()
+    }
+
+    /// The VPN whose networks hold `ip`.
+    pub fn covering(&self, ip: IpAddr) -> Option<&Arc<Vpn>> {
+        self.iter().find(|vpn| vpn.config.covers(ip))
+    }
+
+    /// The VPN a name belongs to.
+    pub fn owning(&self, name: &str) -> Option<&Arc<Vpn>> {
+        self.iter().find(|vpn| vpn.config.owns_name(name))
+    }
+
+    /// The address an upstream socket to `ip` binds: the tunnel's for a VPN's networks (the
+    /// connection is noted for the idle lock), else `None` (the outside address).
+    pub fn source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        let vpn = self.covering(ip)?;
+        vpn.touch();
+        Some(IpAddr::V4(vpn.config.address))
+    }
+
+    /// The configured VPNs with no interface and no key, locked: for deciding in tests
+    /// without root. `unlocked` names those to show as unlocked.
+    #[cfg(test)]
+    pub fn unrouted_for_tests(config: &Config, unlocked: &[&str]) -> Vpns {
+        let by_name = config
+            .vpn
+            .iter()
+            .map(|(name, vpn)| {
+                let entry = Vpn {
+                    name: name.clone(),
+                    config: vpn.clone(),
+                    public_key: [0; 32],
+                    interface: format!("cw-{name}"),
+                    tunnel: Tunnel::Kernel(kernel::Kernel),
+                    unlocked: AtomicBool::new(unlocked.contains(&name.as_str())),
+                    changing: tokio::sync::Mutex::new(()),
+                    last_used: Mutex::new(Instant::now()),
+                };
+                (name.clone(), Arc::new(entry))
+            })
+            .collect();
+        Vpns { by_name }
+    }
+
+    /// Locks each unlocked VPN that has been idle too long.
+    pub async fn lock_idle(&self) {
+        for vpn in self.iter() {
+            vpn.lock_if_idle().await;
+        }
+    }
+}
+
+/// The interface's address and a route for each network into it, in the main table.
+async fn route(interface: &str, vpn: &config::Vpn) -> Result<(), VpnError> {
+    let failed = |source| VpnError::Netlink {
+        interface: interface.to_string(),
+        source,
+    };
+    let netlink = netconf::netlink::Netlink::connect().await.map_err(failed)?;
+    netlink
+        .set_addresses(interface, &[(IpAddr::V4(vpn.address), 32)])
+        .await
+        .map_err(failed)?;
+    netlink.link_up(interface).await.map_err(failed)?;
+    for network in &vpn.networks {
+        let IpAddr::V4(destination) = network.0.addr() else {
+            continue; // refused by the configuration check
+        };
+        netlink
+            .replace_network_route(
+                MAIN_TABLE,
+                destination,
+                network.0.prefix(),
+                interface,
+                vpn.address,
+            )
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+
+    #[test]
+    fn names_and_networks() {
+        let vpn = <crate::config::Config as crate::config::ConfigFile>::parse("c.toml", CORP)
+            .unwrap()
+            .vpn["corp"]
+            .clone();
+        assert!(vpn.covers("10.20.3.4".parse().unwrap()));
+        assert!(!vpn.covers("10.21.0.1".parse().unwrap()));
+        assert!(vpn.owns_name("intranet.corp.example"));
+        assert!(vpn.owns_name("A.B.Corp.Example."));
+        assert!(!vpn.owns_name("corp.example"), "*.x is the names under x");
+        assert!(!vpn.owns_name("evilcorp.example"));
+        assert!(vpn.owns_name("wiki.internal"));
+    }
+
+    /// A `[vpn.corp]` for tests elsewhere in the crate.
+    pub const CORP: &str = "store = \"/nonexistent\"
+[vpn.corp]
+peer_public_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"
+endpoint = \"198.51.100.7:51820\"
+address = \"10.20.255.2\"
+networks = [\"10.20.0.0/16\"]
+names = [\"*.corp.example\", \"wiki.internal\"]
+resolver = \"10.20.0.53:53\"
+";
+}

@@ -1,0 +1,87 @@
+//! The card page as its owner uses it from the protected computer of a [`SystemLab`]: curl
+//! with a cookie jar, over HTTPS to the card's inside address. (`tests/inspection.rs` has the
+//! same steps written inline; this is the shared form for new tests.)
+
+use lab::SystemLab;
+
+/// The PIN the tests set.
+pub const PIN: &str = "25802580";
+
+/// A logged-in owner's session on the card page.
+#[derive(Debug)]
+pub struct CardPage<'a> {
+    lab: &'a SystemLab,
+    jar: String,
+}
+
+/// The value of the first `name="csrf"` hidden field of a card page.
+pub fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..start + page[start..].find('"').expect("a closing quote")].to_owned()
+}
+
+impl<'a> CardPage<'a> {
+    /// Sets the new card up with its setup code and [`PIN`], and logs in.
+    pub fn set_up(lab: &'a SystemLab) -> CardPage<'a> {
+        let jar = lab.dir.join("card-cookies.txt");
+        let card = CardPage {
+            lab,
+            jar: jar.to_str().expect("a UTF-8 path").to_owned(),
+        };
+        let setup_code = lab.card_setup_code().expect("a new card");
+        let login = card.get("/");
+        let set_up = card.post(
+            "/setup",
+            &[
+                &format!("csrf={}", csrf_of(&login)),
+                &format!("setup_code={setup_code}"),
+                &format!("new_pin={PIN}"),
+                &format!("confirm_pin={PIN}"),
+            ],
+        );
+        assert!(set_up.contains("The card is set up"), "{set_up}");
+        let dashboard = card.post(
+            "/login",
+            &[&format!("csrf={}", csrf_of(&set_up)), &format!("pin={PIN}")],
+        );
+        assert!(dashboard.contains("Log out"), "{dashboard}");
+        card
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        self.send(path, &[])
+    }
+
+    /// Posts a form of `name=value` fields (URL-encoded by curl).
+    pub fn post(&self, path: &str, form: &[&str]) -> String {
+        let fields: Vec<_> = form.iter().flat_map(|f| ["--data-urlencode", f]).collect();
+        self.send(path, &fields)
+    }
+
+    /// Posts `form` with the CSRF token of the page at `from`.
+    pub fn post_from(&self, from: &str, path: &str, form: &[&str]) -> String {
+        let csrf = format!("csrf={}", csrf_of(&self.get(from)));
+        let mut all = vec![csrf.as_str()];
+        all.extend_from_slice(form);
+        self.post(path, &all)
+    }
+
+    fn send(&self, path: &str, fields: &[&str]) -> String {
+        let url = format!("https://{}{path}", lab::CARD_INSIDE);
+        let mut args = vec![
+            "-sS",
+            "--max-time",
+            "10",
+            "-k",
+            "-L",
+            "-b",
+            &self.jar,
+            "-c",
+            &self.jar,
+        ];
+        args.extend_from_slice(fields);
+        args.push(&url);
+        let out = self.lab.pc.run("curl", &args).expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -1,0 +1,332 @@
+//! The card as a VPN gateway (issue 15), userspace path, in the whole lab (`SystemLab`) plus a
+//! `corp` namespace behind the world that runs the other end with `wireguard-go` and `wg`, an
+//! HTTP origin on 10.20.0.80 and a resolver (dnsmasq) on 10.20.0.53 for `*.corp.example`,
+//! both reachable only through the tunnel.
+//!
+//! - Locked (the state after every start): `intranet.corp.example` through the card's proxy,
+//!   and 10.20.0.80 intercepted transparently, get the card's page saying the VPN is locked
+//!   (`vpn-locked`), and no frame on the world's link carries a 10.20.0.0/16 address or a
+//!   corporate name.
+//!   The computer's own lookup of a corporate name gets a placeholder inside the VPN's
+//!   networks from the card (never asked outside), so by name too it gets the locked page.
+//! - Unlocked with the PIN on the card page: both load through the tunnel (the card resolves
+//!   the name through the corporate resolver), the card's DNS answers the computer from the
+//!   corporate resolver so the name loads transparently too, still with nothing corporate in
+//!   clear on the world's link; the page shows a handshake and bytes; a rule denying a
+//!   corporate path still denies it inside the tunnel.
+//! - Locked again on the page: refused again; unlocked once more, it loads again.
+//! - Throughput of 1 MiB through card and tunnel against the tunnel alone (curl on the card,
+//!   bound to the tunnel address, through the same userspace WireGuard): printed, for
+//!   `BENCHMARKS.md`; not asserted here (a debug build on a shared machine).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use e2e::card_page::{CardPage, PIN};
+use e2e::packets::{CapturedFrame, start_capture};
+use lab::SystemLab;
+
+const RULES: &str = "\
+corp-secret: deny http host intranet.corp.example path /secret
+corp:        allow http host *.corp.example via corp
+corp-ip:     allow http dst 10.20.0.0/16
+dns:         allow dns
+web:         allow http
+default deny
+";
+
+const CORP_WEB: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 80);
+const CORP_DNS: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 53);
+/// The corp namespace's address on its link to the world: the WireGuard endpoint.
+const CORP_ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
+
+/// The `corp` namespace: wireguard-go's interface, the origin and the resolver behind it.
+struct Corp {
+    ns: lab::topology::Netns,
+    _origin: lab::origin::Server,
+    public_key: String,
+}
+
+fn start_corp(lab: &mut SystemLab) -> Corp {
+    let ns = lab.lab.namespace("corp").unwrap();
+    lab.lab
+        .link(
+            &lab.world,
+            "c0",
+            &["10.250.0.1/30"],
+            &ns,
+            "c1",
+            &["10.250.0.2/30"],
+        )
+        .unwrap();
+    ns.route("default via 10.250.0.1").unwrap();
+    lab.world.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let key_file = lab.dir.join("corp.key");
+    let public_key = ns
+        .sh(&format!(
+            "umask 077; wg genkey > {0}; wg pubkey < {0}",
+            key_file.display()
+        ))
+        .unwrap();
+    assert!(public_key.status.success(), "{public_key:?}");
+    let public_key = String::from_utf8(public_key.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let wg = lab.lab.spawn(&ns, "wireguard-go", &["-f", "wg0"]).unwrap();
+    for _ in 0..50 {
+        if ns.run_ok("ip", &["link", "show", "wg0"]).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ns.run_ok(
+        "wg",
+        &[
+            "set",
+            "wg0",
+            "private-key",
+            key_file.to_str().unwrap(),
+            "listen-port",
+            "51820",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.lab.log_of(wg)));
+    ns.run_ok("ip", &["addr", "add", "10.20.0.1/16", "dev", "wg0"])
+        .unwrap();
+    ns.run_ok("ip", &["link", "set", "wg0", "up"]).unwrap();
+    ns.run_ok("ip", &["link", "set", "lo", "up"]).unwrap();
+    for address in [CORP_WEB, CORP_DNS] {
+        ns.run_ok(
+            "ip",
+            &["addr", "add", &format!("{address}/32"), "dev", "lo"],
+        )
+        .unwrap();
+    }
+    let origin = lab::origin::http_origin(&ns, SocketAddr::new(CORP_WEB.into(), 80)).unwrap();
+    let conf = lab.dir.join("corp-dnsmasq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "keep-in-foreground\nlog-facility=-\nlog-queries\nno-hosts\nno-resolv\npid-file=\n\
+             listen-address={CORP_DNS}\nbind-interfaces\naddress=/intranet.corp.example/{CORP_WEB}\n"
+        ),
+    )
+    .unwrap();
+    lab.lab
+        .spawn(
+            &ns,
+            "dnsmasq",
+            &[&format!("--conf-file={}", conf.display())],
+        )
+        .unwrap();
+    Corp {
+        ns,
+        _origin: origin,
+        public_key,
+    }
+}
+
+/// Through the card's explicit proxy, from the protected computer: (status, body).
+fn through_proxy(lab: &SystemLab, url: &str) -> (String, String) {
+    curl(
+        lab,
+        &["-x", &format!("http://{}:3128", lab::CARD_INSIDE), url],
+    )
+}
+
+/// curl on the protected computer: (HTTP status, body).
+fn curl(lab: &SystemLab, args: &[&str]) -> (String, String) {
+    let mut all = vec!["-sS", "--max-time", "8", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = lab.pc.run("curl", &all).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_owned(), body.to_owned())
+}
+
+/// `dig +short` from the protected computer through the card's DNS forwarder.
+fn dig(lab: &SystemLab, name: &str) -> String {
+    let out = lab
+        .pc
+        .run(
+            "dig",
+            &[
+                "+short",
+                "+time=3",
+                "+tries=1",
+                &format!("@{}", lab::CARD_INSIDE),
+                name,
+            ],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Frames on the world's link that carry a VPN address or a corporate name in clear.
+fn leaks(frames: &[CapturedFrame]) -> Vec<String> {
+    let corp_net = |ip: [u8; 4]| ip[0] == 10 && ip[1] == 20;
+    frames
+        .iter()
+        .filter_map(|frame| {
+            let bytes = &frame.bytes;
+            let names = bytes
+                .windows(12)
+                .any(|w| w.eq_ignore_ascii_case(b"corp.example"))
+                || bytes.windows(6).any(|w| w == b"\x04corp\x07");
+            // Ethernet II, IPv4: addresses at 14+12 and 14+16.
+            let v4 = bytes.len() >= 34 && bytes[12..14] == [0x08, 0x00];
+            let address = v4
+                && (corp_net([bytes[26], bytes[27], bytes[28], bytes[29]])
+                    || corp_net([bytes[30], bytes[31], bytes[32], bytes[33]]));
+            (names || address).then(|| format!("{:02x?}", &bytes[..bytes.len().min(80)]))
+        })
+        .collect()
+}
+
+/// curl's download speed in `ns`, bytes per second (0 when it failed).
+fn speed(ns: &lab::topology::Netns, args: &[&str]) -> f64 {
+    let mut all = vec![
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+    ];
+    all.extend_from_slice(args);
+    let out = ns.run("curl", &all).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
+    if !e2e::require_program("wireguard-go", "wireguard-go")
+        || !e2e::require_program("wg", "wireguard-tools")
+    {
+        return;
+    }
+    let Some(mut lab) = e2e::start_system_lab("vpn", RULES) else {
+        return;
+    };
+    let corp = start_corp(&mut lab);
+    lab.stop_card(false).unwrap();
+    lab.card_extra_config = format!(
+        "[vpn.corp]\npeer_public_key = \"{}\"\nendpoint = \"{CORP_ENDPOINT}:51820\"\n\
+         address = \"10.20.255.2\"\nnetworks = [\"10.20.0.0/16\"]\nnames = [\"*.corp.example\"]\n\
+         resolver = \"{CORP_DNS}:53\"\nidle_lock_secs = 600\n",
+        corp.public_key
+    );
+    lab.start_card().unwrap();
+    let card = CardPage::set_up(&lab);
+
+    // The card's public key is on the page (never the private one): the peer is told it.
+    let page = card.get("/vpn");
+    assert!(page.contains("Locked"), "{page}");
+    let marker = "id=\"vpn-corp-public-key\">";
+    let at = page.find(marker).expect("the public key is shown") + marker.len();
+    let card_key = page[at..at + 44].to_owned();
+    assert!(page.contains("userspace"), "the backend is shown: {page}");
+    corp.ns
+        .run_ok(
+            "wg",
+            &[
+                "set",
+                "wg0",
+                "peer",
+                &card_key,
+                "allowed-ips",
+                "10.20.255.2/32",
+            ],
+        )
+        .unwrap();
+
+    // Locked: refused with the page that says so, and nothing corporate on the world's link.
+    let capture = start_capture(&lab.world, "w0").unwrap();
+    let (status, body) = through_proxy(&lab, "http://intranet.corp.example/");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+    let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+    // The computer's own lookup of a corporate name is not sent out: the card answers with a
+    // placeholder inside the VPN's networks (TTL 0), so a browser connects and gets the
+    // locked page by name, transparently.
+    assert_eq!(dig(&lab, "intranet.corp.example"), CORP_DNS.to_string());
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+    let frames = capture.stop();
+    let leaked = leaks(&frames);
+    assert!(
+        leaked.is_empty(),
+        "in clear on the world's link: {leaked:#?}"
+    );
+    let recent = lab.card_recent().unwrap();
+    assert!(
+        recent.iter().any(|(_, rule)| rule == "vpn-locked"),
+        "{recent:?}"
+    );
+
+    // Unlocked with the PIN: through the tunnel, by name (split DNS) and by address.
+    let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
+    assert!(
+        unlocked.contains("corp is unlocked"),
+        "{unlocked}\n{}",
+        lab.card_log()
+    );
+    let (status, body) = through_proxy(&lab, "http://intranet.corp.example/");
+    assert_eq!(status, "200", "{body}\n{}", lab.card_log());
+    assert_eq!(body, lab::origin::HELLO);
+    let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
+    assert_eq!(status, "200", "{body}");
+    // Split DNS for the computer too: the card's forwarder asks the corporate resolver
+    // through the tunnel, and the name then loads transparently.
+    let capture = start_capture(&lab.world, "w0").unwrap();
+    assert_eq!(dig(&lab, "intranet.corp.example"), CORP_WEB.to_string());
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "200", "{body}");
+    let leaked = leaks(&capture.stop());
+    assert!(leaked.is_empty(), "in clear while unlocked: {leaked:#?}");
+    // The rules still apply inside the tunnel.
+    let (status, body) = through_proxy(&lab, "http://intranet.corp.example/secret/plans");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("corp-secret"), "{body}");
+    let page = card.get("/vpn");
+    assert!(page.contains("Connected"), "{page}");
+    assert!(page.contains(" s ago"), "a handshake is shown: {page}");
+    assert!(page.contains(&format!("{CORP_ENDPOINT}:51820")), "{page}");
+
+    // Throughput: 1 MiB through card and tunnel, against the tunnel alone (curl on the card,
+    // from the tunnel address, through the same userspace WireGuard).
+    let url = format!("http://{CORP_WEB}/bytes/1048576");
+    let through_card = speed(&lab.pc, &[&url]);
+    let tunnel_alone = speed(&lab.card, &["--interface", "10.20.255.2", &url]);
+    println!(
+        "1 MiB: card+tunnel {:.1} MB/s, tunnel alone {:.1} MB/s ({:.2}x)",
+        through_card / 1e6,
+        tunnel_alone / 1e6,
+        through_card / tunnel_alone
+    );
+    assert!(through_card > 0.0 && tunnel_alone > 0.0);
+
+    // Locked again: refused again.
+    let locked = card.post_from("/vpn", "/vpn/lock", &["name=corp"]);
+    assert!(locked.contains("corp is locked"), "{locked}");
+    let (status, body) = through_proxy(&lab, "http://intranet.corp.example/");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+
+    // And unlocked once more: a new WireGuard device on the same TUN, a new handshake.
+    let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
+    assert!(unlocked.contains("corp is unlocked"), "{unlocked}");
+    let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
+    assert_eq!(status, "200", "{body}\n{}", lab.card_log());
+}
