@@ -58,6 +58,9 @@ enum Command {
         /// Hours an enrolment token stays valid unless `policyd token --ttl-hours` says.
         #[arg(long, default_value_t = 24)]
         token_ttl_hours: u64,
+        /// Open access requests the server keeps at most, over every card (each card: 20).
+        #[arg(long, default_value_t = 10_000)]
+        max_open_requests: usize,
     },
     /// Make one-time enrolment tokens for a group (printed one a line).
     Token {
@@ -172,6 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             hold_secs,
             token_ttl_hours,
+            max_open_requests,
         } => {
             policyd::raise_file_limit();
             let fleet = Fleet::load(&dir)?;
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> Result<()> {
             let settings = Settings {
                 hold: Duration::from_secs(hold_secs.max(1)),
                 token_ttl: Duration::from_secs(token_ttl_hours * 3600),
+                max_open_requests,
             };
             let state = AppState::new(fleet, db, settings).await?;
             let listener = tokio::net::TcpListener::bind(listen)

@@ -5,7 +5,7 @@
 //! | route | caller |
 //! |---|---|
 //! | `POST /v1/enrol` | anyone holding a one-time token |
-//! | `GET /v1/bundle?after=N`, `POST /v1/report` | an enrolled, unrevoked card (its certificate) |
+//! | `GET /v1/bundle?after=N`, `POST /v1/report`, `GET`/`POST /v1/access-requests` | an enrolled, unrevoked card (its certificate) |
 //! | `/v1/admin/…` | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
 //! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see [`crate::page`]) |
 //!
@@ -50,6 +50,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(policy::ENROL_PATH, post(enrol))
         .route(policy::BUNDLE_PATH, get(poll))
         .route(policy::REPORT_PATH, post(report))
+        .route(
+            policy::ACCESS_REQUESTS_PATH,
+            post(access_request).get(access_request_states),
+        )
         .route(policy_admin::TOKENS_PATH, post(admin_tokens))
         .route(policy_admin::PUBLISH_PATH, post(admin_publish))
         .route(policy_admin::UPLOAD_PATH, post(admin_upload))
@@ -201,6 +205,40 @@ async fn report(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A card forwards what one of its users asked for. The body is bounded before it is read
+/// ([`policy::MAX_JSON_BODY`]); every refusal is counted ([`AppState::refuse_request`]).
+async fn access_request(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let card = state.card(&peer).await?;
+    if body.len() > policy::MAX_JSON_BODY {
+        return Err(state.refuse_request(
+            &card.id,
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "an access request is at most {} bytes",
+                    policy::MAX_JSON_BODY
+                ),
+            ),
+        ));
+    }
+    let request: policy::AccessRequest =
+        parse_json(&body).map_err(|e| state.refuse_request(&card.id, e))?;
+    state.receive_request(&card, &request).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn access_request_states(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let card = state.card(&peer).await?;
+    Ok(axum::Json(state.request_states(&card).await?).into_response())
 }
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -442,5 +480,114 @@ mod tests {
         let (status, _, _) =
             send(session_form("/admin/revoke", format!("csrf={csrf}&card=x"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    /// Issue 16: a card's access requests over its certificate: stored once however often
+    /// they are sent, read back with their state, bounded per card, and every malformed,
+    /// oversized or surplus one refused with a clear error and counted.
+    #[tokio::test]
+    async fn a_card_sends_access_requests_and_reads_their_state() {
+        use http_body_util::BodyExt;
+        use proto::policy::{
+            AccessProtocol, AccessRequest, AccessRequestList, AccessState, Blocked,
+            MAX_OPEN_REQUESTS_PER_CARD,
+        };
+        use rustls_pki_types::pem::PemObject;
+        use std::sync::atomic::Ordering;
+
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let token = state
+            .new_tokens("laptops", 1, None)
+            .await
+            .unwrap()
+            .remove(0);
+        let (_, csr) = policy_client::new_key_and_csr().unwrap();
+        let (issued, _) = db
+            .enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
+                state.fleet.issue_card_certificate(&csr, "card-1")
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let certificate =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.as_bytes()).unwrap();
+        let app = router(state.clone());
+        let send = |method: &str, body: Vec<u8>, with_certificate: bool| {
+            let mut request = axum::http::Request::builder()
+                .method(method)
+                .uri(policy::ACCESS_REQUESTS_PATH)
+                .header(header::CONTENT_TYPE, JSON_MEDIA_TYPE)
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            if with_certificate {
+                request
+                    .extensions_mut()
+                    .insert(serve::http::ClientCertificate(certificate.clone()));
+            }
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let request = |n: usize| AccessRequest {
+            id: format!("{n:032x}"),
+            blocked: Blocked {
+                protocol: AccessProtocol::Http,
+                host: "blocked.test".into(),
+                port: 80,
+                path: Some("/x".into()),
+                rule: "rules.txt:2".into(),
+                at: unix_now(),
+            },
+            reason: Some("the supplier's price list".into()),
+        };
+        let json = |n| serde_json::to_vec(&request(n)).unwrap();
+
+        assert_eq!(
+            send("POST", json(1), false).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(send("POST", json(1), true).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            send("POST", json(1), true).await.0,
+            StatusCode::NO_CONTENT,
+            "a resend is harmless"
+        );
+        let (status, body) = send("GET", Vec::new(), true).await;
+        assert_eq!(status, StatusCode::OK);
+        let list: AccessRequestList = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.requests.len(), 1);
+        assert_eq!(list.requests[0].state, AccessState::Open);
+        assert_eq!(state.refused_requests.load(Ordering::Relaxed), 0);
+
+        let mut bad = request(2);
+        bad.blocked.host = "<script>".into();
+        let (status, body) = send("POST", serde_json::to_vec(&bad).unwrap(), true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("the host must be"), "{body}");
+        let (status, body) = send("POST", b"{\"id\":".to_vec(), true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let huge = vec![b' '; policy::MAX_JSON_BODY + 1];
+        assert_eq!(
+            send("POST", huge, true).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(state.refused_requests.load(Ordering::Relaxed), 3);
+
+        for n in 2..=MAX_OPEN_REQUESTS_PER_CARD {
+            assert_eq!(send("POST", json(n), true).await.0, StatusCode::NO_CONTENT);
+        }
+        let (status, body) = send("POST", json(99), true).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("20 requests open"), "{body}");
+        assert_eq!(state.refused_requests.load(Ordering::Relaxed), 4);
     }
 }

@@ -34,9 +34,12 @@ use proto::policy_admin::PublishRequest;
 use rules::bundle::{self, Bundle, Trust};
 use tokio::sync::watch;
 
-use crate::db::{CardUpdate, Db, DbError, StoredBundle};
+use crate::db::{CardUpdate, Db, DbError, Received, StoredBundle};
 use crate::fleet::Fleet;
 use crate::{sha256_hex, unix_now};
+use proto::policy::{
+    AccessRequest, AccessRequestList, AccessRequestStatus, MAX_OPEN_REQUESTS_PER_CARD,
+};
 
 /// Card updates written in one transaction at most.
 const MAX_BATCH: usize = 2000;
@@ -48,6 +51,9 @@ pub struct Settings {
     pub hold: Duration,
     /// How long an enrolment token stays valid when the request does not say.
     pub token_ttl: Duration,
+    /// Open access requests the whole server keeps at most (each card: at most
+    /// [`proto::policy::MAX_OPEN_REQUESTS_PER_CARD`]).
+    pub max_open_requests: usize,
 }
 
 /// A group's newest bundle, held in memory for the waiting cards.
@@ -71,6 +77,9 @@ pub struct AppState {
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
     /// The admin page's sessions.
     pub(crate) page_sessions: serve::session::Sessions,
+    /// Access requests refused (malformed, oversized, over a limit), since the start; shown
+    /// on the fleet page.
+    pub(crate) refused_requests: std::sync::atomic::AtomicU64,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -115,8 +124,11 @@ impl From<DbError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             DbError::VersionTaken { .. } => StatusCode::CONFLICT,
-            DbError::NoSuchCard(_) => StatusCode::NOT_FOUND,
-            DbError::Sql(_) | DbError::Migrate(_) => {
+            DbError::NoSuchCard(_) | DbError::NoSuchOpenRequest { .. } => StatusCode::NOT_FOUND,
+            DbError::CardRequestsFull(_) | DbError::ServerRequestsFull(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            DbError::Sql(_) | DbError::Migrate(_) | DbError::BadRow(_) => {
                 tracing::error!(%error, "database");
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -143,6 +155,7 @@ impl AppState {
             groups: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashSet::new()),
+            refused_requests: std::sync::atomic::AtomicU64::new(0),
         });
         state.sync().await?;
         Ok(state)
@@ -424,6 +437,60 @@ impl AppState {
     }
 }
 
+/// Access requests (issue 16): what a card's users ask for, and the administrator's answer.
+impl AppState {
+    /// Counts a refused request and says why in the log; returns the error to answer with.
+    pub(crate) fn refuse_request(&self, card: &str, error: ApiError) -> ApiError {
+        self.refused_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%card, status = %error.0, "access request refused: {}", error.1);
+        error
+    }
+
+    /// Checks and stores a card's request (idempotent by its id), within the limits.
+    pub(crate) async fn receive_request(
+        &self,
+        card: &Known,
+        request: &AccessRequest,
+    ) -> Result<Received, ApiError> {
+        let received = async {
+            request.check().map_err(bad_request)?;
+            Ok::<_, ApiError>(
+                self.db
+                    .receive_request(
+                        &card.id,
+                        request,
+                        unix_now(),
+                        MAX_OPEN_REQUESTS_PER_CARD,
+                        self.settings.max_open_requests,
+                    )
+                    .await?,
+            )
+        }
+        .await
+        .map_err(|e| self.refuse_request(&card.id, e))?;
+        if received == Received::New {
+            tracing::info!(card = %card.id, id = %request.id, target = %request.blocked.host, "access request received");
+        }
+        Ok(received)
+    }
+
+    /// What became of each of a card's requests.
+    pub(crate) async fn request_states(&self, card: &Known) -> Result<AccessRequestList, ApiError> {
+        let requests = self
+            .db
+            .card_requests(&card.id)
+            .await?
+            .into_iter()
+            .map(|stored| AccessRequestStatus {
+                id: stored.request.id,
+                state: stored.state,
+            })
+            .collect();
+        Ok(AccessRequestList { requests })
+    }
+}
+
 /// Group names appear in bundles, URLs and pages: keep them plain.
 fn check_group(group: &str) -> Result<(), ApiError> {
     let ok = !group.is_empty()
@@ -476,6 +543,7 @@ pub(crate) mod tests {
             Settings {
                 hold: Duration::from_secs(1),
                 token_ttl: Duration::from_secs(60),
+                max_open_requests: 100,
             },
         )
         .await
