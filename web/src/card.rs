@@ -69,6 +69,37 @@ pub struct DashboardPage {
     pub fingerprint: String,
 }
 
+/// `GET /access-requests` (no login: the user asking is not the card's owner) and the
+/// answer to the block page's "ask for access" form: a managed card's requests to the policy
+/// server's administrator and what became of each.
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/access_requests.html")]
+pub struct AccessRequestsPage {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// Newest first.
+    pub requests: Vec<AccessRequestView>,
+    /// Whether the card is managed (else nobody can grant a request).
+    pub managed: bool,
+}
+
+/// One request on [`AccessRequestsPage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequestView {
+    /// What was blocked: `http blocked.test:80/x`.
+    pub what: String,
+    /// The rule that blocked it.
+    pub rule: String,
+    /// When it was blocked (UTC).
+    pub at: String,
+    pub reason: Option<String>,
+    /// `waiting`, `sending`, `approved`, `declined`: the state's class for the style.
+    pub state: &'static str,
+    /// The state in words: "approved until 2026-12-01 10:40 UTC", "declined: use the mirror".
+    pub state_text: String,
+}
+
 /// `GET /inspection` with a session: the card's inspection CA (fingerprint, re-key) and the CAs
 /// the owner added for upstream servers (list, upload, remove).
 #[derive(Debug, Clone, Template)]

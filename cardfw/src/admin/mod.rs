@@ -20,6 +20,8 @@
 //! | `POST /inspection/client-cert/unlock`, `/remove` | unlocks the client certificate (until idle), or removes it | session, CSRF token, PIN |
 //! | `POST /inspection/client-cert/lock` | locks the client certificate | session, CSRF token |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
+//! | `GET /access-requests` | a managed card's access requests and their states (see [`access`]) | — |
+//! | `POST /access-requests` | the block page's "ask for access" form | the block page's MAC over what was blocked |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
 //! # A PIN with every change
@@ -48,6 +50,7 @@
 //! cookie, checked by the [`SessionForm`] and [`LoginForm`] extractors before a handler runs; a
 //! missing or wrong token is a 403. PINs, PUKs and session ids are never logged.
 
+mod access;
 mod inspection;
 mod inspection_ca;
 pub mod session;
@@ -182,6 +185,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/inspection/client-cert/remove",
             post(inspection::remove_client_cert),
+        )
+        .route(
+            web::proxy::ACCESS_REQUESTS_PATH,
+            get(access::list).post(access::ask),
         )
         .route("/inspection-ca", get(inspection_ca::page))
         .route("/inspection-ca.pem", get(inspection_ca::pem))

@@ -30,6 +30,8 @@ pub struct Counters {
     pub ech_hellos: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Access requests the card page refused (see `firewall::asking`).
+    pub access_requests_refused: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +58,7 @@ impl Counters {
             ech_hellos,
             reloads,
             reload_failures,
+            access_requests_refused,
         } = self;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         proto::CounterSnapshot {
@@ -72,6 +75,7 @@ impl Counters {
             ech_hellos: load(ech_hellos),
             reloads: load(reloads),
             reload_failures: load(reload_failures),
+            access_requests_refused: load(access_requests_refused),
         }
     }
 }

@@ -11,10 +11,13 @@
 //!   inspected sites, each checked as an owner's CA first); anything else is refused,
 //!   logged and reported, and the rules in force stay. [`network`] tells it when the card's
 //!   network comes up, so it asks at once instead of finishing a back-off.
+//! - [`requests`]: sends the access requests users made on block pages (queued in the store)
+//!   and reads back the administrator's answers.
 //! - `cardfw unenroll` (PIN on stdin) leaves the fleet; the rules in force stay.
 
 pub mod network;
 pub mod poller;
+pub mod requests;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@
 //! | `client-cert.sealed` | the user's client certificate chain and its private key, PEM; the key is read only to unlock it with the PIN (see [`crate::inspect::client_cert`]) |
 //! | `managed-cas.sealed` | the CAs the installed policy bundle carries for upstream servers, PEM, as signed (see [`Store::install_bundle`]); absent when it carries none |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
+//! | `requests.sealed` | a managed card's access requests and their states (see [`requests`]) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
 //! A new card has no PIN and no PUK, only a random setup code ([`Store::setup_code`]): the card
@@ -36,6 +37,7 @@
 pub mod audit;
 mod enrolment;
 pub mod pin;
+pub mod requests;
 pub mod sealed;
 pub mod tls;
 
@@ -73,7 +75,8 @@ const INSPECTION_CA_FILE: &str = "inspect-ca.sealed";
 const OWNER_CAS_FILE: &str = "owner-cas.sealed";
 const CLIENT_CERT_FILE: &str = "client-cert.sealed";
 const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
-const ALL_FILES: [&str; 11] = [
+const REQUESTS_FILE: &str = "requests.sealed";
+const ALL_FILES: [&str; 12] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -85,6 +88,7 @@ const ALL_FILES: [&str; 11] = [
     OWNER_CAS_FILE,
     CLIENT_CERT_FILE,
     MANAGED_CAS_FILE,
+    REQUESTS_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -839,6 +843,12 @@ impl Store {
     }
 
     /// Refuses local rule changes while a policy server manages the rules.
+    /// Whether the card is enrolled with a policy server, by the record's presence alone (a
+    /// cheap check for every block page; what the record says is read where it is used).
+    pub fn is_managed(&self) -> bool {
+        self.dir.join(MANAGED_FILE).exists()
+    }
+
     fn check_not_managed(&self) -> Result<(), StoreError> {
         if let Some(record) = self.managed_record()? {
             return Err(StoreError::Managed {
