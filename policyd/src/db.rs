@@ -613,14 +613,16 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    /// Cards with an approval that ran out in `(since, now]`: each needs a new overlay
-    /// without it.
-    pub async fn expired_since(&self, since: i64, now: i64) -> Result<Vec<String>, DbError> {
+    /// Cards whose newest overlay still holds an approval that has run out by `now`: each
+    /// needs a new overlay without it. Decided from the database alone (the approval's end
+    /// against the overlay's publication), so it holds across restarts and instances.
+    pub async fn cards_with_expired_approvals(&self, now: i64) -> Result<Vec<String>, DbError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT card_id FROM access_requests WHERE state = 'approved' \
-             AND approved_until > $1 AND approved_until <= $2",
+            "SELECT DISTINCT a.card_id FROM access_requests a WHERE a.state = 'approved' \
+             AND a.approved_until IS NOT NULL AND a.approved_until <= $1 \
+             AND a.approved_until > COALESCE((SELECT MAX(b.published_at) FROM bundles b \
+             WHERE b.grp = 'card:' || a.card_id), 0)",
         )
-        .bind(since)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;

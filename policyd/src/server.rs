@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use proto::policy::{
-    self, BUNDLE_MEDIA_TYPE, EnrolRequest, EnrolResponse, JSON_MEDIA_TYPE, Report,
+    self, BUNDLE_MEDIA_TYPE, BundleKind, EnrolRequest, EnrolResponse, JSON_MEDIA_TYPE, Report,
 };
 use proto::policy_admin::{
     self, FleetStatus, PublishRequest, PublishResponse, TokensRequest, TokensResponse,
@@ -80,6 +80,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Resu
             if let Err(error) = syncing.sync().await {
                 tracing::warn!(%error, "cannot check the database for new versions");
             }
+            // Approvals that ran out: a new overlay for each card concerned.
+            if let Err(error) = syncing.expire_approvals().await {
+                tracing::warn!(%error, "cannot renew the overlays of expired approvals");
+            }
         }
     });
     // No cap: every enrolled card holds a connection in its long poll.
@@ -132,6 +136,23 @@ async fn enrol(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
 #[derive(Debug, Deserialize)]
 struct PollQuery {
     after: u64,
+    /// The card's installed overlay version; absent from cards that predate overlays, which
+    /// are then never sent one.
+    overlay_after: Option<u64>,
+}
+
+/// Waits until `latest` holds a version above `after`.
+async fn newer(
+    latest: &mut tokio::sync::watch::Receiver<Option<Arc<crate::service::Latest>>>,
+    after: u64,
+) -> Option<Arc<crate::service::Latest>> {
+    // The watch guard (not Send) is a temporary of the tail expression: edition 2024 drops
+    // it there, before the future ends.
+    latest
+        .wait_for(|l| l.as_ref().is_some_and(|l| l.version > after))
+        .await
+        .ok()?
+        .clone()
 }
 
 async fn poll(
@@ -139,8 +160,12 @@ async fn poll(
     peer: Peer,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(PollQuery { after }) =
-        query.map_err(|_| bad_request("write /v1/bundle?after=<installed version>"))?;
+    let Query(PollQuery {
+        after,
+        overlay_after,
+    }) = query.map_err(|_| {
+        bad_request("write /v1/bundle?after=<installed version>[&overlay_after=<overlay version>]")
+    })?;
     let card = state.card(&peer).await?;
     state
         .record(CardUpdate::Seen {
@@ -148,20 +173,32 @@ async fn poll(
             at: unix_now(),
         })
         .await?;
-    let mut latest = state.channel(&card.group).subscribe();
-    // A block, so the watch guard (not Send) is gone before the next await.
-    let bundle = {
-        let newer = tokio::time::timeout(
-            state.settings.hold,
-            latest.wait_for(|l| l.as_ref().is_some_and(|l| l.version > after)),
+    let mut group = state.channel(&card.group).subscribe();
+    let mut overlay = overlay_after.map(|after| {
+        (
+            state.channel(&policy::overlay_group(&card.id)).subscribe(),
+            after,
         )
-        .await;
-        match newer {
-            Ok(Ok(found)) => found.clone(),
-            _ => None,
+    });
+    // Whichever stream has something newer first; the group's when both do (biased), so a
+    // card takes a new group bundle before an overlay made for the old one.
+    let found = tokio::time::timeout(state.settings.hold, async {
+        tokio::select! {
+            biased;
+            Some(bundle) = newer(&mut group, after) => Some((BundleKind::Group, bundle)),
+            Some(bundle) = async {
+                match &mut overlay {
+                    Some((latest, after)) => newer(latest, *after).await,
+                    None => std::future::pending().await,
+                }
+            } => Some((BundleKind::Overlay, bundle)),
+            else => None,
         }
-    };
-    let Some(bundle) = bundle else {
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((kind, bundle)) = found else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     // The card may have been revoked while its poll was held.
@@ -172,6 +209,10 @@ async fn poll(
             (
                 header::HeaderName::from_static(policy::VERSION_HEADER),
                 bundle.version.to_string(),
+            ),
+            (
+                header::HeaderName::from_static(policy::BUNDLE_KIND_HEADER),
+                kind.as_str().to_string(),
             ),
         ],
         bundle.body.clone(),
@@ -589,5 +630,199 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(body.contains("20 requests open"), "{body}");
         assert_eq!(state.refused_requests.load(Ordering::Relaxed), 4);
+    }
+
+    /// Issue 16: an approval becomes the card's overlay, signed for `card:<id>`, sent to a
+    /// poll that names `overlay_after` (and never to an old card's poll); it leaves the overlay
+    /// by a new version when it runs out; a decline carries its message to the card.
+    #[tokio::test]
+    async fn an_approval_reaches_the_card_as_its_overlay_and_runs_out() {
+        use http_body_util::BodyExt;
+        use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked, overlay_group};
+        use rustls_pki_types::pem::PemObject;
+
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let token = state
+            .new_tokens("laptops", 1, None)
+            .await
+            .unwrap()
+            .remove(0);
+        let (_, csr) = policy_client::new_key_and_csr().unwrap();
+        let (issued, _) = db
+            .enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
+                state.fleet.issue_card_certificate(&csr, "card-1")
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let certificate =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.as_bytes()).unwrap();
+        let card = state
+            .card(&Peer(Some(sha256_hex(&certificate))))
+            .await
+            .unwrap();
+        let app = router(state.clone());
+        let poll = |query: &str| {
+            let mut request = axum::http::Request::get(format!("{}?{query}", policy::BUNDLE_PATH))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(serve::http::ClientCertificate(certificate.clone()));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let kind = response
+                    .headers()
+                    .get(policy::BUNDLE_KIND_HEADER)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, kind, body)
+            }
+        };
+        let request = |n: u32| AccessRequest {
+            id: format!("{n:08x}{}", "0".repeat(24)),
+            blocked: Blocked {
+                protocol: AccessProtocol::Http,
+                host: "blocked.test".into(),
+                port: 80,
+                path: Some("/x".into()),
+                rule: "rules:2".into(),
+                at: unix_now(),
+            },
+            reason: None,
+        };
+        for n in 1..=3 {
+            state.receive_request(&card, &request(n)).await.unwrap();
+        }
+        let suggested = request(1).blocked.suggested_rule();
+
+        // Refused rules: nothing is decided.
+        for (rule, why) in [
+            ("allow htp host x", "approved rule:1"),
+            ("default allow", "not a `default`"),
+            ("mine: allow http host x", "without a name"),
+            ("allow http host a\nallow any", "one line"),
+        ] {
+            let error = state
+                .approve("card-1", &request(1).id, rule, Some(10))
+                .await
+                .unwrap_err();
+            assert!(error.1.contains(why), "{rule}: {}", error.1);
+        }
+        assert_eq!(
+            state.request_states(&card).await.unwrap().requests[0].state,
+            AccessState::Open
+        );
+
+        let version = state
+            .approve("card-1", &request(1).id, &suggested, Some(10))
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        // An old card (no overlay_after) is not sent the overlay.
+        let (status, _, _) = poll("after=0").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, kind, body) = poll("after=0&overlay_after=0").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(kind.as_deref(), Some("overlay"));
+        let verified = bundle::verify(
+            &body,
+            &bundle::Trust {
+                key: &state.fleet.policy_public,
+                installed_version: 0,
+                group: &overlay_group("card-1"),
+                now: chrono::Utc::now(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            verified.bundle.rules.1,
+            "overlay-00000001: allow http host blocked.test path /x\n"
+        );
+        let (status, _, _) = poll("after=0&overlay_after=1").await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "nothing newer");
+        // A group bundle published meanwhile comes first, marked as such.
+        state
+            .publish(&PublishRequest {
+                group: "laptops".into(),
+                rules_name: "rules".into(),
+                rules_text: "default deny\n".into(),
+                lists: Vec::new(),
+                expires_in_secs: 3600,
+                trusted_cas: None,
+            })
+            .await
+            .unwrap();
+        let (_, kind, _) = poll("after=0&overlay_after=0").await;
+        assert_eq!(kind.as_deref(), Some("group"));
+
+        // A second approval without a limit, a decline with a message.
+        assert_eq!(
+            state
+                .approve(
+                    "card-1",
+                    &request(2).id,
+                    "allow tcp dst 192.0.2.7 port 5432",
+                    None
+                )
+                .await
+                .unwrap(),
+            2
+        );
+        state
+            .decline("card-1", &request(3).id, "use the mirror")
+            .await
+            .unwrap();
+        let states = state.request_states(&card).await.unwrap();
+        let of = |n: u32| {
+            states
+                .requests
+                .iter()
+                .find(|s| s.id == request(n).id)
+                .unwrap()
+                .state
+                .clone()
+        };
+        assert!(matches!(
+            of(1),
+            AccessState::Approved { until: Some(_), .. }
+        ));
+        assert_eq!(
+            of(3),
+            AccessState::Declined {
+                message: "use the mirror".into()
+            }
+        );
+        assert_eq!(
+            state
+                .decline("card-1", &request(3).id, "again")
+                .await
+                .unwrap_err()
+                .0,
+            StatusCode::NOT_FOUND,
+            "decided once"
+        );
+
+        // Ten minutes on: the first approval runs out, a new overlay holds only the second.
+        let later = unix_now() + 11 * 60;
+        assert_eq!(
+            state.expire_approvals_at(later).await.unwrap(),
+            vec!["card-1".to_string()]
+        );
+        // (That an overlay published after the end stops the renewals is the database's
+        // test: here the clock is only pretended forward.)
+        let (_, kind, body) = poll("after=1&overlay_after=2").await;
+        assert_eq!(kind.as_deref(), Some("overlay"));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert!(text.contains("version: 3"), "{text}");
+        assert!(!text.contains("blocked.test"), "{text}");
+        assert!(text.contains("192.0.2.7"), "{text}");
     }
 }

@@ -144,6 +144,20 @@ pub fn overlay_group(card_id: &str) -> String {
     format!("card:{card_id}")
 }
 
+/// The name of an overlay bundle's rule file.
+pub const OVERLAY_RULES_NAME: &str = "overlay";
+
+/// Every rule of an overlay is named `overlay-<first 8 digits of the request's id>`, so the
+/// card's explain, status and block pages show which rules come from the overlay and which
+/// from the group. An overlay has nothing but such rules: no `default`, no `list`.
+pub const OVERLAY_RULE_PREFIX: &str = "overlay-";
+
+/// The name of the overlay rule an approval of request `request_id` becomes.
+pub fn overlay_rule_name(request_id: &str) -> String {
+    let short = request_id.get(..8).unwrap_or(request_id);
+    format!("{OVERLAY_RULE_PREFIX}{short}")
+}
+
 /// The longest reason a user may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 /// The most requests a card keeps open (on the card, and on the server per card).
@@ -205,7 +219,12 @@ impl Blocked {
     /// `allow http host blocked.test path /x`. Only the characters [`AccessRequest::check`]
     /// lets through can be here, so the text is one line of the rule language.
     pub fn suggested_rule(&self) -> String {
-        let mut rule = format!("allow {} host {}", self.protocol.as_str(), self.host);
+        // Plain TCP carries no name: its rules match the address.
+        let condition = match self.protocol {
+            AccessProtocol::Tcp => "dst",
+            _ => "host",
+        };
+        let mut rule = format!("allow {} {condition} {}", self.protocol.as_str(), self.host);
         if !matches!(
             (self.protocol, self.port),
             (AccessProtocol::Http, 80) | (AccessProtocol::Https, 443) | (AccessProtocol::Dns, _)
@@ -488,10 +507,8 @@ mod access_tests {
         tcp.protocol = AccessProtocol::Tcp;
         tcp.path = None;
         tcp.port = 5432;
-        assert_eq!(
-            tcp.suggested_rule(),
-            "allow tcp host blocked.test port 5432"
-        );
+        tcp.host = "192.0.2.7".into();
+        assert_eq!(tcp.suggested_rule(), "allow tcp dst 192.0.2.7 port 5432");
     }
 
     /// Pinned as text, like the other card calls: cards and servers are updated apart.

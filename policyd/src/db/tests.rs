@@ -414,11 +414,25 @@ async fn exercise_access_requests(db: &Db) {
     );
     assert_eq!(db.approvals("card-x", now + 600).await.unwrap().len(), 1);
     assert_eq!(
-        db.expired_since(now, now + 599).await.unwrap(),
+        db.cards_with_expired_approvals(now + 599).await.unwrap(),
         Vec::<String>::new()
     );
     assert_eq!(
-        db.expired_since(now + 599, now + 600).await.unwrap(),
+        db.cards_with_expired_approvals(now + 600).await.unwrap(),
         vec!["card-x".to_string()]
+    );
+    // An overlay published after the end no longer holds it.
+    db.insert_bundle(&StoredBundle {
+        group: "card:card-x".into(),
+        version: 1,
+        body: "b".into(),
+        published_at: now + 600,
+        expires_at: now + 9999,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.cards_with_expired_approvals(now + 700).await.unwrap(),
+        Vec::<String>::new()
     );
 }
