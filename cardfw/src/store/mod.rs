@@ -18,6 +18,7 @@
 //! | `client-cert.sealed` | the user's client certificate chain and its private key, PEM; the key is read only to unlock it with the PIN (see [`crate::inspect::client_cert`]) |
 //! | `managed-cas.sealed` | the CAs the installed policy bundle carries for upstream servers, PEM, as signed (see [`Store::install_bundle`]); absent when it carries none |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
+//! | `overlay.sealed` | a managed card's overlay: the rules approved for it alone, in force before the group's, and its version (see [`overlay`]) |
 //! | `requests.sealed` | a managed card's access requests and their states (see [`requests`]) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -36,6 +37,7 @@
 
 pub mod audit;
 mod enrolment;
+pub mod overlay;
 pub mod pin;
 pub mod requests;
 pub mod sealed;
@@ -76,7 +78,8 @@ const OWNER_CAS_FILE: &str = "owner-cas.sealed";
 const CLIENT_CERT_FILE: &str = "client-cert.sealed";
 const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
 const REQUESTS_FILE: &str = "requests.sealed";
-const ALL_FILES: [&str; 12] = [
+const OVERLAY_FILE: &str = "overlay.sealed";
+const ALL_FILES: [&str; 13] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -89,6 +92,7 @@ const ALL_FILES: [&str; 12] = [
     CLIENT_CERT_FILE,
     MANAGED_CAS_FILE,
     REQUESTS_FILE,
+    OVERLAY_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -1069,6 +1073,9 @@ impl AdminSession<'_> {
     pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
         let store = self.store;
         let _guard = store.lock();
+        // An overlay belongs to one enrolment (its card id and version sequence): a new
+        // enrolment, or none, starts without it.
+        store.remove_sealed(OVERLAY_FILE, "removing the overlay")?;
         match record {
             Some(record) => {
                 store.write_sealed(MANAGED_FILE, record)?;
