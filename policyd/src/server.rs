@@ -825,4 +825,157 @@ mod tests {
         assert!(!text.contains("blocked.test"), "{text}");
         assert!(text.contains("192.0.2.7"), "{text}");
     }
+
+    /// Issue 16 on the fleet page: an open request is listed with what was blocked, the rule
+    /// and the reason (escaped); the approve form (CSRF token, the rule prefilled) makes the
+    /// overlay; the decline form's message reaches the card's list.
+    #[tokio::test]
+    async fn the_fleet_page_lists_requests_and_approves_or_declines_them() {
+        use http_body_util::BodyExt;
+        use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
+
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let card = crate::service::Known {
+            id: "card-1".into(),
+            group: "laptops".into(),
+        };
+        let request = |n: u32, reason: &str| AccessRequest {
+            id: format!("{n:032x}"),
+            blocked: Blocked {
+                protocol: AccessProtocol::Http,
+                host: "blocked.test".into(),
+                port: 80,
+                path: Some(format!("/{n}")),
+                rule: "rules:2".into(),
+                at: unix_now(),
+            },
+            reason: Some(reason.into()),
+        };
+        state
+            .receive_request(&card, &request(1, "<b>price list</b>"))
+            .await
+            .unwrap();
+        state
+            .receive_request(&card, &request(2, "x"))
+            .await
+            .unwrap();
+
+        let app = router(state.clone());
+        let form = "application/x-www-form-urlencoded";
+        let send = |request: axum::http::Request<axum::body::Body>| {
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let cookies: Vec<String> = response
+                    .headers()
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+                    .collect();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, cookies, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let post = |path: &str, cookie: &str, body: String| {
+            axum::http::Request::post(path)
+                .header(header::COOKIE, cookie)
+                .header(header::CONTENT_TYPE, form)
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let csrf_of = |body: &str| {
+            let marker = "name=\"csrf\" value=\"";
+            let at = body.find(marker).expect("a CSRF field") + marker.len();
+            body[at..at + body[at..].find('"').unwrap()].to_owned()
+        };
+        let (_, cookies, page) = send(
+            axum::http::Request::get("/admin")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+        let token = state.fleet.admin_token.clone();
+        let (_, cookies, _) = send(post(
+            "/admin/login",
+            &cookies[0],
+            format!("csrf={}&token={token}", csrf_of(&page)),
+        ))
+        .await;
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("policyd_admin="))
+            .unwrap()
+            .clone();
+        let (status, _, page) = send(
+            axum::http::Request::get("/admin")
+                .header(header::COOKIE, &session)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("asks for <code>http blocked.test:80/1</code>"),
+            "{page}"
+        );
+        assert!(page.contains("&#60;b&#62;price list"), "{page}");
+        assert!(
+            page.contains(r#"value="allow http host blocked.test path /1""#),
+            "{page}"
+        );
+        let csrf = csrf_of(&page);
+        let id = |n: u32| format!("{n:032x}");
+
+        // Without the session's token: refused.
+        let (status, _, _) = send(post(
+            "/admin/requests/approve",
+            &session,
+            format!("card=card-1&id={}&rule=allow+any&minutes=10", id(1)),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, _, page) = send(post(
+            "/admin/requests/approve",
+            &session,
+            format!(
+                "csrf={csrf}&card=card-1&id={}&rule=allow+http+host+blocked.test+path+%2F1&minutes=10",
+                id(1)
+            ),
+        ))
+        .await;
+        assert!(page.contains("gets overlay version 1"), "{page}");
+        assert!(
+            !page.contains("blocked.test:80/1"),
+            "no longer open: {page}"
+        );
+        let (_, _, page) = send(post(
+            "/admin/requests/decline",
+            &session,
+            format!(
+                "csrf={csrf}&card=card-1&id={}&message=use+the+mirror",
+                id(2)
+            ),
+        ))
+        .await;
+        assert!(
+            page.contains("Declined the request of card card-1"),
+            "{page}"
+        );
+        let states = state.request_states(&card).await.unwrap().requests;
+        assert!(states.iter().any(|s| s.state
+            == AccessState::Declined {
+                message: "use the mirror".into()
+            }));
+        assert!(
+            states
+                .iter()
+                .any(|s| matches!(s.state, AccessState::Approved { until: Some(_), .. }))
+        );
+    }
 }
