@@ -958,20 +958,14 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
     lab.enroll(&config, &token).expect("enrolment");
     lab.start_card(&config);
     lab.wait_until_polling();
-    assert_eq!(lab.fetch_at("http", 80, "/bytes/10"), "403");
+    assert_eq!(lab.fetch_at("http", 80, "/h3"), "403");
 
     // The user asks; the card sends it; the administrator sees it.
-    let answer = lab.ask_for_access("/bytes/10", "the supplier's price list");
+    let answer = lab.ask_for_access("/h3", "the supplier's price list");
     assert!(answer.contains("on its way"), "{answer}");
     lab.card_page_shows("waiting for the administrator", Duration::from_secs(10));
     let fleet = lab.as_administrator(async |b: &Browser| {
-        wait_for_text(
-            b,
-            "http allowed.test:80/bytes/10",
-            Duration::from_secs(10),
-            true,
-        )
-        .await?;
+        wait_for_text(b, "http allowed.test:80/h3", Duration::from_secs(10), true).await?;
         b.text("body").await
     });
     assert!(fleet.contains("the supplier's price list"), "{fleet}");
@@ -986,18 +980,12 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
     lab.start_policyd("8443");
     let client = lab.client.clone();
     let (approved_at, took) = lab.as_administrator(async move |b: &Browser| {
-        wait_for_text(
-            b,
-            "http allowed.test:80/bytes/10",
-            Duration::from_secs(10),
-            true,
-        )
-        .await?;
+        wait_for_text(b, "http allowed.test:80/h3", Duration::from_secs(10), true).await?;
         b.type_into("approve-minutes-1", "1").await?;
         b.submit("/admin/requests/approve").await?;
         let approved_at = Instant::now();
         wait_for_text(b, "gets overlay version 1", Duration::from_secs(5), false).await?;
-        while fetch_in(&client, "http", 80, "/bytes/10") != "200" {
+        while fetch_in(&client, "http", 80, "/h3") != "200" {
             anyhow::ensure!(
                 approved_at.elapsed() < Duration::from_secs(2),
                 "the approved page does not load within 2 s"
@@ -1008,12 +996,12 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
     });
     eprintln!("approval → the page loads through the card in {took:?}");
     let loaded = lab.as_user(async |b: &Browser| {
-        b.goto("http://allowed.test/bytes/10").await?;
+        b.goto("http://allowed.test/h3").await?;
         b.text("body").await
     });
-    assert!(loaded.contains("xxxxxxxxxx"), "{loaded}");
+    assert!(loaded.contains("hello from origin"), "{loaded}");
     let page = lab.card_page_shows("approved until", Duration::from_secs(10));
-    assert!(page.contains("http allowed.test:80/bytes/10"), "{page}");
+    assert!(page.contains("http allowed.test:80/h3"), "{page}");
     assert!(
         lab.card_log().contains("policy overlay installed")
             && lab.card_log().contains("+ overlay v1"),
@@ -1062,13 +1050,7 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
 
     // One minute after the approval the overlay without it arrives: blocked again.
     let until = Duration::from_secs(60 + 10).saturating_sub(approved_at.elapsed());
-    lab.wait_for_fetch_at(
-        "http",
-        80,
-        "/bytes/10",
-        "403",
-        until.max(Duration::from_secs(5)),
-    );
+    lab.wait_for_fetch_at("http", 80, "/h3", "403", until.max(Duration::from_secs(5)));
     eprintln!(
         "blocked again {:?} after the approval",
         approved_at.elapsed()
