@@ -59,6 +59,9 @@ pub struct DashboardPage {
     pub previous_version: Option<u64>,
     /// The policy server that manages the rules (`server, group …`): the editor is read-only.
     pub managed_by: Option<String>,
+    /// A managed card's overlay: its version and the rules approved for this card alone,
+    /// in force before the rules in the editor (each named `overlay-…`).
+    pub overlay: Option<(u64, String)>,
     pub counters: Vec<CounterView>,
     /// Newest first.
     pub recent: Vec<DecisionView>,

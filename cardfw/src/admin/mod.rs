@@ -497,6 +497,12 @@ fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
             .ok()
             .flatten()
             .map(|e| e.describe()),
+        overlay: state
+            .store
+            .overlay()
+            .ok()
+            .flatten()
+            .map(|o| (o.version, o.text)),
         counters: [
             ("Connections", &counters.connections),
             ("Allowed", &counters.allowed),

@@ -1030,4 +1030,28 @@ async fn admin_access_requests_take_only_what_the_card_blocked() {
         "{}",
         page.body
     );
+
+    // The owner's dashboard links the requests and shows the overlay apart from the rules.
+    browser
+        .state
+        .store()
+        .install_overlay(&crate::store::overlay::Overlay {
+            version: 3,
+            text: "overlay-0123abcd: allow http host blocked.test path /x\n".into(),
+        })
+        .unwrap();
+    browser.logged_in(PIN).await;
+    let page = browser.get("/").await;
+    assert!(
+        page.body.contains(r#"href="/access-requests""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("overlay version 3"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("overlay-0123abcd: allow http host blocked.test path /x"),
+        "{}",
+        page.body
+    );
 }
