@@ -126,6 +126,33 @@ enum Command {
         remote: Remote,
         card: String,
     },
+    /// List the open access requests of the fleet's users (oldest first).
+    Requests {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve an access request: its rule goes into the card's overlay.
+    Approve {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        id: String,
+        /// The rule to add (one unnamed rule); default: one that allows just what was blocked.
+        #[arg(long)]
+        rule: Option<String>,
+        /// For how many minutes; default: no limit.
+        #[arg(long)]
+        minutes: Option<u64>,
+    },
+    /// Decline an access request, with a message the card's page shows.
+    Decline {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +344,60 @@ async fn run(cli: Cli) -> Result<()> {
                 .revoke(&card)
                 .await?;
             println!("card {card} revoked");
+        }
+        Command::Requests { remote } => {
+            let open = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .requests()
+                .await?;
+            for entry in open.requests {
+                let blocked = &entry.request.blocked;
+                println!(
+                    "{} {} {} {}:{}{} rule {} reason {:?}",
+                    entry.card_id,
+                    entry.request.id,
+                    blocked.protocol.as_str(),
+                    blocked.host,
+                    blocked.port,
+                    blocked.path.as_deref().unwrap_or(""),
+                    blocked.rule,
+                    entry.request.reason.unwrap_or_default(),
+                );
+            }
+            if open.refused > 0 {
+                println!("{} requests refused since the server started", open.refused);
+            }
+        }
+        Command::Approve {
+            remote,
+            card,
+            id,
+            rule,
+            minutes,
+        } => {
+            let version = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .approve(&proto::policy_admin::ApproveRequest {
+                    card_id: card.clone(),
+                    id,
+                    rule,
+                    minutes,
+                })
+                .await?;
+            println!("approved: card {card} gets overlay version {version}");
+        }
+        Command::Decline {
+            remote,
+            card,
+            id,
+            message,
+        } => {
+            AdminClient::from_dir(&remote.server, &remote.dir)?
+                .decline(&proto::policy_admin::DeclineRequest {
+                    card_id: card.clone(),
+                    id,
+                    message,
+                })
+                .await?;
+            println!("declined the request of card {card}");
         }
     }
     Ok(())

@@ -249,7 +249,7 @@ async fn approve(
     };
     let outcome = match minutes {
         Ok(minutes) => state
-            .approve(&form.card, &form.id, &form.rule, minutes)
+            .approve(&form.card, &form.id, Some(&form.rule), minutes)
             .await
             .map_err(|e| e.1),
         Err(e) => Err(e),

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `POST /v1/enrol` | anyone holding a one-time token |
 //! | `GET /v1/bundle?after=N`, `POST /v1/report`, `GET`/`POST /v1/access-requests` | an enrolled, unrevoked card (its certificate) |
-//! | `/v1/admin/…` | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
+//! | `/v1/admin/…` (also `access-requests`, `…/approve`, `…/decline`) | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
 //! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see [`crate::page`]) |
 //!
 //! Which card a certificate is, whether it is revoked (a revoked or unknown one gets 403; no
@@ -59,6 +59,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(policy_admin::UPLOAD_PATH, post(admin_upload))
         .route(policy_admin::CARDS_PATH, get(admin_cards))
         .route("/v1/admin/cards/{id}/revoke", post(admin_revoke))
+        .route(policy_admin::ACCESS_REQUESTS_PATH, get(admin_requests))
+        .route(policy_admin::APPROVE_PATH, post(admin_approve))
+        .route(policy_admin::DECLINE_PATH, post(admin_decline))
         .merge(crate::page::routes())
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .with_state(state)
@@ -386,6 +389,65 @@ async fn admin_revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The open requests shown at most by one call (the per-server limit bounds them anyway).
+const MAX_LISTED_REQUESTS: usize = 10_000;
+
+async fn admin_requests(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let requests = state
+        .db
+        .open_requests(MAX_LISTED_REQUESTS)
+        .await?
+        .into_iter()
+        .map(|stored| policy_admin::OpenRequest {
+            card_id: stored.card_id,
+            request: stored.request,
+            received_at: stored.received_at,
+        })
+        .collect();
+    Ok(axum::Json(policy_admin::OpenRequests {
+        requests,
+        refused: state
+            .refused_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+    })
+    .into_response())
+}
+
+async fn admin_approve(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
+    let request: policy_admin::ApproveRequest = parse_json(&body)?;
+    let overlay_version = state
+        .approve(
+            &request.card_id,
+            &request.id,
+            request.rule.as_deref(),
+            request.minutes,
+        )
+        .await?;
+    Ok(axum::Json(policy_admin::ApproveResponse { overlay_version }).into_response())
+}
+
+async fn admin_decline(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
+    let request: policy_admin::DeclineRequest = parse_json(&body)?;
+    state
+        .decline(&request.card_id, &request.id, &request.message)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,7 +763,6 @@ mod tests {
         for n in 1..=3 {
             state.receive_request(&card, &request(n)).await.unwrap();
         }
-        let suggested = request(1).blocked.suggested_rule();
 
         // Refused rules: nothing is decided.
         for (rule, why) in [
@@ -711,7 +772,7 @@ mod tests {
             ("allow http host a\nallow any", "one line"),
         ] {
             let error = state
-                .approve("card-1", &request(1).id, rule, Some(10))
+                .approve("card-1", &request(1).id, Some(rule), Some(10))
                 .await
                 .unwrap_err();
             assert!(error.1.contains(why), "{rule}: {}", error.1);
@@ -722,7 +783,7 @@ mod tests {
         );
 
         let version = state
-            .approve("card-1", &request(1).id, &suggested, Some(10))
+            .approve("card-1", &request(1).id, None, Some(10))
             .await
             .unwrap();
         assert_eq!(version, 1);
@@ -769,7 +830,7 @@ mod tests {
                 .approve(
                     "card-1",
                     &request(2).id,
-                    "allow tcp dst 192.0.2.7 port 5432",
+                    Some("allow tcp dst 192.0.2.7 port 5432"),
                     None
                 )
                 .await
@@ -977,5 +1038,117 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s.state, AccessState::Approved { until: Some(_), .. }))
         );
+    }
+
+    /// Issue 16 on the admin API (`policyd requests|approve|decline`): the bearer token and
+    /// JSON only, like every admin call; approve without a rule takes the one that allows just
+    /// what was blocked.
+    #[tokio::test]
+    async fn the_admin_api_lists_approves_and_declines_requests() {
+        use http_body_util::BodyExt;
+        use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
+
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let card = crate::service::Known {
+            id: "card-1".into(),
+            group: "laptops".into(),
+        };
+        let request = |n: u32| AccessRequest {
+            id: format!("{n:032x}"),
+            blocked: Blocked {
+                protocol: AccessProtocol::Https,
+                host: "blocked.test".into(),
+                port: 443,
+                path: None,
+                rule: "rules:2".into(),
+                at: unix_now(),
+            },
+            reason: None,
+        };
+        for n in 1..=2 {
+            state.receive_request(&card, &request(n)).await.unwrap();
+        }
+        let app = router(state.clone());
+        let token = state.fleet.admin_token.clone();
+        let call = |method: &str, path: &str, bearer: bool, body: String| {
+            let mut request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::CONTENT_TYPE, JSON_MEDIA_TYPE);
+            if bearer {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let request = request.body(axum::body::Body::from(body)).unwrap();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, _) = call(
+            "GET",
+            policy_admin::ACCESS_REQUESTS_PATH,
+            false,
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call(
+            "GET",
+            policy_admin::ACCESS_REQUESTS_PATH,
+            true,
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let open: policy_admin::OpenRequests = serde_json::from_str(&body).unwrap();
+        assert_eq!(open.requests.len(), 2);
+        assert_eq!(open.requests[0].card_id, "card-1");
+
+        let approve = serde_json::to_string(&policy_admin::ApproveRequest {
+            card_id: "card-1".into(),
+            id: request(1).id,
+            rule: None,
+            minutes: None,
+        })
+        .unwrap();
+        let (status, _) = call("POST", policy_admin::APPROVE_PATH, false, approve.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call("POST", policy_admin::APPROVE_PATH, true, approve).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, r#"{"overlay_version":1}"#);
+        let decline = serde_json::to_string(&policy_admin::DeclineRequest {
+            card_id: "card-1".into(),
+            id: request(2).id,
+            message: "no".into(),
+        })
+        .unwrap();
+        let (status, body) = call("POST", policy_admin::DECLINE_PATH, true, decline).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        let states = state.request_states(&card).await.unwrap().requests;
+        assert!(states.iter().any(|s| s.state
+            == AccessState::Approved {
+                rule: "allow https host blocked.test".into(),
+                until: None
+            }));
+        assert!(states.iter().any(|s| s.state
+            == AccessState::Declined {
+                message: "no".into()
+            }));
+        let (_, body) = call(
+            "GET",
+            policy_admin::ACCESS_REQUESTS_PATH,
+            true,
+            String::new(),
+        )
+        .await;
+        assert!(body.starts_with(r#"{"requests":[]"#), "{body}");
     }
 }

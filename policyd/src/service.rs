@@ -533,13 +533,25 @@ impl AppState {
         &self,
         card_id: &str,
         id: &str,
-        rule: &str,
+        rule: Option<&str>,
         minutes: Option<u64>,
     ) -> Result<u64, ApiError> {
         // Before anything is decided: an approval that cannot be signed must not show as
         // approved.
         self.signing_key()?;
-        let rule = check_approved_rule(rule)?;
+        let rule = match rule {
+            Some(rule) => check_approved_rule(rule)?,
+            None => {
+                let stored = self.db.card_requests(card_id).await?;
+                let request = stored.iter().find(|r| r.request.id == id).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("no request `{id}` of card `{card_id}`"),
+                    )
+                })?;
+                check_approved_rule(&request.request.blocked.suggested_rule())?
+            }
+        };
         let until = match minutes {
             None => None,
             Some(0) => {
