@@ -352,13 +352,10 @@ async fn run(cli: Cli) -> Result<()> {
             for entry in open.requests {
                 let blocked = &entry.request.blocked;
                 println!(
-                    "{} {} {} {}:{}{} rule {} reason {:?}",
+                    "{} {} {} rule {} reason {:?}",
                     entry.card_id,
                     entry.request.id,
-                    blocked.protocol.as_str(),
-                    blocked.host,
-                    blocked.port,
-                    blocked.path.as_deref().unwrap_or(""),
+                    blocked.describe(),
                     blocked.rule,
                     entry.request.reason.unwrap_or_default(),
                 );

@@ -140,13 +140,7 @@ async fn fleet_page(
             let request = stored.request;
             let blocked = &request.blocked;
             AccessRequestView {
-                what: format!(
-                    "{} {}:{}{}",
-                    blocked.protocol.as_str(),
-                    blocked.host,
-                    blocked.port,
-                    blocked.path.as_deref().unwrap_or("")
-                ),
+                what: blocked.describe(),
                 rule: blocked.rule.clone(),
                 at: web::format::date_time(blocked.at.max(0) as u64),
                 suggested_rule: blocked.suggested_rule(),

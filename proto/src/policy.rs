@@ -215,6 +215,17 @@ pub struct Blocked {
 }
 
 impl Blocked {
+    /// What was blocked, for pages and logs: `http blocked.test:80/x`, `https a.test:443`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}:{}{}",
+            self.protocol.as_str(),
+            self.host,
+            self.port,
+            self.path.as_deref().unwrap_or("")
+        )
+    }
+
     /// A rule that would allow what was blocked, for the administrator to start from:
     /// `allow http host blocked.test path /x`. Only the characters [`AccessRequest::check`]
     /// lets through can be here, so the text is one line of the rule language.
@@ -499,6 +510,7 @@ mod access_tests {
 
     #[test]
     fn the_suggested_rule_allows_what_was_blocked() {
+        assert_eq!(request().blocked.describe(), "http blocked.test:80/x");
         assert_eq!(
             request().blocked.suggested_rule(),
             "allow http host blocked.test path /x"

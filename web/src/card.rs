@@ -85,6 +85,18 @@ pub struct AccessRequestsPage {
     pub requests: Vec<AccessRequestView>,
     /// Whether the card is managed (else nobody can grant a request).
     pub managed: bool,
+    /// What the rules recently denied this computer, newest first, each with its form: a
+    /// blocked HTTPS, DNS or TCP connection has no block page to ask from.
+    pub recent: Vec<BlockedView>,
+}
+
+/// A recent denial on [`AccessRequestsPage`], with its "ask for access" form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedView {
+    pub what: String,
+    pub rule: String,
+    pub at: String,
+    pub form: crate::proxy::AskForm,
 }
 
 /// One request on [`AccessRequestsPage`].

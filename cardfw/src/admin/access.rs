@@ -1,5 +1,7 @@
 //! Access requests on the card page (issue 16): the block page's "ask for access" form posts
-//! here, and `GET /access-requests` shows what became of each request. Neither needs a login:
+//! here, and `GET /access-requests` shows what became of each request, and offers the same
+//! form for what the rules recently denied the asking computer (a blocked HTTPS, DNS or TCP
+//! connection has no block page). Neither needs a login:
 //! the user asking is not the card's owner. What may be asked is only what the card blocked,
 //! proved by the MAC the block page put in the form ([`crate::firewall::asking`]); the card
 //! page adds nothing but the user's reason. Every refused form is counted
@@ -14,10 +16,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use proto::policy::{AccessProtocol, AccessState, Blocked, MAX_REASON_CHARS};
 use serde::Deserialize;
-use web::card::{AccessRequestView, AccessRequestsPage};
+use web::card::{AccessRequestView, AccessRequestsPage, BlockedView};
 
-use super::{AdminState, blocking};
+use super::{AdminState, ClientAddr, blocking};
 use crate::firewall::Counters;
+use crate::firewall::asking::blocked_from_record;
 use crate::store::requests::{AskError, Asked, Queued};
 
 /// The block page's form, as posted.
@@ -124,9 +127,53 @@ pub(super) async fn ask(
     }
 }
 
-/// `GET /access-requests`.
-pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Response {
-    page(&state, None, None).into_response()
+/// Recent denials offered on the page at most.
+const MAX_RECENT: usize = 10;
+
+/// `GET /access-requests`: the requests, and the asking computer's own recent denials.
+pub(super) async fn list(State(state): State<Arc<AdminState>>, client: ClientAddr) -> Response {
+    let mut page = page(&state, None, None);
+    if page.managed {
+        page.recent = recent_denials(&state, client);
+    }
+    page.into_response()
+}
+
+/// What the rules recently denied `client` (only its own: the page needs no login, and
+/// another computer's traffic is not its business), newest first, each once.
+fn recent_denials(state: &AdminState, client: ClientAddr) -> Vec<BlockedView> {
+    let mut seen = Vec::new();
+    let mut views = Vec::new();
+    for record in state.firewall.events.recent().iter().rev() {
+        if record.client != client.0 || views.len() == MAX_RECENT {
+            continue;
+        }
+        let Some(blocked) = blocked_from_record(record) else {
+            continue;
+        };
+        let key = (
+            blocked.protocol,
+            blocked.host.clone(),
+            blocked.port,
+            blocked.path.clone(),
+        );
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let what = blocked.describe();
+        let rule = blocked.rule.clone();
+        let at = web::format::date_time(u64::try_from(blocked.at).unwrap_or(0));
+        if let Some(form) = state.firewall.ask_form(blocked) {
+            views.push(BlockedView {
+                what,
+                rule,
+                at,
+                form,
+            });
+        }
+    }
+    views
 }
 
 fn page(state: &AdminState, notice: Option<String>, error: Option<String>) -> AccessRequestsPage {
@@ -142,6 +189,7 @@ fn page(state: &AdminState, notice: Option<String>, error: Option<String>) -> Ac
         error,
         requests: requests.iter().rev().map(view).collect(),
         managed: state.store().is_managed(),
+        recent: Vec::new(),
     }
 }
 
@@ -166,13 +214,7 @@ fn view(queued: &Queued) -> AccessRequestView {
         AccessState::Declined { message } => ("declined", format!("declined: {message}")),
     };
     AccessRequestView {
-        what: format!(
-            "{} {}:{}{}",
-            blocked.protocol.as_str(),
-            blocked.host,
-            blocked.port,
-            blocked.path.as_deref().unwrap_or("")
-        ),
+        what: blocked.describe(),
         rule: blocked.rule.clone(),
         at: web::format::date_time(u64::try_from(blocked.at).unwrap_or(0)),
         reason: queued.request.reason.clone(),

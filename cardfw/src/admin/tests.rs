@@ -1031,6 +1031,32 @@ async fn admin_access_requests_take_only_what_the_card_blocked() {
         page.body
     );
 
+    // A blocked HTTPS connection has no block page: the card page offers the form for it,
+    // to the computer it was denied (only).
+    let rules = firewall.rules();
+    let ask = crate::firewall::Ask {
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        target: "secure.test:443",
+        request: rules::Request::new(rules::Protocol::Https, rules::LocalTime::now())
+            .host("secure.test")
+            .port(443),
+        hello: None,
+    };
+    assert!(!firewall.check(&rules, &ask).allows());
+    let other = crate::firewall::Ask {
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::new(172, 31, 77, 9)),
+        target: "other.test:443",
+        request: rules::Request::new(rules::Protocol::Https, rules::LocalTime::now())
+            .host("other.test")
+            .port(443),
+        hello: None,
+    };
+    assert!(!firewall.check(&rules, &other).allows());
+    let page = browser.get("/access-requests").await;
+    assert!(page.body.contains("https secure.test:443"), "{}", page.body);
+    assert!(!page.body.contains("other.test"), "{}", page.body);
+    assert!(page.body.contains(r#"name="mac""#), "{}", page.body);
+
     // The owner's dashboard links the requests and shows the overlay apart from the rules.
     browser
         .state

@@ -22,7 +22,9 @@ pub const TICKET_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The per-start secret the block page's forms are sealed with.
 pub struct AskKey {
-    key: hmac::Key,
+    /// `None` when the system gave no randomness at start: then no form is offered and none
+    /// is taken (fail closed), the firewall runs on.
+    key: Option<hmac::Key>,
     /// Wakes the sender when a request is queued, so it goes out at once.
     pub queued: tokio::sync::Notify,
 }
@@ -55,30 +57,35 @@ fn message(blocked: &Blocked) -> Vec<u8> {
 }
 
 impl AskKey {
-    /// A new random key. The system's random source failing at start is fatal elsewhere too
-    /// (TLS keys); here it would only make forms that never check, so it falls back to a
-    /// key of zeros logged loudly rather than stopping the firewall.
+    /// A new random key. Without randomness there is no key, and asking is off until the next
+    /// start (a guessable key would let anyone make up requests).
     pub fn new() -> AskKey {
-        let mut secret = [0u8; 32];
-        if let Err(error) = getrandom::fill(&mut secret) {
-            tracing::error!(%error, "no random key for the block page's forms");
-        }
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        let key = match getrandom::fill(secret.as_mut()) {
+            Ok(()) => Some(hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref())),
+            Err(error) => {
+                tracing::error!(%error, "no random key for the block page's forms: asking for access is off");
+                None
+            }
+        };
         AskKey {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            key,
             queued: tokio::sync::Notify::new(),
         }
     }
 
-    /// The MAC the block page carries for `blocked`, hex.
-    pub fn seal(&self, blocked: &Blocked) -> String {
-        hex_encode(hmac::sign(&self.key, &message(blocked)).as_ref())
+    /// The MAC the block page carries for `blocked`, hex; `None` without a key.
+    fn seal(&self, blocked: &Blocked) -> Option<String> {
+        let key = self.key.as_ref()?;
+        Some(hex_encode(hmac::sign(key, &message(blocked)).as_ref()))
     }
 
     /// Whether `mac` was made by [`AskKey::seal`] for `blocked` this start, and is fresh at
     /// `now` (Unix seconds). Compared in constant time by `ring`.
     pub fn check(&self, blocked: &Blocked, mac: &str, now: i64) -> Result<(), TicketError> {
+        let key = self.key.as_ref().ok_or(TicketError::BadMac)?;
         let mac = hex_decode(mac).ok_or(TicketError::BadMac)?;
-        hmac::verify(&self.key, &message(blocked), &mac).map_err(|_| TicketError::BadMac)?;
+        hmac::verify(key, &message(blocked), &mac).map_err(|_| TicketError::BadMac)?;
         let age = now.saturating_sub(blocked.at);
         if !(-60..=TICKET_LIFETIME.as_secs() as i64).contains(&age) {
             return Err(TicketError::Expired);
@@ -96,7 +103,7 @@ impl AskKey {
         };
         probe.check().ok()?;
         let blocked = probe.blocked;
-        let mac = self.seal(&blocked);
+        let mac = self.seal(&blocked)?;
         let mut fields = vec![
             ("protocol", blocked.protocol.as_str().to_string()),
             ("host", blocked.host),
@@ -110,6 +117,47 @@ impl AskKey {
         }
         Some(web::proxy::AskForm { action, fields })
     }
+}
+
+/// What a denial in the recent-decisions ring blocked, for the card page's "ask" forms (a
+/// blocked HTTPS, DNS or TCP request has no block page of its own). `None` for an allow, a
+/// refusal no rule made, or a target that does not read back.
+pub fn blocked_from_record(record: &super::DecisionRecord) -> Option<Blocked> {
+    if record.action != proto::Action::Deny || !record.by_rule {
+        return None;
+    }
+    let protocol = proto::policy::AccessProtocol::parse(record.protocol)?;
+    let target = record.target.as_str();
+    let host_port = |text: &str| -> Option<(String, u16)> {
+        let (host, port) = text.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some((host.to_string(), port.parse().ok()?))
+    };
+    let (host, port, path) = match protocol {
+        proto::policy::AccessProtocol::Dns => (target.trim_end_matches('.').to_string(), 53, None),
+        proto::policy::AccessProtocol::Http => {
+            let rest = target.strip_prefix("http://")?;
+            let (authority, path) = match rest.find('/') {
+                Some(at) => rest.split_at(at),
+                None => (rest, "/"),
+            };
+            let (host, port) = host_port(authority).unwrap_or((authority.to_string(), 80));
+            let path = path.split('?').next().unwrap_or("/").to_string();
+            (host, port, Some(path))
+        }
+        proto::policy::AccessProtocol::Https | proto::policy::AccessProtocol::Tcp => {
+            let (host, port) = host_port(target)?;
+            (host, port, None)
+        }
+    };
+    Some(Blocked {
+        protocol,
+        host,
+        port,
+        path,
+        rule: record.rule.as_str().to_string(),
+        at: i64::try_from(record.at).ok()?,
+    })
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -146,7 +194,7 @@ mod tests {
     fn only_what_the_card_blocked_this_start_and_recently_can_be_asked_for() {
         let key = AskKey::new();
         let now = 1_800_000_000;
-        let mac = key.seal(&blocked(now));
+        let mac = key.seal(&blocked(now)).unwrap();
         assert_eq!(key.check(&blocked(now), &mac, now + 5), Ok(()));
         let mut other = blocked(now);
         other.host = "elsewhere.test".into();
@@ -166,6 +214,42 @@ mod tests {
                 Err(TicketError::BadMac)
             );
         }
+    }
+
+    #[test]
+    fn a_recent_denial_reads_back_as_what_was_blocked() {
+        let record =
+            |protocol: &'static str, target: &str, by_rule: bool| super::super::DecisionRecord {
+                at: 9,
+                client: std::net::IpAddr::from([172, 31, 77, 1]),
+                protocol,
+                target: heapless::String::try_from(target).unwrap(),
+                action: proto::Action::Deny,
+                rule: heapless::String::try_from("rules:3").unwrap(),
+                by_rule,
+            };
+        let read = |protocol, target| {
+            blocked_from_record(&record(protocol, target, true))
+                .map(|b| (b.protocol.as_str(), b.host, b.port, b.path))
+        };
+        assert_eq!(
+            read("http", "http://blocked.test:80/x?secret=1"),
+            Some(("http", "blocked.test".into(), 80, Some("/x".into())))
+        );
+        assert_eq!(
+            read("https", "blocked.test:443"),
+            Some(("https", "blocked.test".into(), 443, None))
+        );
+        assert_eq!(
+            read("tcp", "[2001:db8::1]:5432"),
+            Some(("tcp", "2001:db8::1".into(), 5432, None))
+        );
+        assert_eq!(
+            read("dns", "blocked.test."),
+            Some(("dns", "blocked.test".into(), 53, None))
+        );
+        assert_eq!(read("https", "no port"), None);
+        assert!(blocked_from_record(&record("https", "a.test:443", false)).is_none());
     }
 
     #[test]

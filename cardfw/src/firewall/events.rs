@@ -91,6 +91,8 @@ pub struct DecisionRecord {
     pub target: heapless::String<128>,
     pub action: proto::Action,
     pub rule: heapless::String<64>,
+    /// A rule decided it (not a [`Refusal`], which no rule can change).
+    pub by_rule: bool,
 }
 
 impl From<&DecisionRecord> for proto::Decision {
@@ -147,6 +149,7 @@ impl Events {
             target: truncated(target),
             action,
             rule: truncated(&decision.rule.id),
+            by_rule: true,
         });
     }
 
@@ -177,6 +180,7 @@ impl Events {
             target: truncated(target),
             action: proto::Action::Deny,
             rule: truncated(refusal.code()),
+            by_rule: false,
         });
     }
 
