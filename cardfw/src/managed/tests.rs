@@ -442,6 +442,10 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
         (rules::Action::Allow, "overlay-0a1b2c3d")
     );
     assert!(version.ends_with("+ overlay v1"), "{version}");
+    assert!(store.audit().unwrap().iter().any(|e| matches!(
+        e.event,
+        crate::store::AuditEvent::OverlayInstalled { version: 1 }
+    )));
     // The group's unnamed rules keep their ids: the default still reads `default`.
     assert_eq!(decide(&store, "other.example").1, "default");
 

@@ -76,14 +76,20 @@ pub enum AuditEvent {
     ClientCertRemoved,
     /// The owner unlocked the client certificate with the PIN.
     ClientCertUnlocked,
+    /// An overlay signed by the policy key was installed: the rules approved for this card
+    /// alone (the overlay's version).
+    OverlayInstalled {
+        version: u64,
+    },
 }
 
 impl AuditEvent {
     pub fn actor(self) -> Actor {
         match self {
-            AuditEvent::Created | AuditEvent::FactoryReset | AuditEvent::BundleInstalled { .. } => {
-                Actor::Card
-            }
+            AuditEvent::Created
+            | AuditEvent::FactoryReset
+            | AuditEvent::BundleInstalled { .. }
+            | AuditEvent::OverlayInstalled { .. } => Actor::Card,
             AuditEvent::Unblocked
             | AuditEvent::UnblockFailed { .. }
             | AuditEvent::PukChanged
@@ -118,6 +124,7 @@ impl AuditEvent {
             AuditEvent::ClientCertStored => (21, 0),
             AuditEvent::ClientCertRemoved => (22, 0),
             AuditEvent::ClientCertUnlocked => (23, 0),
+            AuditEvent::OverlayInstalled { version } => (24, version),
         }
     }
 
@@ -155,6 +162,7 @@ impl AuditEvent {
             21 => AuditEvent::ClientCertStored,
             22 => AuditEvent::ClientCertRemoved,
             23 => AuditEvent::ClientCertUnlocked,
+            24 => AuditEvent::OverlayInstalled { version: arg },
             _ => return None,
         })
     }
@@ -183,6 +191,12 @@ impl fmt::Display for AuditEvent {
             AuditEvent::Unenrolled => f.write_str("left the policy server"),
             AuditEvent::BundleInstalled { version } => {
                 write!(f, "policy bundle version {version} installed")
+            }
+            AuditEvent::OverlayInstalled { version } => {
+                write!(
+                    f,
+                    "policy overlay version {version} installed (rules approved for this card)"
+                )
             }
             AuditEvent::SetUp => f.write_str("first setup: PIN chosen, PUK shown"),
             AuditEvent::SetupFailed { tries_left } => {

@@ -74,7 +74,10 @@ impl Store {
         self.write_sealed(
             OVERLAY_FILE,
             &serde_json::to_vec(overlay).expect("plain data serialises"),
-        )
+        )?;
+        self.append_audit(super::AuditEvent::OverlayInstalled {
+            version: overlay.version,
+        })
     }
 
     /// Compiles the group's rules `text` (named `name`) with the installed overlay's rules in
