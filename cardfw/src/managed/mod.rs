@@ -56,6 +56,8 @@ pub enum ManagedError {
     Overlay(#[from] crate::store::overlay::OverlayError),
     #[error("an overlay carries nothing but its rules (no list files, no CAs)")]
     OverlayExtras,
+    #[error("the overlay's rules do not compile with the card's: {0}")]
+    OverlayRules(String),
     #[error("the enrolment record is damaged: {0}")]
     Record(String),
     #[error("the card is already enrolled with {0}: `cardfw unenroll` first")]
@@ -209,9 +211,16 @@ pub fn apply_overlay(
         return Err(ManagedError::OverlayExtras);
     }
     crate::store::overlay::check_overlay(&bundle.rules.1)?;
-    store.install_overlay(&crate::store::overlay::Overlay {
+    let overlay = crate::store::overlay::Overlay {
         version: bundle.version,
         text: bundle.rules.1.clone(),
-    })?;
+    };
+    // Compiled with the rules in force before it is installed: an overlay the card could not
+    // run would otherwise stop every later reload, group bundles' too.
+    let current = store.rules()?;
+    store
+        .compile_with_overlay("rules", &current.text, Some(&overlay))
+        .map_err(ManagedError::OverlayRules)?;
+    store.install_overlay(&overlay)?;
     Ok(bundle.version)
 }

@@ -468,6 +468,10 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
     assert!(refused(overlay(2, "allow any\n")).contains("not named"));
     assert!(refused(overlay(2, "web: allow any\n")).contains("not named"));
     assert!(
+        refused(overlay(2, "overlay-1: allow any host @nosuchlist\n")).contains("no list named"),
+        "a list the card does not have"
+    );
+    assert!(
         refused(Bundle {
             list_files: vec![("a.txt".into(), "x\n".into())],
             ..overlay(2, "")
