@@ -1,6 +1,7 @@
 //! Any bytes as a JSON body between a card and policyd (access requests included): every wire
-//! type decodes it or refuses it, never panics; what decodes encodes and decodes back to the same value. The policy key
-//! in an enrolment answer (pinned by the card) is read or refused without a panic.
+//! type decodes it or refuses it, never panics; what decodes encodes and decodes back to the
+//! same value. The policy key in an enrolment answer (pinned by the card) is read or refused
+//! without a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
