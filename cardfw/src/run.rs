@@ -148,6 +148,10 @@ pub async fn run(config: Config) -> Result<()> {
             config.policy.clone(),
             crate::managed::network::watch(config.link.clone(), config.outside_address),
         ));
+        tasks.spawn(crate::managed::requests::send_forever(
+            firewall.clone(),
+            config.policy.clone(),
+        ));
     }
 
     if let Some(reader) = config.iso7816.vpcd {

@@ -1,4 +1,5 @@
-//! The administrator's side: the calls behind `policyd token|publish|upload|status|revoke`,
+//! The administrator's side: the calls behind
+//! `policyd token|publish|upload|status|revoke|requests|approve|decline`,
 //! made over HTTPS to a running policyd with the admin token, and reading a rule file with
 //! the list files it names.
 
@@ -174,6 +175,33 @@ impl AdminClient {
             &policy_admin::revoke_path(card_id),
             // The server takes admin POSTs only as JSON (no form a browser could forge).
             Some((JSON_MEDIA_TYPE, b"{}".to_vec())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The fleet's open access requests.
+    pub async fn requests(&self) -> Result<policy_admin::OpenRequests, AdminError> {
+        let answer = self
+            .call(Method::GET, policy_admin::ACCESS_REQUESTS_PATH, None)
+            .await?;
+        Ok(answer.json()?)
+    }
+
+    /// Approves a request; returns the card's overlay version that carries it.
+    pub async fn approve(&self, request: &policy_admin::ApproveRequest) -> Result<u64, AdminError> {
+        let answer: policy_admin::ApproveResponse =
+            self.post_json(policy_admin::APPROVE_PATH, request).await?;
+        Ok(answer.overlay_version)
+    }
+
+    /// Declines a request with a message for the user.
+    pub async fn decline(&self, request: &policy_admin::DeclineRequest) -> Result<(), AdminError> {
+        let body = serde_json::to_vec(request).expect("plain data serialises");
+        self.call(
+            Method::POST,
+            policy_admin::DECLINE_PATH,
+            Some((JSON_MEDIA_TYPE, body)),
         )
         .await
         .map(drop)

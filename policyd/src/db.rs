@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
 use proto::policy_admin::CardRecord;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -26,6 +27,47 @@ pub enum DbError {
     VersionTaken { group: String, version: u64 },
     #[error("no card `{0}`")]
     NoSuchCard(String),
+    #[error("this card has {0} requests open already: wait for the administrator")]
+    CardRequestsFull(usize),
+    #[error("the server holds {0} open requests already: try again later")]
+    ServerRequestsFull(usize),
+    #[error("no open request `{id}` of card `{card_id}`")]
+    NoSuchOpenRequest { card_id: String, id: String },
+    #[error("a stored request does not read back: {0}")]
+    BadRow(String),
+}
+
+/// One request as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    pub card_id: String,
+    pub request: AccessRequest,
+    pub received_at: i64,
+    pub state: AccessState,
+    pub decided_at: Option<i64>,
+}
+
+/// What happened to a request the card sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    New,
+    /// The server had it already (a resend after a lost answer): nothing changed.
+    Again,
+}
+
+/// The administrator's answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve { rule: String, until: Option<i64> },
+    Decline { message: String },
+}
+
+/// An approved rule in force for a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub request_id: String,
+    pub rule: String,
+    pub until: Option<i64>,
 }
 
 /// What a card's request changes in its row. Many are written in one transaction
@@ -61,13 +103,65 @@ pub struct Db {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("fleet"),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_fleet.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("fleet"),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_fleet.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("access requests"),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_access_requests.sql").into_sql_str(),
+            false,
+        ),
+    ])
+}
+
+const REQUEST_COLUMNS: &str = "card_id, id, protocol, host, port, path, rule, blocked_at, \
+     reason, received_at, state, decided_at, approved_rule, approved_until, message";
+
+fn request_from_row(row: &AnyRow) -> Result<StoredRequest, DbError> {
+    let protocol: String = row.try_get("protocol")?;
+    let state: String = row.try_get("state")?;
+    let bad = |what: &str| DbError::BadRow(what.to_string());
+    let state = match state.as_str() {
+        "open" => AccessState::Open,
+        "approved" => AccessState::Approved {
+            rule: row
+                .try_get::<Option<String>, _>("approved_rule")?
+                .ok_or_else(|| bad("an approval without its rule"))?,
+            until: row.try_get("approved_until")?,
+        },
+        "declined" => AccessState::Declined {
+            message: row
+                .try_get::<Option<String>, _>("message")?
+                .unwrap_or_default(),
+        },
+        other => return Err(bad(&format!("state `{other}`"))),
+    };
+    Ok(StoredRequest {
+        card_id: row.try_get("card_id")?,
+        request: AccessRequest {
+            id: row.try_get("id")?,
+            blocked: Blocked {
+                protocol: AccessProtocol::parse(&protocol)
+                    .ok_or_else(|| bad(&format!("protocol `{protocol}`")))?,
+                host: row.try_get("host")?,
+                port: u16::try_from(row.try_get::<i64, _>("port")?).map_err(|_| bad("port"))?,
+                path: row.try_get("path")?,
+                rule: row.try_get("rule")?,
+                at: row.try_get("blocked_at")?,
+            },
+            reason: row.try_get("reason")?,
+        },
+        received_at: row.try_get("received_at")?,
+        state,
+        decided_at: row.try_get("decided_at")?,
+    })
 }
 
 const CARD_COLUMNS: &str = "id, grp, fingerprint, enrolled_at, revoked_at, running_version, \
@@ -358,6 +452,184 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(bundle_from_row).transpose()?)
+    }
+}
+
+/// Access requests (issue 16) and the approvals that make each card's overlay.
+impl Db {
+    /// Stores a card's request unless it is there already (same card, same id). Refused when
+    /// the card has `per_card` requests open or the server `per_server`: a card (or a fleet)
+    /// cannot fill the administrator's page or the disk.
+    pub async fn receive_request(
+        &self,
+        card_id: &str,
+        request: &AccessRequest,
+        now: i64,
+        per_card: usize,
+        per_server: usize,
+    ) -> Result<Received, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT id FROM access_requests WHERE card_id = $1 AND id = $2")
+            .bind(card_id)
+            .bind(&request.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if existing.is_some() {
+            return Ok(Received::Again);
+        }
+        let card_open: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM access_requests WHERE state = 'open' AND card_id = $1",
+        )
+        .bind(card_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if card_open.max(0) as usize >= per_card {
+            return Err(DbError::CardRequestsFull(per_card));
+        }
+        let server_open: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM access_requests WHERE state = 'open'")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        if server_open.max(0) as usize >= per_server {
+            return Err(DbError::ServerRequestsFull(per_server));
+        }
+        let blocked = &request.blocked;
+        let inserted = sqlx::query(
+            "INSERT INTO access_requests (card_id, id, protocol, host, port, path, rule, \
+             blocked_at, reason, received_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open')",
+        )
+        .bind(card_id)
+        .bind(&request.id)
+        .bind(blocked.protocol.as_str())
+        .bind(&blocked.host)
+        .bind(i64::from(blocked.port))
+        .bind(blocked.path.as_deref())
+        .bind(&blocked.rule)
+        .bind(blocked.at)
+        .bind(request.reason.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another instance stored the same resend a moment ago.
+            Err(e) if is_conflict(&e) => return Ok(Received::Again),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(Received::New)
+    }
+
+    /// Every request of one card, newest first.
+    pub async fn card_requests(&self, card_id: &str) -> Result<Vec<StoredRequest>, DbError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE card_id = $1 \
+             ORDER BY received_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(card_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    /// Every open request of the fleet, oldest first (the administrator's queue), at most
+    /// `limit`.
+    pub async fn open_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, DbError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE state = 'open' \
+             ORDER BY received_at, card_id, id LIMIT $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    /// Records the administrator's decision on an open request. A request decided already
+    /// (by another administrator, or another instance) is not decided twice.
+    pub async fn decide(
+        &self,
+        card_id: &str,
+        id: &str,
+        decision: &Decision,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let (state, rule, until, message) = match decision {
+            Decision::Approve { rule, until } => ("approved", Some(rule.as_str()), *until, None),
+            Decision::Decline { message } => ("declined", None, None, Some(message.as_str())),
+        };
+        let changed = sqlx::query(
+            "UPDATE access_requests SET state = $1, decided_at = $2, approved_rule = $3, \
+             approved_until = $4, message = $5 \
+             WHERE card_id = $6 AND id = $7 AND state = 'open'",
+        )
+        .bind(state)
+        .bind(now)
+        .bind(rule)
+        .bind(until)
+        .bind(message)
+        .bind(card_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if changed.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(DbError::NoSuchOpenRequest {
+                card_id: card_id.to_string(),
+                id: id.to_string(),
+            })
+        }
+    }
+
+    /// A card's approvals in force at `now`, oldest decision first: its overlay's rules.
+    pub async fn approvals(&self, card_id: &str, now: i64) -> Result<Vec<Approval>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, approved_rule, approved_until FROM access_requests \
+             WHERE card_id = $1 AND state = 'approved' \
+             AND (approved_until IS NULL OR approved_until > $2) \
+             ORDER BY decided_at, id",
+        )
+        .bind(card_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Approval {
+                    request_id: row.try_get("id")?,
+                    rule: row
+                        .try_get::<Option<String>, _>("approved_rule")?
+                        .unwrap_or_default(),
+                    until: row.try_get("approved_until")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Cards whose newest overlay still holds an approval that has run out by `now`: each
+    /// needs a new overlay without it. Decided from the database alone (the approval's end
+    /// against the overlay's publication), so it holds across restarts and instances.
+    pub async fn cards_with_expired_approvals(&self, now: i64) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.card_id FROM access_requests a WHERE a.state = 'approved' \
+             AND a.approved_until IS NOT NULL AND a.approved_until <= $1 \
+             AND a.approved_until > COALESCE((SELECT MAX(b.published_at) FROM bundles b \
+             WHERE b.grp = 'card:' || a.card_id), 0)",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get("card_id"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
     }
 }
 

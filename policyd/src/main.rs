@@ -58,6 +58,9 @@ enum Command {
         /// Hours an enrolment token stays valid unless `policyd token --ttl-hours` says.
         #[arg(long, default_value_t = 24)]
         token_ttl_hours: u64,
+        /// Open access requests the server keeps at most, over every card (each card: 20).
+        #[arg(long, default_value_t = 10_000)]
+        max_open_requests: usize,
     },
     /// Make one-time enrolment tokens for a group (printed one a line).
     Token {
@@ -123,6 +126,33 @@ enum Command {
         remote: Remote,
         card: String,
     },
+    /// List the open access requests of the fleet's users (oldest first).
+    Requests {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve an access request: its rule goes into the card's overlay.
+    Approve {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        id: String,
+        /// The rule to add (one unnamed rule); default: one that allows just what was blocked.
+        #[arg(long)]
+        rule: Option<String>,
+        /// For how many minutes; default: no limit.
+        #[arg(long)]
+        minutes: Option<u64>,
+    },
+    /// Decline an access request, with a message the card's page shows.
+    Decline {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             hold_secs,
             token_ttl_hours,
+            max_open_requests,
         } => {
             policyd::raise_file_limit();
             let fleet = Fleet::load(&dir)?;
@@ -183,6 +214,7 @@ async fn run(cli: Cli) -> Result<()> {
             let settings = Settings {
                 hold: Duration::from_secs(hold_secs.max(1)),
                 token_ttl: Duration::from_secs(token_ttl_hours * 3600),
+                max_open_requests,
             };
             let state = AppState::new(fleet, db, settings).await?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -312,6 +344,57 @@ async fn run(cli: Cli) -> Result<()> {
                 .revoke(&card)
                 .await?;
             println!("card {card} revoked");
+        }
+        Command::Requests { remote } => {
+            let open = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .requests()
+                .await?;
+            for entry in open.requests {
+                let blocked = &entry.request.blocked;
+                println!(
+                    "{} {} {} rule {} reason {:?}",
+                    entry.card_id,
+                    entry.request.id,
+                    blocked.describe(),
+                    blocked.rule,
+                    entry.request.reason.unwrap_or_default(),
+                );
+            }
+            if open.refused > 0 {
+                println!("{} requests refused since the server started", open.refused);
+            }
+        }
+        Command::Approve {
+            remote,
+            card,
+            id,
+            rule,
+            minutes,
+        } => {
+            let version = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .approve(&proto::policy_admin::ApproveRequest {
+                    card_id: card.clone(),
+                    id,
+                    rule,
+                    minutes,
+                })
+                .await?;
+            println!("approved: card {card} gets overlay version {version}");
+        }
+        Command::Decline {
+            remote,
+            card,
+            id,
+            message,
+        } => {
+            AdminClient::from_dir(&remote.server, &remote.dir)?
+                .decline(&proto::policy_admin::DeclineRequest {
+                    card_id: card.clone(),
+                    id,
+                    message,
+                })
+                .await?;
+            println!("declined the request of card {card}");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The admin page: `/admin` (the fleet view), `/admin/login` (admin token → session),
-//! `/admin/logout`, `/admin/revoke`.
+//! `/admin/logout`, `/admin/revoke`, `/admin/requests/approve` and `/admin/requests/decline`
+//! (the open access requests of the fleet's users, issue 16).
 //!
 //! Sessions are the serving layer's ([`serve::session`]): a random id in a cookie
 //! (`HttpOnly; Secure; SameSite=Strict; Path=/admin`), kept only in the server's memory
@@ -19,7 +20,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serve::http::{SecurityHeaders, static_file};
 use serve::session::{LoginForm, Page, Refusal, Session, SessionForm, Sessions};
-use web::policy::{AdminLoginPage, FleetCardView, FleetPage, GroupView};
+use web::policy::{AccessRequestView, AdminLoginPage, FleetCardView, FleetPage, GroupView};
 
 use crate::service::AppState;
 
@@ -51,6 +52,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/admin/login", post(login))
         .route("/admin/logout", post(logout))
         .route("/admin/revoke", post(revoke))
+        .route("/admin/requests/approve", post(approve))
+        .route("/admin/requests/decline", post(decline))
         .route("/static/style.css", get(|| css(web::STYLE_CSS)))
         .route("/static/card.css", get(|| css(web::card::CARD_CSS))))
 }
@@ -127,15 +130,42 @@ async fn fleet_page(
             id: card.id,
         })
         .collect();
+    let requests = match state.db().open_requests(MAX_SHOWN_REQUESTS).await {
+        Ok(requests) => requests,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let requests = requests
+        .into_iter()
+        .map(|stored| {
+            let request = stored.request;
+            let blocked = &request.blocked;
+            AccessRequestView {
+                what: blocked.describe(),
+                rule: blocked.rule.clone(),
+                at: web::format::date_time(blocked.at.max(0) as u64),
+                suggested_rule: blocked.suggested_rule(),
+                reason: request.reason,
+                card: stored.card_id,
+                id: request.id,
+            }
+        })
+        .collect();
     FleetPage {
         csrf: csrf.to_owned(),
         notice,
         error,
         groups,
         cards,
+        requests,
+        refused_requests: state
+            .refused_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
     }
     .into_response()
 }
+
+/// Open requests shown at most (the oldest first); the per-server limit bounds them anyway.
+const MAX_SHOWN_REQUESTS: usize = 500;
 
 #[derive(Deserialize)]
 struct TokenForm {
@@ -187,6 +217,67 @@ async fn revoke(
     let (notice, error) = match state.revoke(&form.card).await {
         Ok(()) => (Some(format!("Card {} is revoked.", form.card)), None),
         Err(e) => (None, Some(e.1)),
+    };
+    fleet_page(&state, session.csrf(), notice, error).await
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    card: String,
+    id: String,
+    rule: String,
+    /// Empty: no time limit.
+    minutes: String,
+}
+
+async fn approve(
+    State(state): State<Arc<AppState>>,
+    SessionForm { session, form }: SessionForm<ApproveForm>,
+) -> Response {
+    let minutes = match form.minutes.trim() {
+        "" => Ok(None),
+        text => text
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| "the minutes are a whole number, or empty for no limit".to_string()),
+    };
+    let outcome = match minutes {
+        Ok(minutes) => state
+            .approve(&form.card, &form.id, Some(&form.rule), minutes)
+            .await
+            .map_err(|e| e.1),
+        Err(e) => Err(e),
+    };
+    let (notice, error) = match outcome {
+        Ok(version) => (
+            Some(format!(
+                "Approved: card {} gets overlay version {version}.",
+                form.card
+            )),
+            None,
+        ),
+        Err(e) => (None, Some(format!("Not approved: {e}"))),
+    };
+    fleet_page(&state, session.csrf(), notice, error).await
+}
+
+#[derive(Deserialize)]
+struct DeclineForm {
+    card: String,
+    id: String,
+    message: String,
+}
+
+async fn decline(
+    State(state): State<Arc<AppState>>,
+    SessionForm { session, form }: SessionForm<DeclineForm>,
+) -> Response {
+    let (notice, error) = match state.decline(&form.card, &form.id, &form.message).await {
+        Ok(()) => (
+            Some(format!("Declined the request of card {}.", form.card)),
+            None,
+        ),
+        Err(e) => (None, Some(format!("Not declined: {}", e.1))),
     };
     fleet_page(&state, session.csrf(), notice, error).await
 }

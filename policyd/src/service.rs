@@ -34,9 +34,13 @@ use proto::policy_admin::PublishRequest;
 use rules::bundle::{self, Bundle, Trust};
 use tokio::sync::watch;
 
-use crate::db::{CardUpdate, Db, DbError, StoredBundle};
+use crate::db::{CardUpdate, Db, DbError, Decision, Received, StoredBundle};
 use crate::fleet::Fleet;
 use crate::{sha256_hex, unix_now};
+use proto::policy::{
+    AccessRequest, AccessRequestList, AccessRequestStatus, MAX_MESSAGE_CHARS,
+    MAX_OPEN_REQUESTS_PER_CARD, OVERLAY_RULES_NAME, overlay_group, overlay_rule_name,
+};
 
 /// Card updates written in one transaction at most.
 const MAX_BATCH: usize = 2000;
@@ -48,12 +52,15 @@ pub struct Settings {
     pub hold: Duration,
     /// How long an enrolment token stays valid when the request does not say.
     pub token_ttl: Duration,
+    /// Open access requests the whole server keeps at most (each card: at most
+    /// [`proto::policy::MAX_OPEN_REQUESTS_PER_CARD`]).
+    pub max_open_requests: usize,
 }
 
 /// A group's newest bundle, held in memory for the waiting cards.
 #[derive(Debug)]
-pub(crate) struct Latest {
-    pub(crate) version: u64,
+pub struct Latest {
+    pub version: u64,
     pub(crate) body: Bytes,
 }
 
@@ -71,6 +78,9 @@ pub struct AppState {
     updates: tokio::sync::mpsc::Sender<(CardUpdate, tokio::sync::oneshot::Sender<bool>)>,
     /// The admin page's sessions.
     pub(crate) page_sessions: serve::session::Sessions,
+    /// Access requests refused (malformed, oversized, over a limit), since the start; shown
+    /// on the fleet page.
+    pub(crate) refused_requests: std::sync::atomic::AtomicU64,
 }
 
 /// What a certificate says about its card; fixed at enrolment.
@@ -115,8 +125,11 @@ impl From<DbError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             DbError::VersionTaken { .. } => StatusCode::CONFLICT,
-            DbError::NoSuchCard(_) => StatusCode::NOT_FOUND,
-            DbError::Sql(_) | DbError::Migrate(_) => {
+            DbError::NoSuchCard(_) | DbError::NoSuchOpenRequest { .. } => StatusCode::NOT_FOUND,
+            DbError::CardRequestsFull(_) | DbError::ServerRequestsFull(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            DbError::Sql(_) | DbError::Migrate(_) | DbError::BadRow(_) => {
                 tracing::error!(%error, "database");
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -143,6 +156,7 @@ impl AppState {
             groups: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashSet::new()),
+            refused_requests: std::sync::atomic::AtomicU64::new(0),
         });
         state.sync().await?;
         Ok(state)
@@ -304,23 +318,30 @@ impl AppState {
 
     pub(crate) fn latest_versions(&self) -> Vec<(String, u64)> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        // Overlays are per card, not groups: the fleet page shows them with their card.
         let mut versions: Vec<_> = groups
             .iter()
+            .filter(|(g, _)| !g.starts_with("card:"))
             .map(|(g, tx)| (g.clone(), tx.borrow().as_ref().map_or(0, |l| l.version)))
             .collect();
         versions.sort();
         versions
     }
 
-    /// Validates, versions, signs and stores rules for a group; returns the version.
-    pub async fn publish(&self, request: &PublishRequest) -> Result<u64, ApiError> {
-        let Some(key) = &self.fleet.policy_key else {
-            return Err(ApiError(
+    /// The policy key, when it is on this server.
+    fn signing_key(&self) -> Result<&bundle::SigningKey, ApiError> {
+        self.fleet.policy_key.as_ref().ok_or_else(|| {
+            ApiError(
                 StatusCode::CONFLICT,
                 "the signing key is offline (no policy.key): sign with `policyd sign` and upload"
                     .into(),
-            ));
-        };
+            )
+        })
+    }
+
+    /// Validates, versions, signs and stores rules for a group; returns the version.
+    pub async fn publish(&self, request: &PublishRequest) -> Result<u64, ApiError> {
+        self.signing_key()?;
         check_group(&request.group)?;
         let lists: HashMap<String, String> = request.lists.iter().cloned().collect();
         if let Err(diagnostics) =
@@ -338,18 +359,39 @@ impl AppState {
                 .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         }
         let expires_in = request.expires_in_secs.clamp(60, 10 * 365 * 86_400);
-        // Two publishers (or instances) may race for a number: the loser takes the next.
+        self.sign_and_store(&request.group, expires_in, |_| {
+            (
+                (request.rules_name.clone(), request.rules_text.clone()),
+                request.lists.clone(),
+                request.trusted_cas.clone(),
+            )
+        })
+        .await
+    }
+
+    /// Signs the next version of `group` (a group, or a card's overlay) with what `content`
+    /// gives for it, stores it and wakes the cards waiting on it. Two publishers (or
+    /// instances) may race for a number: the loser takes the next.
+    #[allow(clippy::type_complexity)]
+    async fn sign_and_store(
+        &self,
+        group: &str,
+        expires_in_secs: u64,
+        content: impl Fn(u64) -> ((String, String), Vec<(String, String)>, Option<String>),
+    ) -> Result<u64, ApiError> {
+        let key = self.signing_key()?;
         for _ in 0..5 {
             let now = chrono::Utc::now();
-            let version = self.db.latest_version(&request.group).await? + 1;
+            let version = self.db.latest_version(group).await? + 1;
+            let (rules, list_files, trusted_cas) = content(version);
             let bundle = Bundle {
                 version,
-                group: request.group.clone(),
+                group: group.to_string(),
                 issued_at: now,
-                expires_at: now + chrono::Duration::seconds(expires_in as i64),
-                rules: (request.rules_name.clone(), request.rules_text.clone()),
-                list_files: request.lists.clone(),
-                trusted_cas: request.trusted_cas.clone(),
+                expires_at: now + chrono::Duration::seconds(expires_in_secs as i64),
+                rules,
+                list_files,
+                trusted_cas,
             };
             let body = String::from_utf8(bundle.sign(key)).expect("bundles are text");
             match self.store(&bundle, body).await {
@@ -424,6 +466,194 @@ impl AppState {
     }
 }
 
+/// Access requests (issue 16): what a card's users ask for, and the administrator's answer.
+impl AppState {
+    /// Counts a refused request and says why in the log; returns the error to answer with.
+    pub(crate) fn refuse_request(&self, card: &str, error: ApiError) -> ApiError {
+        self.refused_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%card, status = %error.0, "access request refused: {}", error.1);
+        error
+    }
+
+    /// Checks and stores a card's request (idempotent by its id), within the limits.
+    pub(crate) async fn receive_request(
+        &self,
+        card: &Known,
+        request: &AccessRequest,
+    ) -> Result<Received, ApiError> {
+        let received = async {
+            request.check().map_err(bad_request)?;
+            Ok::<_, ApiError>(
+                self.db
+                    .receive_request(
+                        &card.id,
+                        request,
+                        unix_now(),
+                        MAX_OPEN_REQUESTS_PER_CARD,
+                        self.settings.max_open_requests,
+                    )
+                    .await?,
+            )
+        }
+        .await
+        .map_err(|e| self.refuse_request(&card.id, e))?;
+        if received == Received::New {
+            tracing::info!(card = %card.id, id = %request.id, target = %request.blocked.host, "access request received");
+        }
+        Ok(received)
+    }
+
+    /// What became of each of a card's requests.
+    pub(crate) async fn request_states(&self, card: &Known) -> Result<AccessRequestList, ApiError> {
+        let requests = self
+            .db
+            .card_requests(&card.id)
+            .await?
+            .into_iter()
+            .map(|stored| AccessRequestStatus {
+                id: stored.request.id,
+                state: stored.state,
+            })
+            .collect();
+        Ok(AccessRequestList { requests })
+    }
+}
+
+/// How long an overlay bundle is valid for a card that installs it late. Approvals end by a
+/// new overlay version (see [`AppState::expire_approvals`]), not by the bundle's expiry.
+const OVERLAY_VALIDITY_SECS: u64 = 365 * 86_400;
+
+/// The administrator's decisions, and the per-card overlays approvals become.
+impl AppState {
+    /// Approves request `id` of `card_id`: `rule` (one rule line, no name: the overlay names
+    /// it) goes into the card's overlay, until `minutes` from now if given. Returns the
+    /// overlay version that carries it.
+    pub async fn approve(
+        &self,
+        card_id: &str,
+        id: &str,
+        rule: Option<&str>,
+        minutes: Option<u64>,
+    ) -> Result<u64, ApiError> {
+        // Before anything is decided: an approval that cannot be signed must not show as
+        // approved.
+        self.signing_key()?;
+        let rule = match rule {
+            Some(rule) => check_approved_rule(rule)?,
+            None => {
+                let stored = self.db.card_requests(card_id).await?;
+                let request = stored.iter().find(|r| r.request.id == id).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("no request `{id}` of card `{card_id}`"),
+                    )
+                })?;
+                check_approved_rule(&request.request.blocked.suggested_rule())?
+            }
+        };
+        let until = match minutes {
+            None => None,
+            Some(0) => {
+                return Err(bad_request(
+                    "approve for at least one minute, or without a limit",
+                ));
+            }
+            Some(m) => Some(unix_now().saturating_add(m.min(10 * 365 * 24 * 60) as i64 * 60)),
+        };
+        self.db
+            .decide(card_id, id, &Decision::Approve { rule, until }, unix_now())
+            .await?;
+        tracing::info!(card = %card_id, %id, ?until, "access request approved");
+        self.publish_overlay(card_id).await
+    }
+
+    /// Declines request `id` of `card_id` with a message the card's page shows.
+    pub async fn decline(&self, card_id: &str, id: &str, message: &str) -> Result<(), ApiError> {
+        let message = message.replace("\r\n", "\n").trim().to_string();
+        if message.chars().count() > MAX_MESSAGE_CHARS
+            || message.chars().any(|c| c.is_control() && c != '\n')
+        {
+            return Err(bad_request(format!(
+                "the message is at most {MAX_MESSAGE_CHARS} characters, without control characters"
+            )));
+        }
+        self.db
+            .decide(card_id, id, &Decision::Decline { message }, unix_now())
+            .await?;
+        tracing::info!(card = %card_id, %id, "access request declined");
+        Ok(())
+    }
+
+    /// Signs and stores the next overlay of `card_id`: every approval in force now, each rule
+    /// named after its request, and wakes the card's long poll.
+    pub async fn publish_overlay(&self, card_id: &str) -> Result<u64, ApiError> {
+        self.publish_overlay_at(card_id, unix_now()).await
+    }
+
+    /// [`AppState::publish_overlay`] with the approvals in force at `now`.
+    async fn publish_overlay_at(&self, card_id: &str, now: i64) -> Result<u64, ApiError> {
+        let approvals = self.db.approvals(card_id, now).await?;
+        let text: String = approvals
+            .iter()
+            .map(|a| format!("{}: {}\n", overlay_rule_name(&a.request_id), a.rule))
+            .collect();
+        let version = self
+            .sign_and_store(&overlay_group(card_id), OVERLAY_VALIDITY_SECS, |_| {
+                (
+                    (OVERLAY_RULES_NAME.to_string(), text.clone()),
+                    Vec::new(),
+                    None,
+                )
+            })
+            .await?;
+        tracing::info!(card = %card_id, version, rules = approvals.len(), "overlay published");
+        Ok(version)
+    }
+
+    /// Publishes a new overlay for every card one of whose approvals has run out since its
+    /// overlay was published. Run every second by the server.
+    pub async fn expire_approvals(&self) -> Result<(), ApiError> {
+        self.expire_approvals_at(unix_now()).await.map(|_| ())
+    }
+
+    /// [`AppState::expire_approvals`] as at `now`; returns the cards given a new overlay.
+    pub(crate) async fn expire_approvals_at(&self, now: i64) -> Result<Vec<String>, ApiError> {
+        let cards = self.db.cards_with_expired_approvals(now).await?;
+        for card_id in &cards {
+            self.publish_overlay_at(card_id, now).await?;
+        }
+        Ok(cards)
+    }
+}
+
+/// An approved rule: one rule line of the language, without a name (the overlay names it), a
+/// `default` or a `list`. Returned trimmed.
+fn check_approved_rule(rule: &str) -> Result<String, ApiError> {
+    let rule = rule.trim();
+    if rule.is_empty() || rule.contains(['\n', '\r']) || rule.len() > 4096 {
+        return Err(bad_request("the rule is one line of the rule language"));
+    }
+    let policy = rules::parse("approved rule", rule)
+        .map_err(|d| ApiError(StatusCode::UNPROCESSABLE_ENTITY, d.to_string()))?;
+    if policy.default.is_some() || !policy.lists.is_empty() || policy.rules.len() != 1 {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "an approval is one rule (`allow …` or `deny …`), not a `default` or a `list`".into(),
+        ));
+    }
+    if policy.rules[0].name.is_some() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "leave the rule without a name: the card's overlay names it after the request".into(),
+        ));
+    }
+    // Compiled as the card will: a rule naming a list (`@ads`) must compile on its own.
+    rules::RuleSet::from_text("approved rule", rule, &rules::NoFiles)
+        .map_err(|d| ApiError(StatusCode::UNPROCESSABLE_ENTITY, d.to_string()))?;
+    Ok(rule.to_string())
+}
+
 /// Group names appear in bundles, URLs and pages: keep them plain.
 fn check_group(group: &str) -> Result<(), ApiError> {
     let ok = !group.is_empty()
@@ -476,6 +706,7 @@ pub(crate) mod tests {
             Settings {
                 hold: Duration::from_secs(1),
                 token_ttl: Duration::from_secs(60),
+                max_open_requests: 100,
             },
         )
         .await

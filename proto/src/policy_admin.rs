@@ -15,6 +15,9 @@
 //! | `POST` [`UPLOAD_PATH`]`?group=G` | a signed bundle → [`PublishResponse`] |
 //! | `GET` [`CARDS_PATH`] | → [`FleetStatus`] |
 //! | `POST` `/v1/admin/cards/<id>/revoke` ([`revoke_path`]) | `{}` → `204` |
+//! | `GET` [`ACCESS_REQUESTS_PATH`] | → [`OpenRequests`] |
+//! | `POST` [`APPROVE_PATH`] | [`ApproveRequest`] → [`ApproveResponse`] |
+//! | `POST` [`DECLINE_PATH`] | [`DeclineRequest`] → `204` |
 //!
 //! Refusals carry a [`crate::policy::ErrorBody`], as on the card calls.
 
@@ -28,6 +31,13 @@ pub const PUBLISH_PATH: &str = "/v1/admin/publish";
 pub const UPLOAD_PATH: &str = "/v1/admin/upload";
 /// The fleet: every group's newest version and every card.
 pub const CARDS_PATH: &str = "/v1/admin/cards";
+
+/// The fleet's open access requests (what users of managed cards asked for).
+pub const ACCESS_REQUESTS_PATH: &str = "/v1/admin/access-requests";
+/// Where an access request is approved: its rule goes into the card's overlay.
+pub const APPROVE_PATH: &str = "/v1/admin/access-requests/approve";
+/// Where an access request is declined, with a message for the user.
+pub const DECLINE_PATH: &str = "/v1/admin/access-requests/decline";
 
 /// Where card `card_id` is revoked.
 pub fn revoke_path(card_id: &str) -> String {
@@ -79,6 +89,54 @@ pub struct FleetStatus {
     /// Each group's newest version.
     pub groups: Vec<(String, u64)>,
     pub cards: Vec<CardRecord>,
+}
+
+/// `GET /v1/admin/access-requests`: the open requests, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequests {
+    pub requests: Vec<OpenRequest>,
+    /// Requests refused (malformed, over a limit) since the server started.
+    pub refused: u64,
+}
+
+/// One open request and the card it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    pub card_id: String,
+    pub request: crate::policy::AccessRequest,
+    /// When the server received it, Unix seconds.
+    pub received_at: i64,
+}
+
+/// `POST /v1/admin/access-requests/approve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    pub card_id: String,
+    pub id: String,
+    /// One unnamed rule; `None`: the rule that allows just what was blocked
+    /// ([`crate::policy::Blocked::suggested_rule`]).
+    pub rule: Option<String>,
+    /// For how long; `None`: no limit.
+    pub minutes: Option<u64>,
+}
+
+/// The overlay version that carries an approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveResponse {
+    pub overlay_version: u64,
+}
+
+/// `POST /v1/admin/access-requests/decline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclineRequest {
+    pub card_id: String,
+    pub id: String,
+    pub message: String,
 }
 
 /// One card as the fleet view shows it (and as the server stores it).
@@ -174,5 +232,29 @@ mod tests {
         assert_eq!(back.cards, status.cards);
         assert_eq!(back.groups, status.groups);
         assert_eq!(revoke_path("0a1b"), "/v1/admin/cards/0a1b/revoke");
+
+        let approve = ApproveRequest {
+            card_id: "0a1b".into(),
+            id: "ff".into(),
+            rule: None,
+            minutes: Some(10),
+        };
+        assert_eq!(
+            serde_json::to_string(&approve).unwrap(),
+            r#"{"card_id":"0a1b","id":"ff","rule":null,"minutes":10}"#
+        );
+        let decline = DeclineRequest {
+            card_id: "0a1b".into(),
+            id: "ff".into(),
+            message: "no".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&decline).unwrap(),
+            r#"{"card_id":"0a1b","id":"ff","message":"no"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ApproveResponse { overlay_version: 2 }).unwrap(),
+            r#"{"overlay_version":2}"#
+        );
     }
 }

@@ -62,6 +62,9 @@ pub struct CounterSnapshot {
     pub ech_hellos: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Access requests (managed cards) the card page refused: a form not made by the block
+    /// page, too old, over the card's limit.
+    pub access_requests_refused: u64,
 }
 
 /// One decision: a rule's, or a refusal the card makes whatever the rules say.

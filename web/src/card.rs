@@ -59,6 +59,9 @@ pub struct DashboardPage {
     pub previous_version: Option<u64>,
     /// The policy server that manages the rules (`server, group …`): the editor is read-only.
     pub managed_by: Option<String>,
+    /// A managed card's overlay: its version and the rules approved for this card alone,
+    /// in force before the rules in the editor (each named `overlay-…`).
+    pub overlay: Option<(u64, String)>,
     pub counters: Vec<CounterView>,
     /// Newest first.
     pub recent: Vec<DecisionView>,
@@ -67,6 +70,49 @@ pub struct DashboardPage {
     /// Newest first.
     pub audit: Vec<AuditView>,
     pub fingerprint: String,
+}
+
+/// `GET /access-requests` (no login: the user asking is not the card's owner) and the
+/// answer to the block page's "ask for access" form: a managed card's requests to the policy
+/// server's administrator and what became of each.
+#[derive(Debug, Clone, Template)]
+#[cfg_attr(feature = "axum", derive(WebTemplate))]
+#[template(path = "card/access_requests.html")]
+pub struct AccessRequestsPage {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// Newest first.
+    pub requests: Vec<AccessRequestView>,
+    /// Whether the card is managed (else nobody can grant a request).
+    pub managed: bool,
+    /// What the rules recently denied this computer, newest first, each with its form: a
+    /// blocked HTTPS, DNS or TCP connection has no block page to ask from.
+    pub recent: Vec<BlockedView>,
+}
+
+/// A recent denial on [`AccessRequestsPage`], with its "ask for access" form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedView {
+    pub what: String,
+    pub rule: String,
+    pub at: String,
+    pub form: crate::proxy::AskForm,
+}
+
+/// One request on [`AccessRequestsPage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequestView {
+    /// What was blocked: `http blocked.test:80/x`.
+    pub what: String,
+    /// The rule that blocked it.
+    pub rule: String,
+    /// When it was blocked (UTC).
+    pub at: String,
+    pub reason: Option<String>,
+    /// `waiting`, `sending`, `approved`, `declined`: the state's class for the style.
+    pub state: &'static str,
+    /// The state in words: "approved until 2026-12-01 10:40 UTC", "declined: use the mirror".
+    pub state_text: String,
 }
 
 /// `GET /inspection` with a session: the card's inspection CA (fingerprint, re-key) and the CAs

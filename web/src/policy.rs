@@ -26,6 +26,26 @@ pub struct FleetPage {
     pub error: Option<String>,
     pub groups: Vec<GroupView>,
     pub cards: Vec<FleetCardView>,
+    /// Open access requests, oldest first.
+    pub requests: Vec<AccessRequestView>,
+    /// Access requests refused (malformed, over a limit) since the server started.
+    pub refused_requests: u64,
+}
+
+/// One open access request on the fleet page, with the approve and decline forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequestView {
+    pub card: String,
+    pub id: String,
+    /// What was blocked: `http blocked.test:80/x`.
+    pub what: String,
+    /// The card's rule that blocked it.
+    pub rule: String,
+    pub reason: Option<String>,
+    /// When it was blocked (UTC).
+    pub at: String,
+    /// The approve form's rule, to edit: one that allows just what was blocked.
+    pub suggested_rule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,29 @@ use askama::Template;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The block page's "ask for access" form: it posts `fields` (hidden) and the user's reason
+/// to the card page at `action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskForm {
+    pub action: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl AskForm {
+    /// The `Content-Security-Policy` of a page with this form: [`CONTENT_SECURITY_POLICY`]
+    /// letting forms post to the card page, and nowhere else.
+    pub fn content_security_policy(&self) -> String {
+        let origin = self
+            .action
+            .strip_suffix(ACCESS_REQUESTS_PATH)
+            .unwrap_or(&self.action);
+        CONTENT_SECURITY_POLICY.replace("form-action 'none'", &format!("form-action {origin}"))
+    }
+}
+
+/// Where the card page takes access requests.
+pub const ACCESS_REQUESTS_PATH: &str = "/access-requests";
+
 /// One proxy answer page.
 #[derive(Debug, Clone, Template)]
 #[template(path = "card/proxy.html")]
@@ -30,6 +53,9 @@ pub enum Reason<'a> {
         /// `file:line`.
         rule_location: &'a str,
         rule_text: &'a str,
+        /// On a managed card: the form that asks the policy server's administrator for
+        /// access.
+        ask: Option<&'a AskForm>,
     },
     /// The request was allowed but its destination could not be reached.
     Unreachable {
@@ -75,6 +101,7 @@ mod tests {
                 rule_id: HOSTILE,
                 rule_location: HOSTILE,
                 rule_text: HOSTILE,
+                ask: None,
             }),
             render(Reason::Unreachable {
                 target: HOSTILE,
@@ -117,5 +144,38 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains(" src=") && !html.contains("href="), "{html}");
+    }
+
+    /// Issue 16: a managed card's block page asks with a plain form (no script), its hidden
+    /// fields escaped, the reason labelled and bounded; its CSP lets it post to the card only.
+    #[test]
+    fn the_ask_form_posts_to_the_card_page_only() {
+        let form = AskForm {
+            action: "https://172.31.77.2/access-requests".into(),
+            fields: vec![("host", HOSTILE.into()), ("mac", "ab".into())],
+        };
+        let page = render(Reason::Blocked {
+            target: "http://blocked.test/x",
+            rule_id: "r",
+            rule_location: "rules:3",
+            rule_text: "deny any",
+            ask: Some(&form),
+        });
+        assert!(
+            page.contains(r#"action="https://172.31.77.2/access-requests""#),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!(r#"name="host" value="{ESCAPED}""#)),
+            "{page}"
+        );
+        assert!(page.contains(r#"<label for="reason">"#), "{page}");
+        assert!(page.contains(r#"maxlength="500""#), "{page}");
+        assert!(!page.contains("<script"), "{page}");
+        assert_eq!(
+            form.content_security_policy(),
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+             form-action https://172.31.77.2; frame-ancestors 'none'"
+        );
     }
 }

@@ -23,6 +23,8 @@
 //! | `POST /vpn/unlock` | unlocks a VPN and brings its tunnel up (until idle) | session, CSRF token, PIN |
 //! | `POST /vpn/lock` | stops a VPN's tunnel and locks it | session, CSRF token |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
+//! | `GET /access-requests` | a managed card's access requests and their states (see [`access`]) | — |
+//! | `POST /access-requests` | the block page's "ask for access" form | the block page's MAC over what was blocked |
 //! | `GET /static/style.css`, `/static/card.css` | the look, from the `web` crate | — |
 //!
 //! # A PIN with every change
@@ -51,6 +53,7 @@
 //! cookie, checked by the [`SessionForm`] and [`LoginForm`] extractors before a handler runs; a
 //! missing or wrong token is a 403. PINs, PUKs and session ids are never logged.
 
+mod access;
 mod inspection;
 mod inspection_ca;
 pub mod session;
@@ -190,6 +193,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/vpn", get(vpn::page))
         .route("/vpn/unlock", post(vpn::unlock))
         .route("/vpn/lock", post(vpn::lock))
+        .route(
+            web::proxy::ACCESS_REQUESTS_PATH,
+            get(access::list).post(access::ask),
+        )
         .route("/inspection-ca", get(inspection_ca::page))
         .route("/inspection-ca.pem", get(inspection_ca::pem))
         .route("/inspection-ca.crt", get(inspection_ca::der))
@@ -506,6 +513,12 @@ fn dashboard(state: &AdminState, session: &Session, view: View) -> Response {
             .ok()
             .flatten()
             .map(|e| e.describe()),
+        overlay: state
+            .store
+            .overlay()
+            .ok()
+            .flatten()
+            .map(|o| (o.version, o.text)),
         counters: [
             ("Connections", &counters.connections),
             ("Allowed", &counters.allowed),

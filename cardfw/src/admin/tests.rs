@@ -985,3 +985,166 @@ async fn admin_vpn_page_shows_the_public_key_and_refuses_what_it_must() {
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
+
+/// A card managed by a policy server (a fake record: nothing here talks to it).
+fn make_managed(browser: &Browser) {
+    let enrolment = crate::store::Enrolment {
+        server: "https://policy.example:8443".into(),
+        card_id: "c0ffee".into(),
+        group: "laptops".into(),
+        ca_pem: String::new(),
+        policy_key_pem: String::new(),
+        certificate_pem: String::new(),
+        key_pem: String::new(),
+        installed_version: 4,
+    };
+    browser
+        .state
+        .store()
+        .login(PIN)
+        .unwrap()
+        .set_managed(Some(&enrolment.emit()))
+        .unwrap();
+}
+
+/// Issue 16: the block page's form (made by the core, as the proxy makes it) is taken without
+/// a login, queued once however often it is posted, and shown with its state; a form the card
+/// did not make, a changed one or an unmanaged card's is refused and counted.
+#[tokio::test]
+async fn admin_access_requests_take_only_what_the_card_blocked() {
+    use proto::policy::{AccessProtocol, AccessState, Blocked};
+    let mut browser = browser(true, IDLE_TIMEOUT);
+    let blocked = Blocked {
+        protocol: AccessProtocol::Http,
+        host: "blocked.test".into(),
+        port: 80,
+        path: Some("/x".into()),
+        rule: "rules:1".into(),
+        at: serve::unix_now() as i64,
+    };
+    let firewall = browser.state.firewall.clone();
+    let refused = || {
+        firewall
+            .events
+            .counters
+            .access_requests_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        firewall.ask_form(blocked.clone()).is_none(),
+        "an unmanaged card offers no form"
+    );
+    make_managed(&browser);
+    let form = firewall.ask_form(blocked.clone()).unwrap();
+    assert_eq!(form.action, "https://172.31.77.2/access-requests");
+    let mut fields: Vec<(&str, &str)> = form.fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    fields.push(("reason", "the supplier's price list"));
+
+    let page = browser.post("/access-requests", &fields).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("on its way"), "{}", page.body);
+    assert!(
+        page.body.contains("http blocked.test:80/x"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("waiting to be sent"), "{}", page.body);
+    let page = browser.post("/access-requests", &fields).await;
+    assert!(
+        page.body.contains("You asked for this already"),
+        "{}",
+        page.body
+    );
+    let queued = browser.state.store().access_requests().unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].request.blocked, blocked);
+    assert_eq!(
+        queued[0].request.reason.as_deref(),
+        Some("the supplier's price list")
+    );
+    assert_eq!(queued[0].state, AccessState::Open);
+    assert_eq!(refused(), 0);
+
+    // Another host under the same MAC, a missing field, a reason too long: refused, counted.
+    let forged: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|&(n, v)| {
+            if n == "host" {
+                (n, "allowed.test")
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
+    let page = browser.post("/access-requests", &forged).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("not made by the card"), "{}", page.body);
+    let page = browser.post("/access-requests", &fields[1..]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let long = "x".repeat(501);
+    let mut too_long = fields.clone();
+    too_long.pop();
+    too_long.push(("reason", &long));
+    let page = browser.post("/access-requests", &too_long).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused(), 3);
+    assert_eq!(browser.state.store().access_requests().unwrap().len(), 1);
+
+    let page = browser.get("/access-requests").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("the supplier&#39;s price list"),
+        "{}",
+        page.body
+    );
+
+    // A blocked HTTPS connection has no block page: the card page offers the form for it,
+    // to the computer it was denied (only).
+    let rules = firewall.rules();
+    let ask = crate::firewall::Ask {
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        target: "secure.test:443",
+        request: rules::Request::new(rules::Protocol::Https, rules::LocalTime::now())
+            .host("secure.test")
+            .port(443),
+        hello: None,
+    };
+    assert!(!firewall.check(&rules, &ask).allows());
+    let other = crate::firewall::Ask {
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::new(172, 31, 77, 9)),
+        target: "other.test:443",
+        request: rules::Request::new(rules::Protocol::Https, rules::LocalTime::now())
+            .host("other.test")
+            .port(443),
+        hello: None,
+    };
+    assert!(!firewall.check(&rules, &other).allows());
+    let page = browser.get("/access-requests").await;
+    assert!(page.body.contains("https secure.test:443"), "{}", page.body);
+    assert!(!page.body.contains("other.test"), "{}", page.body);
+    assert!(page.body.contains(r#"name="mac""#), "{}", page.body);
+
+    // The owner's dashboard links the requests and shows the overlay apart from the rules.
+    browser
+        .state
+        .store()
+        .install_overlay(&crate::store::overlay::Overlay {
+            version: 3,
+            text: "overlay-0123abcd: allow http host blocked.test path /x\n".into(),
+        })
+        .unwrap();
+    browser.logged_in(PIN).await;
+    let page = browser.get("/").await;
+    assert!(
+        page.body.contains(r#"href="/access-requests""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("overlay version 3"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("overlay-0123abcd: allow http host blocked.test path /x"),
+        "{}",
+        page.body
+    );
+}

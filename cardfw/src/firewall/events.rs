@@ -30,6 +30,8 @@ pub struct Counters {
     pub ech_hellos: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Access requests the card page refused (see `firewall::asking`).
+    pub access_requests_refused: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +58,7 @@ impl Counters {
             ech_hellos,
             reloads,
             reload_failures,
+            access_requests_refused,
         } = self;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         proto::CounterSnapshot {
@@ -72,6 +75,7 @@ impl Counters {
             ech_hellos: load(ech_hellos),
             reloads: load(reloads),
             reload_failures: load(reload_failures),
+            access_requests_refused: load(access_requests_refused),
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct DecisionRecord {
     pub target: heapless::String<128>,
     pub action: proto::Action,
     pub rule: heapless::String<64>,
+    /// A rule decided it (not a [`Refusal`], which no rule can change).
+    pub by_rule: bool,
 }
 
 impl From<&DecisionRecord> for proto::Decision {
@@ -143,6 +149,7 @@ impl Events {
             target: truncated(target),
             action,
             rule: truncated(&decision.rule.id),
+            by_rule: true,
         });
     }
 
@@ -173,6 +180,7 @@ impl Events {
             target: truncated(target),
             action: proto::Action::Deny,
             rule: truncated(refusal.code()),
+            by_rule: false,
         });
     }
 

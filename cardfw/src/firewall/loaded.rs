@@ -42,15 +42,17 @@ impl LoadedRules {
     pub fn from_store(store: &Store) -> Result<LoadedRules, String> {
         let current = store.rules().map_err(|e| e.to_string())?;
         let name = format!("store v{}", current.version);
-        let rules = store
-            .compile(&name, &current.text)
-            .map_err(|e| e.to_string())?;
-        let version = match current.source {
+        let overlay = store.overlay().map_err(|e| e.to_string())?;
+        let rules = store.compile_with_overlay(&name, &current.text, overlay.as_ref())?;
+        let mut version = match current.source {
             RulesSource::Current => name,
             RulesSource::PreviousFallback => {
                 format!("{name} (the newest version is damaged)")
             }
         };
+        if let Some(overlay) = &overlay {
+            version.push_str(&format!(" + overlay v{}", overlay.version));
+        }
         Ok(LoadedRules {
             rules,
             version,

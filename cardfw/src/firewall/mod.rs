@@ -28,6 +28,7 @@
 //! Refusals a front end finds in the traffic itself (cleartext HTTP/2, a body over its
 //! limit, a rebinding DNS answer) are recorded with [`Firewall::refuse`].
 
+pub mod asking;
 pub mod destination;
 mod events;
 mod loaded;
@@ -79,6 +80,8 @@ pub struct Firewall {
     /// Where the rules live when the card has a store; without one they come from the file
     /// `config.rules`.
     store: Option<Arc<Store>>,
+    /// Seals the block page's "ask for access" forms (managed cards only).
+    pub asking: asking::AskKey,
 }
 
 /// Where the card sends a DNS question: from which of its addresses, to which resolver.
@@ -161,7 +164,26 @@ impl Firewall {
             vpns: OnceLock::new(),
             rules: ArcSwap::from_pointee(rules),
             store: store.map(Arc::new),
+            asking: asking::AskKey::new(),
         })
+    }
+
+    /// The block page's "ask for access" form for `blocked`, when the card is managed (only
+    /// its policy server can grant anything). It posts to the card page on the inside address.
+    pub fn ask_form(&self, blocked: proto::policy::Blocked) -> Option<web::proxy::AskForm> {
+        if !self.store.as_ref()?.is_managed() {
+            return None;
+        }
+        let host = match self.config.inside_address {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let port = match self.config.ports.admin {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        let action = format!("https://{host}{port}{}", web::proxy::ACCESS_REQUESTS_PATH);
+        self.asking.form(blocked, action)
     }
 
     /// The sealed store, if the card has one (the card page, the APDU face and the policy

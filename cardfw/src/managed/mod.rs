@@ -11,10 +11,19 @@
 //!   inspected sites, each checked as an owner's CA first); anything else is refused,
 //!   logged and reported, and the rules in force stay. [`network`] tells it when the card's
 //!   network comes up, so it asks at once instead of finishing a back-off.
+//! - [`requests`]: sends the access requests users made on block pages (queued in the store)
+//!   and reads back the administrator's answers.
+//! - Overlays ([`apply_overlay`]): the rules the administrator approved for this card alone
+//!   come as a second signed stream, a bundle for the group `card:<card id>` with its own
+//!   versions (anti-rollback per card: a version not above the installed overlay's is
+//!   refused), installed in `overlay.sealed` and compiled before the group's rules
+//!   (`store::overlay`). The poll names both installed versions
+//!   (`?after=N&overlay_after=M`); the answer's `x-cardwall-bundle-kind` says which it is.
 //! - `cardfw unenroll` (PIN on stdin) leaves the fleet; the rules in force stay.
 
 pub mod network;
 pub mod poller;
+pub mod requests;
 
 #[cfg(test)]
 mod tests;
@@ -43,6 +52,12 @@ pub enum ManagedError {
     Bundle(#[from] BundleError),
     #[error("the bundle's trusted CAs are refused: {0}")]
     TrustedCa(#[from] OwnerCaError),
+    #[error("the overlay is refused: {0}")]
+    Overlay(#[from] crate::store::overlay::OverlayError),
+    #[error("an overlay carries nothing but its rules (no list files, no CAs)")]
+    OverlayExtras,
+    #[error("the overlay's rules do not compile with the card's: {0}")]
+    OverlayRules(String),
     #[error("the enrolment record is damaged: {0}")]
     Record(String),
     #[error("the card is already enrolled with {0}: `cardfw unenroll` first")]
@@ -168,4 +183,44 @@ pub fn apply(
     };
     store.install_bundle(&verified, &updated.emit())?;
     Ok(updated)
+}
+
+/// Checks an overlay bundle against the enrolment (the pinned key, the group
+/// `card:<card id>`, dates, a version above the installed overlay's) and installs it. Returns
+/// the installed version. The caller then reloads the rules.
+pub fn apply_overlay(
+    store: &Store,
+    enrolment: &Enrolment,
+    bytes: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, ManagedError> {
+    let key = policy_key(enrolment)?;
+    let installed = store.overlay()?.map_or(0, |o| o.version);
+    let group = policy::overlay_group(&enrolment.card_id);
+    let verified = bundle::verify(
+        bytes,
+        &Trust {
+            key: &key,
+            installed_version: installed,
+            group: &group,
+            now,
+        },
+    )?;
+    let bundle = &verified.bundle;
+    if !bundle.list_files.is_empty() || bundle.trusted_cas.is_some() {
+        return Err(ManagedError::OverlayExtras);
+    }
+    crate::store::overlay::check_overlay(&bundle.rules.1)?;
+    let overlay = crate::store::overlay::Overlay {
+        version: bundle.version,
+        text: bundle.rules.1.clone(),
+    };
+    // Compiled with the rules in force before it is installed: an overlay the card could not
+    // run would otherwise stop every later reload, group bundles' too.
+    let current = store.rules()?;
+    store
+        .compile_with_overlay("rules", &current.text, Some(&overlay))
+        .map_err(ManagedError::OverlayRules)?;
+    store.install_overlay(&overlay)?;
+    Ok(bundle.version)
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policy_client::Client;
-use proto::policy::{self, Outcome, Report};
+use proto::policy::{self, BundleKind, Outcome, Report};
 use tokio::sync::watch;
 
-use super::{apply, client_for};
+use super::{apply, apply_overlay, client_for};
 use crate::config::Policy;
 use crate::firewall::Firewall;
 use crate::store::Enrolment;
@@ -49,6 +49,8 @@ pub async fn poll_forever(
     let mut retry = retry_min;
     // The newest version refused: not asked for again, so a bad bundle is not fetched in a loop.
     let mut refused_through = 0;
+    // Likewise for the card's overlay.
+    let mut overlay_refused_through = 0;
     let mut kept: Option<(String, Client)> = None;
     let backoff = async |why: String, retry: &mut Duration, network: &mut watch::Receiver<bool>| {
         let wait = jittered(*retry);
@@ -98,7 +100,24 @@ pub async fn poll_forever(
             },
         };
         let after = enrolment.installed_version.max(refused_through);
-        let path = format!("{}?after={after}", policy::BUNDLE_PATH);
+        let overlay_installed = match store.overlay() {
+            Ok(overlay) => overlay.map_or(0, |o| o.version),
+            Err(e) => {
+                backoff(
+                    format!("cannot read the overlay: {e}"),
+                    &mut retry,
+                    &mut network,
+                )
+                .await;
+                continue;
+            }
+        };
+        let overlay_after = overlay_installed.max(overlay_refused_through);
+        let path = format!(
+            "{}?after={after}&{}={overlay_after}",
+            policy::BUNDLE_PATH,
+            policy::OVERLAY_AFTER_PARAM
+        );
         let poll = client.request(
             http::Method::GET,
             &path,
@@ -130,6 +149,40 @@ pub async fn poll_forever(
                     .get(policy::VERSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
+                // No header: a server that predates overlays, so a group bundle.
+                let kind = match answer.headers.get(policy::BUNDLE_KIND_HEADER) {
+                    None => Some(BundleKind::Group),
+                    Some(value) => value.to_str().ok().and_then(BundleKind::parse),
+                };
+                let Some(kind) = kind else {
+                    backoff(
+                        "answered a bundle of an unknown kind".into(),
+                        &mut retry,
+                        &mut network,
+                    )
+                    .await;
+                    continue;
+                };
+                if kind == BundleKind::Overlay {
+                    match apply_overlay(store, &enrolment, &answer.body, chrono::Utc::now()) {
+                        Ok(version) => {
+                            retry = retry_min;
+                            tracing::info!(version, "policy overlay installed");
+                            firewall.reload();
+                        }
+                        Err(e) => {
+                            tracing::error!(offered = ?offered, "policy overlay refused, the rules in force stay: {e}");
+                            if let Some(offered) = offered
+                                && offered > overlay_after
+                            {
+                                overlay_refused_through = offered;
+                            }
+                            backoff(format!("overlay refused: {e}"), &mut retry, &mut network)
+                                .await;
+                        }
+                    }
+                    continue;
+                }
                 match apply(store, &enrolment, &answer.body, chrono::Utc::now()) {
                     Ok(updated) => {
                         retry = retry_min;

@@ -393,3 +393,111 @@ fn a_bundle_with_cas_the_card_would_not_trust_is_refused_whole() {
         matches!(e, ManagedError::Bundle(BundleError::PrivateKey { .. }))
     });
 }
+
+fn overlay(version: u64, text: &str) -> Bundle {
+    Bundle {
+        version,
+        group: "card:c1".into(),
+        rules: ("overlay".into(), text.into()),
+        list_files: Vec::new(),
+        ..bundle(version)
+    }
+}
+
+/// Issue 16: an overlay signed for this card is installed apart from the group's bundle and
+/// its rules decide first, under their `overlay-…` names; another card's, a group bundle, an
+/// older version, or one that is more than named rules is refused and changes nothing; a new
+/// enrolment starts without it.
+#[test]
+fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, enrolment) = enrolled_card(dir.path(), 0);
+    apply(&store, &enrolment, &bundle(3).sign(&policy_key()), now()).unwrap();
+    let enrolment = Enrolment::load(&store).unwrap().unwrap();
+    let decide = |store: &Store, host: &str| {
+        let loaded = crate::firewall::LoadedRules::from_store(store).unwrap();
+        let request = rules::Request::new(rules::Protocol::Http, rules::LocalTime::now())
+            .host(host)
+            .port(80)
+            .path("/x");
+        let decision = loaded.rules.decide(&request);
+        (decision.action, decision.rule.id.clone(), loaded.version)
+    };
+    assert_eq!(decide(&store, "ads.example").1, "no-ads");
+
+    let text = "overlay-0a1b2c3d: allow http host ads.example path /x\n";
+    assert_eq!(
+        apply_overlay(
+            &store,
+            &enrolment,
+            &overlay(1, text).sign(&policy_key()),
+            now()
+        )
+        .unwrap(),
+        1
+    );
+    let (action, id, version) = decide(&store, "ads.example");
+    assert_eq!(
+        (action, id.as_str()),
+        (rules::Action::Allow, "overlay-0a1b2c3d")
+    );
+    assert!(version.ends_with("+ overlay v1"), "{version}");
+    assert!(store.audit().unwrap().iter().any(|e| matches!(
+        e.event,
+        crate::store::AuditEvent::OverlayInstalled { version: 1 }
+    )));
+    // The group's unnamed rules keep their ids: the default still reads `default`.
+    assert_eq!(decide(&store, "other.example").1, "default");
+
+    let refused = |bundle: Bundle| {
+        apply_overlay(&store, &enrolment, &bundle.sign(&policy_key()), now())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(overlay(1, "")).contains("version"), "anti-rollback");
+    assert!(refused(bundle(9)).contains("group"), "a group bundle");
+    assert!(
+        refused(Bundle {
+            group: "card:c2".into(),
+            ..overlay(2, "")
+        })
+        .contains("group"),
+        "another card's"
+    );
+    assert!(refused(overlay(2, "default allow\n")).contains("only rules"));
+    assert!(refused(overlay(2, "allow any\n")).contains("not named"));
+    assert!(refused(overlay(2, "web: allow any\n")).contains("not named"));
+    assert!(
+        refused(overlay(2, "overlay-1: allow any host @nosuchlist\n")).contains("no list named"),
+        "a list the card does not have"
+    );
+    assert!(
+        refused(Bundle {
+            list_files: vec![("a.txt".into(), "x\n".into())],
+            ..overlay(2, "")
+        })
+        .contains("nothing but its rules")
+    );
+    assert_eq!(store.overlay().unwrap().unwrap().version, 1);
+
+    // An empty overlay (every approval ran out) takes the rule away.
+    apply_overlay(
+        &store,
+        &enrolment,
+        &overlay(2, "").sign(&policy_key()),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(decide(&store, "ads.example").1, "no-ads");
+
+    store
+        .login(PIN)
+        .unwrap()
+        .set_managed(Some(&enrolment.emit()))
+        .unwrap();
+    assert_eq!(
+        store.overlay().unwrap(),
+        None,
+        "a new enrolment starts without it"
+    );
+}

@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use web::askama::Template;
-use web::proxy::{ProxyPage, Reason};
+use web::proxy::{AskForm, ProxyPage, Reason};
 
 use crate::firewall::Verdict;
 use crate::proxy::upstream::UpstreamError;
@@ -13,6 +13,9 @@ use crate::proxy::upstream::UpstreamError;
 pub struct Page {
     pub status: StatusCode,
     pub html: String,
+    /// A `Content-Security-Policy` other than the one in [`HEADERS`]: a block page with the
+    /// "ask for access" form may post to the card page.
+    pub content_security_policy: Option<String>,
 }
 
 /// The header fields of every page besides its length: HTML that runs no script and is never
@@ -36,6 +39,10 @@ impl Page {
             self.status.canonical_reason().unwrap_or(""),
         );
         for (name, value) in HEADERS {
+            let value = match (&self.content_security_policy, name) {
+                (Some(policy), "Content-Security-Policy") => policy.as_str(),
+                _ => value,
+            };
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str(&format!("Content-Length: {}\r\n", self.html.len()));
@@ -53,17 +60,32 @@ impl Page {
 
 /// Renders the page (the `web` crate's template escapes every text in it).
 fn page(status: StatusCode, reason: Reason<'_>) -> Page {
+    let content_security_policy = match &reason {
+        Reason::Blocked {
+            ask: Some(form), ..
+        } => Some(form.content_security_policy()),
+        _ => None,
+    };
     let page = ProxyPage { reason };
     let html = page.render().unwrap_or_else(|error| {
         // Only a failing formatter gets here; the status still says what happened.
         tracing::error!(%error, "rendering a proxy page");
         page.title().to_owned()
     });
-    Page { status, html }
+    Page {
+        status,
+        html,
+        content_security_policy,
+    }
 }
 
 /// 403: a rule denied the request. Names the rule so the user can ask for the right change.
 pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
+    blocked_asking(target, rule, None)
+}
+
+/// [`blocked`], with the managed card's "ask for access" form when there is one.
+pub fn blocked_asking(target: &str, rule: &rules::RuleInfo, ask: Option<&AskForm>) -> Page {
     page(
         StatusCode::FORBIDDEN,
         Reason::Blocked {
@@ -71,6 +93,7 @@ pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
             rule_id: &rule.id,
             rule_location: &rule.location,
             rule_text: &rule.text,
+            ask,
         },
     )
 }
@@ -79,8 +102,22 @@ pub fn blocked(target: &str, rule: &rules::RuleInfo) -> Page {
 /// denied it, or the refusal and why. (Given an allow, it names the rule like a denial: a
 /// caller shows this page only for what the core refused.)
 pub fn not_allowed(target: &str, verdict: &Verdict<'_>) -> Page {
+    not_allowed_asking(target, verdict, |_| None)
+}
+
+/// [`not_allowed`]; a denial by a rule gets the form `ask` makes for the rule's id, if any
+/// (a refusal is not the rules' doing, and no approval would change it).
+pub fn not_allowed_asking(
+    target: &str,
+    verdict: &Verdict<'_>,
+    ask: impl FnOnce(&str) -> Option<AskForm>,
+) -> Page {
     match verdict {
-        Verdict::Allow(decision) | Verdict::Deny(decision) => blocked(target, decision.rule),
+        Verdict::Deny(decision) => {
+            let form = ask(&decision.rule.id);
+            blocked_asking(target, decision.rule, form.as_ref())
+        }
+        Verdict::Allow(decision) => blocked(target, decision.rule),
         Verdict::Refuse(refusal) => refused(StatusCode::FORBIDDEN, refusal.reason()),
         Verdict::NeverConnect { ip, why } => refused(
             StatusCode::FORBIDDEN,

@@ -78,14 +78,20 @@ pub enum AuditEvent {
     ClientCertUnlocked,
     /// The owner unlocked a VPN's key with the PIN (see `crate::vpn`).
     VpnUnlocked,
+    /// An overlay signed by the policy key was installed: the rules approved for this card
+    /// alone (the overlay's version).
+    OverlayInstalled {
+        version: u64,
+    },
 }
 
 impl AuditEvent {
     pub fn actor(self) -> Actor {
         match self {
-            AuditEvent::Created | AuditEvent::FactoryReset | AuditEvent::BundleInstalled { .. } => {
-                Actor::Card
-            }
+            AuditEvent::Created
+            | AuditEvent::FactoryReset
+            | AuditEvent::BundleInstalled { .. }
+            | AuditEvent::OverlayInstalled { .. } => Actor::Card,
             AuditEvent::Unblocked
             | AuditEvent::UnblockFailed { .. }
             | AuditEvent::PukChanged
@@ -121,6 +127,7 @@ impl AuditEvent {
             AuditEvent::ClientCertRemoved => (22, 0),
             AuditEvent::ClientCertUnlocked => (23, 0),
             AuditEvent::VpnUnlocked => (24, 0),
+            AuditEvent::OverlayInstalled { version } => (25, version),
         }
     }
 
@@ -159,6 +166,7 @@ impl AuditEvent {
             22 => AuditEvent::ClientCertRemoved,
             23 => AuditEvent::ClientCertUnlocked,
             24 => AuditEvent::VpnUnlocked,
+            25 => AuditEvent::OverlayInstalled { version: arg },
             _ => return None,
         })
     }
@@ -187,6 +195,12 @@ impl fmt::Display for AuditEvent {
             AuditEvent::Unenrolled => f.write_str("left the policy server"),
             AuditEvent::BundleInstalled { version } => {
                 write!(f, "policy bundle version {version} installed")
+            }
+            AuditEvent::OverlayInstalled { version } => {
+                write!(
+                    f,
+                    "policy overlay version {version} installed (rules approved for this card)"
+                )
             }
             AuditEvent::SetUp => f.write_str("first setup: PIN chosen, PUK shown"),
             AuditEvent::SetupFailed { tries_left } => {

@@ -19,6 +19,8 @@
 //! | `managed-cas.sealed` | the CAs the installed policy bundle carries for upstream servers, PEM, as signed (see [`Store::install_bundle`]); absent when it carries none |
 //! | `vpn-keys.sealed` | the card's WireGuard keys, one line per VPN: `NAME PUBLIC PRIVATE` (base64); made by the card, the private key read only to unlock the VPN with the PIN (see [`crate::vpn`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
+//! | `overlay.sealed` | a managed card's overlay: the rules approved for it alone, in force before the group's, and its version (see [`overlay`]) |
+//! | `requests.sealed` | a managed card's access requests and their states (see [`requests`]) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
 //! A new card has no PIN and no PUK, only a random setup code ([`Store::setup_code`]): the card
@@ -36,7 +38,9 @@
 
 pub mod audit;
 mod enrolment;
+pub mod overlay;
 pub mod pin;
+pub mod requests;
 pub mod sealed;
 pub mod tls;
 mod vpn_keys;
@@ -76,7 +80,9 @@ const OWNER_CAS_FILE: &str = "owner-cas.sealed";
 const CLIENT_CERT_FILE: &str = "client-cert.sealed";
 const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
 const VPN_KEYS_FILE: &str = "vpn-keys.sealed";
-const ALL_FILES: [&str; 12] = [
+const REQUESTS_FILE: &str = "requests.sealed";
+const OVERLAY_FILE: &str = "overlay.sealed";
+const ALL_FILES: [&str; 14] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -89,6 +95,8 @@ const ALL_FILES: [&str; 12] = [
     CLIENT_CERT_FILE,
     MANAGED_CAS_FILE,
     VPN_KEYS_FILE,
+    REQUESTS_FILE,
+    OVERLAY_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -871,6 +879,12 @@ impl Store {
     }
 
     /// Refuses local rule changes while a policy server manages the rules.
+    /// Whether the card is enrolled with a policy server, by the record's presence alone (a
+    /// cheap check for every block page; what the record says is read where it is used).
+    pub fn is_managed(&self) -> bool {
+        self.dir.join(MANAGED_FILE).exists()
+    }
+
     fn check_not_managed(&self) -> Result<(), StoreError> {
         if let Some(record) = self.managed_record()? {
             return Err(StoreError::Managed {
@@ -1091,6 +1105,9 @@ impl AdminSession<'_> {
     pub fn set_managed(&self, record: Option<&[u8]>) -> Result<(), StoreError> {
         let store = self.store;
         let _guard = store.lock();
+        // An overlay belongs to one enrolment (its card id and version sequence): a new
+        // enrolment, or none, starts without it.
+        store.remove_sealed(OVERLAY_FILE, "removing the overlay")?;
         match record {
             Some(record) => {
                 store.write_sealed(MANAGED_FILE, record)?;

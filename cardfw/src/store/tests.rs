@@ -778,3 +778,85 @@ fn vpn_keys_are_made_once_and_the_private_one_needs_the_pin() {
     let sealed = std::fs::read(dir.path().join(VPN_KEYS_FILE)).unwrap();
     assert!(!sealed.windows(4).any(|w| w == b"corp"));
 }
+
+/// Issue 16: the access-request queue: only on a managed card, one open request per block,
+/// at most 20 open, the states the server reports kept.
+#[test]
+fn access_requests_are_queued_once_bounded_and_updated() {
+    use proto::policy::{
+        AccessProtocol, AccessRequestList, AccessRequestStatus, AccessState, Blocked,
+    };
+    use requests::{AskError, Asked};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open_or_create(dir.path(), "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
+    let blocked = |n: u16| Blocked {
+        protocol: AccessProtocol::Tcp,
+        host: "db.test".into(),
+        port: n,
+        path: None,
+        rule: "rules:1".into(),
+        at: 1,
+    };
+    assert!(matches!(
+        store.ask_access(blocked(1), None),
+        Err(AskError::NotManaged)
+    ));
+    let code = store.setup_code().unwrap().unwrap();
+    store.setup(&code, "12345678").unwrap();
+    store
+        .login("12345678")
+        .unwrap()
+        .set_managed(Some(b"{}"))
+        .unwrap();
+    let Asked::New(first) = store.ask_access(blocked(1), Some("  \r\n".into())).unwrap() else {
+        panic!("a new request")
+    };
+    assert_eq!(
+        store.ask_access(blocked(1), None).unwrap(),
+        Asked::Already(first.clone())
+    );
+    assert_eq!(store.access_requests().unwrap()[0].request.reason, None);
+    for n in 2..=20 {
+        assert!(matches!(
+            store.ask_access(blocked(n), None).unwrap(),
+            Asked::New(_)
+        ));
+    }
+    assert!(matches!(
+        store.ask_access(blocked(21), None),
+        Err(AskError::Full)
+    ));
+    store.mark_request_sent(&first).unwrap();
+    let declined = AccessState::Declined {
+        message: "no".into(),
+    };
+    let changed = store
+        .update_request_states(&AccessRequestList {
+            requests: vec![
+                AccessRequestStatus {
+                    id: first.clone(),
+                    state: declined.clone(),
+                },
+                AccessRequestStatus {
+                    id: "f".repeat(32),
+                    state: AccessState::Open,
+                },
+            ],
+        })
+        .unwrap();
+    assert!(changed);
+    // Reopened from the disk: what the sender and the page read.
+    let store =
+        Store::open_or_create(dir.path(), "deny any\n", PinCost::INSECURE_FAST_FOR_TESTS).unwrap();
+    let kept = store.access_requests().unwrap();
+    assert_eq!(kept.len(), 20);
+    assert_eq!(kept[0].state, declined);
+    assert!(kept[0].sent);
+    // The declined one freed a place.
+    assert!(matches!(
+        store.ask_access(blocked(21), None).unwrap(),
+        Asked::New(_)
+    ));
+}

@@ -1,10 +1,14 @@
-//! Any bytes as a JSON body between a card and policyd: every wire type decodes it or refuses
-//! it, never panics; what decodes encodes and decodes back to the same value. The policy key
-//! in an enrolment answer (pinned by the card) is read or refused without a panic.
+//! Any bytes as a JSON body between a card and policyd (access requests included): every wire
+//! type decodes it or refuses it, never panics; what decodes encodes and decodes back to the
+//! same value. The policy key in an enrolment answer (pinned by the card) is read or refused
+//! without a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::policy::{EnrolRequest, EnrolResponse, ErrorBody, MAX_JSON_BODY, Report};
+use proto::policy::{
+    AccessRequest, AccessRequestList, EnrolRequest, EnrolResponse, ErrorBody, MAX_JSON_BODY,
+    Report,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,4 +35,13 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = report.outcome.as_str();
     }
     let _ = round_trip::<ErrorBody>(bytes);
+    // Access requests (issue 16): whatever decodes is checked without a panic, and what
+    // passes the check makes a rule line and a description without one.
+    if let Some(request) = round_trip::<AccessRequest>(bytes)
+        && request.check().is_ok()
+    {
+        let _ = request.blocked.suggested_rule();
+        let _ = request.blocked.describe();
+    }
+    let _ = round_trip::<AccessRequestList>(bytes);
 });

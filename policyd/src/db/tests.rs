@@ -170,6 +170,7 @@ async fn sqlite_store_keeps_its_promises() {
     let url = format!("sqlite://{}", dir.path().join("policyd.db").display());
     let db = Db::connect(&url).await.unwrap();
     exercise(&db).await;
+    exercise_access_requests(&db).await;
     // Reopening runs the migrations again without harm and keeps the data.
     drop(db);
     let db = Db::connect(&url).await.unwrap();
@@ -284,6 +285,7 @@ async fn postgres_store_keeps_the_same_promises() {
     };
     let db = Db::connect(&pg.url).await.unwrap();
     exercise(&db).await;
+    exercise_access_requests(&db).await;
     // Two instances on one database see the same fleet.
     let other = Arc::new(Db::connect(&pg.url).await.unwrap());
     assert_eq!(other.latest_version("laptops").await.unwrap(), 2);
@@ -295,5 +297,142 @@ async fn postgres_store_keeps_the_same_promises() {
             .unwrap()
             .revoked_at
             .is_some()
+    );
+}
+
+/// Access requests: idempotent by the card's id, bounded per card and per server, decided
+/// once, approvals in force until they run out.
+async fn exercise_access_requests(db: &Db) {
+    use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
+    let now = 2_000_000;
+    let request = |n: u32| AccessRequest {
+        id: format!("{n:032x}"),
+        blocked: Blocked {
+            protocol: AccessProtocol::Http,
+            host: "blocked.test".into(),
+            port: 80,
+            path: Some(format!("/{n}")),
+            rule: "rules.txt:3".into(),
+            at: now - 5,
+        },
+        reason: (n == 1).then(|| "for the report".to_string()),
+    };
+    assert_eq!(
+        db.receive_request("card-x", &request(1), now, 3, 5)
+            .await
+            .unwrap(),
+        Received::New
+    );
+    assert_eq!(
+        db.receive_request("card-x", &request(1), now + 1, 3, 5)
+            .await
+            .unwrap(),
+        Received::Again,
+        "a resend changes nothing"
+    );
+    db.receive_request("card-x", &request(2), now, 3, 5)
+        .await
+        .unwrap();
+    db.receive_request("card-x", &request(3), now, 3, 5)
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.receive_request("card-x", &request(4), now, 3, 5).await,
+        Err(DbError::CardRequestsFull(3))
+    ));
+    db.receive_request("card-y", &request(1), now, 3, 5)
+        .await
+        .unwrap();
+    db.receive_request("card-y", &request(2), now, 3, 5)
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.receive_request("card-y", &request(3), now, 3, 5).await,
+        Err(DbError::ServerRequestsFull(5))
+    ));
+    let stored = db.card_requests("card-x").await.unwrap();
+    assert_eq!(stored.len(), 3);
+    let first = stored
+        .iter()
+        .find(|r| r.request.id == request(1).id)
+        .unwrap();
+    assert_eq!(first.request, request(1), "reads back as sent");
+    assert_eq!(first.state, AccessState::Open);
+    assert_eq!(db.open_requests(100).await.unwrap().len(), 5);
+
+    let approve = |until| Decision::Approve {
+        rule: "allow http host blocked.test path /1".into(),
+        until,
+    };
+    db.decide("card-x", &request(1).id, &approve(Some(now + 600)), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            db.decide("card-x", &request(1).id, &approve(None), now)
+                .await,
+            Err(DbError::NoSuchOpenRequest { .. })
+        ),
+        "decided once"
+    );
+    db.decide("card-x", &request(2).id, &approve(None), now + 1)
+        .await
+        .unwrap();
+    db.decide(
+        "card-x",
+        &request(3).id,
+        &Decision::Decline {
+            message: "use the mirror".into(),
+        },
+        now + 2,
+    )
+    .await
+    .unwrap();
+    let states: Vec<AccessState> = db
+        .card_requests("card-x")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.request.id == request(3).id)
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![AccessState::Declined {
+            message: "use the mirror".into()
+        }]
+    );
+    // A decided request frees its place: the card may ask again.
+    db.receive_request("card-x", &request(4), now, 3, 5)
+        .await
+        .unwrap();
+
+    let in_force = db.approvals("card-x", now + 10).await.unwrap();
+    assert_eq!(
+        in_force.iter().map(|a| a.until).collect::<Vec<_>>(),
+        vec![Some(now + 600), None]
+    );
+    assert_eq!(db.approvals("card-x", now + 600).await.unwrap().len(), 1);
+    assert_eq!(
+        db.cards_with_expired_approvals(now + 599).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        db.cards_with_expired_approvals(now + 600).await.unwrap(),
+        vec!["card-x".to_string()]
+    );
+    // An overlay published after the end no longer holds it.
+    db.insert_bundle(&StoredBundle {
+        group: "card:card-x".into(),
+        version: 1,
+        body: "b".into(),
+        published_at: now + 600,
+        expires_at: now + 9999,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.cards_with_expired_approvals(now + 700).await.unwrap(),
+        Vec::<String>::new()
     );
 }

@@ -216,6 +216,21 @@ impl Client {
         Next::KeepAlive
     }
 
+    /// The block page's "ask for access" form for `target`, denied by `rule` (a managed card
+    /// only). The query is left out: it may hold what the user would not send anyone, and
+    /// the rules' `path` does not look at it.
+    fn ask_form(&self, target: &Target, rule: &str) -> Option<web::proxy::AskForm> {
+        let path = target.path_and_query.split('?').next().unwrap_or("/");
+        self.firewall.ask_form(proto::policy::Blocked {
+            protocol: proto::policy::AccessProtocol::Http,
+            host: target.host.clone(),
+            port: target.port,
+            path: Some(path.to_string()),
+            rule: rule.to_string(),
+            at: serve::unix_now() as i64,
+        })
+    }
+
     fn upstream_failed(&self, url: &str, error: &UpstreamError) -> Page {
         upstream::count_failure(&self.firewall, self.peer, url, error);
         pages::upstream_failed(url, error)
@@ -277,7 +292,8 @@ impl Client {
         };
         let verdict = self.firewall.check(&rules, &ask);
         if !verdict.allows() {
-            let page = pages::not_allowed(&url, &verdict);
+            let page =
+                pages::not_allowed_asking(&url, &verdict, |rule| self.ask_form(&target, rule));
             return self.answer(page, &request, body_unread).await;
         }
         // Allowed by name: now find where the name points, and decide again with each
@@ -293,7 +309,8 @@ impl Client {
         let candidates = match self.firewall.decide_addresses(&rules, &ask, &addresses) {
             Ok(candidates) => candidates,
             Err(verdict) => {
-                let page = pages::not_allowed(&url, &verdict);
+                let page =
+                    pages::not_allowed_asking(&url, &verdict, |rule| self.ask_form(&target, rule));
                 return self.answer(page, &request, body_unread).await;
             }
         };
