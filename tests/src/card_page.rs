@@ -1,6 +1,5 @@
 //! The card page as its owner uses it from the protected computer of a [`SystemLab`]: curl
-//! with a cookie jar, over HTTPS to the card's inside address. (`tests/inspection.rs` has the
-//! same steps written inline; this is the shared form for new tests.)
+//! with a cookie jar, over HTTPS to the card's inside address.
 
 use lab::SystemLab;
 
@@ -55,6 +54,12 @@ impl<'a> CardPage<'a> {
     /// Posts a form of `name=value` fields (URL-encoded by curl).
     pub fn post(&self, path: &str, form: &[&str]) -> String {
         let fields: Vec<_> = form.iter().flat_map(|f| ["--data-urlencode", f]).collect();
+        self.send(path, &fields)
+    }
+
+    /// Posts a multipart form (`name=value`, or `name=@file` for a file), as a file upload.
+    pub fn upload(&self, path: &str, form: &[&str]) -> String {
+        let fields: Vec<_> = form.iter().flat_map(|f| ["-F", f]).collect();
         self.send(path, &fields)
     }
 

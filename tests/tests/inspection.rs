@@ -30,6 +30,7 @@ use std::process::Output;
 
 use anyhow::{Result, ensure};
 use e2e::browser::{Browser, Engine, Launch, Loaded, require_browser, require_firefox, session_in};
+use e2e::card_page::{CardPage, PIN, csrf_of};
 use lab::SystemLab;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -407,73 +408,6 @@ fn ocsp_from_openssl(lab: &SystemLab, chain: &str, revoked: bool) -> Vec<u8> {
         "1",
     ]);
     std::fs::read(path("resp.der")).unwrap()
-}
-
-/// The value of the first `name="csrf"` hidden field of a card page.
-fn csrf_of(page: &str) -> String {
-    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-    page[start..start + page[start..].find('"').unwrap()].to_owned()
-}
-
-const PIN: &str = "25802580";
-
-/// The card page as the owner uses it from the protected computer, with curl and a cookie jar.
-struct CardPage<'a> {
-    lab: &'a SystemLab,
-    jar: String,
-}
-
-impl<'a> CardPage<'a> {
-    /// Sets the new card up with its setup code and [`PIN`], and logs in.
-    fn set_up(lab: &'a SystemLab) -> CardPage<'a> {
-        let jar = lab.dir.join("card-cookies.txt");
-        let card = CardPage {
-            lab,
-            jar: jar.to_str().unwrap().to_owned(),
-        };
-        let setup_code = lab.card_setup_code().expect("a new card");
-        let login = card.get("/");
-        let set_up = card.post(
-            "/setup",
-            &[
-                &format!("csrf={}", csrf_of(&login)),
-                &format!("setup_code={setup_code}"),
-                &format!("new_pin={PIN}"),
-                &format!("confirm_pin={PIN}"),
-            ],
-        );
-        assert!(set_up.contains("The card is set up"), "{set_up}");
-        let dashboard = card.post(
-            "/login",
-            &[&format!("csrf={}", csrf_of(&set_up)), &format!("pin={PIN}")],
-        );
-        assert!(dashboard.contains("Log out"), "{dashboard}");
-        card
-    }
-
-    fn get(&self, path: &str) -> String {
-        self.send(path, &[])
-    }
-
-    /// Posts a form (`name=value`, or `name@file` for a file's text).
-    fn post(&self, path: &str, form: &[&str]) -> String {
-        let fields: Vec<_> = form.iter().flat_map(|f| ["--data-urlencode", f]).collect();
-        self.send(path, &fields)
-    }
-
-    /// Posts a multipart form (`name=value`, or `name=@file` for a file).
-    fn upload(&self, path: &str, form: &[&str]) -> String {
-        let fields: Vec<_> = form.iter().flat_map(|f| ["-F", f]).collect();
-        self.send(path, &fields)
-    }
-
-    fn send(&self, path: &str, fields: &[&str]) -> String {
-        let url = format!("https://{}{path}", lab::CARD_INSIDE);
-        let mut args = vec!["-k", "-L", "-b", &self.jar, "-c", &self.jar];
-        args.extend_from_slice(fields);
-        args.push(&url);
-        text(&curl(self.lab, &args).stdout)
-    }
 }
 
 /// The portal on 203.0.113.16 that requires a client certificate, and the CA that issues them.

@@ -653,23 +653,7 @@ async fn admin_no_pin_or_session_id_in_any_page_or_log() {
 #[tokio::test]
 async fn admin_managed_card_shows_the_rules_read_only_and_refuses_edits() {
     let mut browser = browser(true, IDLE_TIMEOUT);
-    let enrolment = crate::store::Enrolment {
-        server: "https://policy.example:8443".into(),
-        card_id: "c0ffee".into(),
-        group: "laptops".into(),
-        ca_pem: String::new(),
-        policy_key_pem: String::new(),
-        certificate_pem: String::new(),
-        key_pem: String::new(),
-        installed_version: 4,
-    };
-    browser
-        .state
-        .store()
-        .login(PIN)
-        .unwrap()
-        .set_managed(Some(&enrolment.emit()))
-        .unwrap();
+    make_managed(&browser);
     let csrf = browser.logged_in(PIN).await;
     let page = browser.get("/").await;
     assert!(

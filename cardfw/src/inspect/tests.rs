@@ -399,17 +399,7 @@ impl Pki {
         let leaf = params.signed_by(&key, &self.intermediate_issuer).unwrap();
         let ocsp = staple(leaf.der());
         let chain = vec![leaf.der().clone(), self.intermediate.clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert_with_ocsp(chain, key, ocsp)
-            .unwrap(),
-        )
+        server_config_stapling(chain, &key, ocsp)
     }
 
     /// An OCSP response for `leaf` saying `status`, valid over `validity` (this and next
@@ -531,6 +521,15 @@ fn ca_params(name: &str) -> CertificateParams {
 }
 
 fn server_config(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<rustls::ServerConfig> {
+    server_config_stapling(chain, key, Vec::new())
+}
+
+/// A site's TLS configuration that staples `ocsp` (none when empty).
+fn server_config_stapling(
+    chain: Vec<CertificateDer<'static>>,
+    key: &KeyPair,
+    ocsp: Vec<u8>,
+) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Arc::new(
         rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -539,7 +538,7 @@ fn server_config(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<rust
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert_with_ocsp(chain, key, ocsp)
         .unwrap(),
     )
 }
