@@ -324,6 +324,7 @@ impl CardWatch {
             s.card.allowed = report.counters.allowed;
             s.card.denied = report.counters.denied;
             s.card.recent_blocks = blocks;
+            s.card.vpns = report.vpns;
         });
     }
 

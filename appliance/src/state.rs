@@ -66,6 +66,9 @@ pub struct CardState {
     pub allowed: u64,
     pub denied: u64,
     pub recent_blocks: Vec<Block>,
+    /// The card's VPNs as it reports them (state only, never a key).
+    #[serde(default)]
+    pub vpns: Vec<proto::VpnStatus>,
 }
 
 /// Bytes each way on one link at one moment.

@@ -24,7 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serve::http::{SecurityHeaders, static_file};
-use web::appliance::{BlockView, CardView, LinkView, StatusPage};
+use web::appliance::{BlockView, CardView, LinkView, StatusPage, VpnView};
 use web::askama::Template;
 use web::graph::{Panel, Step, TrafficGraph};
 
@@ -161,6 +161,19 @@ fn status_page(snapshot: &Snapshot) -> StatusPage {
             tls_fingerprint: card.tls_fingerprint.clone(),
             allowed: card.allowed,
             denied: card.denied,
+            vpns: card
+                .vpns
+                .iter()
+                .map(|vpn| VpnView {
+                    name: vpn.name.clone(),
+                    backend: vpn.backend.clone(),
+                    unlocked: vpn.unlocked,
+                    endpoint: vpn.endpoint.clone(),
+                    handshake_age_secs: vpn.handshake_age_secs,
+                    rx_bytes: vpn.rx_bytes,
+                    tx_bytes: vpn.tx_bytes,
+                })
+                .collect(),
         },
         links: snapshot
             .links
@@ -297,6 +310,15 @@ mod tests {
                     target: "tracker.example".into(),
                     rule: "deny *.tracker.example".into(),
                 }],
+                vpns: vec![proto::VpnStatus {
+                    name: "corp".into(),
+                    backend: "kernel".into(),
+                    unlocked: false,
+                    endpoint: "198.51.100.7:51820".into(),
+                    handshake_age_secs: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                }],
             },
             history,
         }
@@ -364,6 +386,7 @@ mod tests {
             "203.0.113.7/24",
             "2026-11-25.3",
             "1 h 6 min",
+            "<dt>VPN corp</dt><dd>locked (kernel)",
         ] {
             assert!(html.contains(expected), "{expected} missing: {html}");
         }

@@ -18,7 +18,11 @@ use crate::accept;
 use crate::firewall::{Firewall, canonical};
 
 /// The status document (its fields are described in [`proto::CardStatus`]).
-pub fn render(firewall: &Firewall, started: Instant) -> proto::CardStatus {
+pub async fn render(firewall: &Firewall, started: Instant) -> proto::CardStatus {
+    let vpns = match firewall.vpns.get() {
+        Some(vpns) => vpns.statuses().await,
+        None => Vec::new(),
+    };
     let loaded = firewall.rules();
     proto::CardStatus {
         firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -32,6 +36,7 @@ pub fn render(firewall: &Firewall, started: Instant) -> proto::CardStatus {
         accept_backoffs: accept::backoffs(),
         refused_at_listener_cap: accept::refused_at_cap(),
         recent: firewall.events.recent().iter().map(Into::into).collect(),
+        vpns,
     }
 }
 
@@ -63,7 +68,7 @@ pub async fn serve(
             }
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let firewall = firewall.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &firewall, started)) }
+                async move { Ok::<_, Infallible>(respond(&request, &firewall, started).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -75,7 +80,7 @@ pub async fn serve(
     .await {}
 }
 
-fn respond(
+async fn respond(
     request: &Request<Incoming>,
     firewall: &Firewall,
     started: Instant,
@@ -84,7 +89,8 @@ fn respond(
         (&Method::GET, "/status") => (
             StatusCode::OK,
             "application/json",
-            serde_json::to_string_pretty(&render(firewall, started)).expect("status serialises"),
+            serde_json::to_string_pretty(&render(firewall, started).await)
+                .expect("status serialises"),
         ),
         (_, "/status") => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -15,4 +15,4 @@ pub mod policy;
 pub mod policy_admin;
 pub mod status;
 
-pub use status::{Action, CardStatus, CounterSnapshot, Decision};
+pub use status::{Action, CardStatus, CounterSnapshot, Decision, VpnStatus};

@@ -39,6 +39,26 @@ pub struct CardStatus {
     pub refused_at_listener_cap: u64,
     /// The last decisions, oldest first (at most 100).
     pub recent: Vec<Decision>,
+    /// The card's VPNs: their state, never a key. Missing (an older card) reads as none.
+    #[serde(default)]
+    pub vpns: Vec<VpnStatus>,
+}
+
+/// One VPN of the card as the appliance's page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnStatus {
+    /// The `[vpn.NAME]` name.
+    pub name: String,
+    /// The WireGuard implementation it runs on (`kernel`, `userspace ...`).
+    pub backend: String,
+    /// Unlocked with the PIN and up; locked, its networks and names are refused.
+    pub unlocked: bool,
+    /// The peer's `host:port`.
+    pub endpoint: String,
+    /// Seconds since the last completed handshake, while unlocked and after the first.
+    pub handshake_age_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 /// The card's counters at one moment; each only ever goes up while the card runs.
@@ -140,6 +160,15 @@ mod tests {
                     rule: "no-ads".into(),
                 },
             ],
+            vpns: vec![VpnStatus {
+                name: "corp".into(),
+                backend: "kernel".into(),
+                unlocked: true,
+                endpoint: "198.51.100.7:51820".into(),
+                handshake_age_secs: Some(12),
+                rx_bytes: 2048,
+                tx_bytes: 1024,
+            }],
         }
     }
 
@@ -162,6 +191,16 @@ mod tests {
         assert_eq!(json["recent"][1]["client"], "fd00::2");
         assert_eq!(json["tls_fingerprint"], "ab:cd");
         assert_eq!(json["recent"][0]["action"], Action::Allow.as_str());
+        assert_eq!(json["vpns"][0]["unlocked"], true);
+    }
+
+    /// An appliance newer than its card reads a status without `vpns` as a card without VPNs.
+    #[test]
+    fn a_card_without_vpns_reads_as_none() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("vpns");
+        let status: CardStatus = serde_json::from_value(json).unwrap();
+        assert!(status.vpns.is_empty());
     }
 
     #[test]

@@ -36,6 +36,41 @@ pub struct CardView {
     pub tls_fingerprint: Option<String>,
     pub allowed: u64,
     pub denied: u64,
+    /// The card's VPNs, as the card reports them.
+    pub vpns: Vec<VpnView>,
+}
+
+/// One VPN of the card: locked or up, and its tunnel's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnView {
+    pub name: String,
+    /// The WireGuard implementation (`kernel`, `userspace ...`).
+    pub backend: String,
+    pub unlocked: bool,
+    pub endpoint: String,
+    pub handshake_age_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+impl VpnView {
+    /// One line: `locked`, or `connected to host:port (kernel), last handshake 12 s ago, …`.
+    fn summary(&self) -> String {
+        if !self.unlocked {
+            return format!("locked ({}): its networks and names are refused", self.backend);
+        }
+        let handshake = match self.handshake_age_secs {
+            Some(age) => format!("last handshake {age} s ago"),
+            None => "no handshake yet".to_owned(),
+        };
+        format!(
+            "unlocked, to {} ({}), {handshake}, received {}, sent {}",
+            self.endpoint,
+            self.backend,
+            format::bytes(self.rx_bytes),
+            format::bytes(self.tx_bytes)
+        )
+    }
 }
 
 /// One network link of the appliance.
@@ -145,6 +180,26 @@ mod tests {
                 tls_fingerprint: None,
                 allowed: 1234,
                 denied: 56,
+                vpns: vec![
+                    VpnView {
+                        name: "corp".into(),
+                        backend: "kernel".into(),
+                        unlocked: true,
+                        endpoint: "198.51.100.7:51820".into(),
+                        handshake_age_secs: Some(12),
+                        rx_bytes: 2_500,
+                        tx_bytes: 900,
+                    },
+                    VpnView {
+                        name: "lab".into(),
+                        backend: "kernel".into(),
+                        unlocked: false,
+                        endpoint: "198.51.100.8:51820".into(),
+                        handshake_age_secs: None,
+                        rx_bytes: 0,
+                        tx_bytes: 0,
+                    },
+                ],
             },
             links: vec![LinkView {
                 role: "inside (protected computer)".into(),
@@ -180,6 +235,11 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script>alert"), "{html}");
+        assert!(
+            html.contains("<dt>VPN corp</dt><dd>unlocked, to 198.51.100.7:51820 (kernel), last handshake 12 s ago, received 2.50 kB, sent 900 B</dd>"),
+            "{html}"
+        );
+        assert!(html.contains("<dt>VPN lab</dt><dd>locked (kernel)"), "{html}");
         let absent = page(false).render().unwrap();
         assert!(absent.contains("CARD ABSENT — nothing passes"), "{absent}");
         assert!(absent.contains("card link down"), "{absent}");
