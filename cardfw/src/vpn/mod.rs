@@ -227,13 +227,21 @@ impl Vpn {
         true
     }
 
-    /// Locks when no connection went through for `idle_lock_secs`.
+    /// Locks when no connection went through for `idle_lock_secs`. A connection still open
+    /// through the tunnel (a long download, a kept-alive session) is use too, so the lock
+    /// never cuts one: the kernel's socket table is asked rather than the proxy counting, so
+    /// no relay path carries a guard and none can forget one.
     pub async fn lock_if_idle(&self) {
         let idle = Duration::from_secs(self.config.idle_lock_secs);
         let last = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_unlocked() && last.elapsed() >= idle {
-            self.lock("idle").await;
+        if !self.is_unlocked() || last.elapsed() < idle {
+            return;
         }
+        if connection_open_from(IpAddr::V4(self.config.address)) {
+            self.touch();
+            return;
+        }
+        self.lock("idle").await;
     }
 }
 
@@ -340,10 +348,53 @@ impl Vpns {
         Vpns { by_name }
     }
 
+    /// What the appliance's status page shows of each VPN (`proto::CardStatus::vpns`).
+    pub async fn statuses(&self) -> Vec<proto::VpnStatus> {
+        let mut statuses = Vec::new();
+        for vpn in self.iter() {
+            let stats = if vpn.is_unlocked() {
+                vpn.stats().await.unwrap_or_default()
+            } else {
+                TunnelStats::default()
+            };
+            statuses.push(proto::VpnStatus {
+                name: vpn.name.clone(),
+                backend: vpn.backend().to_owned(),
+                unlocked: vpn.is_unlocked(),
+                endpoint: vpn.config.endpoint.to_string(),
+                handshake_age_secs: stats.handshake_age.map(|age| age.as_secs()),
+                rx_bytes: stats.rx_bytes,
+                tx_bytes: stats.tx_bytes,
+            });
+        }
+        statuses
+    }
+
     /// Locks each unlocked VPN that has been idle too long.
     pub async fn lock_idle(&self) {
         for vpn in self.iter() {
             vpn.lock_if_idle().await;
+        }
+    }
+}
+
+/// Whether the card has an established TCP connection from `address` (a tunnel address: the
+/// upstream sockets to a VPN's networks bind it). Read from `/proc/net/tcp{,6}`, the table of
+/// the card's own namespace. A table that cannot be read counts as no connection: the VPN
+/// then locks on time, the safe side.
+fn connection_open_from(address: IpAddr) -> bool {
+    let table = match address {
+        IpAddr::V4(_) => procfs::net::tcp(),
+        IpAddr::V6(_) => procfs::net::tcp6(),
+    };
+    match table {
+        Ok(entries) => entries.iter().any(|entry| {
+            entry.state == procfs::net::TcpState::Established
+                && entry.local_address.ip() == address
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the TCP socket table: the idle lock counts time only");
+            false
         }
     }
 }
@@ -380,6 +431,7 @@ async fn route(interface: &str, vpn: &config::Vpn) -> Result<(), VpnError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::time::{Duration, Instant};
 
     #[test]
     fn names_and_networks() {
@@ -394,6 +446,37 @@ pub(crate) mod tests {
         assert!(!vpn.owns_name("corp.example"), "*.x is the names under x");
         assert!(!vpn.owns_name("evilcorp.example"));
         assert!(vpn.owns_name("wiki.internal"));
+    }
+
+    /// The idle lock waits while a connection from the tunnel address is open, and locks
+    /// once it is closed (here the "tunnel address" is loopback's: the kernel's socket table
+    /// is what is read, whatever the interface).
+    #[tokio::test]
+    async fn the_idle_lock_waits_for_open_connections() {
+        let text = CORP.replace("address = \"10.20.255.2\"", "address = \"127.0.0.1\"");
+        let config =
+            <crate::config::Config as crate::config::ConfigFile>::parse("c.toml", &text).unwrap();
+        let vpns = super::Vpns::unrouted_for_tests(&config, &["corp"]);
+        let vpn = vpns.get("corp").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let open = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let long_ago = || Instant::now() - Duration::from_secs(3600);
+        *vpn.last_used.lock().unwrap() = long_ago();
+        vpns.lock_idle().await;
+        assert!(vpn.is_unlocked(), "locked under an open connection");
+        drop((open, accepted, listener));
+        // Closed sockets linger in TIME_WAIT/FIN states, which are not established.
+        *vpn.last_used.lock().unwrap() = long_ago();
+        vpns.lock_idle().await;
+        assert!(!vpn.is_unlocked(), "still unlocked with nothing open, idle an hour");
+    }
+
+    #[test]
+    fn no_connection_is_open_from_an_unused_address() {
+        assert!(!super::connection_open_from("192.0.2.77".parse().unwrap()));
     }
 
     /// A `[vpn.corp]` for tests elsewhere in the crate.
