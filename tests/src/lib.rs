@@ -24,6 +24,7 @@ pub use lab::topology;
 pub use lab::origin;
 pub mod browser;
 pub mod card_page;
+pub mod corp;
 pub mod packets;
 pub mod pcsc;
 

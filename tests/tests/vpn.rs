@@ -15,14 +15,13 @@
 //!   clear on the world's link; the page shows a handshake and bytes; a rule denying a
 //!   corporate path still denies it inside the tunnel.
 //! - Locked again on the page: refused again; unlocked once more, it loads again.
+//! - The peer stops answering: the card's error page, nothing corporate in clear.
 //! - Throughput of 1 MiB through card and tunnel against the tunnel alone (curl on the card,
 //!   bound to the tunnel address, through the same userspace WireGuard): printed, for
 //!   `BENCHMARKS.md`; not asserted here (a debug build on a shared machine).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
-
 use e2e::card_page::{CardPage, PIN};
+use e2e::corp::{CARD_TUNNEL, CORP_DNS, CORP_ENDPOINT, CORP_WEB, Corp};
 use e2e::packets::{CapturedFrame, start_capture};
 use lab::SystemLab;
 
@@ -34,98 +33,6 @@ dns:         allow dns
 web:         allow http
 default deny
 ";
-
-const CORP_WEB: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 80);
-const CORP_DNS: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 53);
-/// The corp namespace's address on its link to the world: the WireGuard endpoint.
-const CORP_ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
-
-/// The `corp` namespace: wireguard-go's interface, the origin and the resolver behind it.
-struct Corp {
-    ns: lab::topology::Netns,
-    _origin: lab::origin::Server,
-    public_key: String,
-}
-
-fn start_corp(lab: &mut SystemLab) -> Corp {
-    let ns = lab.lab.namespace("corp").unwrap();
-    lab.lab
-        .link(
-            &lab.world,
-            "c0",
-            &["10.250.0.1/30"],
-            &ns,
-            "c1",
-            &["10.250.0.2/30"],
-        )
-        .unwrap();
-    ns.route("default via 10.250.0.1").unwrap();
-    lab.world.sysctl("net.ipv4.ip_forward", "1").unwrap();
-    let key_file = lab.dir.join("corp.key");
-    let public_key = ns
-        .sh(&format!(
-            "umask 077; wg genkey > {0}; wg pubkey < {0}",
-            key_file.display()
-        ))
-        .unwrap();
-    assert!(public_key.status.success(), "{public_key:?}");
-    let public_key = String::from_utf8(public_key.stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let wg = lab.lab.spawn(&ns, "wireguard-go", &["-f", "wg0"]).unwrap();
-    for _ in 0..50 {
-        if ns.run_ok("ip", &["link", "show", "wg0"]).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ns.run_ok(
-        "wg",
-        &[
-            "set",
-            "wg0",
-            "private-key",
-            key_file.to_str().unwrap(),
-            "listen-port",
-            "51820",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.lab.log_of(wg)));
-    ns.run_ok("ip", &["addr", "add", "10.20.0.1/16", "dev", "wg0"])
-        .unwrap();
-    ns.run_ok("ip", &["link", "set", "wg0", "up"]).unwrap();
-    ns.run_ok("ip", &["link", "set", "lo", "up"]).unwrap();
-    for address in [CORP_WEB, CORP_DNS] {
-        ns.run_ok(
-            "ip",
-            &["addr", "add", &format!("{address}/32"), "dev", "lo"],
-        )
-        .unwrap();
-    }
-    let origin = lab::origin::http_origin(&ns, SocketAddr::new(CORP_WEB.into(), 80)).unwrap();
-    let conf = lab.dir.join("corp-dnsmasq.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "keep-in-foreground\nlog-facility=-\nlog-queries\nno-hosts\nno-resolv\npid-file=\n\
-             listen-address={CORP_DNS}\nbind-interfaces\naddress=/intranet.corp.example/{CORP_WEB}\n"
-        ),
-    )
-    .unwrap();
-    lab.lab
-        .spawn(
-            &ns,
-            "dnsmasq",
-            &[&format!("--conf-file={}", conf.display())],
-        )
-        .unwrap();
-    Corp {
-        ns,
-        _origin: origin,
-        public_key,
-    }
-}
 
 /// Through the card's explicit proxy, from the protected computer: (status, body).
 fn through_proxy(lab: &SystemLab, url: &str) -> (String, String) {
@@ -213,14 +120,9 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let Some(mut lab) = e2e::start_system_lab("vpn", RULES) else {
         return;
     };
-    let corp = start_corp(&mut lab);
+    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
     lab.stop_card(false).unwrap();
-    lab.card_extra_config = format!(
-        "[vpn.corp]\npeer_public_key = \"{}\"\nendpoint = \"{CORP_ENDPOINT}:51820\"\n\
-         address = \"10.20.255.2\"\nnetworks = [\"10.20.0.0/16\"]\nnames = [\"*.corp.example\"]\n\
-         resolver = \"{CORP_DNS}:53\"\nidle_lock_secs = 600\n",
-        corp.public_key
-    );
+    lab.card_extra_config = corp.card_config("userspace");
     lab.start_card().unwrap();
     let card = CardPage::set_up(&lab);
 
@@ -231,19 +133,7 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     let at = page.find(marker).expect("the public key is shown") + marker.len();
     let card_key = page[at..at + 44].to_owned();
     assert!(page.contains("userspace"), "the backend is shown: {page}");
-    corp.ns
-        .run_ok(
-            "wg",
-            &[
-                "set",
-                "wg0",
-                "peer",
-                &card_key,
-                "allowed-ips",
-                "10.20.255.2/32",
-            ],
-        )
-        .unwrap();
+    corp.allow_peer(&card_key, CARD_TUNNEL).unwrap();
 
     // Locked: refused with the page that says so, and nothing corporate on the world's link.
     let capture = start_capture(&lab.world, "w0").unwrap();
@@ -305,7 +195,7 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     // from the tunnel address, through the same userspace WireGuard).
     let url = format!("http://{CORP_WEB}/bytes/1048576");
     let through_card = speed(&lab.pc, &[&url]);
-    let tunnel_alone = speed(&lab.card, &["--interface", "10.20.255.2", &url]);
+    let tunnel_alone = speed(&lab.card, &["--interface", &CARD_TUNNEL.to_string(), &url]);
     println!(
         "1 MiB: card+tunnel {:.1} MB/s, tunnel alone {:.1} MB/s ({:.2}x)",
         through_card / 1e6,
@@ -329,4 +219,17 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     assert!(unlocked.contains("corp is unlocked"), "{unlocked}");
     let (status, body) = curl(&lab, &["http://intranet.corp.example/"]);
     assert_eq!(status, "200", "{body}\n{}", lab.card_log());
+
+    // The peer stops answering (its interface goes down): the card's connection through the
+    // tunnel times out and the computer gets the card's error page, and still nothing
+    // corporate leaves in clear.
+    corp.ns.run_ok("ip", &["link", "set", "wg0", "down"]).unwrap();
+    let capture = start_capture(&lab.world, "w0").unwrap();
+    let (status, body) = curl(&lab, &["--max-time", "20", "http://intranet.corp.example/"]);
+    assert!(
+        status.starts_with('5') && !body.contains(lab::origin::HELLO.trim()),
+        "{status} {body}"
+    );
+    let leaked = leaks(&capture.stop());
+    assert!(leaked.is_empty(), "in clear with the peer gone: {leaked:#?}");
 }
