@@ -589,6 +589,7 @@ mod tests {
                 action: proto::Action::Deny,
                 rule: "no-ads".into(),
             }],
+            vpns: Vec::new(),
         }
     }
 

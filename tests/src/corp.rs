@@ -38,24 +38,10 @@ impl Corp {
         lab.link(world, "c0", &["10.250.0.1/30"], &ns, "c1", &["10.250.0.2/30"])?;
         ns.route("default via 10.250.0.1")?;
         world.sysctl("net.ipv4.ip_forward", "1")?;
-        let key_file = dir.join("corp.key");
-        let made = ns.sh(&format!(
-            "umask 077; wg genkey > {0}; wg pubkey < {0}",
-            key_file.display()
-        ))?;
-        anyhow::ensure!(made.status.success(), "wg genkey: {made:?}");
-        let public_key = String::from_utf8(made.stdout)?.trim().to_owned();
-        let wireguard = lab.spawn(&ns, "wireguard-go", &["-f", "wg0"])?;
-        for _ in 0..50 {
-            if ns.run_ok("ip", &["link", "show", "wg0"]).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let key = key_file.to_str().expect("a UTF-8 path");
+        let (wireguard, key, public_key) = wireguard_go(lab, &ns, dir, "corp")?;
         ns.run_ok(
             "wg",
-            &["set", "wg0", "private-key", key, "listen-port", "51820"],
+            &["set", "wg0", "private-key", &key, "listen-port", "51820"],
         )
         .map_err(|e| anyhow::anyhow!("{e}\n{}", lab.log_of(wireguard)))?;
         ns.run_ok("ip", &["addr", "add", "10.20.0.1/16", "dev", "wg0"])?;
@@ -99,6 +85,52 @@ impl Corp {
         )
     }
 
+    /// A second client of the corporate peer for side-by-side figures: `wireguard-go` in
+    /// its own namespace `name` linked to `world` over `link` (a /30, its first address the
+    /// world's), with `address` inside the tunnel and a route for the corporate networks.
+    pub fn reference_client(
+        &self,
+        lab: &mut Lab,
+        world: &Netns,
+        dir: &Path,
+        name: &str,
+        link: [Ipv4Addr; 2],
+        address: Ipv4Addr,
+    ) -> anyhow::Result<Netns> {
+        let ns = lab.namespace(name)?;
+        lab.link(
+            world,
+            &format!("{name}0"),
+            &[&format!("{}/30", link[0])],
+            &ns,
+            &format!("{name}1"),
+            &[&format!("{}/30", link[1])],
+        )?;
+        ns.route(&format!("default via {}", link[0]))?;
+        let (wireguard, key, public_key) = wireguard_go(lab, &ns, dir, name)?;
+        ns.run_ok(
+            "wg",
+            &[
+                "set",
+                "wg0",
+                "private-key",
+                &key,
+                "peer",
+                &self.public_key,
+                "endpoint",
+                &format!("{CORP_ENDPOINT}:51820"),
+                "allowed-ips",
+                "10.20.0.0/16",
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", lab.log_of(wireguard)))?;
+        ns.run_ok("ip", &["addr", "add", &format!("{address}/32"), "dev", "wg0"])?;
+        ns.run_ok("ip", &["link", "set", "wg0", "up"])?;
+        ns.route("10.20.0.0/16 dev wg0")?;
+        self.allow_peer(&public_key, address)?;
+        Ok(ns)
+    }
+
     /// Lets the peer with `public_key` (base64) in, from `address` inside the tunnel.
     pub fn allow_peer(&self, public_key: &str, address: Ipv4Addr) -> anyhow::Result<()> {
         self.ns.run_ok(
@@ -114,4 +146,30 @@ impl Corp {
         )?;
         Ok(())
     }
+}
+
+/// Starts `wireguard-go` on `wg0` in `ns` with a new key pair written in `dir`: its process,
+/// the private key's file and the public key.
+fn wireguard_go(
+    lab: &mut Lab,
+    ns: &Netns,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(u32, String, String)> {
+    let key_file = dir.join(format!("{name}.key"));
+    let made = ns.sh(&format!(
+        "umask 077; wg genkey > {0}; wg pubkey < {0}",
+        key_file.display()
+    ))?;
+    anyhow::ensure!(made.status.success(), "wg genkey: {made:?}");
+    let public_key = String::from_utf8(made.stdout)?.trim().to_owned();
+    let wireguard = lab.spawn(ns, "wireguard-go", &["-f", "wg0"])?;
+    for _ in 0..50 {
+        if ns.run_ok("ip", &["link", "show", "wg0"]).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = key_file.to_str().expect("a UTF-8 path").to_owned();
+    Ok((wireguard, key, public_key))
 }
