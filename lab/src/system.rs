@@ -484,8 +484,13 @@ impl Drop for SystemLab {
     }
 }
 
-/// The directory of the running executable: where `cargo build` put its sibling binaries.
+/// The directory of the running executable: where `cargo build` put its sibling binaries; or
+/// `CARDWALL_BINARIES` when set (e.g. `target/release`, for benchmark figures).
 pub fn sibling_binaries() -> PathBuf {
+    // A benchmark runs the lab (a debug test) with release binaries of the devices.
+    if let Some(dir) = std::env::var_os("CARDWALL_BINARIES") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().unwrap_or(Path::new("."));
     // Test binaries live one level down, in `deps/`.

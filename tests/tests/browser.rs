@@ -105,6 +105,7 @@ fn snapshot() -> Snapshot {
                     "default deny",
                 ),
             ],
+            vpns: Vec::new(),
         },
         history,
     }
