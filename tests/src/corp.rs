@@ -21,6 +21,7 @@ pub const CORP_ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 pub const CARD_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 20, 255, 2);
 
 /// The `corp` namespace: wireguard-go's interface `wg0`, the origin and the resolver behind it.
+#[derive(Debug)]
 pub struct Corp {
     pub ns: Netns,
     _origin: lab::origin::Server,
@@ -35,7 +36,14 @@ impl Corp {
     /// `dir`.
     pub fn start(lab: &mut Lab, world: &Netns, dir: &Path) -> anyhow::Result<Corp> {
         let ns = lab.namespace("corp")?;
-        lab.link(world, "c0", &["10.250.0.1/30"], &ns, "c1", &["10.250.0.2/30"])?;
+        lab.link(
+            world,
+            "c0",
+            &["10.250.0.1/30"],
+            &ns,
+            "c1",
+            &["10.250.0.2/30"],
+        )?;
         ns.route("default via 10.250.0.1")?;
         world.sysctl("net.ipv4.ip_forward", "1")?;
         let (wireguard, key, public_key) = wireguard_go(lab, &ns, dir, "corp")?;
@@ -124,7 +132,10 @@ impl Corp {
             ],
         )
         .map_err(|e| anyhow::anyhow!("{e}\n{}", lab.log_of(wireguard)))?;
-        ns.run_ok("ip", &["addr", "add", &format!("{address}/32"), "dev", "wg0"])?;
+        ns.run_ok(
+            "ip",
+            &["addr", "add", &format!("{address}/32"), "dev", "wg0"],
+        )?;
         ns.run_ok("ip", &["link", "set", "wg0", "up"])?;
         ns.route("10.20.0.0/16 dev wg0")?;
         self.allow_peer(&public_key, address)?;

@@ -214,7 +214,9 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     // The peer stops answering (its interface goes down): the card's connection through the
     // tunnel times out and the computer gets the card's error page, and still nothing
     // corporate leaves in clear.
-    corp.ns.run_ok("ip", &["link", "set", "wg0", "down"]).unwrap();
+    corp.ns
+        .run_ok("ip", &["link", "set", "wg0", "down"])
+        .unwrap();
     let capture = start_capture(&lab.world, "w0").unwrap();
     let (status, body) = curl(&lab, &["--max-time", "20", "http://intranet.corp.example/"]);
     assert!(
@@ -222,7 +224,10 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
         "{status} {body}"
     );
     let leaked = leaks(&capture.stop());
-    assert!(leaked.is_empty(), "in clear with the peer gone: {leaked:#?}");
+    assert!(
+        leaked.is_empty(),
+        "in clear with the peer gone: {leaked:#?}"
+    );
 }
 
 /// The median of `samples` (bytes per second).
@@ -297,7 +302,10 @@ fn vpn_throughput_side_by_side() {
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
     for ((name, _, _), median) in ways.iter().zip(&medians) {
-        println!("1 MiB, median of {rounds}: {name}: {:.1} MB/s", median / 1e6);
+        println!(
+            "1 MiB, median of {rounds}: {name}: {:.1} MB/s",
+            median / 1e6
+        );
     }
     println!(
         "card + tunnel / tunnel alone: {:.2}x; gotatun / wireguard-go: {:.2}x",

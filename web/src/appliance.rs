@@ -57,7 +57,10 @@ impl VpnView {
     /// One line: `locked`, or `connected to host:port (kernel), last handshake 12 s ago, …`.
     fn summary(&self) -> String {
         if !self.unlocked {
-            return format!("locked ({}): its networks and names are refused", self.backend);
+            return format!(
+                "locked ({}): its networks and names are refused",
+                self.backend
+            );
         }
         let handshake = match self.handshake_age_secs {
             Some(age) => format!("last handshake {age} s ago"),
@@ -239,7 +242,10 @@ mod tests {
             html.contains("<dt>VPN corp</dt><dd>unlocked, to 198.51.100.7:51820 (kernel), last handshake 12 s ago, received 2.50 kB, sent 900 B</dd>"),
             "{html}"
         );
-        assert!(html.contains("<dt>VPN lab</dt><dd>locked (kernel)"), "{html}");
+        assert!(
+            html.contains("<dt>VPN lab</dt><dd>locked (kernel)"),
+            "{html}"
+        );
         let absent = page(false).render().unwrap();
         assert!(absent.contains("CARD ABSENT — nothing passes"), "{absent}");
         assert!(absent.contains("card link down"), "{absent}");

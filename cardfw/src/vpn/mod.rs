@@ -389,8 +389,7 @@ fn connection_open_from(address: IpAddr) -> bool {
     };
     match table {
         Ok(entries) => entries.iter().any(|entry| {
-            entry.state == procfs::net::TcpState::Established
-                && entry.local_address.ip() == address
+            entry.state == procfs::net::TcpState::Established && entry.local_address.ip() == address
         }),
         Err(error) => {
             tracing::warn!(%error, "cannot read the TCP socket table: the idle lock counts time only");
@@ -461,7 +460,10 @@ pub(crate) mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let open = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let open = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         let long_ago = || Instant::now() - Duration::from_secs(3600);
         *vpn.last_used.lock().unwrap() = long_ago();
@@ -471,7 +473,10 @@ pub(crate) mod tests {
         // Closed sockets linger in TIME_WAIT/FIN states, which are not established.
         *vpn.last_used.lock().unwrap() = long_ago();
         vpns.lock_idle().await;
-        assert!(!vpn.is_unlocked(), "still unlocked with nothing open, idle an hour");
+        assert!(
+            !vpn.is_unlocked(),
+            "still unlocked with nothing open, idle an hour"
+        );
     }
 
     #[test]
