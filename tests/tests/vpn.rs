@@ -212,17 +212,41 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     assert_eq!(status, "200", "{body}\n{}", lab.card_log());
 
     // The peer stops answering (its interface goes down): the card's connection through the
-    // tunnel times out and the computer gets the card's error page, and still nothing
-    // corporate leaves in clear.
+    // tunnel times out and the computer gets the card's error page, by address and by name
+    // (the card's own lookup through the tunnel fails), and still nothing corporate leaves
+    // in clear.
     corp.ns
         .run_ok("ip", &["link", "set", "wg0", "down"])
         .unwrap();
     let capture = start_capture(&lab.world, "w0").unwrap();
-    let (status, body) = curl(&lab, &["--max-time", "20", "http://intranet.corp.example/"]);
-    assert!(
-        status.starts_with('5') && !body.contains(lab::origin::HELLO.trim()),
-        "{status} {body}"
-    );
+    for (how, (status, body)) in [
+        (
+            "by address",
+            curl(&lab, &["--max-time", "20", &format!("http://{CORP_WEB}/")]),
+        ),
+        (
+            "by name, through the proxy",
+            curl(
+                &lab,
+                &[
+                    "--max-time",
+                    "20",
+                    "-x",
+                    &format!("http://{}:3128", lab::CARD_INSIDE),
+                    "http://intranet.corp.example/",
+                ],
+            ),
+        ),
+    ] {
+        assert!(
+            status.starts_with('5') && !body.contains(lab::origin::HELLO.trim()),
+            "{how}: {status} {body}"
+        );
+    }
+    // The computer's own lookup of the name (answered from the card's cache, or failing
+    // with the corporate resolver unreachable) must not go out in clear either: the
+    // capture below sees it if it does.
+    let _answer = dig(&lab, "intranet.corp.example");
     let leaked = leaks(&capture.stop());
     assert!(
         leaked.is_empty(),
