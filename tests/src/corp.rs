@@ -7,6 +7,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use lab::topology::{Lab, Netns};
@@ -20,10 +21,12 @@ pub const CORP_ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 /// The card's address inside the tunnel.
 pub const CARD_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 20, 255, 2);
 
-/// The `corp` namespace: wireguard-go's interface `wg0`, the origin and the resolver behind it.
+/// The `corp` namespace: wireguard-go's interface, the origin and the resolver behind it.
 #[derive(Debug)]
 pub struct Corp {
     pub ns: Netns,
+    /// wireguard-go's interface in `ns`.
+    pub interface: String,
     _origin: lab::origin::Server,
     /// The corporate peer's public key (base64, as `wg` prints it).
     pub public_key: String,
@@ -46,14 +49,21 @@ impl Corp {
         )?;
         ns.route("default via 10.250.0.1")?;
         world.sysctl("net.ipv4.ip_forward", "1")?;
-        let (wireguard, key, public_key) = wireguard_go(lab, &ns, dir, "corp")?;
+        let (wireguard, interface, key, public_key) = wireguard_go(lab, &ns, dir, "corp")?;
         ns.run_ok(
             "wg",
-            &["set", "wg0", "private-key", &key, "listen-port", "51820"],
+            &[
+                "set",
+                &interface,
+                "private-key",
+                &key,
+                "listen-port",
+                "51820",
+            ],
         )
         .map_err(|e| anyhow::anyhow!("{e}\n{}", lab.log_of(wireguard)))?;
-        ns.run_ok("ip", &["addr", "add", "10.20.0.1/16", "dev", "wg0"])?;
-        ns.run_ok("ip", &["link", "set", "wg0", "up"])?;
+        ns.run_ok("ip", &["addr", "add", "10.20.0.1/16", "dev", &interface])?;
+        ns.run_ok("ip", &["link", "set", &interface, "up"])?;
         ns.run_ok("ip", &["link", "set", "lo", "up"])?;
         for address in [CORP_WEB, CORP_DNS] {
             ns.run_ok(
@@ -77,6 +87,7 @@ impl Corp {
         )?;
         Ok(Corp {
             ns,
+            interface,
             _origin: origin,
             public_key,
             wireguard,
@@ -115,12 +126,12 @@ impl Corp {
             &[&format!("{}/30", link[1])],
         )?;
         ns.route(&format!("default via {}", link[0]))?;
-        let (wireguard, key, public_key) = wireguard_go(lab, &ns, dir, name)?;
+        let (wireguard, interface, key, public_key) = wireguard_go(lab, &ns, dir, name)?;
         ns.run_ok(
             "wg",
             &[
                 "set",
-                "wg0",
+                &interface,
                 "private-key",
                 &key,
                 "peer",
@@ -134,10 +145,10 @@ impl Corp {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", lab.log_of(wireguard)))?;
         ns.run_ok(
             "ip",
-            &["addr", "add", &format!("{address}/32"), "dev", "wg0"],
+            &["addr", "add", &format!("{address}/32"), "dev", &interface],
         )?;
-        ns.run_ok("ip", &["link", "set", "wg0", "up"])?;
-        ns.route("10.20.0.0/16 dev wg0")?;
+        ns.run_ok("ip", &["link", "set", &interface, "up"])?;
+        ns.route(&format!("10.20.0.0/16 dev {interface}"))?;
         self.allow_peer(&public_key, address)?;
         Ok(ns)
     }
@@ -148,7 +159,7 @@ impl Corp {
             "wg",
             &[
                 "set",
-                "wg0",
+                &self.interface,
                 "peer",
                 public_key,
                 "allowed-ips",
@@ -159,14 +170,24 @@ impl Corp {
     }
 }
 
-/// Starts `wireguard-go` on `wg0` in `ns` with a new key pair written in `dir`: its process,
-/// the private key's file and the public key.
+/// Starts `wireguard-go` in `ns` with a new key pair written in `dir`: its process, its
+/// interface, the private key's file and the public key.
+///
+/// The interface name is unique on the machine, not only in `ns`: wireguard-go's control
+/// socket (`/var/run/wireguard/NAME.sock`, what `wg` talks to) is not per namespace, so two
+/// instances both called `wg0` would have `wg` configure the first one twice.
 fn wireguard_go(
     lab: &mut Lab,
     ns: &Netns,
     dir: &Path,
     name: &str,
-) -> anyhow::Result<(u32, String, String)> {
+) -> anyhow::Result<(u32, String, String, String)> {
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+    let interface = format!(
+        "wg{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    );
     let key_file = dir.join(format!("{name}.key"));
     let made = ns.sh(&format!(
         "umask 077; wg genkey > {0}; wg pubkey < {0}",
@@ -174,13 +195,13 @@ fn wireguard_go(
     ))?;
     anyhow::ensure!(made.status.success(), "wg genkey: {made:?}");
     let public_key = String::from_utf8(made.stdout)?.trim().to_owned();
-    let wireguard = lab.spawn(ns, "wireguard-go", &["-f", "wg0"])?;
+    let wireguard = lab.spawn(ns, "wireguard-go", &["-f", &interface])?;
     for _ in 0..50 {
-        if ns.run_ok("ip", &["link", "show", "wg0"]).is_ok() {
+        if ns.run_ok("ip", &["link", "show", &interface]).is_ok() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let key = key_file.to_str().expect("a UTF-8 path").to_owned();
-    Ok((wireguard, key, public_key))
+    Ok((wireguard, interface, key, public_key))
 }

@@ -216,7 +216,7 @@ fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
     // (the card's own lookup through the tunnel fails), and still nothing corporate leaves
     // in clear.
     corp.ns
-        .run_ok("ip", &["link", "set", "wg0", "down"])
+        .run_ok("ip", &["link", "set", &corp.interface, "down"])
         .unwrap();
     let capture = start_capture(&lab.world, "w0").unwrap();
     for (how, (status, body)) in [
