@@ -542,6 +542,22 @@ impl Browser {
         }
     }
 
+    /// Waits up to `timeout` for the text of the first element matching `css` to contain
+    /// `text`; an error that quotes what it says instead when it never does.
+    pub async fn wait_for_text(&self, css: &str, text: &str, timeout: Duration) -> Result<()> {
+        let said = self
+            .wait_until(timeout, async |b: &Browser| {
+                Ok(b.text(css).await?.contains(text))
+            })
+            .await?;
+        anyhow::ensure!(
+            said,
+            "{css} never said {text:?} within {timeout:?}; it says: {}",
+            self.text(css).await?
+        );
+        Ok(())
+    }
+
     /// Resizes the window so that the page's viewport is `width` × `height` CSS pixels (as on a
     /// phone of that size), and checks that it is.
     pub async fn set_viewport(&self, width: u32, height: u32) -> Result<()> {

@@ -876,18 +876,14 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 b.type_into("setup-pin", "2580").await?;
                 b.type_into("setup-confirm", "2580").await?;
                 b.submit("/setup").await?;
-                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
-                    Ok(b.text("main").await?.contains("Your PUK"))
-                })
-                .await?;
+                b.wait_for_text("main", "Your PUK", Duration::from_secs(10))
+                    .await?;
                 b.screenshot(&shots.join("card-setup-puk.png")).await?;
                 // A wrong PIN costs a try, and the page says how many are left.
                 b.type_into("pin", "9999").await?;
                 b.submit("/login").await?;
-                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
-                    Ok(b.text("main").await?.contains("2 tries left"))
-                })
-                .await?;
+                b.wait_for_text("main", "2 tries left", Duration::from_secs(10))
+                    .await?;
                 let tries = b.text("main").await?;
                 b.screenshot(&shots.join("card-wrong-pin.png")).await?;
                 // A wrong PIN makes this computer wait a second before the next try.
@@ -900,10 +896,8 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                 b.type_into("rules-pin", "2580").await?;
                 b.screenshot(&shots.join("card-editor.png")).await?;
                 b.submit("/rules").await?;
-                b.wait_until(Duration::from_secs(10), async |b: &Browser| {
-                    Ok(b.text("main").await?.contains("Saved as version"))
-                })
-                .await?;
+                b.wait_for_text("main", "Saved as version", Duration::from_secs(10))
+                    .await?;
                 let after = b.text("main").await?;
                 b.screenshot(&shots.join("card-saved.png")).await?;
                 b.close().await?;

@@ -604,6 +604,7 @@ fn firefox_loads_an_inspected_site() {
 /// in the same browser; locked on the page again, the portal gets the card's page saying so.
 #[test]
 fn chromium_unlocks_the_client_certificate_on_the_card_page() {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
     if !(require_browser() && e2e::browser::require_certutil()) {
         return;
     }
@@ -619,16 +620,11 @@ fn chromium_unlocks_the_client_certificate_on_the_card_page() {
     };
     let outcome = session_in(&lab.pc, launch, async move |b: &Browser| -> Result<()> {
         let card = format!("https://{}", lab::CARD_INSIDE);
-        let main_says = async |text: &str| {
-            b.wait_until(std::time::Duration::from_secs(10), async |b: &Browser| {
-                Ok(b.text("main").await?.contains(text))
-            })
-            .await
-        };
+        let main_says = async |text: &str| b.wait_for_text("main", text, WAIT).await;
         b.goto(&format!("{card}/")).await?;
         b.type_into("pin", PIN).await?;
         b.submit("/login").await?;
-        main_says("Log out").await?;
+        b.wait_for_text("body", "Log out", WAIT).await?;
         b.goto(&format!("{card}/inspection")).await?;
         b.type_into("client-cert-file", p12.to_str().unwrap())
             .await?;

@@ -24,6 +24,10 @@
 //! client running Debian's `wireguard-go` to the same peer (userspace WireGuard against
 //! userspace WireGuard).
 
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use e2e::browser::{Browser, Engine, Launch, session_in};
 use e2e::card_page::{CardPage, PIN};
 use e2e::corp::{CARD_TUNNEL, CORP_DNS, CORP_ENDPOINT, CORP_WEB, Corp};
 use e2e::packets::{CapturedFrame, start_capture};
@@ -337,4 +341,69 @@ fn vpn_throughput_side_by_side() {
         medians[1] / medians[2]
     );
     assert!(medians.iter().all(|m| *m > 0.0), "{medians:?}");
+}
+
+/// The owner, in Chromium on the protected computer: the corporate page first shows the
+/// card's "VPN is locked" page; logged in on the card page, the PIN typed into the VPN's
+/// form unlocks it and the same address loads through the tunnel; "Disconnect and lock" on
+/// the page and it is refused again. The browser does what it always does (its HTTPS
+/// upgrade first, then plain HTTP), and nothing on the computer knows about the tunnel.
+#[test]
+fn chromium_unlocks_the_vpn_on_the_card_page() {
+    if !e2e::browser::require_browser()
+        || !e2e::require_program("wireguard-go", "wireguard-go")
+        || !e2e::require_program("wg", "wireguard-tools")
+    {
+        return;
+    }
+    let Some(mut lab) = e2e::start_system_lab("vpnchr", RULES) else {
+        return;
+    };
+    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
+    lab.stop_card(false).unwrap();
+    lab.card_extra_config = corp.card_config("auto");
+    lab.start_card().unwrap();
+    let card = CardPage::set_up(&lab);
+    let page = card.get("/vpn");
+    let marker = "id=\"vpn-corp-public-key\">";
+    let at = page.find(marker).expect("the public key is shown") + marker.len();
+    corp.allow_peer(&page[at..at + 44], CARD_TUNNEL).unwrap();
+
+    let launch = Launch {
+        accept_self_signed: true,
+        ..Launch::new(Engine::Chromium).in_netns(lab.pc.name())
+    };
+    let outcome = session_in(&lab.pc, launch, async move |b: &Browser| -> Result<()> {
+        let card = format!("https://{}", lab::CARD_INSIDE);
+        let intranet = "http://intranet.corp.example/";
+        let wait = Duration::from_secs(15);
+        let main_says = async |text: &str| b.wait_for_text("main", text, wait).await;
+        b.goto(intranet).await?;
+        let body = b.text("body").await?;
+        ensure!(body.contains("VPN is locked"), "before unlock: {body}");
+
+        b.goto(&format!("{card}/")).await?;
+        b.type_into("pin", PIN).await?;
+        b.submit("/login").await?;
+        b.wait_for_text("body", "Log out", wait).await?;
+        b.goto(&format!("{card}/vpn")).await?;
+        b.type_into("vpn-corp-pin", PIN).await?;
+        b.submit("/vpn/unlock").await?;
+        main_says("corp is unlocked").await?;
+
+        b.goto(intranet).await?;
+        let body = b.text("body").await?;
+        ensure!(body.contains(lab::origin::HELLO.trim()), "unlocked: {body}");
+
+        b.goto(&format!("{card}/vpn")).await?;
+        b.submit("/vpn/lock").await?;
+        main_says("corp is locked").await?;
+        b.goto(intranet).await?;
+        let body = b.text("body").await?;
+        ensure!(body.contains("VPN is locked"), "locked again: {body}");
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("chromium and the VPN: {e:#}\ncard log:\n{}", lab.card_log());
+    }
 }
