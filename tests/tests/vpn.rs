@@ -42,6 +42,30 @@ web:         allow http
 default deny
 ";
 
+/// The whole lab and the `corp` namespace, the card restarted with `[vpn.corp]` on `backend`
+/// (`None`: skipped without wireguard-go or wg, outside CI).
+fn lab_with_corp(tag: &str, backend: &str) -> Option<(SystemLab, Corp)> {
+    if !e2e::require_program("wireguard-go", "wireguard-go")
+        || !e2e::require_program("wg", "wireguard-tools")
+    {
+        return None;
+    }
+    let mut lab = e2e::start_system_lab(tag, RULES)?;
+    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
+    lab.stop_card(false).unwrap();
+    lab.card_extra_config = corp.card_config(backend);
+    lab.start_card().unwrap();
+    Some((lab, corp))
+}
+
+/// The card's public key for `corp`, as its VPN page shows it (base64).
+fn card_public_key(card: &CardPage) -> String {
+    let page = card.get("/vpn");
+    let marker = "id=\"vpn-corp-public-key\">";
+    let at = page.find(marker).expect("the public key is shown") + marker.len();
+    page[at..at + 44].to_owned()
+}
+
 /// Through the card's explicit proxy, from the protected computer: (status, body).
 fn through_proxy(lab: &SystemLab, url: &str) -> (String, String) {
     curl(
@@ -120,28 +144,17 @@ fn speed(ns: &lab::topology::Netns, args: &[&str]) -> f64 {
 
 #[test]
 fn corporate_destinations_go_only_through_the_unlocked_tunnel() {
-    if !e2e::require_program("wireguard-go", "wireguard-go")
-        || !e2e::require_program("wg", "wireguard-tools")
-    {
-        return;
-    }
-    let Some(mut lab) = e2e::start_system_lab("vpn", RULES) else {
+    let Some((lab, corp)) = lab_with_corp("vpn", "userspace") else {
         return;
     };
-    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
-    lab.stop_card(false).unwrap();
-    lab.card_extra_config = corp.card_config("userspace");
-    lab.start_card().unwrap();
     let card = CardPage::set_up(&lab);
 
     // The card's public key is on the page (never the private one): the peer is told it.
     let page = card.get("/vpn");
     assert!(page.contains("Locked"), "{page}");
-    let marker = "id=\"vpn-corp-public-key\">";
-    let at = page.find(marker).expect("the public key is shown") + marker.len();
-    let card_key = page[at..at + 44].to_owned();
     assert!(page.contains("userspace"), "the backend is shown: {page}");
-    corp.allow_peer(&card_key, CARD_TUNNEL).unwrap();
+    corp.allow_peer(&card_public_key(&card), CARD_TUNNEL)
+        .unwrap();
 
     // Locked: refused with the page that says so, and nothing corporate on the world's link.
     let capture = start_capture(&lab.world, "w0").unwrap();
@@ -267,19 +280,13 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[test]
 #[ignore = "a benchmark: run it with --ignored (BENCHMARKS.md)"]
 fn vpn_throughput_side_by_side() {
-    if !e2e::require_program("wireguard-go", "wireguard-go")
-        || !e2e::require_program("wg", "wireguard-tools")
-    {
-        return;
-    }
     let rounds: usize = std::env::var("CARDWALL_BENCH_ROUNDS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(15);
-    let Some(mut lab) = e2e::start_system_lab("vpnbench", RULES) else {
+    let Some((mut lab, corp)) = lab_with_corp("vpnbench", "userspace") else {
         return;
     };
-    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
     let reference_address = std::net::Ipv4Addr::new(10, 20, 255, 3);
     let reference = corp
         .reference_client(
@@ -291,14 +298,9 @@ fn vpn_throughput_side_by_side() {
             reference_address,
         )
         .unwrap();
-    lab.stop_card(false).unwrap();
-    lab.card_extra_config = corp.card_config("userspace");
-    lab.start_card().unwrap();
     let card = CardPage::set_up(&lab);
-    let page = card.get("/vpn");
-    let marker = "id=\"vpn-corp-public-key\">";
-    let at = page.find(marker).expect("the public key is shown") + marker.len();
-    corp.allow_peer(&page[at..at + 44], CARD_TUNNEL).unwrap();
+    corp.allow_peer(&card_public_key(&card), CARD_TUNNEL)
+        .unwrap();
     let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
     assert!(unlocked.contains("corp is unlocked"), "{unlocked}");
 
@@ -350,24 +352,15 @@ fn vpn_throughput_side_by_side() {
 /// upgrade first, then plain HTTP), and nothing on the computer knows about the tunnel.
 #[test]
 fn chromium_unlocks_the_vpn_on_the_card_page() {
-    if !e2e::browser::require_browser()
-        || !e2e::require_program("wireguard-go", "wireguard-go")
-        || !e2e::require_program("wg", "wireguard-tools")
-    {
+    if !e2e::browser::require_browser() {
         return;
     }
-    let Some(mut lab) = e2e::start_system_lab("vpnchr", RULES) else {
+    let Some((lab, corp)) = lab_with_corp("vpnchr", "auto") else {
         return;
     };
-    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
-    lab.stop_card(false).unwrap();
-    lab.card_extra_config = corp.card_config("auto");
-    lab.start_card().unwrap();
     let card = CardPage::set_up(&lab);
-    let page = card.get("/vpn");
-    let marker = "id=\"vpn-corp-public-key\">";
-    let at = page.find(marker).expect("the public key is shown") + marker.len();
-    corp.allow_peer(&page[at..at + 44], CARD_TUNNEL).unwrap();
+    corp.allow_peer(&card_public_key(&card), CARD_TUNNEL)
+        .unwrap();
 
     let launch = Launch {
         accept_self_signed: true,
