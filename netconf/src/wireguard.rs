@@ -149,21 +149,18 @@ impl Wireguard {
         Ok(device_from(messages))
     }
 
-    /// Sends a SET and waits for the kernel's acknowledgement.
+    /// Sends a SET and waits for the kernel's answer: an error, or an acknowledgement, which
+    /// `netlink-proto` keeps to itself and ends the replies with.
     async fn change(&self, message: WireguardMessage, what: String) -> Result<(), NetlinkError> {
         let mut replies = self.request(message, NLM_F_REQUEST | NLM_F_ACK, &|| what.clone())?;
         while let Some(reply) = replies.next().await {
-            if let NetlinkPayload::Error(error) = reply.payload {
-                return match error.code {
-                    Some(_) => Err(wireguard_error(what, error.to_io())),
-                    None => Ok(()),
-                };
+            if let NetlinkPayload::Error(error) = reply.payload
+                && error.code.is_some()
+            {
+                return Err(wireguard_error(what, error.to_io()));
             }
         }
-        Err(wireguard_error(
-            what,
-            io::Error::other("the kernel did not acknowledge"),
-        ))
+        Ok(())
     }
 
     fn request(
