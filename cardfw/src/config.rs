@@ -50,12 +50,13 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VpnBackend {
-    /// The kernel's when it has WireGuard and cardfw can drive it, else the userspace one.
+    /// The kernel's when it can make a WireGuard link here, else the userspace one (with a
+    /// log line saying why).
     #[default]
     Auto,
     /// cardfw's own WireGuard on a TUN device (gotatun).
     Userspace,
-    /// The kernel's WireGuard over netlink (not written yet: asking for it fails at start).
+    /// The kernel's WireGuard over netlink; start fails when the kernel has none.
     Kernel,
 }
 

@@ -192,6 +192,10 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(inside = %inside, outside = %config.outside_address, "card firewall running");
 
     let outcome = watch(&firewall, &mut tasks).await;
+    // Locked and gone before the process is: a kernel WireGuard link would outlive it.
+    if let Some(vpns) = firewall.vpns.get() {
+        vpns.stop().await;
+    }
     if firewall.config.transparent {
         intercept::remove().await;
     }

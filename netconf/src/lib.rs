@@ -2,6 +2,8 @@
 //!
 //! - [`netlink`] — links, addresses, routes and policy rules over rtnetlink; link events. Neither
 //!   program shells out to `ip`.
+//! - [`wireguard`] — the kernel's WireGuard over generic netlink: a link's key and peer, its
+//!   handshake and byte counters.
 //! - [`sysfs`] — what only sysfs tells: the link a driver is bound to (the card), byte counters.
 //! - [`nft`] — an nftables ruleset applied in one transaction.
 //!
@@ -11,3 +13,4 @@
 pub mod netlink;
 pub mod nft;
 pub mod sysfs;
+pub mod wireguard;

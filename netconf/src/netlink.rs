@@ -24,6 +24,7 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::route::RouteAddress;
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -32,7 +33,7 @@ use rtnetlink::packet_route::rule::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::AsyncSocket;
-use rtnetlink::{IpVersion, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{IpVersion, LinkUnspec, LinkWireguard, RouteMessageBuilder};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -72,6 +73,26 @@ pub enum NetlinkError {
         /// The kernel's answer.
         source: rtnetlink::Error,
     },
+    /// The kernel's WireGuard (its generic-netlink family, see [`crate::wireguard`]) refused a
+    /// request, or answered with something unexpected.
+    #[error("{what}: {source}")]
+    Wireguard {
+        /// What was being done, e.g. `configuring WireGuard on cw-corp`.
+        what: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// A WireGuard link still holds a private key or a peer after it was cleared: it could
+    /// still send, so the caller must not believe it locked.
+    #[error(
+        "WireGuard on {interface} still has {peers} peer(s) and {} after clearing it",
+        if *private_key { "a private key" } else { "no private key" }
+    )]
+    NotCleared {
+        interface: String,
+        private_key: bool,
+        peers: usize,
+    },
     /// The netlink socket could not be opened or bound.
     #[error("netlink socket: {0}")]
     Io(#[from] io::Error),
@@ -92,8 +113,12 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             NetlinkError::Kernel { source, .. } => kernel_errno(source),
-            NetlinkError::Io(error) => error.raw_os_error().map(Errno::from_raw),
-            NetlinkError::NoSuchLink(_) | NetlinkError::AmbiguousRule { .. } => None,
+            NetlinkError::Io(error) | NetlinkError::Wireguard { source: error, .. } => {
+                error.raw_os_error().map(Errno::from_raw)
+            }
+            NetlinkError::NoSuchLink(_)
+            | NetlinkError::AmbiguousRule { .. }
+            | NetlinkError::NotCleared { .. } => None,
         }
     }
 }
@@ -257,6 +282,60 @@ impl Netlink {
             .execute()
             .await
             .map_err(kernel(format!("setting link {name} {state}")))
+    }
+
+    /// Creates the kernel WireGuard link `name` (`ip link add NAME type wireguard`), down, with
+    /// no key and no peer, after deleting one an earlier run left behind (a crash leaves the
+    /// link, and whatever key and peer it had). Fails when the kernel has no WireGuard.
+    pub async fn recreate_wireguard_link(&self, name: &str) -> Result<(), NetlinkError> {
+        self.delete_link(name).await?;
+        self.handle
+            .link()
+            .add(LinkWireguard::new(name).build())
+            .execute()
+            .await
+            .map_err(kernel(format!("creating the WireGuard link {name}")))
+    }
+
+    /// Deletes the link `name` (`ip link del NAME`); one already gone is not an error.
+    pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = match self.link_index(name).await {
+            Err(NetlinkError::NoSuchLink(_)) => return Ok(()),
+            found => found?,
+        };
+        let result = self.handle.link().del(index).execute().await;
+        if failed_with(&result, &[Errno::ENODEV]) {
+            return Ok(());
+        }
+        result.map_err(kernel(format!("deleting link {name}")))
+    }
+
+    /// The source address the kernel gives a packet to `destination` from a socket bound to
+    /// no address (`ip route get DESTINATION`, its `src`); `None` when no route says.
+    pub async fn source_toward(&self, destination: IpAddr) -> Result<Option<IpAddr>, NetlinkError> {
+        let mut query = RouteMessage::default();
+        let (family, length) = match destination {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        query.header.address_family = family;
+        query.header.destination_prefix_length = length;
+        query
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(destination)));
+        let mut answers = pin!(self.handle.route().get(query).execute());
+        let route = answers
+            .try_next()
+            .await
+            .map_err(kernel(format!("looking up the route to {destination}")))?;
+        Ok(route.and_then(|route| {
+            find_attribute!(route.attributes, RouteAttribute::PrefSource(source) => source.clone())
+        })
+        .and_then(|source| match source {
+            RouteAddress::Inet(address) => Some(IpAddr::V4(address)),
+            RouteAddress::Inet6(address) => Some(IpAddr::V6(address)),
+            _ => None,
+        }))
     }
 
     /// Whether the link can carry packets now: administratively up and operationally up

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Builds the QEMU test image: one initramfs holding the appliance and the card, from Debian's
-# packages (the installed linux-image-amd64's modules, busybox-static, nftables, iproute2,
-# dnsmasq, each binary with the shared libraries ldd names), our binaries, and the SAME rootfs
-# overlays the Buildroot images ship (buildroot/board/cardwall/...): what the boot test checks
-# is what ships. Buildroot cannot download its sources on the CI machine; this can run offline.
+# packages (the installed linux-image-amd64's modules, WireGuard's among them, busybox-static,
+# nftables, iproute2, dnsmasq, wireguard-tools' wg, each binary with the shared libraries ldd
+# names), our binaries, and the SAME rootfs overlays the Buildroot images ship
+# (buildroot/board/cardwall/...): what the boot test checks is what ships. Buildroot cannot
+# download its sources on the CI machine; this can run offline.
 #
 # usage: build-initramfs.sh OUT_DIR BIN_DIR
 #   OUT_DIR  gets initramfs.cpio (uncompressed: no decompression time under TCG) and vmlinuz
@@ -46,6 +47,9 @@ copy_with_libraries "$(command -v dnsmasq)" /usr/sbin/dnsmasq
 # iproute2's ip: network namespaces and the fwmark rule cardfw installs (busybox ip has neither).
 rm -f "$root/sbin/ip" "$root/bin/ip"
 copy_with_libraries "$(command -v ip)" /sbin/ip
+# wireguard-tools' wg: the test reads the card's kernel WireGuard link with it, as a second
+# opinion beside cardfw's own netlink reading.
+copy_with_libraries "$(command -v wg)" /usr/bin/wg
 for program in appliance cardfw; do
 	objcopy --strip-debug "$bin/$program" "$root/usr/bin/$program"
 	copy_with_libraries "$root/usr/bin/$program" /usr/bin/$program.tmp
@@ -56,7 +60,8 @@ done
 # kernel's own module requests (nft expressions) then find them through modules.dep.
 modules="virtio_pci virtio_net configfs dummy_hcd libcomposite usb_f_eem cdc_eem
 	nf_tables nft_ct nft_nat nft_chain_nat nft_masq nft_reject_inet nft_reject_ipv4
-	nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_tproxy nf_tproxy_ipv4 nf_tproxy_ipv6 nft_socket"
+	nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_tproxy nf_tproxy_ipv4 nf_tproxy_ipv6 nft_socket
+	wireguard"
 for module in $modules; do
 	modprobe -S "$kver" --show-depends "$module" 2> /dev/null | sed -n 's/^insmod \([^ ]*\).*/\1/p'
 done | sort -u | while read -r file; do

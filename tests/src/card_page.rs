@@ -1,7 +1,10 @@
-//! The card page as its owner uses it from the protected computer of a [`SystemLab`]: curl
-//! with a cookie jar, over HTTPS to the card's inside address.
+//! The card page as its owner uses it from the protected computer (of a [`SystemLab`], or
+//! the image test's): curl with a cookie jar, over HTTPS to the card's inside address.
+
+use std::path::Path;
 
 use lab::SystemLab;
+use lab::topology::Netns;
 
 /// The PIN the tests set.
 pub const PIN: &str = "25802580";
@@ -9,7 +12,7 @@ pub const PIN: &str = "25802580";
 /// A logged-in owner's session on the card page.
 #[derive(Debug)]
 pub struct CardPage<'a> {
-    lab: &'a SystemLab,
+    pc: &'a Netns,
     jar: String,
 }
 
@@ -22,12 +25,18 @@ pub fn csrf_of(page: &str) -> String {
 impl<'a> CardPage<'a> {
     /// Sets the new card up with its setup code and [`PIN`], and logs in.
     pub fn set_up(lab: &'a SystemLab) -> CardPage<'a> {
-        let jar = lab.dir.join("card-cookies.txt");
+        let setup_code = lab.card_setup_code().expect("a new card");
+        CardPage::set_up_from(&lab.pc, &lab.dir, &setup_code)
+    }
+
+    /// Sets the new card up from the computer `pc` with `setup_code` and [`PIN`], and logs
+    /// in; the cookie jar goes in `dir`.
+    pub fn set_up_from(pc: &'a Netns, dir: &Path, setup_code: &str) -> CardPage<'a> {
+        let jar = dir.join("card-cookies.txt");
         let card = CardPage {
-            lab,
+            pc,
             jar: jar.to_str().expect("a UTF-8 path").to_owned(),
         };
-        let setup_code = lab.card_setup_code().expect("a new card");
         let login = card.get("/");
         let set_up = card.post(
             "/setup",
@@ -86,7 +95,7 @@ impl<'a> CardPage<'a> {
         ];
         args.extend_from_slice(fields);
         args.push(&url);
-        let out = self.lab.pc.run("curl", &args).expect("curl runs");
+        let out = self.pc.run("curl", &args).expect("curl runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

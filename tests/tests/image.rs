@@ -2,7 +2,9 @@
 //! tools, our binaries, the Buildroot overlays) boots in QEMU with the appliance and the card
 //! meeting over a real CDC-EEM USB link (dummy_hcd), wired to a protected computer and an
 //! outside world in namespaces on this machine. Curl and Chromium browse through it from the
-//! protected computer.
+//! protected computer. Last, the card is a VPN gateway on the kernel's WireGuard (issue 15;
+//! this machine's kernel has none, Debian's in the VM has): the corporate peer of
+//! `tests/vpn.rs` behind the world, unlocked with the PIN on the card page.
 //!
 //! Boot log, control transcript and the devices' own logs: `target/image/`.
 
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use e2e::browser::{Browser, Engine, Launch, Loaded, session_in};
+use e2e::card_page::{CardPage, PIN};
+use e2e::corp::{CARD_TUNNEL, CORP_WEB, Corp};
 use e2e::packets::{self, ALL_KINDS, Kind, Target};
 use lab::origin;
 use lab::topology::{Lab, Netns};
@@ -412,6 +416,8 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
         || !e2e::require_program("curl", "curl")
         || !e2e::require_program("dnsmasq", "dnsmasq-base")
         || !e2e::require_program("cpio", "cpio")
+        || !e2e::require_program("wireguard-go", "wireguard-go")
+        || !e2e::require_program("wg", "wireguard-tools")
         || !e2e::browser::require_browser()
         || !e2e::browser::require_certutil()
     {
@@ -688,16 +694,105 @@ fn image_boots_and_the_card_decides_over_a_real_cdc_eem_link() {
         log(&mut vm)
     );
 
+    let vpn_checks = Instant::now();
+    vpn_on_the_kernel(&mut vm, &mut lab, &world, &pc, &lab_dir);
+    let vpn_checks = vpn_checks.elapsed();
+
     let logs = log(&mut vm);
     std::fs::write(dir.join("devices.log"), &logs).unwrap();
     let report = format!(
         "image (initramfs.cpio): {image_bytes} bytes\nboot scripts done (control channel ready): {boot_scripts_done:?}\nboot to traffic: {boot_to_traffic:?}\n\
          card seen after: {card_seen:?} (from the pc's DHCP lease)\n1 MiB download through the EEM link: {download:?}\n\
          status page said the card is absent after: {said_absent:?}\ntraffic back after replug: {restored:?}\n\
-         chromium checks (start, allowed, denied https, denied DNS): {browser_checks:?}\n"
+         chromium checks (start, allowed, denied https, denied DNS): {browser_checks:?}\n\
+         VPN on the kernel's WireGuard (restart, set up, unlock, load, lock): {vpn_checks:?}\n"
     );
     std::fs::write(dir.join("measurements.txt"), &report).unwrap();
     eprintln!("{report}");
+}
+
+/// A command run in the card's namespace of the VM.
+fn on_the_card(command: &str) -> String {
+    format!("nsenter --net=/run/netns/card {command}")
+}
+
+/// The card given `[vpn.corp]` on `backend = "kernel"` (and restarted, as after an update of
+/// its configuration), the corporate peer behind the world: the page shows the kernel
+/// backend; locked, the corporate web server is refused and the kernel's link has no peer;
+/// unlocked with the PIN, it loads through the tunnel; locked again, refused again and no
+/// peer on the link (read with `wg`, not only by cardfw).
+fn vpn_on_the_kernel(vm: &mut Vm, lab: &mut Lab, world: &Netns, pc: &Netns, dir: &Path) {
+    let log = |vm: &mut Vm| vm.run("cat /var/log/cardwall-cardfw.log").0;
+    let corp = Corp::start(lab, world, dir).expect("the corporate peer");
+    // One command a line on the control channel: the newlines go as printf escapes.
+    let config = corp.card_config("kernel").replace('\n', "\\n");
+    vm.run_ok(&format!(
+        "printf '\\n{config}' >> /etc/cardwall/cardfw.toml"
+    ));
+    vm.run_ok(&on_the_card(
+        "unshare -m sh -c 'mount -t sysfs sysfs /sys; /etc/init.d/S50cardwall-cardfw restart'",
+    ));
+    let ready = within(Duration::from_secs(30), || {
+        vm.run("grep -q 'VPN ready, locked' /var/log/cardwall-cardfw.log")
+            .1
+            == 0
+    });
+    assert!(ready.is_some(), "the VPN did not start:\n{}", log(vm));
+    let setup_code = vm
+        .run_ok(&on_the_card(
+            "cardfw --config /etc/cardwall/cardfw.toml setup-code",
+        ))
+        .trim()
+        .to_owned();
+    let page_up = within(Duration::from_secs(30), || {
+        curl(pc, &["-k", &format!("https://{CARD_INSIDE}/")]).0 == 0
+    });
+    assert!(page_up.is_some(), "no card page:\n{}", log(vm));
+    let card = CardPage::set_up_from(pc, dir, &setup_code);
+    let page = card.get("/vpn");
+    assert!(
+        page.contains("kernel"),
+        "the kernel backend is shown: {page}"
+    );
+    let marker = "id=\"vpn-corp-public-key\">";
+    let at = page.find(marker).expect("the public key is shown") + marker.len();
+    corp.allow_peer(&page[at..at + 44], CARD_TUNNEL).unwrap();
+    let corp_web = format!("http://{CORP_WEB}/");
+    let peers = |vm: &mut Vm| vm.run_ok(&on_the_card("wg show cw-corp peers"));
+
+    let (_, body) = curl(pc, &[&corp_web]);
+    assert!(body.contains("VPN is locked"), "locked: {body}");
+    assert_eq!(peers(vm).trim(), "", "a peer on the locked link");
+
+    let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
+    assert!(
+        unlocked.contains("corp is unlocked"),
+        "{unlocked}\n{}",
+        log(vm)
+    );
+    let loaded = within(Duration::from_secs(20), || {
+        curl(pc, &[&corp_web]).1 == origin::HELLO
+    });
+    assert!(
+        loaded.is_some(),
+        "nothing through the kernel tunnel: {:?}\n{}\n{}",
+        curl(pc, &[&corp_web]),
+        vm.run(&on_the_card("wg show cw-corp")).0,
+        log(vm)
+    );
+    assert_eq!(
+        peers(vm).trim(),
+        corp.public_key,
+        "the unlocked link's peer"
+    );
+    let page = card.get("/vpn");
+    assert!(page.contains(" s ago"), "a handshake is shown: {page}");
+
+    let locked = card.post_from("/vpn", "/vpn/lock", &["name=corp"]);
+    assert!(locked.contains("corp is locked"), "{locked}");
+    assert_eq!(peers(vm).trim(), "", "a peer on the link after locking");
+    let (_, body) = curl(pc, &[&corp_web]);
+    assert!(body.contains("VPN is locked"), "locked again: {body}");
 }
 
 fn pc_address(pc: &Netns) -> std::net::Ipv4Addr {

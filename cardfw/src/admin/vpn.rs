@@ -78,13 +78,25 @@ pub(super) async fn lock(
         return render(&state, &session, None, Some(unknown(&form.name))).await;
     };
     let name = &vpn.name;
-    let notice = if vpn.lock("the owner locked it").await {
-        tracing::info!(vpn = %name, "admin page: VPN locked");
-        format!("{name} is locked: its networks and names are refused until you unlock it.")
-    } else {
-        format!("{name} was already locked.")
-    };
-    render(&state, &session, Some(notice), None).await
+    match vpn.lock("the owner locked it").await {
+        Ok(true) => {
+            tracing::info!(vpn = %name, "admin page: VPN locked");
+            let notice = format!(
+                "{name} is locked: its networks and names are refused until you unlock it."
+            );
+            render(&state, &session, Some(notice), None).await
+        }
+        Ok(false) => {
+            let notice = format!("{name} was already locked.");
+            render(&state, &session, Some(notice), None).await
+        }
+        Err(error) => {
+            let error = format!(
+                "{name} is locked for the firewall (its networks and names are refused), but its tunnel did not stop: {error}."
+            );
+            render(&state, &session, None, Some(error)).await
+        }
+    }
 }
 
 /// The VPN the form names, when the card has one of that name.

@@ -16,11 +16,13 @@
 //!
 //! # Locked and unlocked
 //!
-//! Locked is the normal state: the private key is not in memory, nothing reads the interface,
-//! and [`crate::firewall::Firewall`] refuses every connection to the VPN's networks and names
-//! with `vpn-locked`. Unlocking takes the PIN ([`crate::store::AdminSession::unlock_vpn_key`]);
-//! the VPN locks again when the owner locks it, after `idle_lock_secs` with no connection
-//! through it, and when the card restarts. This is the client certificate's life
+//! Locked is the normal state: the private key is neither in cardfw's memory nor in the
+//! kernel's, the interface sends nothing (nothing reads the TUN device; the kernel's link has
+//! no peer), and [`crate::firewall::Firewall`] refuses every connection to the VPN's networks
+//! and names with `vpn-locked`. Unlocking takes the PIN
+//! ([`crate::store::AdminSession::unlock_vpn_key`]); the VPN locks again when the owner locks
+//! it, after `idle_lock_secs` with no connection through it, and when cardfw stops
+//! ([`Vpns::stop`]) or the card restarts. This is the client certificate's life
 //! (`crate::inspect::client_cert`) applied to a tunnel.
 //!
 //! # Which WireGuard
@@ -34,10 +36,16 @@
 //!   provider (its default `aws-lc-rs` is turned off). Its UDP socket is bound to the card's
 //!   outside address, so the tunnel's packets leave like every other card connection and the
 //!   appliance sees nothing new.
-//! - **kernel** ([`kernel`]): **not written yet.** The kernel's WireGuard configured over its
-//!   generic-netlink family is the path for cards whose kernel has it; asking for it fails at
-//!   start with [`VpnError::KernelNotImplemented`], and `auto` uses the userspace path (and
-//!   says so in the log) even where the kernel has WireGuard.
+//! - **kernel** ([`kernel`]): the kernel's WireGuard, configured by cardfw over netlink
+//!   (`netconf::wireguard`, on `netlink-packet-wireguard`): no packet crosses into userspace,
+//!   which on a card-sized CPU is the difference that counts. Its link is made at start with
+//!   no key and no peer, so what the routes send into it is dropped; unlocking sets the key
+//!   and the peer, locking removes both and reads the link back to be sure. Its UDP leaves
+//!   from the outside address by the card's routing, which is checked at start.
+//!
+//! `backend = "kernel"` fails at start when the kernel cannot make a WireGuard link (or
+//! would send the tunnel's packets from another address than the outside one); `auto` tries
+//! the kernel the same way and, failing, says why in the log and uses userspace.
 
 mod kernel;
 mod userspace;
@@ -63,9 +71,18 @@ const MAIN_TABLE: u32 = 254;
 #[derive(Debug, thiserror::Error)]
 pub enum VpnError {
     #[error(
-        "the kernel WireGuard path is not written yet in cardfw: set backend = \"userspace\" (or \"auto\")"
+        "the route to the endpoint {endpoint} leaves from {}, not the card's outside address {outside}: give the card's default route `src {outside}` (or set backend = \"userspace\")",
+        from.map_or("no address".to_owned(), |from| from.to_string())
     )]
-    KernelNotImplemented,
+    KernelSource {
+        endpoint: std::net::SocketAddr,
+        from: Option<IpAddr>,
+        outside: IpAddr,
+    },
+    #[error(
+        "VPN {name} has backend = \"kernel\", and the kernel's WireGuard cannot carry it here: {source} (backend = \"auto\" would use userspace WireGuard)"
+    )]
+    KernelBackend { name: String, source: Box<VpnError> },
     #[error("cannot create the TUN device {interface}: {why}")]
     Tun { interface: String, why: String },
     #[error("cannot configure {interface}: {source}")]
@@ -86,6 +103,9 @@ pub enum VpnError {
 pub enum Tunnel {
     Userspace(userspace::Userspace),
     Kernel(kernel::Kernel),
+    /// No tunnel at all: VPNs to decide with in unit tests ([`Vpns::unrouted_for_tests`]).
+    #[cfg(test)]
+    Unrouted,
 }
 
 /// What the card page shows of a tunnel.
@@ -102,28 +122,44 @@ impl Tunnel {
     pub fn backend(&self) -> &'static str {
         match self {
             Tunnel::Userspace(_) => "userspace (gotatun on TUN)",
-            Tunnel::Kernel(_) => "kernel",
+            Tunnel::Kernel(_) => "kernel (WireGuard over netlink)",
+            #[cfg(test)]
+            Tunnel::Unrouted => "none (unit tests)",
         }
     }
 
-    async fn up(&self, vpn: &config::Vpn, key: StaticSecret, from: IpAddr) -> Result<(), String> {
+    async fn up(
+        &self,
+        vpn: &config::Vpn,
+        key: &Zeroizing<[u8; 32]>,
+        from: IpAddr,
+    ) -> Result<(), String> {
         match self {
-            Tunnel::Userspace(tunnel) => tunnel.up(vpn, key, from).await,
-            Tunnel::Kernel(tunnel) => tunnel.up(),
+            Tunnel::Userspace(tunnel) => tunnel.up(vpn, StaticSecret::from(**key), from).await,
+            Tunnel::Kernel(tunnel) => tunnel.up(vpn, key).await,
+            #[cfg(test)]
+            Tunnel::Unrouted => Err("no tunnel in unit tests".to_owned()),
         }
     }
 
-    async fn down(&self) {
+    async fn down(&self) -> Result<(), netconf::netlink::NetlinkError> {
         match self {
-            Tunnel::Userspace(tunnel) => tunnel.down().await,
-            Tunnel::Kernel(_) => {}
+            Tunnel::Userspace(tunnel) => {
+                tunnel.down().await;
+                Ok(())
+            }
+            Tunnel::Kernel(tunnel) => tunnel.down().await,
+            #[cfg(test)]
+            Tunnel::Unrouted => Ok(()),
         }
     }
 
     async fn stats(&self) -> Option<TunnelStats> {
         match self {
             Tunnel::Userspace(tunnel) => tunnel.stats().await,
-            Tunnel::Kernel(_) => None,
+            Tunnel::Kernel(tunnel) => tunnel.stats().await,
+            #[cfg(test)]
+            Tunnel::Unrouted => None,
         }
     }
 }
@@ -190,10 +226,9 @@ impl Vpn {
         if self.is_unlocked() {
             return Ok(());
         }
-        let secret = StaticSecret::from(*key);
         let from = IpAddr::V4(self.config.address);
         self.tunnel
-            .up(&self.config, secret, from)
+            .up(&self.config, &key, from)
             .await
             .map_err(|why| VpnError::Device {
                 name: self.name.clone(),
@@ -215,16 +250,24 @@ impl Vpn {
         Some(idle.saturating_sub(last.elapsed()))
     }
 
-    /// Drops the key and stops the tunnel; `false` when it was locked already. Decisions see
-    /// it locked before the tunnel stops.
-    pub async fn lock(&self, why: &str) -> bool {
+    /// Drops the key and stops the tunnel; `Ok(false)` when it was locked already. Decisions
+    /// see it locked before the tunnel stops. An error means the tunnel may still hold its
+    /// key or peer (the kernel's link read back so): decisions still refuse its networks, and
+    /// the error is logged and shown, never passed over.
+    pub async fn lock(&self, why: &str) -> Result<bool, VpnError> {
         let _changing = self.changing.lock().await;
         if !self.unlocked.swap(false, Ordering::AcqRel) {
-            return false;
+            return Ok(false);
         }
-        self.tunnel.down().await;
+        if let Err(source) = self.tunnel.down().await {
+            tracing::error!(vpn = %self.name, why, error = %source, "VPN locked for decisions, but its tunnel did not stop");
+            return Err(VpnError::Netlink {
+                interface: self.interface.clone(),
+                source,
+            });
+        }
         tracing::info!(vpn = %self.name, why, "VPN locked");
-        true
+        Ok(true)
     }
 
     /// Locks when no connection went through for `idle_lock_secs`. A connection still open
@@ -241,7 +284,9 @@ impl Vpn {
             self.touch();
             return;
         }
-        self.lock("idle").await;
+        // A failure is logged by `lock`; the next check does not retry it, the VPN being
+        // locked for decisions already.
+        let _ = self.lock("idle").await;
     }
 }
 
@@ -262,21 +307,31 @@ impl Vpns {
                 PublicKey::from(&StaticSecret::from(*private)).to_bytes()
             })?;
             let interface = format!("cw-{name}");
+            let kernel =
+                || kernel::Kernel::create(&interface, vpn.endpoint, config.outside_address);
+            let userspace = || {
+                userspace::Userspace::create(&interface, config.outside_address)
+                    .map(Tunnel::Userspace)
+                    .map_err(|why| VpnError::Tun {
+                        interface: interface.clone(),
+                        why,
+                    })
+            };
             let tunnel = match vpn.backend {
-                VpnBackend::Kernel => return Err(VpnError::KernelNotImplemented),
-                VpnBackend::Auto | VpnBackend::Userspace => {
-                    if vpn.backend == VpnBackend::Auto && kernel::available() {
-                        tracing::warn!(vpn = %name, "the kernel has WireGuard, but cardfw's kernel path is not written yet: userspace");
-                    }
-                    Tunnel::Userspace(
-                        userspace::Userspace::create(&interface, config.outside_address).map_err(
-                            |why| VpnError::Tun {
-                                interface: interface.clone(),
-                                why,
-                            },
-                        )?,
-                    )
+                VpnBackend::Kernel => {
+                    Tunnel::Kernel(kernel().await.map_err(|source| VpnError::KernelBackend {
+                        name: name.clone(),
+                        source: Box::new(source),
+                    })?)
                 }
+                VpnBackend::Userspace => userspace()?,
+                VpnBackend::Auto => match kernel().await {
+                    Ok(tunnel) => Tunnel::Kernel(tunnel),
+                    Err(error) => {
+                        tracing::info!(vpn = %name, %error, "no kernel WireGuard for this VPN: userspace");
+                        userspace()?
+                    }
+                },
             };
             route(&interface, vpn).await?;
             tracing::info!(vpn = %name, %interface, backend = tunnel.backend(),
@@ -337,7 +392,7 @@ impl Vpns {
                     config: vpn.clone(),
                     public_key: [0; 32],
                     interface: format!("cw-{name}"),
-                    tunnel: Tunnel::Kernel(kernel::Kernel),
+                    tunnel: Tunnel::Unrouted,
                     unlocked: AtomicBool::new(unlocked.contains(&name.as_str())),
                     changing: tokio::sync::Mutex::new(()),
                     last_used: Mutex::new(Instant::now()),
@@ -368,6 +423,19 @@ impl Vpns {
             });
         }
         statuses
+    }
+
+    /// Locks every VPN and deletes the kernel's links (cardfw is stopping; the userspace
+    /// TUN devices go with the process). Failures are logged: the process is ending.
+    pub async fn stop(&self) {
+        for vpn in self.iter() {
+            let _ = vpn.lock("the card is stopping").await;
+            if let Tunnel::Kernel(tunnel) = &vpn.tunnel
+                && let Err(error) = tunnel.delete().await
+            {
+                tracing::warn!(vpn = %vpn.name, %error, "cannot delete the WireGuard link");
+            }
+        }
     }
 
     /// Locks each unlocked VPN that has been idle too long.
