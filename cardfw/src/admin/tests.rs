@@ -915,8 +915,7 @@ async fn admin_vpn_page_shows_the_public_key_and_refuses_what_it_must() {
         .state
         .firewall
         .vpns
-        .set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(&config, &[])))
-        .unwrap();
+        .store(Arc::new(crate::vpn::Vpns::unrouted_for_tests(&config, &[])));
     assert_eq!(
         browser.get("/vpn").await.status,
         StatusCode::SEE_OTHER,

@@ -40,6 +40,7 @@
 //!   says so in the log) even where the kernel has WireGuard.
 
 mod kernel;
+mod pushed;
 mod userspace;
 
 use std::collections::BTreeMap;
