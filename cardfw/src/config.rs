@@ -171,12 +171,7 @@ impl Vpn {
         let at = |what: String| format!("vpn.{name}: {what}");
         // The name becomes the TUN interface's (`cw-NAME`, at most 15 bytes) and a rule's
         // `via NAME`.
-        if name.is_empty()
-            || name.len() > 12
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !proto::policy::valid_vpn_name(name) {
             return Err(at(
                 "a VPN's name is 1 to 12 of a-z, 0-9 and `-` (it names the interface and rules' `via`)".into(),
             ));

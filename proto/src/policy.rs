@@ -401,6 +401,17 @@ pub struct ManagedVpn {
     pub keepalive_secs: u16,
 }
 
+/// Whether `name` may name a VPN: 1 to 12 of `a-z`, `0-9` and `-`. It becomes the card's
+/// interface name (`cw-NAME`, at most 15 bytes) and rules' `via NAME`; the card checks its
+/// file's `[vpn.NAME]` and pushed VPNs with it, the server what it is asked to push.
+pub fn valid_vpn_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 12
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The VPNs of a card's overlay bundle: the bytes of its `vpns` section (see
 /// `rules::bundle`), signed with the rest. Every push carries the whole set: a VPN not in it
 /// is taken off the card.
