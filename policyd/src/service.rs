@@ -925,4 +925,115 @@ pub(crate) mod tests {
             StatusCode::FORBIDDEN
         );
     }
+
+    /// Issue 15: a VPN set for a card rides in its next overlay, signed for `card:<id>` and
+    /// verifying under the policy key; the card's reported key shows beside it; a removal is
+    /// an overlay without it. What the server can tell is wrong is refused before signing.
+    #[tokio::test]
+    async fn a_vpn_travels_in_the_cards_signed_overlay_and_its_key_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let token = state
+            .new_tokens("laptops", 1, None)
+            .await
+            .unwrap()
+            .remove(0);
+        db.enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
+            Ok::<_, String>(((), "fp-1".to_string()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let vpn = ManagedVpn {
+            name: "corp".into(),
+            peer_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+            endpoint: "198.51.100.7:51820".parse().unwrap(),
+            address: "10.20.255.2".parse().unwrap(),
+            networks: vec!["10.20.0.0/16".into()],
+            names: vec!["*.corp.example".into()],
+            resolver: Some("10.20.0.53:53".parse().unwrap()),
+            idle_lock_secs: 1800,
+            keepalive_secs: 25,
+        };
+        let refused = |change: fn(&mut ManagedVpn)| {
+            let mut vpn = vpn.clone();
+            change(&mut vpn);
+            vpn
+        };
+        for bad in [
+            refused(|v| v.name = "Corp".into()),
+            refused(|v| v.networks = vec!["10.20.0.0/99".into()]),
+            refused(|v| v.networks = vec!["fd00::/8".into()]),
+            refused(|v| v.networks.clear()),
+        ] {
+            let error = state.set_vpn("card-1", &bad).await.unwrap_err();
+            assert_eq!(error.0, StatusCode::BAD_REQUEST, "{}", error.1);
+        }
+        assert_eq!(
+            state.set_vpn("card-9", &vpn).await.unwrap_err().0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(db.latest_version("card:card-1").await.unwrap(), 0);
+
+        let overlay = |version: u64| {
+            let db = db.clone();
+            let key = state.fleet.policy_public;
+            async move {
+                let stored = db.bundle("card:card-1", version).await.unwrap().unwrap();
+                bundle::verify(
+                    stored.body.as_bytes(),
+                    &Trust {
+                        key: &key,
+                        installed_version: version - 1,
+                        group: "card:card-1",
+                        now: chrono::Utc::now(),
+                    },
+                )
+                .unwrap()
+                .bundle
+            }
+        };
+        assert_eq!(state.set_vpn("card-1", &vpn).await.unwrap(), 1);
+        let pushed: ManagedVpns =
+            serde_json::from_str(overlay(1).await.vpns.as_deref().unwrap()).unwrap();
+        assert_eq!(pushed.vpns, vec![vpn.clone()]);
+
+        let card = Known {
+            id: "card-1".into(),
+            group: "laptops".into(),
+        };
+        let key = |name: &str, public_key: &str| proto::policy::VpnKey {
+            name: name.into(),
+            public_key: public_key.into(),
+        };
+        let reported = VpnKeys {
+            keys: vec![key("corp", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")],
+        };
+        state.receive_vpn_keys(&card, &reported).await.unwrap();
+        let listed = db.all_vpns().await.unwrap();
+        assert_eq!(
+            listed[0].card_public_key.as_deref(),
+            Some("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
+        );
+        // Only names and base64 keys are taken: they are shown on pages.
+        for bad in [
+            key("<b>", "AQ=="),
+            key("corp", "<script>"),
+            key("corp", &"A".repeat(45)),
+        ] {
+            let keys = VpnKeys { keys: vec![bad] };
+            assert!(state.receive_vpn_keys(&card, &keys).await.is_err());
+        }
+
+        assert_eq!(state.remove_vpn("card-1", "corp").await.unwrap(), 2);
+        assert_eq!(overlay(2).await.vpns, None, "the next overlay has none");
+        assert_eq!(
+            state.remove_vpn("card-1", "corp").await.unwrap_err().0,
+            StatusCode::NOT_FOUND
+        );
+    }
 }

@@ -874,6 +874,7 @@ async fn admin_inspection_page_counts_the_policy_servers_cas() {
         rules: ("rules.txt".into(), "default deny\n".into()),
         list_files: Vec::new(),
         trusted_cas: Some(cas),
+        vpns: None,
     }
     .sign(&key);
     let verified = bundle::verify(
@@ -1114,6 +1115,7 @@ async fn admin_access_requests_take_only_what_the_card_blocked() {
         .install_overlay(&crate::store::overlay::Overlay {
             version: 3,
             text: "overlay-0123abcd: allow http host blocked.test path /x\n".into(),
+            vpns: Vec::new(),
         })
         .unwrap();
     browser.logged_in(PIN).await;
