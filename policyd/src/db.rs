@@ -689,7 +689,7 @@ impl Db {
             .bind(card_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| vpn_from_row(row)).collect()
+        rows.iter().map(vpn_from_row).collect()
     }
 
     /// Every pushed VPN with the card's reported key, by card then name.
@@ -701,7 +701,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
+            .map(|row| -> Result<CardVpn, DbError> {
                 Ok(CardVpn {
                     card_id: row.try_get("card_id")?,
                     vpn: vpn_from_row(row)?,

@@ -96,8 +96,9 @@ pub struct FleetStatus {
     /// Each group's newest version.
     pub groups: Vec<(String, u64)>,
     pub cards: Vec<CardRecord>,
-    /// Every VPN pushed to a card. Absent from servers that predate managed VPNs.
-    #[serde(default)]
+    /// Every VPN pushed to a card. Absent from servers that predate managed VPNs, and left
+    /// out when there is none, so the document reads as it did before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vpns: Vec<CardVpn>,
 }
 
@@ -268,6 +269,7 @@ mod tests {
                 last_outcome: Some("applied".into()),
                 last_error: None,
             }],
+            vpns: Vec::new(),
         };
         let text = serde_json::to_string(&status).unwrap();
         assert_eq!(
