@@ -1252,7 +1252,7 @@ fn a_vpn_pushed_by_the_server_reaches_the_card_locked_and_its_key_comes_back() {
         .expect("vpn remove");
     assert!(removed.contains("overlay version 3"), "{removed}");
     lab.wait_for_card_page("/vpn", "the VPN gone", |page| {
-        page.contains("Log out") && page_public_key(page, "corp").is_none()
+        page.contains("This card has no VPN") && page_public_key(page, "corp").is_none()
     });
     assert!(
         lab.card_log().contains("VPN taken off the card"),
