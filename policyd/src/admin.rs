@@ -207,8 +207,9 @@ impl AdminClient {
         &self,
         request: &policy_admin::RemoveVpnRequest,
     ) -> Result<u64, AdminError> {
-        let answer: policy_admin::VpnResponse =
-            self.post_json(policy_admin::VPN_REMOVE_PATH, request).await?;
+        let answer: policy_admin::VpnResponse = self
+            .post_json(policy_admin::VPN_REMOVE_PATH, request)
+            .await?;
         Ok(answer.overlay_version)
     }
 

@@ -614,9 +614,8 @@ impl AppState {
         let vpns = self.db.card_vpns(card_id).await?;
         let vpn_count = vpns.len();
         // Every overlay carries the whole set: a VPN left out is taken off the card.
-        let vpns = (!vpns.is_empty()).then(|| {
-            serde_json::to_string(&ManagedVpns { vpns }).expect("plain data serialises")
-        });
+        let vpns = (!vpns.is_empty())
+            .then(|| serde_json::to_string(&ManagedVpns { vpns }).expect("plain data serialises"));
         let content = Content {
             rules: (OVERLAY_RULES_NAME.to_string(), text),
             list_files: Vec::new(),

@@ -670,7 +670,10 @@ mod access_tests {
         );
         assert_eq!(serde_json::from_str::<ManagedVpns>(&text).unwrap(), vpns);
         // A private key has no field to travel in: an unknown field is refused, not dropped.
-        let with_key = text.replace(r#""keepalive_secs":25"#, r#""keepalive_secs":25,"private_key":"x""#);
+        let with_key = text.replace(
+            r#""keepalive_secs":25"#,
+            r#""keepalive_secs":25,"private_key":"x""#,
+        );
         assert!(serde_json::from_str::<ManagedVpns>(&with_key).is_err());
         let bad_endpoint = text.replace("198.51.100.7:51820", "not an address");
         assert!(serde_json::from_str::<ManagedVpns>(&bad_endpoint).is_err());

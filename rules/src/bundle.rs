@@ -855,7 +855,11 @@ mod tests {
         assert_eq!(verified.bundle, both);
         assert!(verified.bundle.to_string().ends_with(", VPN settings"));
         let text = String::from_utf8(signed.clone()).unwrap();
-        assert!(text.contains(&format!("trusted-cas: {}\nvpns: {}\n\n", ca.len(), vpns.len())));
+        assert!(text.contains(&format!(
+            "trusted-cas: {}\nvpns: {}\n\n",
+            ca.len(),
+            vpns.len()
+        )));
         assert!(text.ends_with(&format!("{ca}{vpns}")));
         let alone = Bundle {
             vpns: Some(vpns.into()),

@@ -1064,9 +1064,7 @@ impl PolicyLab {
         let jar = self.dir.join("card-cookies.txt");
         let jar = jar.to_str().unwrap();
         let curl = |args: &[&str]| {
-            let mut all = vec![
-                "-sS", "--max-time", "10", "-k", "-L", "-b", jar, "-c", jar,
-            ];
+            let mut all = vec!["-sS", "--max-time", "10", "-k", "-L", "-b", jar, "-c", jar];
             all.extend_from_slice(args);
             let out = self.client.run("curl", &all).expect("curl runs");
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -1089,7 +1087,12 @@ impl PolicyLab {
     }
 
     /// Waits until `condition` holds of the card's page at `path`; returns the page.
-    fn wait_for_card_page(&self, path: &str, what: &str, condition: impl Fn(&str) -> bool) -> String {
+    fn wait_for_card_page(
+        &self,
+        path: &str,
+        what: &str,
+        condition: impl Fn(&str) -> bool,
+    ) -> String {
         let start = Instant::now();
         loop {
             let page = self.card_page(path);
@@ -1184,10 +1187,11 @@ fn a_vpn_pushed_by_the_server_reaches_the_card_locked_and_its_key_comes_back() {
     let start = Instant::now();
     let line = loop {
         let status = lab.status();
-        if let Some(line) = status.lines().find(|l| l.starts_with(&format!("vpn {card_id} corp:"))) {
-            if !line.contains("not reported yet") {
-                break line.to_owned();
-            }
+        let prefix = format!("vpn {card_id} corp:");
+        if let Some(line) = status.lines().find(|l| l.starts_with(&prefix))
+            && !line.contains("not reported yet")
+        {
+            break line.to_owned();
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
@@ -1215,7 +1219,11 @@ fn a_vpn_pushed_by_the_server_reaches_the_card_locked_and_its_key_comes_back() {
             .arg(query)
             .output()
             .expect("sqlite3 runs (Debian package `sqlite3`)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let group = format!("card:{card_id}");

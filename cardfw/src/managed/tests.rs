@@ -429,7 +429,11 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
 
     let text = "overlay-0a1b2c3d: allow http host ads.example path /x\n";
     assert_eq!(
-        apply_overlay(&store, &enrolment, &Config::default(), &overlay(1, text).sign(&policy_key()),
+        apply_overlay(
+            &store,
+            &enrolment,
+            &Config::default(),
+            &overlay(1, text).sign(&policy_key()),
             now()
         )
         .unwrap(),
@@ -449,9 +453,15 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
     assert_eq!(decide(&store, "other.example").1, "default");
 
     let refused = |bundle: Bundle| {
-        apply_overlay(&store, &enrolment, &Config::default(), &bundle.sign(&policy_key()), now())
-            .unwrap_err()
-            .to_string()
+        apply_overlay(
+            &store,
+            &enrolment,
+            &Config::default(),
+            &bundle.sign(&policy_key()),
+            now(),
+        )
+        .unwrap_err()
+        .to_string()
     };
     assert!(refused(overlay(1, "")).contains("version"), "anti-rollback");
     assert!(refused(bundle(9)).contains("group"), "a group bundle");
@@ -480,7 +490,11 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
     assert_eq!(store.overlay().unwrap().unwrap().version, 1);
 
     // An empty overlay (every approval ran out) takes the rule away.
-    apply_overlay(&store, &enrolment, &Config::default(), &overlay(2, "").sign(&policy_key()),
+    apply_overlay(
+        &store,
+        &enrolment,
+        &Config::default(),
+        &overlay(2, "").sign(&policy_key()),
         now(),
     )
     .unwrap();
@@ -575,9 +589,8 @@ fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
         Err(ManagedError::VpnsInGroupBundle)
     ));
     // Signed, but not a VPN this card may run.
-    let message = |vpns: &[proto::policy::ManagedVpn]| {
-        refused(next(vpns).sign(&policy_key())).to_string()
-    };
+    let message =
+        |vpns: &[proto::policy::ManagedVpn]| refused(next(vpns).sign(&policy_key())).to_string();
     let with = |change: fn(&mut proto::policy::ManagedVpn)| {
         let mut vpn = pushed("lab");
         change(&mut vpn);
@@ -600,7 +613,10 @@ fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
     assert!(with(|v| v.endpoint = "10.30.0.1:51820".parse().unwrap()).contains("endpoint"));
     assert!(with(|v| v.idle_lock_secs = 0).contains("idle_lock_secs"));
     // The card's own addresses can never be taken into a tunnel.
-    assert!(with(|v| v.networks = vec!["10.30.0.0/16".into(), "172.31.77.0/24".into()]).contains("the card's own address"));
+    assert!(
+        with(|v| v.networks = vec!["10.30.0.0/16".into(), "172.31.77.0/24".into()])
+            .contains("the card's own address")
+    );
     // Not the contract's shape: a field more (a private key), or garbage.
     let with_key = Bundle {
         vpns: Some(
@@ -608,7 +624,10 @@ fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
                 vpns: vec![pushed("lab")],
             })
             .unwrap()
-            .replace("\"keepalive_secs\"", "\"private_key\":\"AAAA\",\"keepalive_secs\""),
+            .replace(
+                "\"keepalive_secs\"",
+                "\"private_key\":\"AAAA\",\"keepalive_secs\"",
+            ),
         ),
         ..next(&[])
     };
@@ -620,7 +639,11 @@ fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
         vpns: Some("{\"vpns\": [".into()),
         ..next(&[])
     };
-    assert!(refused(garbage.sign(&policy_key())).to_string().contains("do not read"));
+    assert!(
+        refused(garbage.sign(&policy_key()))
+            .to_string()
+            .contains("do not read")
+    );
 
     // Nothing moved: the last good overlay and its VPN stay.
     assert_eq!(store.overlay().unwrap().unwrap(), installed);
@@ -629,6 +652,10 @@ fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
     assert!(store.overlay().unwrap().unwrap().vpns.is_empty());
 }
 
-fn apply_group(store: &Store, enrolment: &Enrolment, bundle: &Bundle) -> Result<Enrolment, ManagedError> {
+fn apply_group(
+    store: &Store,
+    enrolment: &Enrolment,
+    bundle: &Bundle,
+) -> Result<Enrolment, ManagedError> {
     apply(store, enrolment, &bundle.sign(&policy_key()), now())
 }

@@ -39,7 +39,10 @@ pub enum PushedVpnError {
 }
 
 /// The VPNs of an overlay's `vpns` section (none without one), each checked for this card.
-pub fn pushed_vpns(config: &Config, section: Option<&str>) -> Result<Vec<ManagedVpn>, PushedVpnError> {
+pub fn pushed_vpns(
+    config: &Config,
+    section: Option<&str>,
+) -> Result<Vec<ManagedVpn>, PushedVpnError> {
     let Some(text) = section else {
         return Ok(Vec::new());
     };
@@ -88,7 +91,10 @@ pub async fn start_pushed(firewall: &Firewall) -> Result<(), StartError> {
     let Some(store) = firewall.store() else {
         return Ok(());
     };
-    let installed = store.overlay()?.map(|overlay| overlay.vpns).unwrap_or_default();
+    let installed = store
+        .overlay()?
+        .map(|overlay| overlay.vpns)
+        .unwrap_or_default();
     let pushed = checked(&firewall.config, &installed).unwrap_or_else(|error| {
         // The card's file changed since the push (a `[vpn.NAME]` took a pushed name, an
         // address moved into a pushed VPN's networks): the file wins, and the pushed VPNs

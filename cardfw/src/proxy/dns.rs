@@ -1059,10 +1059,11 @@ mod tests {
         let card = card_with(upstream.address, |config| {
             config.vpn = vpn_config.vpn.clone()
         });
-        card.vpns.store(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
-            &vpn_config,
-            &[],
-        )));
+        card.vpns
+            .store(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
+                &vpn_config,
+                &[],
+            )));
         let cache = cache_for(&card);
         let reply = ask(&card, &cache, &query(7, "intranet.corp.example")).await;
         assert_eq!(reply.response_code, ResponseCode::NoError);

@@ -454,7 +454,8 @@ async fn exercise_vpns(db: &Db) {
         keepalive_secs: 0,
     };
     assert!(matches!(
-        db.set_vpn("nobody", &vpn("corp", "198.51.100.7:51820")).await,
+        db.set_vpn("nobody", &vpn("corp", "198.51.100.7:51820"))
+            .await,
         Err(DbError::NoSuchCard(_))
     ));
     db.set_vpn("card-a", &vpn("corp", "198.51.100.7:51820"))
