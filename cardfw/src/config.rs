@@ -145,17 +145,34 @@ impl Vpn {
             })
     }
 
+    /// A VPN the policy server pushed (`proto::policy::ManagedVpn`), as if it were a
+    /// `[vpn.NAME]` of the file; [`Config::check_vpn`] then checks it as one.
+    pub fn from_managed(pushed: &proto::policy::ManagedVpn) -> Result<Vpn, String> {
+        let networks = pushed
+            .networks
+            .iter()
+            .map(|text| VpnNetwork::try_from(text.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("vpn.{}: networks: {e}", pushed.name))?;
+        Ok(Vpn {
+            peer_public_key: pushed.peer_public_key.clone(),
+            endpoint: pushed.endpoint,
+            address: pushed.address,
+            networks,
+            names: pushed.names.clone(),
+            resolver: pushed.resolver,
+            idle_lock_secs: pushed.idle_lock_secs,
+            keepalive_secs: pushed.keepalive_secs,
+            backend: VpnBackend::default(),
+        })
+    }
+
     /// What the types alone cannot check; `name` is the table's name.
     fn check(&self, name: &str) -> Result<(), String> {
         let at = |what: String| format!("vpn.{name}: {what}");
         // The name becomes the TUN interface's (`cw-NAME`, at most 15 bytes) and a rule's
         // `via NAME`.
-        if name.is_empty()
-            || name.len() > 12
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !proto::policy::valid_vpn_name(name) {
             return Err(at(
                 "a VPN's name is 1 to 12 of a-z, 0-9 and `-` (it names the interface and rules' `via`)".into(),
             ));
@@ -391,6 +408,26 @@ impl Limits {
     }
 }
 
+impl Config {
+    /// Checks one VPN for this card: a `[vpn.NAME]` of the file, or one the policy server
+    /// pushed (`crate::managed`), by the same rules.
+    pub fn check_vpn(&self, name: &str, vpn: &Vpn) -> Result<(), String> {
+        vpn.check(name)?;
+        for address in [
+            self.inside_address,
+            self.outside_address,
+            self.appliance_address,
+        ] {
+            if vpn.covers(address) {
+                return Err(format!(
+                    "vpn.{name}: the card's own address {address} is inside the VPN's networks"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ConfigFile for Config {
     /// Checks what the types alone cannot.
     fn check(&self) -> Result<(), String> {
@@ -439,18 +476,7 @@ impl ConfigFile for Config {
             );
         }
         for (name, vpn) in &self.vpn {
-            vpn.check(name)?;
-            for address in [
-                self.inside_address,
-                self.outside_address,
-                self.appliance_address,
-            ] {
-                if vpn.covers(address) {
-                    return Err(format!(
-                        "vpn.{name}: the card's own address {address} is inside the VPN's networks"
-                    ));
-                }
-            }
+            self.check_vpn(name, vpn)?;
         }
         let ports = &self.ports;
         let intercepted = ports.http.iter().chain(&ports.https).chain(&ports.tcp);

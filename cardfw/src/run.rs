@@ -82,20 +82,24 @@ pub async fn run(config: Config) -> Result<()> {
         let store = firewall
             .store()
             .context("[vpn.*] needs a `store`: the card's WireGuard keys are sealed there")?;
-        let vpns = Arc::new(
-            crate::vpn::Vpns::start(config, store)
-                .await
-                .context("cannot start the VPNs")?,
-        );
-        let _ = firewall.vpns.set(vpns.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(VPN_IDLE_CHECK);
-            loop {
-                tick.tick().await;
-                vpns.lock_idle().await;
-            }
-        });
+        let vpns = crate::vpn::Vpns::start(config, store)
+            .await
+            .context("cannot start the VPNs")?;
+        firewall.vpns.store(Arc::new(vpns));
     }
+    // Those the policy server pushed, as they were installed; like the file's, before any
+    // listener.
+    crate::managed::vpns::start_pushed(&firewall)
+        .await
+        .context("cannot start the VPNs the policy server pushed")?;
+    let idle = firewall.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(VPN_IDLE_CHECK);
+        loop {
+            tick.tick().await;
+            idle.vpns.load_full().lock_idle().await;
+        }
+    });
     let inside = config.inside_address;
     let at = |port| SocketAddr::new(inside, port);
     let bind = |addr: SocketAddr| async move {

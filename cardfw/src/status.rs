@@ -19,10 +19,7 @@ use crate::firewall::{Firewall, canonical};
 
 /// The status document (its fields are described in [`proto::CardStatus`]).
 pub async fn render(firewall: &Firewall, started: Instant) -> proto::CardStatus {
-    let vpns = match firewall.vpns.get() {
-        Some(vpns) => vpns.statuses().await,
-        None => Vec::new(),
-    };
+    let vpns = firewall.vpns.load_full().statuses().await;
     let loaded = firewall.rules();
     proto::CardStatus {
         firmware: concat!("cardfw ", env!("CARGO_PKG_VERSION")).to_owned(),

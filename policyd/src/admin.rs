@@ -195,6 +195,24 @@ impl AdminClient {
         Ok(answer.overlay_version)
     }
 
+    /// Pushes a VPN to a card; returns the card's overlay version that carries it.
+    pub async fn set_vpn(&self, request: &policy_admin::SetVpnRequest) -> Result<u64, AdminError> {
+        let answer: policy_admin::VpnResponse =
+            self.post_json(policy_admin::VPN_SET_PATH, request).await?;
+        Ok(answer.overlay_version)
+    }
+
+    /// Takes a VPN off a card; returns the card's overlay version without it.
+    pub async fn remove_vpn(
+        &self,
+        request: &policy_admin::RemoveVpnRequest,
+    ) -> Result<u64, AdminError> {
+        let answer: policy_admin::VpnResponse = self
+            .post_json(policy_admin::VPN_REMOVE_PATH, request)
+            .await?;
+        Ok(answer.overlay_version)
+    }
+
     /// Declines a request with a message for the user.
     pub async fn decline(&self, request: &policy_admin::DeclineRequest) -> Result<(), AdminError> {
         let body = serde_json::to_vec(request).expect("plain data serialises");

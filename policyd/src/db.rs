@@ -6,7 +6,8 @@
 use std::borrow::Cow;
 
 use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
-use proto::policy_admin::CardRecord;
+use proto::policy::{ManagedVpn, VpnKey};
+use proto::policy_admin::{CardRecord, CardVpn};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
@@ -35,6 +36,8 @@ pub enum DbError {
     NoSuchOpenRequest { card_id: String, id: String },
     #[error("a stored request does not read back: {0}")]
     BadRow(String),
+    #[error("card `{card_id}` has no VPN `{name}`")]
+    NoSuchVpn { card_id: String, name: String },
 }
 
 /// One request as the server keeps it.
@@ -116,6 +119,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("access requests"),
             MigrationType::Simple,
             include_str!("../migrations/0002_access_requests.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("card vpns"),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_card_vpns.sql").into_sql_str(),
             false,
         ),
     ])
@@ -631,6 +641,106 @@ impl Db {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
+}
+
+/// The VPNs pushed to cards (issue 15).
+impl Db {
+    /// Pushes `vpn` to `card_id`, or changes its settings; a key the card reported for the
+    /// name stays (the card keeps its key for the name).
+    pub async fn set_vpn(&self, card_id: &str, vpn: &ManagedVpn) -> Result<(), DbError> {
+        let exists = sqlx::query("SELECT id FROM cards WHERE id = $1")
+            .bind(card_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(DbError::NoSuchCard(card_id.to_string()));
+        }
+        let settings = serde_json::to_string(vpn).expect("plain data serialises");
+        sqlx::query(
+            "INSERT INTO card_vpns (card_id, name, settings) VALUES ($1, $2, $3) \
+             ON CONFLICT (card_id, name) DO UPDATE SET settings = excluded.settings",
+        )
+        .bind(card_id)
+        .bind(&vpn.name)
+        .bind(&settings)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_vpn(&self, card_id: &str, name: &str) -> Result<(), DbError> {
+        let removed = sqlx::query("DELETE FROM card_vpns WHERE card_id = $1 AND name = $2")
+            .bind(card_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(DbError::NoSuchVpn {
+                card_id: card_id.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The VPNs pushed to `card_id`, by name: what its next overlay carries.
+    pub async fn card_vpns(&self, card_id: &str) -> Result<Vec<ManagedVpn>, DbError> {
+        let rows = sqlx::query("SELECT settings FROM card_vpns WHERE card_id = $1 ORDER BY name")
+            .bind(card_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(vpn_from_row).collect()
+    }
+
+    /// Every pushed VPN with the card's reported key, by card then name.
+    pub async fn all_vpns(&self) -> Result<Vec<CardVpn>, DbError> {
+        let rows = sqlx::query(
+            "SELECT card_id, settings, card_public_key, key_reported_at FROM card_vpns \
+             ORDER BY card_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| -> Result<CardVpn, DbError> {
+                Ok(CardVpn {
+                    card_id: row.try_get("card_id")?,
+                    vpn: vpn_from_row(row)?,
+                    card_public_key: row.try_get("card_public_key")?,
+                    key_reported_at: row.try_get("key_reported_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the public keys `card_id` reported, for the VPNs pushed to it (a key for a
+    /// name not pushed to it is not kept).
+    pub async fn record_vpn_keys(
+        &self,
+        card_id: &str,
+        keys: &[VpnKey],
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for key in keys {
+            sqlx::query(
+                "UPDATE card_vpns SET card_public_key = $1, key_reported_at = $2 \
+                 WHERE card_id = $3 AND name = $4",
+            )
+            .bind(&key.public_key)
+            .bind(now)
+            .bind(card_id)
+            .bind(&key.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn vpn_from_row(row: &AnyRow) -> Result<ManagedVpn, DbError> {
+    let settings: String = row.try_get("settings")?;
+    serde_json::from_str(&settings).map_err(|e| DbError::BadRow(format!("a VPN's settings: {e}")))
 }
 
 #[cfg(test)]

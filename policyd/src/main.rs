@@ -144,6 +144,11 @@ enum Command {
         #[arg(long)]
         minutes: Option<u64>,
     },
+    /// Push VPN peer settings to a card, or take them off.
+    Vpn {
+        #[command(subcommand)]
+        command: VpnCommand,
+    },
     /// Decline an access request, with a message the card's page shows.
     Decline {
         #[command(flatten)]
@@ -152,6 +157,51 @@ enum Command {
         id: String,
         #[arg(long, default_value = "")]
         message: String,
+    },
+}
+
+/// `policyd vpn …`: the VPNs pushed to one card in its overlay (never a private key: the card
+/// makes its own and reports the public one, shown by `policyd status`).
+#[derive(Subcommand)]
+enum VpnCommand {
+    /// Push a VPN to a card, or change its settings.
+    Set {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        /// The VPN's name on the card (1 to 12 of a-z, 0-9, `-`).
+        name: String,
+        /// The corporate peer's WireGuard public key, base64.
+        #[arg(long)]
+        peer_key: String,
+        /// Where the peer listens, `ADDRESS:PORT` (UDP).
+        #[arg(long)]
+        endpoint: SocketAddr,
+        /// The card's address inside the tunnel.
+        #[arg(long)]
+        address: std::net::Ipv4Addr,
+        /// A network reached only through the tunnel, e.g. `10.20.0.0/16` (repeat for more).
+        #[arg(long = "network", required = true)]
+        networks: Vec<String>,
+        /// A name that belongs to the VPN, or `*.name` for every name under it (repeat).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// The corporate resolver, `ADDRESS:PORT`, inside the networks (needed with names).
+        #[arg(long)]
+        resolver: Option<SocketAddr>,
+        /// The unlocked VPN locks again after this many seconds without a connection.
+        #[arg(long, default_value_t = 1800)]
+        idle_lock_secs: u64,
+        /// WireGuard persistent keepalive, seconds (0: none).
+        #[arg(long, default_value_t = 0)]
+        keepalive_secs: u16,
+    },
+    /// Take a VPN off a card.
+    Remove {
+        #[command(flatten)]
+        remote: Remote,
+        card: String,
+        name: String,
     },
 }
 
@@ -296,6 +346,8 @@ async fn run(cli: Cli) -> Result<()> {
                 rules: (files.name, files.text),
                 list_files: files.lists,
                 trusted_cas: trusted_cas_file(trusted_cas.as_deref())?,
+                // VPNs are per card, in its overlay, which the server signs online.
+                vpns: None,
             };
             std::fs::write(&out, bundle.sign(&key))
                 .with_context(|| format!("cannot write {}", out.display()))?;
@@ -336,6 +388,22 @@ async fn run(cli: Cli) -> Result<()> {
                         card.last_outcome.unwrap_or_default()
                     },
                     card.last_error.unwrap_or_default().replace('\n', " "),
+                );
+            }
+            for pushed in status.vpns {
+                let vpn = &pushed.vpn;
+                println!(
+                    "vpn {} {}: peer {} endpoint {} address {} networks {}; card public key {}",
+                    pushed.card_id,
+                    vpn.name,
+                    vpn.peer_public_key,
+                    vpn.endpoint,
+                    vpn.address,
+                    vpn.networks.join(","),
+                    pushed
+                        .card_public_key
+                        .as_deref()
+                        .unwrap_or("not reported yet"),
                 );
             }
         }
@@ -380,6 +448,55 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await?;
             println!("approved: card {card} gets overlay version {version}");
+        }
+        Command::Vpn {
+            command:
+                VpnCommand::Set {
+                    remote,
+                    card,
+                    name,
+                    peer_key,
+                    endpoint,
+                    address,
+                    networks,
+                    names,
+                    resolver,
+                    idle_lock_secs,
+                    keepalive_secs,
+                },
+        } => {
+            let vpn = proto::policy::ManagedVpn {
+                name: name.clone(),
+                peer_public_key: peer_key,
+                endpoint,
+                address,
+                networks,
+                names,
+                resolver,
+                idle_lock_secs,
+                keepalive_secs,
+            };
+            let version = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .set_vpn(&proto::policy_admin::SetVpnRequest {
+                    card_id: card.clone(),
+                    vpn,
+                })
+                .await?;
+            println!(
+                "VPN {name} pushed: card {card} gets overlay version {version}; \
+                 `policyd status` shows the card's public key once it reports it"
+            );
+        }
+        Command::Vpn {
+            command: VpnCommand::Remove { remote, card, name },
+        } => {
+            let version = AdminClient::from_dir(&remote.server, &remote.dir)?
+                .remove_vpn(&proto::policy_admin::RemoveVpnRequest {
+                    card_id: card.clone(),
+                    name: name.clone(),
+                })
+                .await?;
+            println!("VPN {name} removed: card {card} gets overlay version {version}");
         }
         Command::Decline {
             remote,

@@ -20,7 +20,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serve::http::{SecurityHeaders, static_file};
 use serve::session::{LoginForm, Page, Refusal, Session, SessionForm, Sessions};
-use web::policy::{AccessRequestView, AdminLoginPage, FleetCardView, FleetPage, GroupView};
+use web::policy::{
+    AccessRequestView, AdminLoginPage, FleetCardView, FleetPage, FleetVpnView, GroupView,
+};
 
 use crate::service::AppState;
 
@@ -150,7 +152,23 @@ async fn fleet_page(
             }
         })
         .collect();
+    let vpns = match state.db().all_vpns().await {
+        Ok(vpns) => vpns,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let vpns = vpns
+        .into_iter()
+        .map(|pushed| FleetVpnView {
+            card: pushed.card_id,
+            endpoint: pushed.vpn.endpoint.to_string(),
+            address: pushed.vpn.address.to_string(),
+            networks: pushed.vpn.networks.join(", "),
+            name: pushed.vpn.name,
+            card_public_key: pushed.card_public_key,
+        })
+        .collect();
     FleetPage {
+        vpns,
         csrf: csrf.to_owned(),
         notice,
         error,

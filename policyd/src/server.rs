@@ -5,7 +5,7 @@
 //! | route | caller |
 //! |---|---|
 //! | `POST /v1/enrol` | anyone holding a one-time token |
-//! | `GET /v1/bundle?after=N`, `POST /v1/report`, `GET`/`POST /v1/access-requests` | an enrolled, unrevoked card (its certificate) |
+//! | `GET /v1/bundle?after=N`, `POST /v1/report`, `GET`/`POST /v1/access-requests`, `POST /v1/vpn-keys` | an enrolled, unrevoked card (its certificate) |
 //! | `/v1/admin/…` (also `access-requests`, `…/approve`, `…/decline`) | the administrator: `Authorization: Bearer <admin.token>` only (never the page's cookie), and every POST as `Content-Type: application/json` (an upload as `application/vnd.cardwall.bundle`): a cross-site form or `fetch` can send neither |
 //! | `/admin` | the administrator's page: a server-side session opened with the admin token, a CSRF token on every form (see [`crate::page`]) |
 //!
@@ -54,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             policy::ACCESS_REQUESTS_PATH,
             post(access_request).get(access_request_states),
         )
+        .route(policy::VPN_KEYS_PATH, post(vpn_keys))
         .route(policy_admin::TOKENS_PATH, post(admin_tokens))
         .route(policy_admin::PUBLISH_PATH, post(admin_publish))
         .route(policy_admin::UPLOAD_PATH, post(admin_upload))
@@ -62,6 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(policy_admin::ACCESS_REQUESTS_PATH, get(admin_requests))
         .route(policy_admin::APPROVE_PATH, post(admin_approve))
         .route(policy_admin::DECLINE_PATH, post(admin_decline))
+        .route(policy_admin::VPN_SET_PATH, post(admin_vpn_set))
+        .route(policy_admin::VPN_REMOVE_PATH, post(admin_vpn_remove))
         .merge(crate::page::routes())
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .with_state(state)
@@ -285,6 +288,24 @@ async fn access_request_states(
     Ok(axum::Json(state.request_states(&card).await?).into_response())
 }
 
+/// A card reports the public keys of the VPNs pushed to it.
+async fn vpn_keys(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let card = state.card(&peer).await?;
+    if body.len() > policy::MAX_JSON_BODY {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large for VPN keys".into(),
+        ));
+    }
+    let keys: policy::VpnKeys = parse_json(&body)?;
+    state.receive_vpn_keys(&card, &keys).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.is_admin(headers) {
         Ok(())
@@ -375,6 +396,7 @@ async fn admin_cards(
     Ok(axum::Json(FleetStatus {
         groups: state.latest_versions(),
         cards: state.db.cards().await?,
+        vpns: state.db.all_vpns().await?,
     })
     .into_response())
 }
@@ -446,6 +468,28 @@ async fn admin_decline(
         .decline(&request.card_id, &request.id, &request.message)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn admin_vpn_set(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
+    let request: policy_admin::SetVpnRequest = parse_json(&body)?;
+    let overlay_version = state.set_vpn(&request.card_id, &request.vpn).await?;
+    Ok(axum::Json(policy_admin::VpnResponse { overlay_version }).into_response())
+}
+
+async fn admin_vpn_remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
+    let request: policy_admin::RemoveVpnRequest = parse_json(&body)?;
+    let overlay_version = state.remove_vpn(&request.card_id, &request.name).await?;
+    Ok(axum::Json(policy_admin::VpnResponse { overlay_version }).into_response())
 }
 
 #[cfg(test)]

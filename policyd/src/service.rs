@@ -38,8 +38,9 @@ use crate::db::{CardUpdate, Db, DbError, Decision, Received, StoredBundle};
 use crate::fleet::Fleet;
 use crate::{sha256_hex, unix_now};
 use proto::policy::{
-    AccessRequest, AccessRequestList, AccessRequestStatus, MAX_MESSAGE_CHARS,
-    MAX_OPEN_REQUESTS_PER_CARD, OVERLAY_RULES_NAME, overlay_group, overlay_rule_name,
+    AccessRequest, AccessRequestList, AccessRequestStatus, MAX_MANAGED_VPNS, MAX_MESSAGE_CHARS,
+    MAX_OPEN_REQUESTS_PER_CARD, ManagedVpn, ManagedVpns, OVERLAY_RULES_NAME, VpnKeys,
+    overlay_group, overlay_rule_name,
 };
 
 /// Card updates written in one transaction at most.
@@ -62,6 +63,14 @@ pub struct Settings {
 pub struct Latest {
     pub version: u64,
     pub(crate) body: Bytes,
+}
+
+/// What a bundle carries besides its version, group and dates.
+struct Content {
+    rules: (String, String),
+    list_files: Vec<(String, String)>,
+    trusted_cas: Option<String>,
+    vpns: Option<String>,
 }
 
 /// One `Arc<AppState>` for every handler.
@@ -125,7 +134,9 @@ impl From<DbError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             DbError::VersionTaken { .. } => StatusCode::CONFLICT,
-            DbError::NoSuchCard(_) | DbError::NoSuchOpenRequest { .. } => StatusCode::NOT_FOUND,
+            DbError::NoSuchCard(_)
+            | DbError::NoSuchOpenRequest { .. }
+            | DbError::NoSuchVpn { .. } => StatusCode::NOT_FOUND,
             DbError::CardRequestsFull(_) | DbError::ServerRequestsFull(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -359,39 +370,41 @@ impl AppState {
                 .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         }
         let expires_in = request.expires_in_secs.clamp(60, 10 * 365 * 86_400);
-        self.sign_and_store(&request.group, expires_in, |_| {
-            (
-                (request.rules_name.clone(), request.rules_text.clone()),
-                request.lists.clone(),
-                request.trusted_cas.clone(),
-            )
-        })
+        self.sign_and_store(
+            &request.group,
+            expires_in,
+            &Content {
+                rules: (request.rules_name.clone(), request.rules_text.clone()),
+                list_files: request.lists.clone(),
+                trusted_cas: request.trusted_cas.clone(),
+                vpns: None,
+            },
+        )
         .await
     }
 
-    /// Signs the next version of `group` (a group, or a card's overlay) with what `content`
-    /// gives for it, stores it and wakes the cards waiting on it. Two publishers (or
-    /// instances) may race for a number: the loser takes the next.
-    #[allow(clippy::type_complexity)]
+    /// Signs the next version of `group` (a group, or a card's overlay) with `content`,
+    /// stores it and wakes the cards waiting on it. Two publishers (or instances) may race for
+    /// a number: the loser takes the next.
     async fn sign_and_store(
         &self,
         group: &str,
         expires_in_secs: u64,
-        content: impl Fn(u64) -> ((String, String), Vec<(String, String)>, Option<String>),
+        content: &Content,
     ) -> Result<u64, ApiError> {
         let key = self.signing_key()?;
         for _ in 0..5 {
             let now = chrono::Utc::now();
             let version = self.db.latest_version(group).await? + 1;
-            let (rules, list_files, trusted_cas) = content(version);
             let bundle = Bundle {
                 version,
                 group: group.to_string(),
                 issued_at: now,
                 expires_at: now + chrono::Duration::seconds(expires_in_secs as i64),
-                rules,
-                list_files,
-                trusted_cas,
+                rules: content.rules.clone(),
+                list_files: content.list_files.clone(),
+                trusted_cas: content.trusted_cas.clone(),
+                vpns: content.vpns.clone(),
             };
             let body = String::from_utf8(bundle.sign(key)).expect("bundles are text");
             match self.store(&bundle, body).await {
@@ -598,16 +611,21 @@ impl AppState {
             .iter()
             .map(|a| format!("{}: {}\n", overlay_rule_name(&a.request_id), a.rule))
             .collect();
+        let vpns = self.db.card_vpns(card_id).await?;
+        let vpn_count = vpns.len();
+        // Every overlay carries the whole set: a VPN left out is taken off the card.
+        let vpns = (!vpns.is_empty())
+            .then(|| serde_json::to_string(&ManagedVpns { vpns }).expect("plain data serialises"));
+        let content = Content {
+            rules: (OVERLAY_RULES_NAME.to_string(), text),
+            list_files: Vec::new(),
+            trusted_cas: None,
+            vpns,
+        };
         let version = self
-            .sign_and_store(&overlay_group(card_id), OVERLAY_VALIDITY_SECS, |_| {
-                (
-                    (OVERLAY_RULES_NAME.to_string(), text.clone()),
-                    Vec::new(),
-                    None,
-                )
-            })
+            .sign_and_store(&overlay_group(card_id), OVERLAY_VALIDITY_SECS, &content)
             .await?;
-        tracing::info!(card = %card_id, version, rules = approvals.len(), "overlay published");
+        tracing::info!(card = %card_id, version, rules = approvals.len(), vpns = vpn_count, "overlay published");
         Ok(version)
     }
 
@@ -625,6 +643,91 @@ impl AppState {
         }
         Ok(cards)
     }
+}
+
+/// The VPNs pushed to cards (issue 15): they travel in each card's overlay, signed like its
+/// rules, and the card reports its public key for each.
+impl AppState {
+    /// Pushes `vpn` to `card_id` (or changes it); returns the overlay version that carries it.
+    pub async fn set_vpn(&self, card_id: &str, vpn: &ManagedVpn) -> Result<u64, ApiError> {
+        // Before anything is stored: a VPN that cannot be signed must not show as pushed.
+        self.signing_key()?;
+        check_vpn(vpn)?;
+        let pushed = self.db.card_vpns(card_id).await?;
+        if pushed.len() >= MAX_MANAGED_VPNS && !pushed.iter().any(|v| v.name == vpn.name) {
+            return Err(bad_request(format!(
+                "a card takes at most {MAX_MANAGED_VPNS} VPNs"
+            )));
+        }
+        self.db.set_vpn(card_id, vpn).await?;
+        tracing::info!(card = %card_id, vpn = %vpn.name, "VPN pushed");
+        self.publish_overlay(card_id).await
+    }
+
+    /// Takes VPN `name` off `card_id`; returns the overlay version without it.
+    pub async fn remove_vpn(&self, card_id: &str, name: &str) -> Result<u64, ApiError> {
+        self.signing_key()?;
+        self.db.remove_vpn(card_id, name).await?;
+        tracing::info!(card = %card_id, vpn = %name, "VPN removed");
+        self.publish_overlay(card_id).await
+    }
+
+    /// Records the public keys a card reported for its pushed VPNs.
+    pub(crate) async fn receive_vpn_keys(
+        &self,
+        card: &Known,
+        keys: &VpnKeys,
+    ) -> Result<(), ApiError> {
+        let plain = |text: &str, longest: usize| {
+            !text.is_empty()
+                && text.len() <= longest
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '/' | '='))
+        };
+        // Shown on the fleet page and in `policyd status`: names and base64 keys only.
+        if keys.keys.len() > MAX_MANAGED_VPNS
+            || !keys
+                .keys
+                .iter()
+                .all(|k| plain(&k.name, 12) && plain(&k.public_key, 44))
+        {
+            return Err(bad_request(format!(
+                "at most {MAX_MANAGED_VPNS} keys, each a VPN name and a base64 public key"
+            )));
+        }
+        self.db
+            .record_vpn_keys(&card.id, &keys.keys, unix_now())
+            .await?;
+        tracing::info!(card = %card.id, count = keys.keys.len(), "VPN public keys reported");
+        Ok(())
+    }
+}
+
+/// What the server can tell of a VPN before signing it: its name and networks as the card
+/// reads them. Everything else (a resolver outside the networks, an endpoint inside them, the
+/// card's own addresses) is the card's check, which knows its addresses and refuses the push
+/// whole; its log says why.
+fn check_vpn(vpn: &ManagedVpn) -> Result<(), ApiError> {
+    if !proto::policy::valid_vpn_name(&vpn.name) {
+        return Err(bad_request(format!(
+            "VPN `{}`: a VPN's name is 1 to 12 of a-z, 0-9 and `-`",
+            vpn.name
+        )));
+    }
+    if vpn.networks.is_empty() {
+        return Err(bad_request("name at least one network the VPN reaches"));
+    }
+    for network in &vpn.networks {
+        let cidr = rules::Cidr::parse(network)
+            .map_err(|e| bad_request(format!("`{network}` is not a network: {}", e.message)))?;
+        if !cidr.addr().is_ipv4() {
+            return Err(bad_request(format!(
+                "`{network}`: only IPv4 networks are carried through the VPN for now"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An approved rule: one rule line of the language, without a name (the overlay names it), a
@@ -819,6 +922,117 @@ pub(crate) mod tests {
         assert_eq!(
             a.card(&Peer(Some("00".repeat(32)))).await.unwrap_err().0,
             StatusCode::FORBIDDEN
+        );
+    }
+
+    /// Issue 15: a VPN set for a card rides in its next overlay, signed for `card:<id>` and
+    /// verifying under the policy key; the card's reported key shows beside it; a removal is
+    /// an overlay without it. What the server can tell is wrong is refused before signing.
+    #[tokio::test]
+    async fn a_vpn_travels_in_the_cards_signed_overlay_and_its_key_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
+        let state = instance(&dir.path().join("fleet"), &db).await;
+        let token = state
+            .new_tokens("laptops", 1, None)
+            .await
+            .unwrap()
+            .remove(0);
+        db.enrol(&sha256_hex(token.as_bytes()), "card-1", unix_now(), |_| {
+            Ok::<_, String>(((), "fp-1".to_string()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let vpn = ManagedVpn {
+            name: "corp".into(),
+            peer_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+            endpoint: "198.51.100.7:51820".parse().unwrap(),
+            address: "10.20.255.2".parse().unwrap(),
+            networks: vec!["10.20.0.0/16".into()],
+            names: vec!["*.corp.example".into()],
+            resolver: Some("10.20.0.53:53".parse().unwrap()),
+            idle_lock_secs: 1800,
+            keepalive_secs: 25,
+        };
+        let refused = |change: fn(&mut ManagedVpn)| {
+            let mut vpn = vpn.clone();
+            change(&mut vpn);
+            vpn
+        };
+        for bad in [
+            refused(|v| v.name = "Corp".into()),
+            refused(|v| v.networks = vec!["10.20.0.0/99".into()]),
+            refused(|v| v.networks = vec!["fd00::/8".into()]),
+            refused(|v| v.networks.clear()),
+        ] {
+            let error = state.set_vpn("card-1", &bad).await.unwrap_err();
+            assert_eq!(error.0, StatusCode::BAD_REQUEST, "{}", error.1);
+        }
+        assert_eq!(
+            state.set_vpn("card-9", &vpn).await.unwrap_err().0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(db.latest_version("card:card-1").await.unwrap(), 0);
+
+        let overlay = |version: u64| {
+            let db = db.clone();
+            let key = state.fleet.policy_public;
+            async move {
+                let stored = db.bundle("card:card-1", version).await.unwrap().unwrap();
+                bundle::verify(
+                    stored.body.as_bytes(),
+                    &Trust {
+                        key: &key,
+                        installed_version: version - 1,
+                        group: "card:card-1",
+                        now: chrono::Utc::now(),
+                    },
+                )
+                .unwrap()
+                .bundle
+            }
+        };
+        assert_eq!(state.set_vpn("card-1", &vpn).await.unwrap(), 1);
+        let pushed: ManagedVpns =
+            serde_json::from_str(overlay(1).await.vpns.as_deref().unwrap()).unwrap();
+        assert_eq!(pushed.vpns, vec![vpn.clone()]);
+
+        let card = Known {
+            id: "card-1".into(),
+            group: "laptops".into(),
+        };
+        let key = |name: &str, public_key: &str| proto::policy::VpnKey {
+            name: name.into(),
+            public_key: public_key.into(),
+        };
+        let reported = VpnKeys {
+            keys: vec![key("corp", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")],
+        };
+        state.receive_vpn_keys(&card, &reported).await.unwrap();
+        let listed = db.all_vpns().await.unwrap();
+        assert_eq!(
+            listed[0].card_public_key.as_deref(),
+            Some("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
+        );
+        // Only names and base64 keys are taken: they are shown on pages.
+        for bad in [
+            key("<b>", "AQ=="),
+            key("corp", "<script>"),
+            key("corp", &"A".repeat(45)),
+        ] {
+            let keys = VpnKeys { keys: vec![bad] };
+            assert!(state.receive_vpn_keys(&card, &keys).await.is_err());
+        }
+
+        assert_eq!(state.remove_vpn("card-1", "corp").await.unwrap(), 2);
+        assert_eq!(overlay(2).await.vpns, None, "the next overlay has none");
+        assert_eq!(
+            state.remove_vpn("card-1", "corp").await.unwrap_err().0,
+            StatusCode::NOT_FOUND
         );
     }
 }

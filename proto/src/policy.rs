@@ -13,9 +13,12 @@
 //! | `POST` [`REPORT_PATH`] | an enrolled card | [`Report`] → `204` |
 //! | `POST` [`ACCESS_REQUESTS_PATH`] | an enrolled card | [`AccessRequest`] → `204` (also when the server has it already: the card's id makes a resend harmless) |
 //! | `GET` [`ACCESS_REQUESTS_PATH`] | an enrolled card | → [`AccessRequestList`]: the state of each of its requests |
+//! | `POST` [`VPN_KEYS_PATH`] | an enrolled card | [`VpnKeys`] → `204`: the public keys of the VPNs the server pushed to it |
 //! | `/v1/admin/…` | the administrator (bearer token) | see [`crate::policy_admin`] |
 //!
 //! Every refusal is a 4xx/5xx status with an [`ErrorBody`].
+
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -363,6 +366,79 @@ pub struct AccessRequestList {
     pub requests: Vec<AccessRequestStatus>,
 }
 
+/// Where a card reports the public keys of the VPNs the server pushed to it.
+pub const VPN_KEYS_PATH: &str = "/v1/vpn-keys";
+
+/// The most VPNs the server pushes to one card.
+pub const MAX_MANAGED_VPNS: usize = 8;
+
+/// One VPN the policy server pushes to a card (a managed card, issue 15): the peer settings of
+/// a `[vpn.NAME]` section of `cardfw.toml`, field for field, and never a private key. The card
+/// makes its own key for the name when it first sees it and reports only the public one
+/// ([`VpnKeys`]); the administrator gives that to the corporate peer. The card checks a
+/// pushed VPN exactly as one from its file, and refuses the whole push for one that fails or
+/// whose name is one of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedVpn {
+    /// 1 to 12 of `a-z`, `0-9`, `-`: it names the card's interface and rules' `via`.
+    pub name: String,
+    /// The corporate peer's WireGuard public key, base64 (as `wg` prints it).
+    pub peer_public_key: String,
+    /// Where the peer listens (UDP).
+    pub endpoint: SocketAddr,
+    /// The card's address inside the tunnel (what the peer's `AllowedIPs` names).
+    pub address: Ipv4Addr,
+    /// The networks reached only through the tunnel, e.g. `10.20.0.0/16`.
+    pub networks: Vec<String>,
+    /// The names that belong to the VPN (`intranet.corp.example`, `*.corp.example`).
+    pub names: Vec<String>,
+    /// The corporate resolver, inside `networks`; needed when `names` are given.
+    pub resolver: Option<SocketAddr>,
+    /// The unlocked VPN locks again after this many seconds without a connection.
+    pub idle_lock_secs: u64,
+    /// WireGuard persistent keepalive, seconds (0: none).
+    pub keepalive_secs: u16,
+}
+
+/// Whether `name` may name a VPN: 1 to 12 of `a-z`, `0-9` and `-`. It becomes the card's
+/// interface name (`cw-NAME`, at most 15 bytes) and rules' `via NAME`; the card checks its
+/// file's `[vpn.NAME]` and pushed VPNs with it, the server what it is asked to push.
+pub fn valid_vpn_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 12
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The VPNs of a card's overlay bundle: the bytes of its `vpns` section (see
+/// `rules::bundle`), signed with the rest. Every push carries the whole set: a VPN not in it
+/// is taken off the card.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedVpns {
+    pub vpns: Vec<ManagedVpn>,
+}
+
+/// One pushed VPN's public key on the card.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VpnKey {
+    pub name: String,
+    /// The card's WireGuard public key for it, base64 (as `wg` prints it).
+    pub public_key: String,
+}
+
+/// `POST /v1/vpn-keys`: the public key of every VPN the server pushed and the card runs. Sent
+/// on the card's first check-in after it starts (so right after enrolment) and whenever the
+/// pushed set changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VpnKeys {
+    pub keys: Vec<VpnKey>,
+}
+
 /// An error answer from policyd: `{"error": "..."}` with a 4xx/5xx status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -569,5 +645,47 @@ mod access_tests {
         assert_eq!(BundleKind::parse("overlay"), Some(BundleKind::Overlay));
         assert_eq!(BundleKind::parse("Overlay"), None);
         assert_eq!(overlay_group("0a1b"), "card:0a1b");
+    }
+
+    /// Pinned as text: the card reads what the server signed, and they are updated apart.
+    #[test]
+    fn the_vpn_json_shapes_stay_as_they_are() {
+        let vpns = ManagedVpns {
+            vpns: vec![ManagedVpn {
+                name: "corp".into(),
+                peer_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+                endpoint: "198.51.100.7:51820".parse().unwrap(),
+                address: "10.20.255.2".parse().unwrap(),
+                networks: vec!["10.20.0.0/16".into()],
+                names: vec!["*.corp.example".into()],
+                resolver: Some("10.20.0.53:53".parse().unwrap()),
+                idle_lock_secs: 1800,
+                keepalive_secs: 25,
+            }],
+        };
+        let text = serde_json::to_string(&vpns).unwrap();
+        assert_eq!(
+            text,
+            r#"{"vpns":[{"name":"corp","peer_public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","endpoint":"198.51.100.7:51820","address":"10.20.255.2","networks":["10.20.0.0/16"],"names":["*.corp.example"],"resolver":"10.20.0.53:53","idle_lock_secs":1800,"keepalive_secs":25}]}"#
+        );
+        assert_eq!(serde_json::from_str::<ManagedVpns>(&text).unwrap(), vpns);
+        // A private key has no field to travel in: an unknown field is refused, not dropped.
+        let with_key = text.replace(
+            r#""keepalive_secs":25"#,
+            r#""keepalive_secs":25,"private_key":"x""#,
+        );
+        assert!(serde_json::from_str::<ManagedVpns>(&with_key).is_err());
+        let bad_endpoint = text.replace("198.51.100.7:51820", "not an address");
+        assert!(serde_json::from_str::<ManagedVpns>(&bad_endpoint).is_err());
+        let keys = VpnKeys {
+            keys: vec![VpnKey {
+                name: "corp".into(),
+                public_key: "AQ==".into(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&keys).unwrap(),
+            r#"{"keys":[{"name":"corp","public_key":"AQ=="}]}"#
+        );
     }
 }

@@ -18,6 +18,8 @@
 //! | `GET` [`ACCESS_REQUESTS_PATH`] | → [`OpenRequests`] |
 //! | `POST` [`APPROVE_PATH`] | [`ApproveRequest`] → [`ApproveResponse`] |
 //! | `POST` [`DECLINE_PATH`] | [`DeclineRequest`] → `204` |
+//! | `POST` [`VPN_SET_PATH`] | [`SetVpnRequest`] → [`VpnResponse`] |
+//! | `POST` [`VPN_REMOVE_PATH`] | [`RemoveVpnRequest`] → [`VpnResponse`] |
 //!
 //! Refusals carry a [`crate::policy::ErrorBody`], as on the card calls.
 
@@ -38,6 +40,11 @@ pub const ACCESS_REQUESTS_PATH: &str = "/v1/admin/access-requests";
 pub const APPROVE_PATH: &str = "/v1/admin/access-requests/approve";
 /// Where an access request is declined, with a message for the user.
 pub const DECLINE_PATH: &str = "/v1/admin/access-requests/decline";
+
+/// Where a VPN is pushed to a card (added, or its settings changed).
+pub const VPN_SET_PATH: &str = "/v1/admin/vpns/set";
+/// Where a pushed VPN is taken off a card.
+pub const VPN_REMOVE_PATH: &str = "/v1/admin/vpns/remove";
 
 /// Where card `card_id` is revoked.
 pub fn revoke_path(card_id: &str) -> String {
@@ -89,6 +96,46 @@ pub struct FleetStatus {
     /// Each group's newest version.
     pub groups: Vec<(String, u64)>,
     pub cards: Vec<CardRecord>,
+    /// Every VPN pushed to a card. Absent from servers that predate managed VPNs, and left
+    /// out when there is none, so the document reads as it did before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpns: Vec<CardVpn>,
+}
+
+/// One VPN pushed to one card, and the card's public key for it once the card reported it:
+/// what the corporate peer is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardVpn {
+    pub card_id: String,
+    pub vpn: crate::policy::ManagedVpn,
+    /// Base64, as `wg` prints it; `None` until the card reports it.
+    pub card_public_key: Option<String>,
+    /// When the card reported it, Unix seconds.
+    pub key_reported_at: Option<i64>,
+}
+
+/// `POST /v1/admin/vpns/set`: the card's overlay carries `vpn` from its next version on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVpnRequest {
+    pub card_id: String,
+    pub vpn: crate::policy::ManagedVpn,
+}
+
+/// `POST /v1/admin/vpns/remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveVpnRequest {
+    pub card_id: String,
+    pub name: String,
+}
+
+/// The overlay version that carries the card's VPNs after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpnResponse {
+    pub overlay_version: u64,
 }
 
 /// `GET /v1/admin/access-requests`: the open requests, oldest first.
@@ -222,6 +269,7 @@ mod tests {
                 last_outcome: Some("applied".into()),
                 last_error: None,
             }],
+            vpns: Vec::new(),
         };
         let text = serde_json::to_string(&status).unwrap();
         assert_eq!(

@@ -41,6 +41,15 @@
 //! a `PRIVATE KEY` block of any kind is refused with [`BundleError::PrivateKey`], so a key
 //! pasted by mistake is never sent to a fleet of cards. Whether each certificate is a usable
 //! CA (X.509, basic constraints) is the card's check, where the X.509 parser lives.
+//!
+//! # VPNs
+//!
+//! The `vpns` header is optional too and comes after `trusted-cas` (or last without it): its
+//! bytes follow everything else and are the peer settings of the VPNs the policy server
+//! pushes to one card, in a card's own overlay bundle (`proto::policy::ManagedVpns` as JSON).
+//! This crate only carries them under the signature, like the rules: their meaning is the
+//! card's check, made before anything is installed. They never hold a private key: the card
+//! makes its own and reports only the public one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,6 +69,7 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 const ENVELOPE_MAGIC: &str = "cardwall-bundle 1";
 const PAYLOAD_MAGIC: &str = "cardwall-policy 1";
 const TRUSTED_CAS_HEADER: &str = "trusted-cas: ";
+const VPNS_HEADER: &str = "vpns: ";
 
 /// The most CA certificates a bundle may carry (the card page allows as many added CAs).
 pub const MAX_TRUSTED_CAS: usize = 32;
@@ -119,6 +129,9 @@ pub struct Bundle {
     /// PEM text of CA certificates the card trusts for inspected sites (see "Trusted CAs"
     /// above); `None` in a bundle without the `trusted-cas` header.
     pub trusted_cas: Option<String>,
+    /// The peer settings of the VPNs pushed to one card (see "VPNs" above); `None` in a
+    /// bundle without the `vpns` header.
+    pub vpns: Option<String>,
 }
 
 /// What the card checks a bundle against.
@@ -156,12 +169,15 @@ impl Bundle {
         if let Some(cas) = &self.trusted_cas {
             out.push_str(&format!("{TRUSTED_CAS_HEADER}{}\n", cas.len()));
         }
+        if let Some(vpns) = &self.vpns {
+            out.push_str(&format!("{VPNS_HEADER}{}\n", vpns.len()));
+        }
         out.push('\n');
         for (_, text) in self.files() {
             out.push_str(text);
         }
-        if let Some(cas) = &self.trusted_cas {
-            out.push_str(cas);
+        for section in [&self.trusted_cas, &self.vpns].into_iter().flatten() {
+            out.push_str(section);
         }
         out.into_bytes()
     }
@@ -212,15 +228,28 @@ impl Bundle {
             parse_time(&header("expires-at")?).ok_or_else(|| malformed("bad expires-at"))?;
         let mut sizes = Vec::new();
         let mut trusted_cas_len = None;
+        let mut vpns_len = None;
         loop {
             let line = take_line(&mut rest)
                 .ok_or_else(|| malformed("missing blank line after headers"))?;
             if line.is_empty() {
                 break;
             }
+            if vpns_len.is_some() {
+                return Err(malformed(&format!(
+                    "`vpns` must be the last header, found `{line}` after it"
+                )));
+            }
+            if let Some(len) = line.strip_prefix(VPNS_HEADER) {
+                vpns_len = Some(
+                    len.parse::<usize>()
+                        .map_err(|_| malformed("vpns length is not a number"))?,
+                );
+                continue;
+            }
             if trusted_cas_len.is_some() {
                 return Err(malformed(&format!(
-                    "`trusted-cas` must be the last header, found `{line}` after it"
+                    "`trusted-cas` comes after the files, found `{line}` after it"
                 )));
             }
             if let Some(len) = line.strip_prefix(TRUSTED_CAS_HEADER) {
@@ -259,6 +288,7 @@ impl Bundle {
         let trusted_cas = trusted_cas_len
             .map(|len| take(len, "the trusted CAs"))
             .transpose()?;
+        let vpns = vpns_len.map(|len| take(len, "the VPNs")).transpose()?;
         if !rest.is_empty() {
             return Err(malformed("bytes after the last file"));
         }
@@ -272,6 +302,7 @@ impl Bundle {
             rules,
             list_files: files.collect(),
             trusted_cas,
+            vpns,
         })
     }
 }
@@ -506,6 +537,9 @@ impl fmt::Display for Bundle {
             )?,
             Some(Err(_)) => write!(f, ", trusted CAs that do not pass the check")?,
         }
+        if self.vpns.is_some() {
+            write!(f, ", VPN settings")?;
+        }
         Ok(())
     }
 }
@@ -531,6 +565,7 @@ mod tests {
             ),
             list_files: vec![("ads.txt".into(), "ads.example\n*.tracker.example\n".into())],
             trusted_cas: None,
+            vpns: None,
         }
     }
 
@@ -794,6 +829,67 @@ mod tests {
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\ntrusted-cas: 0\nfile: r 1\n\na",
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\ntrusted-cas: 9\n\nab",
             "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\ntrusted-cas: x\n\na",
+        ] {
+            assert!(
+                matches!(
+                    Bundle::from_payload(payload.as_bytes()),
+                    Err(BundleError::Malformed(_))
+                ),
+                "{payload}"
+            );
+        }
+    }
+
+    /// A card's VPN settings travel under the signature, after the CAs; the bytes are not
+    /// this crate's to read, but not one of them can change, go or come unsigned.
+    #[test]
+    fn vpns_travel_under_the_signature() {
+        let vpns = r#"{"vpns":[{"name":"corp"}]}"#;
+        let ca = block("CERTIFICATE", b"a ca");
+        let both = Bundle {
+            vpns: Some(vpns.into()),
+            ..with_cas(&ca)
+        };
+        let signed = both.sign(&key(1));
+        let verified = check(&signed, 0).unwrap();
+        assert_eq!(verified.bundle, both);
+        assert!(verified.bundle.to_string().ends_with(", VPN settings"));
+        let text = String::from_utf8(signed.clone()).unwrap();
+        assert!(text.contains(&format!(
+            "trusted-cas: {}\nvpns: {}\n\n",
+            ca.len(),
+            vpns.len()
+        )));
+        assert!(text.ends_with(&format!("{ca}{vpns}")));
+        let alone = Bundle {
+            vpns: Some(vpns.into()),
+            ..bundle()
+        };
+        assert_eq!(check(&alone.sign(&key(1)), 0).unwrap().bundle, alone);
+
+        // Changed, dropped, or signed by another key: refused before a byte is read.
+        let changed = text.replace("corp", "evil");
+        assert!(matches!(
+            check(changed.as_bytes(), 0),
+            Err(BundleError::BadSignature)
+        ));
+        let dropped = text
+            .replace(&format!("vpns: {}\n", vpns.len()), "")
+            .replace(vpns, "");
+        assert!(matches!(
+            check(dropped.as_bytes(), 0),
+            Err(BundleError::BadSignature)
+        ));
+        assert!(matches!(
+            check(&alone.sign(&key(2)), 0),
+            Err(BundleError::WrongKey { .. })
+        ));
+        // `vpns` is the last header, and says how much follows.
+        for payload in [
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\nvpns: 1\ntrusted-cas: 0\n\nab",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nvpns: 0\nfile: r 1\n\na",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\nvpns: 9\n\nab",
+            "cardwall-policy 1\nversion: 1\ngroup: g\nissued-at: 2026-01-01T00:00:00Z\nexpires-at: 2027-01-01T00:00:00Z\nfile: r 1\nvpns: -1\n\na",
         ] {
             assert!(
                 matches!(

@@ -1056,3 +1056,224 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
         approved_at.elapsed()
     );
 }
+
+impl PolicyLab {
+    /// `path` of the card's page as its logged-in owner (curl from the protected computer,
+    /// with a cookie jar; logs in with [`PIN`] when the session is gone).
+    fn card_page(&self, path: &str) -> String {
+        let jar = self.dir.join("card-cookies.txt");
+        let jar = jar.to_str().unwrap();
+        let curl = |args: &[&str]| {
+            let mut all = vec!["-sS", "--max-time", "10", "-k", "-L", "-b", jar, "-c", jar];
+            all.extend_from_slice(args);
+            let out = self.client.run("curl", &all).expect("curl runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let base = format!("https://{CARD_INSIDE}:8443");
+        let home = curl(&[&format!("{base}/")]);
+        if !home.contains("Log out") {
+            let csrf = format!("csrf={}", e2e::card_page::csrf_of(&home));
+            let pin = format!("pin={PIN}");
+            let page = curl(&[
+                "--data-urlencode",
+                &csrf,
+                "--data-urlencode",
+                &pin,
+                &format!("{base}/login"),
+            ]);
+            assert!(page.contains("Log out"), "the owner's login: {page}");
+        }
+        curl(&[&format!("{base}{path}")])
+    }
+
+    /// Waits until `condition` holds of the card's page at `path`; returns the page.
+    fn wait_for_card_page(
+        &self,
+        path: &str,
+        what: &str,
+        condition: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = Instant::now();
+        loop {
+            let page = self.card_page(path);
+            if condition(&page) {
+                return page;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the card's {path} never showed {what}:\n{page}\ncard log:\n{}\npolicyd log:\n{}",
+                self.card_log(),
+                self.policyd_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The corporate peer's public key the VPN is pushed with (any 32 bytes: no tunnel is run).
+const CORP_PEER_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// What the card's page shows as its public key for VPN `name`, if it has one.
+fn page_public_key(page: &str, name: &str) -> Option<String> {
+    let marker = format!("id=\"vpn-{name}-public-key\">");
+    let at = page.find(&marker)? + marker.len();
+    Some(page[at..at + 44].to_owned())
+}
+
+/// Issue 15, managed cards: `policyd vpn set` pushes a VPN's peer settings to one card in its
+/// signed overlay; the card starts it locked and reports its public key, which `policyd
+/// status` shows as the card's page does (for the corporate peer). A push altered on its way
+/// (here: in the server's database) is refused and the VPN stays as it was; `policyd vpn
+/// remove` takes it off the card.
+#[test]
+fn a_vpn_pushed_by_the_server_reaches_the_card_locked_and_its_key_comes_back() {
+    let Some(mut lab) = PolicyLab::start("polvpn") else {
+        return;
+    };
+    let config = lab.card_config("card1");
+    let token = lab.token("laptops");
+    let enrolled = lab.enroll(&config, &token).expect("enrolment");
+    let card_id = enrolled
+        .split("as card ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("card id printed")
+        .to_string();
+    lab.start_card(&config);
+    lab.wait_until_polling();
+
+    // What the server can tell is wrong is refused before anything is signed.
+    let set = |lab: &PolicyLab, name: &str, network: &str| {
+        lab.admin(
+            "8443",
+            &[
+                "vpn",
+                "set",
+                &card_id,
+                name,
+                "--peer-key",
+                CORP_PEER_KEY,
+                "--endpoint",
+                "10.99.0.1:51820",
+                "--address",
+                "10.20.255.2",
+                "--network",
+                network,
+                "--name",
+                "*.corp.example",
+                "--resolver",
+                "10.20.0.53:53",
+            ],
+        )
+    };
+    let error = set(&lab, "Corp!", "10.20.0.0/16").unwrap_err();
+    assert!(error.contains("a VPN's name"), "{error}");
+    let pushed = set(&lab, "corp", "10.20.0.0/16").expect("vpn set");
+    assert!(pushed.contains("overlay version 1"), "{pushed}");
+
+    // The card runs it locked and reports its key; the server shows the same key.
+    let page = lab.wait_for_card_page("/vpn", "the pushed VPN", |page| {
+        page.contains("id=\"vpn-corp-state\">Locked")
+    });
+    let card_key = page_public_key(&page, "corp").expect("the card's public key is shown");
+    let has_interface = |lab: &PolicyLab| {
+        lab.card
+            .run("ip", &["link", "show", "cw-corp"])
+            .expect("ip runs")
+            .status
+            .success()
+    };
+    assert!(has_interface(&lab), "the VPN's interface is made");
+    let start = Instant::now();
+    let line = loop {
+        let status = lab.status();
+        let prefix = format!("vpn {card_id} corp:");
+        if let Some(line) = status.lines().find(|l| l.starts_with(&prefix))
+            && !line.contains("not reported yet")
+        {
+            break line.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the card's key never reached the server:\n{status}\n{}",
+            lab.card_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        line.ends_with(&format!("card public key {card_key}")),
+        "policyd status shows the card's key: {line} (page: {card_key})"
+    );
+    assert!(page.contains("10.99.0.1:51820"), "{page}");
+    assert!(
+        !page.contains("PRIVATE") && !lab.status().contains("PRIVATE"),
+        "no private key anywhere"
+    );
+
+    // A forged push: the stored overlay changed (another endpoint, same length) and put in
+    // the database as the next version, which the server hands the card as it is.
+    let db = lab.dir.join("fleet/policyd.db");
+    let sqlite = |query: &str| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(query)
+            .output()
+            .expect("sqlite3 runs (Debian package `sqlite3`)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let group = format!("card:{card_id}");
+    let body = sqlite(&format!(
+        "SELECT body FROM bundles WHERE grp = '{group}' AND version = 1"
+    ));
+    let body = body.strip_suffix('\n').unwrap_or(&body);
+    let forged = body.replace("10.99.0.1:51820", "10.99.0.9:51820");
+    assert_ne!(forged, body);
+    sqlite(&format!(
+        "INSERT INTO bundles (grp, version, body, published_at, expires_at) \
+         VALUES ('{group}', 2, '{}', 0, 4102444800)",
+        forged.replace('\'', "''")
+    ));
+    let start = Instant::now();
+    while !lab.card_log().contains("signature does not verify") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the forged push was not refused:\n{}",
+            lab.card_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let page = lab.card_page("/vpn");
+    assert!(
+        page.contains("10.99.0.1:51820") && !page.contains("10.99.0.9"),
+        "the VPN stays as it was: {page}"
+    );
+    assert_eq!(page_public_key(&page, "corp"), Some(card_key.clone()));
+
+    // Removed: the next overlay has no VPN, and the card takes it off.
+    let removed = lab
+        .admin("8443", &["vpn", "remove", &card_id, "corp"])
+        .expect("vpn remove");
+    assert!(removed.contains("overlay version 3"), "{removed}");
+    lab.wait_for_card_page("/vpn", "the VPN gone", |page| {
+        page.contains("This card has no VPN") && page_public_key(page, "corp").is_none()
+    });
+    assert!(
+        lab.card_log().contains("VPN taken off the card"),
+        "{}",
+        lab.card_log()
+    );
+    assert!(!lab.status().contains(&format!("vpn {card_id} corp")));
+    let start = Instant::now();
+    while has_interface(&lab) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the interface of a removed VPN stays"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -30,6 +30,21 @@ pub struct FleetPage {
     pub requests: Vec<AccessRequestView>,
     /// Access requests refused (malformed, over a limit) since the server started.
     pub refused_requests: u64,
+    /// The VPNs pushed to cards, by card then name.
+    pub vpns: Vec<FleetVpnView>,
+}
+
+/// One VPN pushed to one card, with the card's public key for the corporate peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetVpnView {
+    pub card: String,
+    pub name: String,
+    pub endpoint: String,
+    /// The card's tunnel address.
+    pub address: String,
+    pub networks: String,
+    /// `None` until the card reports it.
+    pub card_public_key: Option<String>,
 }
 
 /// One open access request on the fleet page, with the approve and decline forms.

@@ -874,6 +874,7 @@ async fn admin_inspection_page_counts_the_policy_servers_cas() {
         rules: ("rules.txt".into(), "default deny\n".into()),
         list_files: Vec::new(),
         trusted_cas: Some(cas),
+        vpns: None,
     }
     .sign(&key);
     let verified = bundle::verify(
@@ -915,8 +916,7 @@ async fn admin_vpn_page_shows_the_public_key_and_refuses_what_it_must() {
         .state
         .firewall
         .vpns
-        .set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(&config, &[])))
-        .unwrap();
+        .store(Arc::new(crate::vpn::Vpns::unrouted_for_tests(&config, &[])));
     assert_eq!(
         browser.get("/vpn").await.status,
         StatusCode::SEE_OTHER,
@@ -1115,6 +1115,7 @@ async fn admin_access_requests_take_only_what_the_card_blocked() {
         .install_overlay(&crate::store::overlay::Overlay {
             version: 3,
             text: "overlay-0123abcd: allow http host blocked.test path /x\n".into(),
+            vpns: Vec::new(),
         })
         .unwrap();
     browser.logged_in(PIN).await;

@@ -101,7 +101,7 @@ pub(super) async fn lock(
 
 /// The VPN the form names, when the card has one of that name.
 fn named(state: &AdminState, name: &str) -> Option<Arc<Vpn>> {
-    state.firewall.vpns.get()?.get(name).cloned()
+    state.firewall.vpns.load().get(name).cloned()
 }
 
 fn unknown(name: &str) -> String {
@@ -116,10 +116,8 @@ async fn render(
     error: Option<String>,
 ) -> Response {
     let mut views = Vec::new();
-    if let Some(vpns) = state.firewall.vpns.get() {
-        for vpn in vpns.iter() {
-            views.push(view(vpn).await);
-        }
+    for vpn in state.firewall.vpns.load_full().iter() {
+        views.push(view(vpn).await);
     }
     VpnPage {
         csrf: session.csrf().to_owned(),

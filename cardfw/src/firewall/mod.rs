@@ -71,9 +71,10 @@ pub struct Firewall {
     /// trust), set at start on a card with a store; without it such rules are refused. Shared
     /// with the card page, which re-keys the CA and changes the trust in place.
     pub inspection: OnceLock<Arc<Inspection>>,
-    /// The card's VPNs (`crate::vpn`), set at start on a card with a store and `[vpn.*]`.
-    /// Without them a rule's `via` is refused, and no destination belongs to a VPN.
-    pub vpns: OnceLock<Arc<Vpns>>,
+    /// The card's VPNs (`crate::vpn`): the file's `[vpn.*]`, set at start, and those the
+    /// policy server pushes, replaced while the card runs (`crate::managed::vpns`). A rule's
+    /// `via` naming none of them is refused; with none, no destination belongs to a VPN.
+    pub vpns: ArcSwap<Vpns>,
     /// The rule set in force. A reload swaps it in one step; a connection that already took
     /// its snapshot keeps deciding with it, so nothing in flight is dropped.
     rules: ArcSwap<LoadedRules>,
@@ -161,7 +162,7 @@ impl Firewall {
             tls_fingerprint: OnceLock::new(),
             ech_covers: CoverNames::default(),
             inspection: OnceLock::new(),
-            vpns: OnceLock::new(),
+            vpns: ArcSwap::default(),
             rules: ArcSwap::from_pointee(rules),
             store: store.map(Arc::new),
             asking: asking::AskKey::new(),
@@ -316,7 +317,8 @@ impl Firewall {
     /// resolver from the outside address. (The configuration check makes every VPN with
     /// names name a resolver too.)
     pub fn resolver_for(&self, name: &str) -> Resolver {
-        let vpn = self.vpns.get().and_then(|vpns| vpns.owning(name));
+        let vpns = self.vpns.load();
+        let vpn = vpns.owning(name);
         match vpn.and_then(|vpn| Some((vpn.config.address, vpn.config.resolver?))) {
             Some((from, server)) => Resolver {
                 from: IpAddr::V4(from),
@@ -376,16 +378,14 @@ impl Firewall {
         dst: Option<IpAddr>,
         allowed_by: &RuleInfo,
     ) -> Option<Refusal> {
-        let vpns = self.vpns.get();
+        let vpns = self.vpns.load();
         let host = request.host.filter(|host| host.parse::<IpAddr>().is_err());
-        let vpn = match (&allowed_by.via, vpns) {
-            (Some(name), Some(vpns)) => Some(vpns.get(name).ok_or(Refusal::VpnUnknown)),
-            (Some(_), None) => Some(Err(Refusal::VpnUnknown)),
-            (None, Some(vpns)) => host
+        let vpn = match &allowed_by.via {
+            Some(name) => Some(vpns.get(name).ok_or(Refusal::VpnUnknown)),
+            None => host
                 .and_then(|host| vpns.owning(host))
                 .or_else(|| dst.and_then(|ip| vpns.covering(canonical(ip))))
                 .map(Ok),
-            (None, None) => None,
         }?;
         let vpn = match vpn {
             Ok(vpn) => vpn,
@@ -616,9 +616,9 @@ mod tests {
         for unlocked in [false, true] {
             let firewall = Firewall::new(config.clone(), load(), None);
             let names: &[&str] = if unlocked { &["corp"] } else { &[] };
-            let _ = firewall
+            firewall
                 .vpns
-                .set(Arc::new(Vpns::unrouted_for_tests(&config, names)));
+                .store(Arc::new(Vpns::unrouted_for_tests(&config, names)));
             let rules = firewall.rules();
             let by_name = ask(http("intranet.corp.example", "/"));
             let check = firewall.check(&rules, &by_name);

@@ -19,11 +19,15 @@
 //!   refused), installed in `overlay.sealed` and compiled before the group's rules
 //!   (`store::overlay`). The poll names both installed versions
 //!   (`?after=N&overlay_after=M`); the answer's `x-cardwall-bundle-kind` says which it is.
+//! - [`vpns`]: the overlay also carries the VPNs the server pushes to this card (issue 15),
+//!   checked as the file's `[vpn.NAME]`, kept with the overlay, started locked; the card
+//!   reports their public keys on its first check-in and after each change.
 //! - `cardfw unenroll` (PIN on stdin) leaves the fleet; the rules in force stay.
 
 pub mod network;
 pub mod poller;
 pub mod requests;
+pub mod vpns;
 
 #[cfg(test)]
 mod tests;
@@ -54,8 +58,12 @@ pub enum ManagedError {
     TrustedCa(#[from] OwnerCaError),
     #[error("the overlay is refused: {0}")]
     Overlay(#[from] crate::store::overlay::OverlayError),
-    #[error("an overlay carries nothing but its rules (no list files, no CAs)")]
+    #[error("an overlay carries nothing but its rules and VPNs (no list files, no CAs)")]
     OverlayExtras,
+    #[error("the pushed VPNs are refused: {0}")]
+    Vpns(#[from] vpns::PushedVpnError),
+    #[error("VPN settings come only in the card's own overlay, never in a group's bundle")]
+    VpnsInGroupBundle,
     #[error("the overlay's rules do not compile with the card's: {0}")]
     OverlayRules(String),
     #[error("the enrolment record is damaged: {0}")]
@@ -174,6 +182,10 @@ pub fn apply(
             now,
         },
     )?;
+    // Each card has its own tunnel address: a group's bundle has no VPN to give.
+    if verified.bundle.vpns.is_some() {
+        return Err(ManagedError::VpnsInGroupBundle);
+    }
     if let Some(cas) = &verified.bundle.trusted_cas {
         OwnerCas::from_pem(cas.as_bytes())?;
     }
@@ -186,11 +198,13 @@ pub fn apply(
 }
 
 /// Checks an overlay bundle against the enrolment (the pinned key, the group
-/// `card:<card id>`, dates, a version above the installed overlay's) and installs it. Returns
-/// the installed version. The caller then reloads the rules.
+/// `card:<card id>`, dates, a version above the installed overlay's) and its VPNs against
+/// `config` ([`vpns::pushed_vpns`]), and installs it. Returns the installed version. The
+/// caller then reloads the rules and starts the VPNs ([`vpns::start_pushed`]).
 pub fn apply_overlay(
     store: &Store,
     enrolment: &Enrolment,
+    config: &crate::config::Config,
     bytes: &[u8],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, ManagedError> {
@@ -214,6 +228,7 @@ pub fn apply_overlay(
     let overlay = crate::store::overlay::Overlay {
         version: bundle.version,
         text: bundle.rules.1.clone(),
+        vpns: vpns::pushed_vpns(config, bundle.vpns.as_deref())?,
     };
     // Compiled with the rules in force before it is installed: an overlay the card could not
     // run would otherwise stop every later reload, group bundles' too.

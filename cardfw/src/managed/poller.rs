@@ -5,12 +5,16 @@
 //! force never change on a failure. A change of the network's state ([`super::network`]) ends
 //! the wait and any poll in flight at once: when the network comes up the card asks straight
 //! away, on a new connection, instead of sitting out the back-off.
+//!
+//! Before each poll the card reports the public keys of the VPNs the server pushed
+//! ([`super::vpns::public_keys`]) when they differ from the last it reported: so on its first
+//! check-in after it starts (and after enrolment), and after each overlay that changed them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use policy_client::Client;
-use proto::policy::{self, BundleKind, Outcome, Report};
+use proto::policy::{self, BundleKind, Outcome, Report, VpnKeys};
 use tokio::sync::watch;
 
 use super::{apply, apply_overlay, client_for};
@@ -52,6 +56,8 @@ pub async fn poll_forever(
     // Likewise for the card's overlay.
     let mut overlay_refused_through = 0;
     let mut kept: Option<(String, Client)> = None;
+    // The VPN keys the server has from this card, with the certificate they were sent with.
+    let mut keys_reported: Option<(String, VpnKeys)> = None;
     let backoff = async |why: String, retry: &mut Duration, network: &mut watch::Receiver<bool>| {
         let wait = jittered(*retry);
         tracing::warn!(wait_ms = wait.as_millis() as u64, "policy server: {why}");
@@ -99,6 +105,15 @@ pub async fn poll_forever(
                 }
             },
         };
+        let keys = super::vpns::public_keys(&firewall);
+        let unreported = keys_reported
+            .as_ref()
+            .is_none_or(|(certificate, reported)| {
+                *certificate != enrolment.certificate_pem || *reported != keys
+            });
+        if unreported && report_vpn_keys(&client, &keys).await {
+            keys_reported = Some((enrolment.certificate_pem.clone(), keys));
+        }
         let after = enrolment.installed_version.max(refused_through);
         let overlay_installed = match store.overlay() {
             Ok(overlay) => overlay.map_or(0, |o| o.version),
@@ -164,11 +179,21 @@ pub async fn poll_forever(
                     continue;
                 };
                 if kind == BundleKind::Overlay {
-                    match apply_overlay(store, &enrolment, &answer.body, chrono::Utc::now()) {
+                    let applied = apply_overlay(
+                        store,
+                        &enrolment,
+                        &firewall.config,
+                        &answer.body,
+                        chrono::Utc::now(),
+                    );
+                    match applied {
                         Ok(version) => {
                             retry = retry_min;
                             tracing::info!(version, "policy overlay installed");
                             firewall.reload();
+                            if let Err(error) = super::vpns::start_pushed(&firewall).await {
+                                tracing::error!(%error, "the pushed VPNs did not all start");
+                            }
                         }
                         Err(e) => {
                             tracing::error!(offered = ?offered, "policy overlay refused, the rules in force stay: {e}");
@@ -245,6 +270,33 @@ fn trust_installed_cas(firewall: &Firewall, store: &crate::store::Store) {
     match inspection.reload_managed_cas(store) {
         Ok(count) => tracing::info!(count, "policy server's CAs trusted for inspected sites"),
         Err(error) => tracing::error!(%error, "the policy server's CAs cannot be trusted"),
+    }
+}
+
+/// Sends the pushed VPNs' public keys; whether the server took them.
+async fn report_vpn_keys(client: &Client, keys: &VpnKeys) -> bool {
+    let sent = client
+        .post_json(
+            policy::VPN_KEYS_PATH,
+            &[],
+            keys,
+            REPORT_TIMEOUT,
+            policy::MAX_JSON_BODY,
+        )
+        .await;
+    match sent {
+        Ok(answer) if answer.status.is_success() => {
+            tracing::info!(count = keys.keys.len(), "VPN public keys reported");
+            true
+        }
+        Ok(answer) => {
+            tracing::warn!(status = %answer.status, "VPN keys refused: {}", answer.error_text());
+            false
+        }
+        Err(e) => {
+            tracing::warn!("VPN keys not sent: {e}");
+            false
+        }
     }
 }
 

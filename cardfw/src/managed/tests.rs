@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use rules::bundle::{Bundle, SigningKey};
 
 use super::*;
+use crate::config::Config;
 use crate::store::{PinCost, StoreError};
 
 const FIRST_RULES: &str = "dns: allow dns\ndefault deny\n";
@@ -34,6 +35,7 @@ fn bundle(version: u64) -> Bundle {
         ),
         list_files: vec![("ads.txt".into(), "ads.example\n".into())],
         trusted_cas: None,
+        vpns: None,
     }
 }
 
@@ -430,6 +432,7 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
         apply_overlay(
             &store,
             &enrolment,
+            &Config::default(),
             &overlay(1, text).sign(&policy_key()),
             now()
         )
@@ -450,9 +453,15 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
     assert_eq!(decide(&store, "other.example").1, "default");
 
     let refused = |bundle: Bundle| {
-        apply_overlay(&store, &enrolment, &bundle.sign(&policy_key()), now())
-            .unwrap_err()
-            .to_string()
+        apply_overlay(
+            &store,
+            &enrolment,
+            &Config::default(),
+            &bundle.sign(&policy_key()),
+            now(),
+        )
+        .unwrap_err()
+        .to_string()
     };
     assert!(refused(overlay(1, "")).contains("version"), "anti-rollback");
     assert!(refused(bundle(9)).contains("group"), "a group bundle");
@@ -484,6 +493,7 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
     apply_overlay(
         &store,
         &enrolment,
+        &Config::default(),
         &overlay(2, "").sign(&policy_key()),
         now(),
     )
@@ -500,4 +510,152 @@ fn an_overlay_decides_before_the_groups_rules_and_only_this_cards() {
         None,
         "a new enrolment starts without it"
     );
+}
+
+/// A card with `[vpn.corp]` in its file (the tests' `CORP`).
+fn config_with_corp() -> Config {
+    <Config as crate::config::ConfigFile>::parse("c.toml", crate::vpn::tests::CORP).unwrap()
+}
+
+/// A VPN `name` the server might push (a `lab` network beside the file's `corp`).
+fn pushed(name: &str) -> proto::policy::ManagedVpn {
+    proto::policy::ManagedVpn {
+        name: name.into(),
+        peer_public_key: "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=".into(),
+        endpoint: "198.51.100.8:51820".parse().unwrap(),
+        address: "10.30.255.2".parse().unwrap(),
+        networks: vec!["10.30.0.0/16".into()],
+        names: vec!["*.lab.example".into()],
+        resolver: Some("10.30.0.53:53".parse().unwrap()),
+        idle_lock_secs: 600,
+        keepalive_secs: 0,
+    }
+}
+
+fn overlay_with_vpns(version: u64, vpns: &[proto::policy::ManagedVpn]) -> Bundle {
+    let section = proto::policy::ManagedVpns {
+        vpns: vpns.to_vec(),
+    };
+    Bundle {
+        vpns: Some(serde_json::to_string(&section).unwrap()),
+        ..overlay(version, "")
+    }
+}
+
+/// Issue 15, the attacker's side first: a push is installed only when signed by the pinned
+/// key for this card, and only when every VPN in it passes the file's checks and takes no
+/// name of the file's; anything else refuses the whole overlay and keeps the last good one.
+#[test]
+fn pushed_vpns_are_refused_unless_signed_for_this_card_and_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, enrolment) = enrolled_card(dir.path(), 0);
+    let config = config_with_corp();
+    let apply = |bytes: &[u8]| apply_overlay(&store, &enrolment, &config, bytes, now());
+    apply(&overlay_with_vpns(1, &[pushed("lab")]).sign(&policy_key())).unwrap();
+    let installed = store.overlay().unwrap().unwrap();
+    assert_eq!((installed.version, installed.vpns.len()), (1, 1));
+
+    let refused = |bytes: Vec<u8>| apply(&bytes).unwrap_err();
+    let next = |vpns: &[proto::policy::ManagedVpn]| overlay_with_vpns(2, vpns);
+    // Not the policy key, or changed after signing.
+    assert!(matches!(
+        refused(next(&[pushed("evil")]).sign(&SigningKey::from_bytes(&[9; 32]))),
+        ManagedError::Bundle(BundleError::WrongKey { .. })
+    ));
+    let tampered = String::from_utf8(next(&[pushed("lab")]).sign(&policy_key()))
+        .unwrap()
+        .replace("198.51.100.8", "198.51.100.9");
+    assert!(matches!(
+        refused(tampered.into_bytes()),
+        ManagedError::Bundle(BundleError::BadSignature)
+    ));
+    // Another card's overlay, or a group's bundle carrying VPNs.
+    assert!(matches!(
+        refused(
+            Bundle {
+                group: "card:c2".into(),
+                ..next(&[pushed("lab")])
+            }
+            .sign(&policy_key())
+        ),
+        ManagedError::Bundle(BundleError::WrongGroup { .. })
+    ));
+    let group_with_vpns = Bundle {
+        vpns: next(&[]).vpns,
+        ..bundle(3)
+    };
+    assert!(matches!(
+        apply_group(&store, &enrolment, &group_with_vpns),
+        Err(ManagedError::VpnsInGroupBundle)
+    ));
+    // Signed, but not a VPN this card may run.
+    let message =
+        |vpns: &[proto::policy::ManagedVpn]| refused(next(vpns).sign(&policy_key())).to_string();
+    let with = |change: fn(&mut proto::policy::ManagedVpn)| {
+        let mut vpn = pushed("lab");
+        change(&mut vpn);
+        message(&[vpn])
+    };
+    let clash = message(&[pushed("corp")]);
+    assert!(clash.contains("`corp` is one of the card's own"), "{clash}");
+    assert!(message(&[pushed("lab"), pushed("lab")]).contains("pushed twice"));
+    let many: Vec<_> = (0..=proto::policy::MAX_MANAGED_VPNS)
+        .map(|i| pushed(&format!("lab{i}")))
+        .collect();
+    assert!(message(&many).contains("more than"));
+    assert!(with(|v| v.name = "Lab_1".into()).contains("a VPN's name"));
+    assert!(with(|v| v.name = "cw-eth0; reboot".into()).contains("a VPN's name"));
+    assert!(with(|v| v.peer_public_key = "short".into()).contains("peer_public_key"));
+    assert!(with(|v| v.networks = vec!["10.30.0.0/33".into()]).contains("networks"));
+    assert!(with(|v| v.networks = vec!["::/0".into()]).contains("IPv4"));
+    assert!(with(|v| v.networks = Vec::new()).contains("networks is empty"));
+    assert!(with(|v| v.resolver = Some("8.8.8.8:53".parse().unwrap())).contains("resolver"));
+    assert!(with(|v| v.endpoint = "10.30.0.1:51820".parse().unwrap()).contains("endpoint"));
+    assert!(with(|v| v.idle_lock_secs = 0).contains("idle_lock_secs"));
+    // The card's own addresses can never be taken into a tunnel.
+    assert!(
+        with(|v| v.networks = vec!["10.30.0.0/16".into(), "172.31.77.0/24".into()])
+            .contains("the card's own address")
+    );
+    // Not the contract's shape: a field more (a private key), or garbage.
+    let with_key = Bundle {
+        vpns: Some(
+            serde_json::to_string(&proto::policy::ManagedVpns {
+                vpns: vec![pushed("lab")],
+            })
+            .unwrap()
+            .replace(
+                "\"keepalive_secs\"",
+                "\"private_key\":\"AAAA\",\"keepalive_secs\"",
+            ),
+        ),
+        ..next(&[])
+    };
+    assert!(matches!(
+        refused(with_key.sign(&policy_key())),
+        ManagedError::Vpns(vpns::PushedVpnError::Unreadable(_))
+    ));
+    let garbage = Bundle {
+        vpns: Some("{\"vpns\": [".into()),
+        ..next(&[])
+    };
+    assert!(
+        refused(garbage.sign(&policy_key()))
+            .to_string()
+            .contains("do not read")
+    );
+
+    // Nothing moved: the last good overlay and its VPN stay.
+    assert_eq!(store.overlay().unwrap().unwrap(), installed);
+    // A push without the VPN takes it away.
+    apply(&next(&[]).sign(&policy_key())).unwrap();
+    assert!(store.overlay().unwrap().unwrap().vpns.is_empty());
+}
+
+fn apply_group(
+    store: &Store,
+    enrolment: &Enrolment,
+    bundle: &Bundle,
+) -> Result<Enrolment, ManagedError> {
+    apply(store, enrolment, &bundle.sign(&policy_key()), now())
 }

@@ -498,8 +498,8 @@ fn locked_vpn_answer(query: &Message, firewall: &Firewall) -> Message {
     let name = question_name(question.name());
     let placeholder = firewall
         .vpns
-        .get()
-        .and_then(|vpns| vpns.owning(&name))
+        .load()
+        .owning(&name)
         .and_then(|vpn| vpn.config.resolver)
         .and_then(|resolver| match resolver.ip() {
             IpAddr::V4(address) => Some(address),
@@ -1059,10 +1059,11 @@ mod tests {
         let card = card_with(upstream.address, |config| {
             config.vpn = vpn_config.vpn.clone()
         });
-        let _ = card.vpns.set(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
-            &vpn_config,
-            &[],
-        )));
+        card.vpns
+            .store(Arc::new(crate::vpn::Vpns::unrouted_for_tests(
+                &vpn_config,
+                &[],
+            )));
         let cache = cache_for(&card);
         let reply = ask(&card, &cache, &query(7, "intranet.corp.example")).await;
         assert_eq!(reply.response_code, ResponseCode::NoError);

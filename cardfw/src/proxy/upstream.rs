@@ -138,8 +138,8 @@ pub async fn connect(firewall: &Firewall, addr: SocketAddr) -> Result<TcpStream,
     // A VPN's networks: from the tunnel address, which the route takes into the tunnel.
     let from = firewall
         .vpns
-        .get()
-        .and_then(|vpns| vpns.source_for(addr.ip()))
+        .load()
+        .source_for(addr.ip())
         .unwrap_or(firewall.config.outside_address);
     if from.is_ipv4() == addr.is_ipv4() {
         socket

@@ -9,6 +9,10 @@
 //! their `file:line` ids, as their lines do not move. An overlay holds nothing but such rules:
 //! a `default` or a `list` in it is refused ([`check_overlay`]), so it can add exceptions
 //! and never change what the group's rules mean otherwise.
+//!
+//! The same file keeps the VPNs the policy server pushed to this card (issue 15), which come
+//! in the overlay bundle: one atomic write installs both, so a power cut leaves the last good
+//! overlay whole, its VPNs included.
 
 use proto::policy::{OVERLAY_RULE_PREFIX, OVERLAY_RULES_NAME};
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,10 @@ pub struct Overlay {
     /// Anything not newer is refused.
     pub version: u64,
     pub text: String,
+    /// The VPNs the policy server pushed, already checked (`crate::managed::pushed_vpns`).
+    /// Absent from files written before managed VPNs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpns: Vec<proto::policy::ManagedVpn>,
 }
 
 /// Why an overlay's text is refused.

@@ -48,6 +48,7 @@
 //! the kernel the same way and, failing, says why in the log and uses userspace.
 
 mod kernel;
+mod pushed;
 mod userspace;
 
 use std::collections::BTreeMap;

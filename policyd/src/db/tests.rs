@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use super::*;
+use proto::policy::{ManagedVpn, VpnKey};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -171,6 +172,7 @@ async fn sqlite_store_keeps_its_promises() {
     let db = Db::connect(&url).await.unwrap();
     exercise(&db).await;
     exercise_access_requests(&db).await;
+    exercise_vpns(&db).await;
     // Reopening runs the migrations again without harm and keeps the data.
     drop(db);
     let db = Db::connect(&url).await.unwrap();
@@ -286,6 +288,7 @@ async fn postgres_store_keeps_the_same_promises() {
     let db = Db::connect(&pg.url).await.unwrap();
     exercise(&db).await;
     exercise_access_requests(&db).await;
+    exercise_vpns(&db).await;
     // Two instances on one database see the same fleet.
     let other = Arc::new(Db::connect(&pg.url).await.unwrap());
     assert_eq!(other.latest_version("laptops").await.unwrap(), 2);
@@ -435,4 +438,62 @@ async fn exercise_access_requests(db: &Db) {
         db.cards_with_expired_approvals(now + 700).await.unwrap(),
         Vec::<String>::new()
     );
+}
+
+/// Issue 15: VPNs pushed to cards and the keys cards report (uses `card-a` of [`exercise`]).
+async fn exercise_vpns(db: &Db) {
+    let vpn = |name: &str, endpoint: &str| ManagedVpn {
+        name: name.into(),
+        peer_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+        endpoint: endpoint.parse().unwrap(),
+        address: "10.20.255.2".parse().unwrap(),
+        networks: vec!["10.20.0.0/16".into()],
+        names: Vec::new(),
+        resolver: None,
+        idle_lock_secs: 1800,
+        keepalive_secs: 0,
+    };
+    assert!(matches!(
+        db.set_vpn("nobody", &vpn("corp", "198.51.100.7:51820"))
+            .await,
+        Err(DbError::NoSuchCard(_))
+    ));
+    db.set_vpn("card-a", &vpn("corp", "198.51.100.7:51820"))
+        .await
+        .unwrap();
+    db.set_vpn("card-a", &vpn("lab", "198.51.100.8:51820"))
+        .await
+        .unwrap();
+    let key = |name: &str, key: &str| VpnKey {
+        name: name.into(),
+        public_key: key.into(),
+    };
+    // A key for a name not pushed to the card is not kept.
+    db.record_vpn_keys("card-a", &[key("corp", "K1"), key("other", "K9")], 77)
+        .await
+        .unwrap();
+    // Changing the settings keeps the reported key: the card keeps its key for the name.
+    db.set_vpn("card-a", &vpn("corp", "198.51.100.9:51820"))
+        .await
+        .unwrap();
+    let pushed = db.card_vpns("card-a").await.unwrap();
+    assert_eq!(
+        pushed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["corp", "lab"]
+    );
+    assert_eq!(pushed[0].endpoint.to_string(), "198.51.100.9:51820");
+    let all = db.all_vpns().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].card_public_key.as_deref(), all[0].key_reported_at),
+        (Some("K1"), Some(77))
+    );
+    assert_eq!(all[1].card_public_key, None);
+    db.remove_vpn("card-a", "lab").await.unwrap();
+    assert!(matches!(
+        db.remove_vpn("card-a", "lab").await,
+        Err(DbError::NoSuchVpn { .. })
+    ));
+    assert_eq!(db.card_vpns("card-a").await.unwrap().len(), 1);
+    assert!(db.card_vpns("card-c").await.unwrap().is_empty());
 }

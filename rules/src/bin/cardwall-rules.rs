@@ -312,6 +312,7 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         rules: (rules_name, text),
         list_files,
         trusted_cas: None,
+        vpns: None,
     };
     // Refuse to sign what a card would refuse to install.
     let lists: std::collections::HashMap<String, String> =
