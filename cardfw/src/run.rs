@@ -197,9 +197,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let outcome = watch(&firewall, &mut tasks).await;
     // Locked and gone before the process is: a kernel WireGuard link would outlive it.
-    if let Some(vpns) = firewall.vpns.get() {
-        vpns.stop().await;
-    }
+    firewall.vpns.load_full().stop().await;
     if firewall.config.transparent {
         intercept::remove().await;
     }

@@ -104,9 +104,11 @@ pub enum VpnError {
 pub enum Tunnel {
     Userspace(userspace::Userspace),
     Kernel(kernel::Kernel),
-    /// No tunnel at all: VPNs to decide with in unit tests ([`Vpns::unrouted_for_tests`]).
-    #[cfg(test)]
-    Unrouted,
+    /// No tunnel (any more): the stand-in for a VPN whose tunnel is being taken down and
+    /// made again ([`Vpns::replace_pushed`]), so that its networks and names are still
+    /// refused as locked meanwhile; and VPNs to decide with in unit tests
+    /// ([`Vpns::unrouted_for_tests`]). Always locked: it cannot come up.
+    Closed,
 }
 
 /// What the card page shows of a tunnel.
@@ -124,8 +126,7 @@ impl Tunnel {
         match self {
             Tunnel::Userspace(_) => "userspace (gotatun on TUN)",
             Tunnel::Kernel(_) => "kernel (WireGuard over netlink)",
-            #[cfg(test)]
-            Tunnel::Unrouted => "none (unit tests)",
+            Tunnel::Closed => "none (being replaced)",
         }
     }
 
@@ -138,8 +139,7 @@ impl Tunnel {
         match self {
             Tunnel::Userspace(tunnel) => tunnel.up(vpn, StaticSecret::from(**key), from).await,
             Tunnel::Kernel(tunnel) => tunnel.up(vpn, key).await,
-            #[cfg(test)]
-            Tunnel::Unrouted => Err("no tunnel in unit tests".to_owned()),
+            Tunnel::Closed => Err("its tunnel is being replaced: try again".to_owned()),
         }
     }
 
@@ -150,8 +150,7 @@ impl Tunnel {
                 Ok(())
             }
             Tunnel::Kernel(tunnel) => tunnel.down().await,
-            #[cfg(test)]
-            Tunnel::Unrouted => Ok(()),
+            Tunnel::Closed => Ok(()),
         }
     }
 
@@ -159,8 +158,7 @@ impl Tunnel {
         match self {
             Tunnel::Userspace(tunnel) => tunnel.stats().await,
             Tunnel::Kernel(tunnel) => tunnel.stats().await,
-            #[cfg(test)]
-            Tunnel::Unrouted => None,
+            Tunnel::Closed => None,
         }
     }
 }
@@ -269,6 +267,33 @@ impl Vpn {
         }
         tracing::info!(vpn = %self.name, why, "VPN locked");
         Ok(true)
+    }
+
+    /// Locks it and deletes a kernel link (a TUN device goes with its last handle). Failures
+    /// are logged: it is leaving either way.
+    async fn take_down(&self, why: &str) {
+        let _ = self.lock(why).await;
+        if let Tunnel::Kernel(tunnel) = &self.tunnel
+            && let Err(error) = tunnel.delete().await
+        {
+            tracing::warn!(vpn = %self.name, %error, "cannot delete the WireGuard link");
+        }
+    }
+
+    /// A locked stand-in with the same name, settings and public key and no tunnel
+    /// ([`Tunnel::Closed`]): decisions keep refusing its networks and names while its
+    /// interface is taken down and made again.
+    fn closed_stand_in(&self) -> Vpn {
+        Vpn {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            public_key: self.public_key,
+            interface: self.interface.clone(),
+            tunnel: Tunnel::Closed,
+            unlocked: AtomicBool::new(false),
+            changing: tokio::sync::Mutex::new(()),
+            last_used: Mutex::new(Instant::now()),
+        }
     }
 
     /// Locks when no connection went through for `idle_lock_secs`. A connection still open
@@ -393,7 +418,7 @@ impl Vpns {
                     config: vpn.clone(),
                     public_key: [0; 32],
                     interface: format!("cw-{name}"),
-                    tunnel: Tunnel::Unrouted,
+                    tunnel: Tunnel::Closed,
                     unlocked: AtomicBool::new(unlocked.contains(&name.as_str())),
                     changing: tokio::sync::Mutex::new(()),
                     last_used: Mutex::new(Instant::now()),
@@ -430,12 +455,7 @@ impl Vpns {
     /// TUN devices go with the process). Failures are logged: the process is ending.
     pub async fn stop(&self) {
         for vpn in self.iter() {
-            let _ = vpn.lock("the card is stopping").await;
-            if let Tunnel::Kernel(tunnel) = &vpn.tunnel
-                && let Err(error) = tunnel.delete().await
-            {
-                tracing::warn!(vpn = %vpn.name, %error, "cannot delete the WireGuard link");
-            }
+            vpn.take_down("the card is stopping").await;
         }
     }
 

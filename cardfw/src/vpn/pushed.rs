@@ -1,8 +1,14 @@
 //! The VPNs the policy server pushes (`crate::managed::vpns`) come and go while the card
 //! runs; the file's `[vpn.NAME]` only at start. A push names the whole set: a VPN it adds is
-//! started locked, one it drops is locked and its interface goes (the TUN device is closed
-//! with its last handle, and its routes with it), one whose settings changed is both, so it
-//! comes back locked with the new settings and the same key.
+//! started locked, one it drops is locked and its interface goes (a kernel link is deleted, a
+//! TUN device closes with its last handle, and its routes go with it), one whose settings
+//! changed is both, so it comes back locked with the new settings and the same key.
+//!
+//! Fail closed while that happens: a changed VPN needs its interface name back before it can
+//! be made again, so for a moment it has no interface and no routes. Its networks and names
+//! must not become ordinary destinations then, so the decisions first see a locked stand-in
+//! for every VPN leaving ([`super::Vpn::closed_stand_in`]), and only the finished set after the new
+//! ones are up; when starting them fails, the stand-ins stay and keep refusing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +21,7 @@ use crate::store::Store;
 
 impl Vpns {
     /// Makes the VPNs in `running` the file's (`config.vpn`, untouched) and `pushed`, checked
-    /// by the caller against `config`.
-    ///
-    /// A changed VPN needs its interface name back, so the old one is taken out of `running`
-    /// and dropped before the new one is made: for that moment its networks and names belong
-    /// to no VPN.
+    /// by the caller against `config` (see the module documentation for the order).
     pub async fn replace_pushed(
         running: &ArcSwap<Vpns>,
         config: &Config,
@@ -44,12 +46,15 @@ impl Vpns {
         if gone.is_empty() && added.is_empty() {
             return Ok(());
         }
-        running.store(Arc::new(Vpns {
-            by_name: kept.clone(),
-        }));
+        let mut meanwhile = kept.clone();
+        for vpn in &gone {
+            meanwhile.insert(vpn.name.clone(), Arc::new(vpn.closed_stand_in()));
+        }
+        running.store(Arc::new(Vpns { by_name: meanwhile }));
         drop(old);
         for vpn in gone {
-            vpn.lock("the policy server changed or removed it").await;
+            vpn.take_down("the policy server changed or removed it")
+                .await;
             tracing::info!(vpn = %vpn.name, interface = %vpn.interface, "VPN taken off the card");
         }
         // `Vpns::start` for the added ones alone: the same key, interface and routes as a
