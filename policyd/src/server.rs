@@ -495,9 +495,7 @@ async fn admin_vpn_remove(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
-    use crate::fleet::Fleet;
-    use crate::service::tests::instance;
+    use crate::service::tests::fresh_instance;
     use tower::ServiceExt;
 
     /// Issue 13.12: the page's cookie never opens the admin API, and the API takes JSON only:
@@ -508,11 +506,7 @@ mod tests {
         use http_body_util::BodyExt;
 
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, _db) = fresh_instance(dir.path()).await;
         let token = state.fleet.admin_token.clone();
         let app = router(state.clone());
         let send = |request: axum::http::Request<axum::body::Body>| {
@@ -643,11 +637,7 @@ mod tests {
         use std::sync::atomic::Ordering;
 
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, db) = fresh_instance(dir.path()).await;
         let token = state
             .new_tokens("laptops", 1, None)
             .await
@@ -748,11 +738,7 @@ mod tests {
         use rustls_pki_types::pem::PemObject;
 
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, db) = fresh_instance(dir.path()).await;
         let token = state
             .new_tokens("laptops", 1, None)
             .await
@@ -940,11 +926,7 @@ mod tests {
         use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
 
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, _db) = fresh_instance(dir.path()).await;
         let card = crate::service::Known {
             id: "card-1".into(),
             group: "laptops".into(),
@@ -1093,11 +1075,7 @@ mod tests {
         use proto::policy::{AccessProtocol, AccessRequest, AccessState, Blocked};
 
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, _db) = fresh_instance(dir.path()).await;
         let card = crate::service::Known {
             id: "card-1".into(),
             group: "laptops".into(),

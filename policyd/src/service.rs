@@ -816,6 +816,15 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// A new fleet in `dir` and an instance of it on a new SQLite database there.
+    pub(crate) async fn fresh_instance(dir: &std::path::Path) -> (Arc<AppState>, Db) {
+        Fleet::init(&dir.join("fleet"), &["127.0.0.1".into()]).unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.join("p.db").display()))
+            .await
+            .unwrap();
+        (instance(&dir.join("fleet"), &db).await, db)
+    }
+
     fn request(rules: &str) -> PublishRequest {
         PublishRequest {
             group: "laptops".into(),
@@ -931,11 +940,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_vpn_travels_in_the_cards_signed_overlay_and_its_key_comes_back() {
         let dir = tempfile::tempdir().unwrap();
-        Fleet::init(&dir.path().join("fleet"), &["127.0.0.1".into()]).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
-        let state = instance(&dir.path().join("fleet"), &db).await;
+        let (state, db) = fresh_instance(dir.path()).await;
         let token = state
             .new_tokens("laptops", 1, None)
             .await
