@@ -257,6 +257,19 @@ impl PolicyLab {
         }
     }
 
+    /// Enrols the card of `config` into `group` with a new token: what `enroll` printed, and
+    /// the card id in it.
+    fn enrol_into(&self, config: &Path, group: &str) -> (String, String) {
+        let enrolled = self.enroll(config, &self.token(group)).expect("enrolment");
+        let card_id = enrolled
+            .split("as card ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("card id printed")
+            .to_string();
+        (enrolled, card_id)
+    }
+
     fn start_card(&mut self, config: &Path) {
         let pid = self
             .lab
@@ -369,8 +382,7 @@ fn published_rules_reach_the_card_within_two_seconds_and_survive_a_restart() {
         return;
     };
     let config = lab.card_config("card1");
-    let token = lab.token("laptops");
-    let enrolled = lab.enroll(&config, &token).expect("enrolment");
+    let (enrolled, card_id) = lab.enrol_into(&config, "laptops");
     assert!(enrolled.contains("group laptops"), "{enrolled}");
     lab.start_card(&config);
     assert_eq!(lab.fetch(), "403", "first rules deny the web");
@@ -425,12 +437,6 @@ fn published_rules_reach_the_card_within_two_seconds_and_survive_a_restart() {
     );
 
     // Revoked: the certificate is refused, nothing more is installed.
-    let card_id = enrolled
-        .split("as card ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("card id printed")
-        .to_string();
     lab.admin("8443", &["revoke", &card_id]).expect("revoke");
     lab.publish("8443", "laptops", OPEN_RULES)
         .expect("publish v3");
@@ -459,8 +465,7 @@ fn the_card_polls_at_once_when_its_network_comes_up() {
         return;
     };
     let config = lab.card_config_with("card1", "retry_min_ms = 5000\nretry_max_ms = 60000\n");
-    let token = lab.token("laptops");
-    lab.enroll(&config, &token).expect("enrolment");
+    lab.enrol_into(&config, "laptops");
     lab.start_card(&config);
     lab.wait_until_polling();
     assert_eq!(lab.fetch(), "403", "first rules deny the web");
@@ -509,8 +514,7 @@ fn a_server_from_another_ca_is_refused() {
         return;
     };
     let config = lab.card_config("card1");
-    let token = lab.token("laptops");
-    lab.enroll(&config, &token).expect("enrolment");
+    lab.enrol_into(&config, "laptops");
     lab.start_card(&config);
     lab.wait_until_polling();
 
@@ -753,8 +757,7 @@ fn a_ca_pushed_in_a_bundle_makes_an_inspected_site_load() {
     let ca_file = ca_file.to_str().unwrap().to_owned();
 
     let config = lab.card_config("card1");
-    let token = lab.token("laptops");
-    lab.enroll(&config, &token).expect("enrolment");
+    lab.enrol_into(&config, "laptops");
     lab.start_card(&config);
     lab.wait_until_polling();
     lab.publish("8443", "laptops", INSPECTED_RULES)
@@ -954,8 +957,7 @@ fn a_blocked_user_asks_for_access_and_the_administrator_answers() {
     };
     let _resolver = ClientResolver::new(&lab.client);
     let config = lab.card_config("card1");
-    let token = lab.token("laptops");
-    lab.enroll(&config, &token).expect("enrolment");
+    lab.enrol_into(&config, "laptops");
     lab.start_card(&config);
     lab.wait_until_polling();
     assert_eq!(lab.fetch_at("http", 80, "/h3"), "403");
@@ -1131,14 +1133,7 @@ fn a_vpn_pushed_by_the_server_reaches_the_card_locked_and_its_key_comes_back() {
         return;
     };
     let config = lab.card_config("card1");
-    let token = lab.token("laptops");
-    let enrolled = lab.enroll(&config, &token).expect("enrolment");
-    let card_id = enrolled
-        .split("as card ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("card id printed")
-        .to_string();
+    let (_, card_id) = lab.enrol_into(&config, "laptops");
     lab.start_card(&config);
     lab.wait_until_polling();
 
