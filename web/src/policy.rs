@@ -84,3 +84,53 @@ pub struct FleetCardView {
     pub error: String,
     pub revoked: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VPN table gives the administrator each card's public key for the corporate peer
+    /// (or says it is not reported yet), and what a card or an operator typed stays text.
+    #[test]
+    fn the_fleet_page_lists_pushed_vpns_with_the_cards_keys() {
+        let vpn = |card: &str, key: Option<&str>| FleetVpnView {
+            card: card.into(),
+            name: "corp".into(),
+            endpoint: "198.51.100.7:51820".into(),
+            address: "10.20.255.2".into(),
+            networks: "10.20.0.0/16".into(),
+            card_public_key: key.map(str::to_owned),
+        };
+        let page = FleetPage {
+            csrf: "c".into(),
+            notice: None,
+            error: None,
+            groups: Vec::new(),
+            cards: Vec::new(),
+            requests: Vec::new(),
+            refused_requests: 0,
+            vpns: vec![
+                vpn(
+                    "card-1",
+                    Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+                ),
+                vpn("<b>card-2</b>", None),
+            ],
+        };
+        let html = page.render().unwrap();
+        assert!(
+            html.contains(
+                "<code id=\"vpn-card-1-corp-key\">BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=</code>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("not reported yet"), "{html}");
+        assert!(html.contains("&#60;b&#62;card-2&#60;/b&#62;"), "{html}");
+        assert!(!html.contains("<b>card-2"), "{html}");
+        let empty = FleetPage {
+            vpns: Vec::new(),
+            ..page
+        };
+        assert!(!empty.render().unwrap().contains("VPNs</h2>"));
+    }
+}
