@@ -359,6 +359,25 @@ fn chromium_unlocks_the_vpn_on_the_card_page() {
         return;
     };
     let card = CardPage::set_up(&lab);
+    // `auto` takes the kernel's WireGuard where the kernel can make a link, else userspace
+    // (this development machine's kernel has no module), and the page says which.
+    let kernel_has_wireguard = lab
+        .card
+        .run_ok("ip", &["link", "add", "cw-probe", "type", "wireguard"])
+        .is_ok();
+    if kernel_has_wireguard {
+        lab.card.run_ok("ip", &["link", "del", "cw-probe"]).unwrap();
+    }
+    let chosen = if kernel_has_wireguard {
+        "kernel"
+    } else {
+        "userspace"
+    };
+    let page = card.get("/vpn");
+    assert!(
+        page.contains(&format!("<dd>{chosen} (")),
+        "auto chose {chosen}: {page}"
+    );
     corp.allow_peer(&card_public_key(&card), CARD_TUNNEL)
         .unwrap();
 
