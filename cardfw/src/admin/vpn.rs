@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
+use proto::policy::ManagedVpn;
 use serde::Deserialize;
 use serve::session::{Session, SessionForm};
-use proto::policy::ManagedVpn;
 use web::card::{VpnAddView, VpnPage, VpnView};
 
 use super::{AdminState, ClientAddr, Secret, session_ended, with_pin};
@@ -213,9 +213,9 @@ pub(super) async fn add(
     SessionForm { session, form }: SessionForm<AddVpnForm>,
 ) -> Response {
     let kept = form.kept();
-    let checked = form.to_managed().and_then(|vpn| {
-        check_page_vpn(&state.firewall.config, &others(&state), &vpn).map(|_| vpn)
-    });
+    let checked = form
+        .to_managed()
+        .and_then(|vpn| check_page_vpn(&state.firewall.config, &others(&state), &vpn).map(|_| vpn));
     let vpn = match checked {
         Ok(vpn) => vpn,
         Err(error) => {
@@ -260,8 +260,7 @@ pub(super) async fn remove(
 ) -> Response {
     if let Some(from) = origin(&state, &form.name).filter(|from| *from != FROM_PAGE) {
         let name = &form.name;
-        let error =
-            format!("{name} is {from}: it is changed or removed there, not on this page.");
+        let error = format!("{name} is {from}: it is changed or removed there, not on this page.");
         return render(&state, &session, None, Some(error)).await;
     }
     let name = form.name.clone();
@@ -290,7 +289,8 @@ pub(super) async fn remove(
             render(&state, &session, Some(notice), None).await
         }
         Err(error) => {
-            let error = format!("{name} is removed but the card's VPNs did not all restart: {error}.");
+            let error =
+                format!("{name} is removed but the card's VPNs did not all restart: {error}.");
             render(&state, &session, None, Some(error)).await
         }
     }
@@ -481,5 +481,199 @@ fn bytes(count: u64) -> String {
         0..1024 => format!("{count} B"),
         1024..1_048_576 => format!("{:.1} KiB", count as f64 / 1024.0),
         _ => format!("{:.1} MiB", count as f64 / 1_048_576.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigFile};
+
+    /// A card with the file's `corp` (10.20.0.0/16, see `crate::vpn::tests::CORP`).
+    fn card() -> Config {
+        Config::parse("c.toml", crate::vpn::tests::CORP).unwrap()
+    }
+
+    /// A good form for a `lab` VPN beside `corp`.
+    fn form() -> AddVpnForm {
+        AddVpnForm {
+            name: "lab".into(),
+            peer_public_key: " CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg= ".into(),
+            endpoint: "198.51.100.8:51820".into(),
+            address: "10.30.255.2".into(),
+            networks: "10.30.0.0/16,\r\n10.31.0.0/16\n".into(),
+            names: "*.lab.example\nwiki.lab".into(),
+            resolver: "10.30.0.53:53".into(),
+            idle_lock_minutes: "10".into(),
+            keepalive_secs: "".into(),
+            pin: Secret::default(),
+        }
+    }
+
+    /// The form through the page's whole check, as the handler runs it.
+    fn check(
+        form: &AddVpnForm,
+        others: &BTreeMap<String, (config::Vpn, &'static str)>,
+    ) -> Result<(ManagedVpn, config::Vpn), PageVpnError> {
+        let managed = form.to_managed()?;
+        let running = check_page_vpn(&card(), others, &managed)?;
+        Ok((managed, running))
+    }
+
+    fn refused(change: impl FnOnce(&mut AddVpnForm)) -> String {
+        let mut form = form();
+        change(&mut form);
+        check(&form, &BTreeMap::new())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_form_is_a_file_vpn() {
+        let (managed, running) = check(&form(), &BTreeMap::new()).unwrap();
+        assert_eq!(managed.name, "lab");
+        assert_eq!(
+            managed.networks,
+            vec!["10.30.0.0/16".to_owned(), "10.31.0.0/16".to_owned()]
+        );
+        assert_eq!(managed.names, vec!["*.lab.example", "wiki.lab"]);
+        assert_eq!(managed.idle_lock_secs, 600);
+        assert_eq!(managed.keepalive_secs, 0);
+        assert_eq!(
+            managed.peer_public_key,
+            "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg="
+        );
+        // The same `config::Vpn` a `[vpn.lab]` of the file would be.
+        assert_eq!(running, config::Vpn::from_managed(&managed).unwrap());
+        assert!(running.covers("10.31.2.3".parse().unwrap()));
+        assert!(running.owns_name("intranet.lab.example"));
+    }
+
+    #[test]
+    fn hostile_or_wrong_fields_are_refused_in_words() {
+        for (change, needle) in [
+            (
+                Box::new(|f: &mut AddVpnForm| f.name = "<script>alert(1)</script>".into())
+                    as Box<dyn FnOnce(&mut AddVpnForm)>,
+                "a VPN's name is 1 to 12",
+            ),
+            (Box::new(|f| f.name = "".into()), "a VPN's name"),
+            (Box::new(|f| f.name = "Corp".into()), "a VPN's name"),
+            (
+                Box::new(|f| f.name = "thirteen-char".into()),
+                "a VPN's name",
+            ),
+            (
+                Box::new(|f| f.name = "corp".into()),
+                "already has a VPN called corp (from the configuration file)",
+            ),
+            (
+                Box::new(|f| f.networks = "x".repeat(100_000)),
+                "networks: longer than",
+            ),
+            (
+                Box::new(|f| f.networks = "10.30.0.0/33".into()),
+                "is not a network",
+            ),
+            (
+                Box::new(|f| f.networks = "10.30.0.1/16".into()),
+                "host bits",
+            ),
+            (Box::new(|f| f.networks = "fd00::/8".into()), "only IPv4"),
+            (
+                Box::new(|f| f.networks = " \n, ".into()),
+                "networks is empty",
+            ),
+            (
+                Box::new(|f| f.networks = (0..40).map(|i| format!("10.{i}.0.0/16\n")).collect()),
+                "networks: more than 32",
+            ),
+            (
+                Box::new(|f| f.resolver = "192.0.2.1:53".into()),
+                "not in the VPN's networks",
+            ),
+            (Box::new(|f| f.resolver = "".into()), "no resolver"),
+            (
+                Box::new(|f| f.resolver = "10.30.0.53".into()),
+                "resolver: \"10.30.0.53\" is not an IP address and port",
+            ),
+            (
+                Box::new(|f| f.endpoint = "vpn.example.com:51820".into()),
+                "endpoint: \"vpn.example.com:51820\" is not an IP address and port",
+            ),
+            (
+                Box::new(|f| f.endpoint = "10.30.0.1:51820".into()),
+                "tunnel cannot run through itself",
+            ),
+            (
+                Box::new(|f| f.address = "10.30.255".into()),
+                "tunnel address: \"10.30.255\" is not an IPv4 address",
+            ),
+            (
+                Box::new(|f| f.peer_public_key = "<b>not a key</b>".into()),
+                "peer_public_key: not base64",
+            ),
+            (Box::new(|f| f.names = "<script>".into()), "not a name"),
+            (Box::new(|f| f.names = "*.*.lab".into()), "not a name"),
+            (
+                Box::new(|f| {
+                    f.networks = "10.20.128.0/17".into();
+                    f.resolver = "10.20.128.53:53".into();
+                }),
+                "overlaps 10.20.0.0/16 of the VPN corp",
+            ),
+            (
+                Box::new(|f| f.networks = "10.0.0.0/8".into()),
+                "its network 10.0.0.0/8 overlaps 10.20.0.0/16 of the VPN corp",
+            ),
+            (
+                Box::new(|f| f.networks = "10.30.0.0/16, 172.31.77.0/24".into()),
+                "own address",
+            ),
+            (Box::new(|f| f.idle_lock_minutes = "0".into()), "idle lock"),
+            (
+                Box::new(|f| f.idle_lock_minutes = "99999999999999999999999".into()),
+                "idle lock",
+            ),
+            (Box::new(|f| f.keepalive_secs = "70000".into()), "keepalive"),
+            (Box::new(|f| f.keepalive_secs = "-1".into()), "keepalive"),
+        ] {
+            let error = refused(change);
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+            // What comes back is bounded, whatever was sent.
+            assert!(error.len() < 400, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_name_or_network_of_a_pushed_or_page_vpn_is_refused() {
+        let (_, lab) = check(&form(), &BTreeMap::new()).unwrap();
+        let mut others = BTreeMap::new();
+        others.insert("lab".to_owned(), (lab, FROM_POLICY_SERVER));
+        let error = check(&form(), &others).unwrap_err().to_string();
+        assert!(
+            error.contains("already has a VPN called lab (pushed by the policy server)"),
+            "{error}"
+        );
+        let mut other = form();
+        other.name = "lab2".into();
+        other.networks = "10.31.7.0/24".into();
+        other.names = "".into();
+        other.resolver = "".into();
+        let error = check(&other, &others).unwrap_err().to_string();
+        assert!(
+            error.contains("10.31.7.0/24 overlaps 10.31.0.0/16 of the VPN lab"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_form_keeps_what_was_typed_but_never_the_pin() {
+        let mut form = form();
+        form.pin = Secret("4711".into());
+        let kept = form.kept();
+        assert_eq!(kept.name, "lab");
+        assert_eq!(kept.networks, form.networks);
+        assert!(!format!("{kept:?}").contains("4711"));
     }
 }

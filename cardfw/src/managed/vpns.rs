@@ -84,7 +84,10 @@ pub(crate) fn checked(
         config
             .check_vpn(&pushed.name, &vpn)
             .map_err(PushedVpnError::Invalid)?;
-        if let Some(name) = page.iter().find_map(|(name, mine)| vpn.overlap(mine).map(|_| name)) {
+        if let Some(name) = page
+            .iter()
+            .find_map(|(name, mine)| vpn.overlap(mine).map(|_| name))
+        {
             return Err(PushedVpnError::Overlap {
                 pushed: pushed.name.clone(),
                 page: name.clone(),

@@ -47,8 +47,8 @@
 //! would send the tunnel's packets from another address than the outside one); `auto` tries
 //! the kernel the same way and, failing, says why in the log and uses userspace.
 
-mod kernel;
 pub mod added;
+mod kernel;
 mod userspace;
 
 use std::collections::BTreeMap;
