@@ -56,6 +56,16 @@ impl<'a> CardPage<'a> {
         card
     }
 
+    /// Logs in again with [`PIN`] (after the card restarted: sessions live in its memory).
+    pub fn log_in(&self) {
+        let login = self.get("/");
+        let dashboard = self.post(
+            "/login",
+            &[&format!("csrf={}", csrf_of(&login)), &format!("pin={PIN}")],
+        );
+        assert!(dashboard.contains("Log out"), "{dashboard}");
+    }
+
     pub fn get(&self, path: &str) -> String {
         self.send(path, &[])
     }
