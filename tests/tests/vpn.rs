@@ -444,7 +444,7 @@ fn chromium_unlocks_the_vpn_on_the_card_page() {
 /// longer refused as a locked VPN's.
 #[test]
 fn a_vpn_added_on_the_card_page_runs_survives_a_restart_and_is_removed() {
-    let Some((mut lab, corp)) = lab_with_corp_peer_only("vpn-page") else {
+    let Some((mut lab, corp)) = lab_with_corp_peer_only("vpnpage") else {
         return;
     };
     let card = CardPage::set_up(&lab);
@@ -480,7 +480,7 @@ fn a_vpn_added_on_the_card_page_runs_survives_a_restart_and_is_removed() {
     // Restarted: still there, locked, with the same key.
     lab.stop_card(false).unwrap();
     lab.start_card().unwrap();
-    card.log_in();
+    let card = CardPage::log_in(&lab.pc, &lab.dir);
     let page = card.get("/vpn");
     assert!(page.contains("id=\"vpn-corp-state\">Locked"), "{page}");
     assert_eq!(card_public_key(&card), key);
@@ -506,7 +506,7 @@ fn a_vpn_added_on_the_card_page_runs_survives_a_restart_and_is_removed() {
 /// wrong PIN each add nothing, say why in words, and keep what was typed (escaped).
 #[test]
 fn hostile_vpn_forms_add_nothing() {
-    let Some(lab) = e2e::start_system_lab("vpn-form", RULES) else {
+    let Some(lab) = e2e::start_system_lab("vpnform", RULES) else {
         return;
     };
     let card = CardPage::set_up(&lab);
@@ -517,14 +517,11 @@ fn hostile_vpn_forms_add_nothing() {
         card.post_from("/vpn", "/vpn/add", &form)
     };
     let page = post(&["name=<script>alert(1)</script>"]);
-    assert!(
-        page.contains("Nothing was added: a VPN&#39;s name")
-            || page.contains("Nothing was added: a VPN&#x27;s name"),
-        "{page}"
-    );
+    assert!(page.contains("Nothing was added: a VPN"), "{page}");
+    assert!(page.contains("1 to 12 of a-z"), "{page}");
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(
-        page.contains("&lt;script&gt;alert(1)"),
+        page.contains("&#60;script&#62;alert(1)"),
         "the value is kept, escaped: {page}"
     );
 
