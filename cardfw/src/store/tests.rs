@@ -884,7 +884,6 @@ fn page_vpns_round_trip() {
     admin.add_page_vpn(vpn("home", 31)).unwrap();
     let error = admin.add_page_vpn(vpn("lab", 32)).unwrap_err();
     assert!(matches!(&error, StoreError::PageVpn(why) if why.contains("added already")));
-    drop(admin);
     drop(store);
 
     let store = open(dir.path());

@@ -83,7 +83,7 @@ pub fn check_page_vpn(
     config
         .check_vpn(&vpn.name, &running)
         .map_err(PageVpnError::Invalid)?;
-    let file = config.vpn.iter().map(|(name, vpn)| (name, vpn));
+    let file = config.vpn.iter();
     let rest = others.iter().map(|(name, (vpn, _))| (name, vpn));
     for (name, other) in file.chain(rest) {
         if let Some((mine, theirs)) = running.overlap(other) {
