@@ -130,6 +130,18 @@ impl Vpn {
         self.networks.iter().any(|network| network.0.contains(ip))
     }
 
+    /// A network of this VPN that shares addresses with one of `other`'s, with that one: an
+    /// address must belong to one VPN at most.
+    pub fn overlap(&self, other: &Vpn) -> Option<(rules::Cidr, rules::Cidr)> {
+        self.networks.iter().find_map(|mine| {
+            other
+                .networks
+                .iter()
+                .find(|theirs| mine.0.contains(theirs.0.addr()) || theirs.0.contains(mine.0.addr()))
+                .map(|theirs| (mine.0, theirs.0))
+        })
+    }
+
     /// Whether `name` belongs to the VPN (`names`; `*.x` is every name under `x`).
     pub fn owns_name(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.');

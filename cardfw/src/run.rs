@@ -87,11 +87,11 @@ pub async fn run(config: Config) -> Result<()> {
             .context("cannot start the VPNs")?;
         firewall.vpns.store(Arc::new(vpns));
     }
-    // Those the policy server pushed, as they were installed; like the file's, before any
-    // listener.
-    crate::managed::vpns::start_pushed(&firewall)
+    // Those added on the card page and those the policy server pushed, as they were kept;
+    // like the file's, before any listener.
+    crate::vpn::added::start_added(&firewall)
         .await
-        .context("cannot start the VPNs the policy server pushed")?;
+        .context("cannot start the VPNs added on the card page or pushed by the policy server")?;
     let idle = firewall.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(VPN_IDLE_CHECK);

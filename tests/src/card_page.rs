@@ -56,6 +56,23 @@ impl<'a> CardPage<'a> {
         card
     }
 
+    /// Logs in to a card set up already with [`PIN`] (after it restarted: sessions live in
+    /// its memory), from `pc`; the cookie jar goes in `dir`.
+    pub fn log_in(pc: &'a Netns, dir: &Path) -> CardPage<'a> {
+        let jar = dir.join("card-cookies.txt");
+        let card = CardPage {
+            pc,
+            jar: jar.to_str().expect("a UTF-8 path").to_owned(),
+        };
+        let login = card.get("/");
+        let dashboard = card.post(
+            "/login",
+            &[&format!("csrf={}", csrf_of(&login)), &format!("pin={PIN}")],
+        );
+        assert!(dashboard.contains("Log out"), "{dashboard}");
+        card
+    }
+
     pub fn get(&self, path: &str) -> String {
         self.send(path, &[])
     }

@@ -58,6 +58,42 @@ fn lab_with_corp(tag: &str, backend: &str) -> Option<(SystemLab, Corp)> {
     Some((lab, corp))
 }
 
+/// The whole lab and the `corp` namespace, the card without `[vpn.corp]`: the owner adds it
+/// on the card page (`None`: skipped without wireguard-go or wg, outside CI).
+fn lab_with_corp_peer_only(tag: &str) -> Option<(SystemLab, Corp)> {
+    if !e2e::require_program("wireguard-go", "wireguard-go")
+        || !e2e::require_program("wg", "wireguard-tools")
+    {
+        return None;
+    }
+    let mut lab = e2e::start_system_lab(tag, RULES)?;
+    let corp = Corp::start(&mut lab.lab, &lab.world, &lab.dir).unwrap();
+    Some((lab, corp))
+}
+
+/// The "Add a VPN" form's fields for `corp`'s peer, with `changes` (`field=value`) after
+/// them (the last of a name wins), and the PIN.
+fn corp_form(peer_public_key: &str, changes: &[&str]) -> Vec<String> {
+    let mut fields = vec![
+        "name=corp".to_owned(),
+        format!("peer_public_key={peer_public_key}"),
+        format!("endpoint={CORP_ENDPOINT}:51820"),
+        format!("address={CARD_TUNNEL}"),
+        "networks=10.20.0.0/16".to_owned(),
+        "names=*.corp.example".to_owned(),
+        format!("resolver={CORP_DNS}:53"),
+        "idle_lock_minutes=10".to_owned(),
+        "keepalive_secs=0".to_owned(),
+        format!("pin={PIN}"),
+    ];
+    for change in changes {
+        let field = change.split('=').next().unwrap();
+        fields.retain(|f| f.split('=').next() != Some(field));
+        fields.push((*change).to_owned());
+    }
+    fields
+}
+
 /// The card's public key for `corp`, as its VPN page shows it (base64).
 fn card_public_key(card: &CardPage) -> String {
     let page = card.get("/vpn");
@@ -418,4 +454,106 @@ fn chromium_unlocks_the_vpn_on_the_card_page() {
     if let Err(e) = outcome {
         panic!("chromium and the VPN: {e:#}\ncard log:\n{}", lab.card_log());
     }
+}
+
+/// Issue 15, "or on the card page": the card's file has no `[vpn.corp]`; the owner adds it on
+/// the card page with the PIN, gives the peer the public key the page shows at once, unlocks
+/// it, and the intranet loads through the tunnel. It is kept sealed across a restart (locked,
+/// as after every start), and once removed on the page it is gone: its networks are no
+/// longer refused as a locked VPN's.
+#[test]
+fn a_vpn_added_on_the_card_page_runs_survives_a_restart_and_is_removed() {
+    let Some((mut lab, corp)) = lab_with_corp_peer_only("vpnpage") else {
+        return;
+    };
+    let card = CardPage::set_up(&lab);
+    let page = card.get("/vpn");
+    assert!(page.contains("This card has no VPN"), "{page}");
+    assert!(page.contains("Add a VPN"), "{page}");
+
+    let form = corp_form(&corp.public_key, &[]);
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    let added = card.post_from("/vpn", "/vpn/add", &form);
+    assert!(
+        added.contains("corp is added and locked"),
+        "{added}\n{}",
+        lab.card_log()
+    );
+    assert!(added.contains("added on this page"), "{added}");
+    let key = card_public_key(&card);
+    corp.allow_peer(&key, CARD_TUNNEL).unwrap();
+    let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+
+    let unlocked = card.post_from("/vpn", "/vpn/unlock", &["name=corp", &format!("pin={PIN}")]);
+    assert!(
+        unlocked.contains("corp is unlocked"),
+        "{unlocked}\n{}",
+        lab.card_log()
+    );
+    let (status, body) = through_proxy(&lab, "http://intranet.corp.example/");
+    assert_eq!(status, "200", "{body}\n{}", lab.card_log());
+    assert_eq!(body, lab::origin::HELLO);
+
+    // Restarted: still there, locked, with the same key.
+    lab.stop_card(false).unwrap();
+    lab.start_card().unwrap();
+    let card = CardPage::log_in(&lab.pc, &lab.dir);
+    let page = card.get("/vpn");
+    assert!(page.contains("id=\"vpn-corp-state\">Locked"), "{page}");
+    assert_eq!(card_public_key(&card), key);
+    let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("VPN is locked"), "{body}");
+
+    // Removed (with the PIN): gone from the page and from the decisions.
+    let removed = card.post_from("/vpn", "/vpn/remove", &["name=corp", &format!("pin={PIN}")]);
+    assert!(
+        removed.contains("corp is removed"),
+        "{removed}\n{}",
+        lab.card_log()
+    );
+    assert!(!removed.contains("id=\"vpn-corp-state\""), "{removed}");
+    assert!(removed.contains("This card has no VPN"), "{removed}");
+    let (status, body) = curl(&lab, &[&format!("http://{CORP_WEB}/")]);
+    assert!(!body.contains("VPN is locked"), "{status} {body}");
+    assert_ne!(status, "200", "{body}");
+}
+
+/// The attacker's side of the form: a hostile name, a resolver outside the networks, and a
+/// wrong PIN each add nothing, say why in words, and keep what was typed (escaped).
+#[test]
+fn hostile_vpn_forms_add_nothing() {
+    let Some(lab) = e2e::start_system_lab("vpnform", RULES) else {
+        return;
+    };
+    let card = CardPage::set_up(&lab);
+    let key = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
+    let post = |changes: &[&str]| {
+        let form = corp_form(key, changes);
+        let form: Vec<&str> = form.iter().map(String::as_str).collect();
+        card.post_from("/vpn", "/vpn/add", &form)
+    };
+    let page = post(&["name=<script>alert(1)</script>"]);
+    assert!(page.contains("Nothing was added: a VPN"), "{page}");
+    assert!(page.contains("1 to 12 of a-z"), "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(
+        page.contains("&#60;script&#62;alert(1)"),
+        "the value is kept, escaped: {page}"
+    );
+
+    let page = post(&["resolver=192.0.2.53:53"]);
+    assert!(page.contains("is not in the VPN"), "{page}");
+    assert!(page.contains("192.0.2.53:53"), "the value is kept: {page}");
+
+    let page = post(&["networks=10.20.0.0/99"]);
+    assert!(page.contains("Nothing was added"), "{page}");
+
+    let page = post(&["pin=00000000"]);
+    assert!(page.contains("Nothing was added: wrong PIN"), "{page}");
+    let page = card.get("/vpn");
+    assert!(page.contains("This card has no VPN"), "{page}");
+    assert!(!page.contains("vpn-corp-state"), "{page}");
 }

@@ -165,12 +165,50 @@ pub struct VpnPage {
     pub notice: Option<String>,
     pub error: Option<String>,
     pub vpns: Vec<VpnView>,
+    /// The "Add a VPN" form's values, kept when it was refused (never the PIN).
+    pub add: VpnAddView,
+}
+
+/// The "Add a VPN" form as the owner last filled it (empty at first); every field came from
+/// the form and is shown only through the template's escaping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnAddView {
+    pub name: String,
+    pub peer_public_key: String,
+    pub endpoint: String,
+    pub address: String,
+    pub networks: String,
+    pub names: String,
+    pub resolver: String,
+    pub idle_lock_minutes: String,
+    pub keepalive_secs: String,
+}
+
+impl Default for VpnAddView {
+    fn default() -> Self {
+        VpnAddView {
+            name: String::new(),
+            peer_public_key: String::new(),
+            endpoint: String::new(),
+            address: String::new(),
+            networks: String::new(),
+            names: String::new(),
+            resolver: String::new(),
+            idle_lock_minutes: "30".into(),
+            keepalive_secs: "25".into(),
+        }
+    }
 }
 
 /// One VPN as its page shows it: all public (the card's key shows only its public half).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VpnView {
     pub name: String,
+    /// Where it comes from: "from the configuration file", "pushed by the policy server" or
+    /// "added on this page".
+    pub origin: String,
+    /// Added on this page: it can be removed here (with the PIN).
+    pub removable: bool,
     /// Which WireGuard carries it (userspace or kernel), chosen at start.
     pub backend: String,
     pub unlocked: bool,

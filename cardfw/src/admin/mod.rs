@@ -19,9 +19,11 @@
 //! | `POST /inspection/client-cert` | stores the user's client certificate (multipart: PKCS#12 or PEM file, its password), locked | session, CSRF token, PIN |
 //! | `POST /inspection/client-cert/unlock`, `/remove` | unlocks the client certificate (until idle), or removes it | session, CSRF token, PIN |
 //! | `POST /inspection/client-cert/lock` | locks the client certificate | session, CSRF token |
-//! | `GET /vpn` | the card's VPNs: state, handshake age, bytes, endpoint, the card's public key | session |
+//! | `GET /vpn` | the card's VPNs: where each comes from, state, handshake age, bytes, endpoint, the card's public key; the "Add a VPN" form | session |
 //! | `POST /vpn/unlock` | unlocks a VPN and brings its tunnel up (until idle) | session, CSRF token, PIN |
 //! | `POST /vpn/lock` | stops a VPN's tunnel and locks it | session, CSRF token |
+//! | `POST /vpn/add` | checks a VPN as a `[vpn.NAME]` of the file, keeps it sealed, starts it locked | session, CSRF token, PIN |
+//! | `POST /vpn/remove` | removes a VPN added on the page: locked, taken down, forgotten (its key kept) | session, CSRF token, PIN |
 //! | `GET /inspection-ca`, `.pem`, `.crt` | the inspection CA: fingerprint and install steps, the certificate | — |
 //! | `GET /access-requests` | a managed card's access requests and their states (see [`access`]) | — |
 //! | `POST /access-requests` | the block page's "ask for access" form | the block page's MAC over what was blocked |
@@ -193,6 +195,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/vpn", get(vpn::page))
         .route("/vpn/unlock", post(vpn::unlock))
         .route("/vpn/lock", post(vpn::lock))
+        .route("/vpn/add", post(vpn::add))
+        .route("/vpn/remove", post(vpn::remove))
         .route(
             web::proxy::ACCESS_REQUESTS_PATH,
             get(access::list).post(access::ask),

@@ -481,7 +481,7 @@ fn store_failure(error: &StoreError) -> Response {
         // A managed card's rules change only by signed bundles from its policy server: the
         // same refusal the web page's read-only editor gives.
         StoreError::Managed { .. } => StatusWord::CONDITIONS_NOT_SATISFIED,
-        StoreError::Bundle(_) => StatusWord::INCORRECT_DATA,
+        StoreError::Bundle(_) | StoreError::PageVpn(_) => StatusWord::INCORRECT_DATA,
         StoreError::NoPreviousVersion => StatusWord::DATA_NOT_FOUND,
         StoreError::Tampered { .. }
         | StoreError::Malformed { .. }

@@ -200,7 +200,7 @@ pub fn apply(
 /// Checks an overlay bundle against the enrolment (the pinned key, the group
 /// `card:<card id>`, dates, a version above the installed overlay's) and its VPNs against
 /// `config` ([`vpns::pushed_vpns`]), and installs it. Returns the installed version. The
-/// caller then reloads the rules and starts the VPNs ([`vpns::start_pushed`]).
+/// caller then reloads the rules and starts the VPNs ([`crate::vpn::added::start_added`]).
 pub fn apply_overlay(
     store: &Store,
     enrolment: &Enrolment,
@@ -228,7 +228,11 @@ pub fn apply_overlay(
     let overlay = crate::store::overlay::Overlay {
         version: bundle.version,
         text: bundle.rules.1.clone(),
-        vpns: vpns::pushed_vpns(config, bundle.vpns.as_deref())?,
+        vpns: vpns::pushed_vpns(
+            config,
+            &crate::vpn::added::page_vpns(config, &store.page_vpns()?),
+            bundle.vpns.as_deref(),
+        )?,
     };
     // Compiled with the rules in force before it is installed: an overlay the card could not
     // run would otherwise stop every later reload, group bundles' too.

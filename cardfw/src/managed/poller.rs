@@ -191,7 +191,7 @@ pub async fn poll_forever(
                             retry = retry_min;
                             tracing::info!(version, "policy overlay installed");
                             firewall.reload();
-                            if let Err(error) = super::vpns::start_pushed(&firewall).await {
+                            if let Err(error) = crate::vpn::added::start_added(&firewall).await {
                                 tracing::error!(%error, "the pushed VPNs did not all start");
                             }
                         }

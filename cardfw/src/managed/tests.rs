@@ -659,3 +659,51 @@ fn apply_group(
 ) -> Result<Enrolment, ManagedError> {
     apply(store, enrolment, &bundle.sign(&policy_key()), now())
 }
+
+/// A VPN the owner added on the card page is the card's own as much as the file's: an overlay
+/// pushing its name, or a network overlapping its networks, is refused whole.
+#[test]
+fn a_push_never_takes_a_page_vpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, enrolment) = enrolled_card(dir.path(), 0);
+    let config = config_with_corp();
+    let mut home = pushed("home");
+    home.networks = vec!["10.40.0.0/16".into()];
+    home.names = Vec::new();
+    home.resolver = None;
+    store.login(PIN).unwrap().add_page_vpn(home).unwrap();
+    let message = |vpns: &[proto::policy::ManagedVpn]| {
+        apply_overlay(
+            &store,
+            &enrolment,
+            &config,
+            &overlay_with_vpns(1, vpns).sign(&policy_key()),
+            now(),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let mut named = pushed("home");
+    named.networks = vec!["10.50.0.0/16".into()];
+    named.names = Vec::new();
+    named.resolver = None;
+    let clash = message(&[named]);
+    assert!(
+        clash.contains("`home` was added on the card page"),
+        "{clash}"
+    );
+    let mut overlapping = pushed("lab");
+    overlapping.networks = vec!["10.0.0.0/8".into()];
+    let overlap = message(&[overlapping]);
+    assert!(overlap.contains("overlapping those of `home`"), "{overlap}");
+    assert!(store.overlay().unwrap().is_none());
+    // One that fits is installed beside it.
+    apply_overlay(
+        &store,
+        &enrolment,
+        &config,
+        &overlay_with_vpns(1, &[pushed("lab")]).sign(&policy_key()),
+        now(),
+    )
+    .unwrap();
+}

@@ -3,15 +3,17 @@
 //!
 //! - **Checked** ([`pushed_vpns`]) before anything is installed, each as a `[vpn.NAME]` of the
 //!   card's file would be ([`Config::check_vpn`]). A VPN that fails, a name pushed twice, more
-//!   than [`MAX_MANAGED_VPNS`], or a name the file has already refuses the whole overlay: the
-//!   last good one stays, VPNs and rules alike.
+//!   than [`MAX_MANAGED_VPNS`], a name the file has already, or a name or network of a VPN
+//!   the owner added on the card page refuses the whole overlay: the last good one stays,
+//!   VPNs and rules alike.
 //! - **Kept** with the overlay in `overlay.sealed` (one atomic write), so they come back
-//!   after a restart ([`start_pushed`]).
-//! - **Started** like the file's ([`crate::vpn::Vpns::replace_pushed`]): locked, the key made
+//!   after a restart ([`crate::vpn::added::start_added`]).
+//! - **Started** like the file's ([`crate::vpn::Vpns::replace_added`]): locked, the key made
 //!   in the store the first time a name is seen and kept after, so a VPN pushed again gets
 //!   the key the corporate peer already knows.
 //! - **Reported** ([`public_keys`]): the public key of each, for the administrator to give
-//!   the corporate peer. Never the private key: there is no field to carry it.
+//!   the corporate peer. Never the private key: there is no field to carry it. The file's and
+//!   the page's VPNs are the owner's business and are not reported.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,6 @@ use proto::policy::{MAX_MANAGED_VPNS, ManagedVpn, ManagedVpns, VpnKey, VpnKeys};
 
 use crate::config::{self, Config};
 use crate::firewall::Firewall;
-use crate::vpn::{VpnError, Vpns};
 
 /// Why pushed VPNs are refused, and the overlay that carries them with them.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,14 @@ pub enum PushedVpnError {
         "the VPN `{0}` is one of the card's own (`[vpn.{0}]` in its configuration): a pushed VPN never replaces it"
     )]
     OwnName(String),
+    #[error(
+        "the VPN `{0}` was added on the card page by its owner: a pushed VPN never replaces it"
+    )]
+    PageName(String),
+    #[error(
+        "the VPN `{pushed}` has networks overlapping those of `{page}`, added on the card page: an address belongs to one VPN at most"
+    )]
+    Overlap { pushed: String, page: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -41,6 +50,7 @@ pub enum PushedVpnError {
 /// The VPNs of an overlay's `vpns` section (none without one), each checked for this card.
 pub fn pushed_vpns(
     config: &Config,
+    page: &BTreeMap<String, config::Vpn>,
     section: Option<&str>,
 ) -> Result<Vec<ManagedVpn>, PushedVpnError> {
     let Some(text) = section else {
@@ -48,13 +58,15 @@ pub fn pushed_vpns(
     };
     let pushed: ManagedVpns =
         serde_json::from_str(text).map_err(|e| PushedVpnError::Unreadable(e.to_string()))?;
-    checked(config, &pushed.vpns)?;
+    checked(config, page, &pushed.vpns)?;
     Ok(pushed.vpns)
 }
 
-/// `vpns` as the card runs them, by name, once each passed the file's checks.
-fn checked(
+/// `vpns` as the card runs them, by name, once each passed the file's checks and took
+/// nothing of the page's VPNs (`page`, see [`crate::vpn::added::page_vpns`]).
+pub(crate) fn checked(
     config: &Config,
+    page: &BTreeMap<String, config::Vpn>,
     vpns: &[ManagedVpn],
 ) -> Result<BTreeMap<String, config::Vpn>, PushedVpnError> {
     if vpns.len() > MAX_MANAGED_VPNS {
@@ -65,10 +77,22 @@ fn checked(
         if config.vpn.contains_key(&pushed.name) {
             return Err(PushedVpnError::OwnName(pushed.name.clone()));
         }
+        if page.contains_key(&pushed.name) {
+            return Err(PushedVpnError::PageName(pushed.name.clone()));
+        }
         let vpn = config::Vpn::from_managed(pushed).map_err(PushedVpnError::Invalid)?;
         config
             .check_vpn(&pushed.name, &vpn)
             .map_err(PushedVpnError::Invalid)?;
+        if let Some(name) = page
+            .iter()
+            .find_map(|(name, mine)| vpn.overlap(mine).map(|_| name))
+        {
+            return Err(PushedVpnError::Overlap {
+                pushed: pushed.name.clone(),
+                page: name.clone(),
+            });
+        }
         if by_name.insert(pushed.name.clone(), vpn).is_some() {
             return Err(PushedVpnError::Twice(pushed.name.clone()));
         }
@@ -76,43 +100,22 @@ fn checked(
     Ok(by_name)
 }
 
-/// Why the pushed VPNs could not be brought up.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("the installed overlay does not read: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Vpn(#[from] VpnError),
-}
-
-/// Makes the running VPNs the file's and those of the installed overlay: at start, and after
-/// each overlay installed.
-pub async fn start_pushed(firewall: &Firewall) -> Result<(), StartError> {
-    let Some(store) = firewall.store() else {
-        return Ok(());
-    };
-    let installed = store
-        .overlay()?
-        .map(|overlay| overlay.vpns)
-        .unwrap_or_default();
-    let pushed = checked(&firewall.config, &installed).unwrap_or_else(|error| {
-        // The card's file changed since the push (a `[vpn.NAME]` took a pushed name, an
-        // address moved into a pushed VPN's networks): the file wins, and the pushed VPNs
-        // wait for a push that fits.
-        tracing::error!(%error, "the pushed VPNs no longer fit this card's configuration: none runs");
-        BTreeMap::new()
-    });
-    Vpns::replace_pushed(&firewall.vpns, &firewall.config, store, &pushed).await?;
-    Ok(())
-}
-
-/// The public key of each running VPN the policy server pushed, by name.
+/// The public key of each running VPN the policy server pushed, by name: neither the file's
+/// nor the page's (a stored page VPN that does not read is not reported either: better one
+/// key missing than the owner's VPN told to the server).
 pub fn public_keys(firewall: &Firewall) -> VpnKeys {
     let vpns = firewall.vpns.load();
+    let pushed: Vec<String> = firewall
+        .store()
+        .and_then(|store| store.overlay().ok().flatten())
+        .map(|overlay| overlay.vpns.into_iter().map(|vpn| vpn.name).collect())
+        .unwrap_or_default();
     VpnKeys {
         keys: vpns
             .iter()
-            .filter(|vpn| !firewall.config.vpn.contains_key(&vpn.name))
+            .filter(|vpn| {
+                !firewall.config.vpn.contains_key(&vpn.name) && pushed.contains(&vpn.name)
+            })
             .map(|vpn| VpnKey {
                 name: vpn.name.clone(),
                 public_key: vpn.public_key_base64(),

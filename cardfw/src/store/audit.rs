@@ -83,6 +83,10 @@ pub enum AuditEvent {
     OverlayInstalled {
         version: u64,
     },
+    /// The owner added a VPN on the card page (see `crate::vpn::added`).
+    VpnAdded,
+    /// The owner removed a VPN added on the card page.
+    VpnRemoved,
 }
 
 impl AuditEvent {
@@ -128,6 +132,8 @@ impl AuditEvent {
             AuditEvent::ClientCertUnlocked => (23, 0),
             AuditEvent::VpnUnlocked => (24, 0),
             AuditEvent::OverlayInstalled { version } => (25, version),
+            AuditEvent::VpnAdded => (26, 0),
+            AuditEvent::VpnRemoved => (27, 0),
         }
     }
 
@@ -167,6 +173,8 @@ impl AuditEvent {
             23 => AuditEvent::ClientCertUnlocked,
             24 => AuditEvent::VpnUnlocked,
             25 => AuditEvent::OverlayInstalled { version: arg },
+            26 => AuditEvent::VpnAdded,
+            27 => AuditEvent::VpnRemoved,
             _ => return None,
         })
     }
@@ -196,6 +204,8 @@ impl fmt::Display for AuditEvent {
             AuditEvent::BundleInstalled { version } => {
                 write!(f, "policy bundle version {version} installed")
             }
+            AuditEvent::VpnAdded => f.write_str("VPN added on the card page"),
+            AuditEvent::VpnRemoved => f.write_str("VPN removed on the card page"),
             AuditEvent::OverlayInstalled { version } => {
                 write!(
                     f,

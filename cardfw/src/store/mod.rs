@@ -20,6 +20,7 @@
 //! | `vpn-keys.sealed` | the card's WireGuard keys, one line per VPN: `NAME PUBLIC PRIVATE` (base64); made by the card, the private key read only to unlock the VPN with the PIN (see [`crate::vpn`]) |
 //! | `managed.sealed` | present when enrolled with a policy server: the pinned CA, policy key, group, the card's certificate and key, the installed bundle version (see the `managed` front end) |
 //! | `overlay.sealed` | a managed card's overlay: the rules approved for it alone, in force before the group's, and its version (see [`overlay`]) |
+//! | `page-vpns.sealed` | the VPNs the owner added on the card page, JSON of [`proto::policy::ManagedVpns`] (the pushed VPNs' type); one atomic write per change (see [`crate::vpn::added`]) |
 //! | `requests.sealed` | a managed card's access requests and their states (see [`requests`]) |
 //! | `lists/` | the list files rule files name (`list NAME file F`): plain names only, see [`check_list_name`] |
 //!
@@ -82,7 +83,8 @@ const MANAGED_CAS_FILE: &str = "managed-cas.sealed";
 const VPN_KEYS_FILE: &str = "vpn-keys.sealed";
 const REQUESTS_FILE: &str = "requests.sealed";
 const OVERLAY_FILE: &str = "overlay.sealed";
-const ALL_FILES: [&str; 14] = [
+const PAGE_VPNS_FILE: &str = "page-vpns.sealed";
+const ALL_FILES: [&str; 15] = [
     KEY_FILE,
     PIN_FILE,
     RULES_FILE,
@@ -97,6 +99,7 @@ const ALL_FILES: [&str; 14] = [
     VPN_KEYS_FILE,
     REQUESTS_FILE,
     OVERLAY_FILE,
+    PAGE_VPNS_FILE,
 ];
 /// The folder list files live in, inside the store.
 pub const LISTS_DIR: &str = "lists";
@@ -150,6 +153,9 @@ pub enum StoreError {
     Malformed { file: String, error: WireError },
     #[error("{file} verified but its content is not understood by this firmware")]
     Unreadable { file: String },
+    /// The page's VPNs refused a change (a name kept already, too many).
+    #[error("{0}")]
+    PageVpn(String),
     #[error("{file} is missing")]
     Missing { file: String },
     #[error("the rules are managed by the policy server {server}: change them there")]
@@ -802,6 +808,20 @@ impl Store {
         Ok(public)
     }
 
+    /// The VPNs the owner added on the card page, as kept (none when none was added). Each
+    /// was checked like a `[vpn.NAME]` of the file when it was added; the caller checks them
+    /// again against the file it runs with.
+    pub fn page_vpns(&self) -> Result<Vec<proto::policy::ManagedVpn>, StoreError> {
+        match self.read_sealed_if_present(PAGE_VPNS_FILE)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice::<proto::policy::ManagedVpns>(&bytes)
+                .map(|set| set.vpns)
+                .map_err(|_| StoreError::Unreadable {
+                    file: PAGE_VPNS_FILE.into(),
+                }),
+        }
+    }
+
     /// Removes the sealed file `name` durably (none there is no error); `doing` names the
     /// step in an error.
     fn remove_sealed(&self, name: &str, doing: &'static str) -> Result<(), StoreError> {
@@ -934,6 +954,12 @@ impl Store {
 
     fn write_rules_file(&self, name: &str, rules: &RuleVersion) -> Result<(), StoreError> {
         self.write_sealed(name, &rules.emit())
+    }
+
+    fn write_page_vpns(&self, vpns: Vec<proto::policy::ManagedVpn>) -> Result<(), StoreError> {
+        let record = serde_json::to_vec(&proto::policy::ManagedVpns { vpns })
+            .expect("plain data serialises");
+        self.write_sealed(PAGE_VPNS_FILE, &record)
     }
 
     fn read_sealed(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
@@ -1184,6 +1210,46 @@ impl AdminSession<'_> {
         };
         store.append_audit(AuditEvent::VpnUnlocked)?;
         Ok(Some(entry.private))
+    }
+
+    /// Adds `vpn` to the page's VPNs ([`Store::page_vpns`]) in one atomic write, audited;
+    /// refused when one of that name is kept already or there are
+    /// [`proto::policy::MAX_MANAGED_VPNS`]. `vpn` was checked by the caller.
+    pub fn add_page_vpn(&self, vpn: proto::policy::ManagedVpn) -> Result<(), StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        let mut vpns = store.page_vpns()?;
+        if vpns.iter().any(|kept| kept.name == vpn.name) {
+            return Err(StoreError::PageVpn(format!(
+                "a VPN called {:?} was added already",
+                vpn.name
+            )));
+        }
+        if vpns.len() >= proto::policy::MAX_MANAGED_VPNS {
+            return Err(StoreError::PageVpn(format!(
+                "the card page keeps at most {} VPNs",
+                proto::policy::MAX_MANAGED_VPNS
+            )));
+        }
+        vpns.push(vpn);
+        store.write_page_vpns(vpns)?;
+        store.append_audit(AuditEvent::VpnAdded)
+    }
+
+    /// Removes the page's VPN `name` in one atomic write, audited; `false` when the page has
+    /// none of that name (nothing written).
+    pub fn remove_page_vpn(&self, name: &str) -> Result<bool, StoreError> {
+        let store = self.store;
+        let _guard = store.lock();
+        let mut vpns = store.page_vpns()?;
+        let before = vpns.len();
+        vpns.retain(|kept| kept.name != name);
+        if vpns.len() == before {
+            return Ok(false);
+        }
+        store.write_page_vpns(vpns)?;
+        store.append_audit(AuditEvent::VpnRemoved)?;
+        Ok(true)
     }
 
     /// Replaces the PUK: [`Store::change_puk`], from the page's PIN-guarded form.

@@ -860,3 +860,60 @@ fn access_requests_are_queued_once_bounded_and_updated() {
         Asked::New(_)
     ));
 }
+
+/// The page's VPNs: kept sealed across a restart, each name once, at most
+/// `MAX_MANAGED_VPNS`, removed by name; each change audited.
+#[test]
+fn page_vpns_round_trip() {
+    let vpn = |name: &str, second: u8| proto::policy::ManagedVpn {
+        name: name.into(),
+        peer_public_key: "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=".into(),
+        endpoint: "198.51.100.8:51820".parse().unwrap(),
+        address: "10.30.255.2".parse().unwrap(),
+        networks: vec![format!("10.{second}.0.0/16")],
+        names: vec!["*.lab.example".into()],
+        resolver: Some(format!("10.{second}.0.53:53").parse().unwrap()),
+        idle_lock_secs: 600,
+        keepalive_secs: 25,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = ready(dir.path());
+    assert!(store.page_vpns().unwrap().is_empty());
+    let admin = store.login(NEW_PIN).unwrap();
+    admin.add_page_vpn(vpn("lab", 30)).unwrap();
+    admin.add_page_vpn(vpn("home", 31)).unwrap();
+    let error = admin.add_page_vpn(vpn("lab", 32)).unwrap_err();
+    assert!(matches!(&error, StoreError::PageVpn(why) if why.contains("added already")));
+    drop(store);
+
+    let store = open(dir.path());
+    assert_eq!(
+        store.page_vpns().unwrap(),
+        vec![vpn("lab", 30), vpn("home", 31)]
+    );
+    let admin = store.login(NEW_PIN).unwrap();
+    assert!(admin.remove_page_vpn("lab").unwrap());
+    assert!(!admin.remove_page_vpn("lab").unwrap());
+    assert_eq!(store.page_vpns().unwrap(), vec![vpn("home", 31)]);
+    for i in 0..proto::policy::MAX_MANAGED_VPNS - 1 {
+        admin
+            .add_page_vpn(vpn(&format!("v{i}"), 40 + i as u8))
+            .unwrap();
+    }
+    let error = admin.add_page_vpn(vpn("onemore", 60)).unwrap_err();
+    assert!(matches!(&error, StoreError::PageVpn(why) if why.contains("at most")));
+    let audit: Vec<_> = store.audit().unwrap().iter().map(|e| e.event).collect();
+    assert!(audit.contains(&AuditEvent::VpnAdded));
+    assert!(audit.contains(&AuditEvent::VpnRemoved));
+
+    // Sealed: changed bytes are refused, never read as another set.
+    let path = dir.path().join(PAGE_VPNS_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    assert!(matches!(
+        store.page_vpns(),
+        Err(StoreError::Tampered { file }) if file == PAGE_VPNS_FILE
+    ));
+}

@@ -47,8 +47,8 @@
 //! would send the tunnel's packets from another address than the outside one); `auto` tries
 //! the kernel the same way and, failing, says why in the log and uses userspace.
 
+pub mod added;
 mod kernel;
-mod pushed;
 mod userspace;
 
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ pub enum Tunnel {
     Userspace(userspace::Userspace),
     Kernel(kernel::Kernel),
     /// No tunnel (any more): the stand-in for a VPN whose tunnel is being taken down and
-    /// made again ([`Vpns::replace_pushed`]), so that its networks and names are still
+    /// made again ([`Vpns::replace_added`]), so that its networks and names are still
     /// refused as locked meanwhile; and VPNs to decide with in unit tests
     /// ([`Vpns::unrouted_for_tests`]). Always locked: it cannot come up.
     Closed,
