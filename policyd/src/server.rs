@@ -45,6 +45,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| bad_request(format!("not a valid request: {e}")))
 }
 
+/// The JSON request of an admin API call ([`require_admin_post`] first: the token, then the
+/// media type, before a byte of the body is read).
+fn admin_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    require_admin_post(state, headers, JSON_MEDIA_TYPE)?;
+    parse_json(body)
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(policy::ENROL_PATH, post(enrol))
@@ -345,8 +356,7 @@ async fn admin_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: TokensRequest = parse_json(&body)?;
+    let request: TokensRequest = admin_json(&state, &headers, &body)?;
     let tokens = state
         .new_tokens(
             &request.group,
@@ -362,8 +372,7 @@ async fn admin_publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: PublishRequest = parse_json(&body)?;
+    let request: PublishRequest = admin_json(&state, &headers, &body)?;
     let version = state.publish(&request).await?;
     Ok(axum::Json(PublishResponse {
         group: request.group,
@@ -444,8 +453,7 @@ async fn admin_approve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: policy_admin::ApproveRequest = parse_json(&body)?;
+    let request: policy_admin::ApproveRequest = admin_json(&state, &headers, &body)?;
     let overlay_version = state
         .approve(
             &request.card_id,
@@ -462,8 +470,7 @@ async fn admin_decline(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: policy_admin::DeclineRequest = parse_json(&body)?;
+    let request: policy_admin::DeclineRequest = admin_json(&state, &headers, &body)?;
     state
         .decline(&request.card_id, &request.id, &request.message)
         .await?;
@@ -475,8 +482,7 @@ async fn admin_vpn_set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: policy_admin::SetVpnRequest = parse_json(&body)?;
+    let request: policy_admin::SetVpnRequest = admin_json(&state, &headers, &body)?;
     let overlay_version = state.set_vpn(&request.card_id, &request.vpn).await?;
     Ok(axum::Json(policy_admin::VpnResponse { overlay_version }).into_response())
 }
@@ -486,8 +492,7 @@ async fn admin_vpn_remove(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin_post(&state, &headers, JSON_MEDIA_TYPE)?;
-    let request: policy_admin::RemoveVpnRequest = parse_json(&body)?;
+    let request: policy_admin::RemoveVpnRequest = admin_json(&state, &headers, &body)?;
     let overlay_version = state.remove_vpn(&request.card_id, &request.name).await?;
     Ok(axum::Json(policy_admin::VpnResponse { overlay_version }).into_response())
 }
