@@ -886,11 +886,26 @@ fn the_card_web_page_in_a_browser_changes_what_is_blocked() {
                     .await?;
                 let tries = b.text("main").await?;
                 b.screenshot(&shots.join("card-wrong-pin.png")).await?;
-                // A wrong PIN makes this computer wait a second before the next try.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                b.goto(&format!("https://{CARD_INSIDE}/")).await?;
-                b.type_into("pin", "2580").await?;
-                b.submit("/login").await?;
+                // A wrong PIN makes this computer wait a second before the next try; a try
+                // too soon (a slow machine) is refused without spending one, and says so:
+                // then wait and try again.
+                let mut logged_in = false;
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    b.goto(&format!("https://{CARD_INSIDE}/")).await?;
+                    b.type_into("pin", "2580").await?;
+                    b.submit("/login").await?;
+                    b.wait_until(Duration::from_secs(10), async |b: &Browser| {
+                        let body = b.text("body").await?;
+                        Ok(body.contains("Log out") || body.contains("too many wrong tries"))
+                    })
+                    .await?;
+                    if b.text("body").await?.contains("Log out") {
+                        logged_in = true;
+                        break;
+                    }
+                }
+                anyhow::ensure!(logged_in, "not logged in: {}", b.text("body").await?);
                 // The rule editor: block allowed.test, confirm with the PIN.
                 b.type_into("rules", &new_rules).await?;
                 b.type_into("rules-pin", "2580").await?;
