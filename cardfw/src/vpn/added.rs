@@ -213,3 +213,51 @@ impl Vpns {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arc_swap::ArcSwap;
+
+    use crate::config::{Config, ConfigFile};
+    use crate::store::{PinCost, Store};
+    use crate::vpn::Vpns;
+
+    /// The attack on a replacement: while a changed VPN's interface is made again, a
+    /// connection to its networks must not be decided as an ordinary destination (it would
+    /// leave in clear). Here the new one cannot start (its key cannot be written): its
+    /// networks and names stay refused as locked, never released.
+    #[tokio::test]
+    async fn a_vpn_that_cannot_come_back_stays_refused() {
+        let with_corp = Config::parse("c.toml", crate::vpn::tests::CORP).unwrap();
+        let running = ArcSwap::from_pointee(Vpns::unrouted_for_tests(&with_corp, &["corp"]));
+        let mut changed = with_corp.vpn["corp"].clone();
+        changed.endpoint = "198.51.100.8:51820".parse().unwrap();
+        let file_without_vpns = Config::parse("c.toml", "store = \"/nonexistent\"\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(
+            &dir.path().join("store"),
+            "deny any\n",
+            PinCost::INSECURE_FAST_FOR_TESTS,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+
+        let outcome = Vpns::replace_added(
+            &running,
+            &file_without_vpns,
+            &store,
+            &BTreeMap::from([("corp".to_owned(), changed)]),
+        )
+        .await;
+        assert!(outcome.is_err(), "the new key cannot be written");
+        let vpns = running.load();
+        let by_address = vpns.covering("10.20.3.4".parse().unwrap());
+        let by_name = vpns.owning("intranet.corp.example");
+        for vpn in [by_address, by_name] {
+            let vpn = vpn.expect("still a VPN's, refused as locked");
+            assert!(!vpn.is_unlocked());
+        }
+    }
+}
