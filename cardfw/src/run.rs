@@ -89,7 +89,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Those added on the card page and those the policy server pushed, as they were kept;
     // like the file's, before any listener.
-    crate::vpn::added::start_added(&firewall)
+    firewall
+        .start_added_vpns()
         .await
         .context("cannot start the VPNs added on the card page or pushed by the policy server")?;
     let idle = firewall.clone();

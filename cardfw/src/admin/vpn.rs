@@ -20,9 +20,7 @@ use web::card::{VpnAddView, VpnPage, VpnView};
 use super::{AdminState, ClientAddr, Secret, session_ended, with_pin};
 use crate::config;
 use crate::vpn::Vpn;
-use crate::vpn::added::{
-    FROM_FILE, FROM_PAGE, FROM_POLICY_SERVER, PageVpnError, check_page_vpn, start_added,
-};
+use crate::vpn::added::{FROM_FILE, FROM_PAGE, FROM_POLICY_SERVER, PageVpnError, check_page_vpn};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -236,7 +234,7 @@ pub(super) async fn add(
         return render_with(&state, &session, None, Some(error), kept).await;
     }
     tracing::info!(vpn = %name, "admin page: VPN added");
-    match start_added(&state.firewall).await {
+    match state.firewall.start_added_vpns().await {
         Ok(()) => {
             let notice = format!(
                 "{name} is added and locked: give its peer the card's public key below, then unlock it with the PIN."
@@ -281,7 +279,7 @@ pub(super) async fn remove(
         }
     }
     tracing::info!(vpn = %name, "admin page: VPN removed");
-    match start_added(&state.firewall).await {
+    match state.firewall.start_added_vpns().await {
         Ok(()) => {
             let notice = format!(
                 "{name} is removed: locked and taken down; its networks and names are ordinary destinations for the rules again."

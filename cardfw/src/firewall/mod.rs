@@ -193,6 +193,15 @@ impl Firewall {
         self.store.as_ref()
     }
 
+    /// Makes the running VPNs the file's, the page's and the pushed ones, as kept in the store
+    /// ([`crate::vpn::added::start_added`]); without a store there are none to add.
+    pub async fn start_added_vpns(&self) -> Result<(), crate::vpn::added::StartError> {
+        match self.store() {
+            Some(store) => crate::vpn::added::start_added(&self.vpns, &self.config, store).await,
+            None => Ok(()),
+        }
+    }
+
     /// The rule set in force. A connection takes it once and decides everything about one
     /// request with it, so a reload meanwhile cannot split a request between two rule sets.
     pub fn rules(&self) -> Arc<LoadedRules> {

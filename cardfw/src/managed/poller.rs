@@ -191,7 +191,7 @@ pub async fn poll_forever(
                             retry = retry_min;
                             tracing::info!(version, "policy overlay installed");
                             firewall.reload();
-                            if let Err(error) = crate::vpn::added::start_added(&firewall).await {
+                            if let Err(error) = firewall.start_added_vpns().await {
                                 tracing::error!(%error, "the pushed VPNs did not all start");
                             }
                         }

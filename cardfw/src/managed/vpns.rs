@@ -3,7 +3,7 @@
 //!
 //! - **Checked** ([`pushed_vpns`]) before anything is installed, each as a `[vpn.NAME]` of the
 //!   card's file would be ([`Config::check_vpn`]). A VPN that fails, a name pushed twice, more
-//!   than [`MAX_MANAGED_VPNS`], a name the file has already, or a name or network of a VPN
+//!   than `MAX_MANAGED_VPNS`, a name the file has already, or a name or network of a VPN
 //!   the owner added on the card page refuses the whole overlay: the last good one stays,
 //!   VPNs and rules alike.
 //! - **Kept** with the overlay in `overlay.sealed` (one atomic write), so they come back
@@ -17,35 +17,13 @@
 
 use std::collections::BTreeMap;
 
-use proto::policy::{MAX_MANAGED_VPNS, ManagedVpn, ManagedVpns, VpnKey, VpnKeys};
+use proto::policy::{ManagedVpn, ManagedVpns, VpnKey, VpnKeys};
 
 use crate::config::{self, Config};
 use crate::firewall::Firewall;
+use crate::vpn::added::check_pushed;
 
-/// Why pushed VPNs are refused, and the overlay that carries them with them.
-#[derive(Debug, thiserror::Error)]
-pub enum PushedVpnError {
-    #[error("the VPN settings do not read: {0}")]
-    Unreadable(String),
-    #[error("more than {MAX_MANAGED_VPNS} VPNs are pushed")]
-    TooMany,
-    #[error("the VPN `{0}` is pushed twice")]
-    Twice(String),
-    #[error(
-        "the VPN `{0}` is one of the card's own (`[vpn.{0}]` in its configuration): a pushed VPN never replaces it"
-    )]
-    OwnName(String),
-    #[error(
-        "the VPN `{0}` was added on the card page by its owner: a pushed VPN never replaces it"
-    )]
-    PageName(String),
-    #[error(
-        "the VPN `{pushed}` has networks overlapping those of `{page}`, added on the card page: an address belongs to one VPN at most"
-    )]
-    Overlap { pushed: String, page: String },
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use crate::vpn::added::PushedVpnError;
 
 /// The VPNs of an overlay's `vpns` section (none without one), each checked for this card.
 pub fn pushed_vpns(
@@ -58,46 +36,8 @@ pub fn pushed_vpns(
     };
     let pushed: ManagedVpns =
         serde_json::from_str(text).map_err(|e| PushedVpnError::Unreadable(e.to_string()))?;
-    checked(config, page, &pushed.vpns)?;
+    check_pushed(config, page, &pushed.vpns)?;
     Ok(pushed.vpns)
-}
-
-/// `vpns` as the card runs them, by name, once each passed the file's checks and took
-/// nothing of the page's VPNs (`page`, see [`crate::vpn::added::page_vpns`]).
-pub(crate) fn checked(
-    config: &Config,
-    page: &BTreeMap<String, config::Vpn>,
-    vpns: &[ManagedVpn],
-) -> Result<BTreeMap<String, config::Vpn>, PushedVpnError> {
-    if vpns.len() > MAX_MANAGED_VPNS {
-        return Err(PushedVpnError::TooMany);
-    }
-    let mut by_name = BTreeMap::new();
-    for pushed in vpns {
-        if config.vpn.contains_key(&pushed.name) {
-            return Err(PushedVpnError::OwnName(pushed.name.clone()));
-        }
-        if page.contains_key(&pushed.name) {
-            return Err(PushedVpnError::PageName(pushed.name.clone()));
-        }
-        let vpn = config::Vpn::from_managed(pushed).map_err(PushedVpnError::Invalid)?;
-        config
-            .check_vpn(&pushed.name, &vpn)
-            .map_err(PushedVpnError::Invalid)?;
-        if let Some(name) = page
-            .iter()
-            .find_map(|(name, mine)| vpn.overlap(mine).map(|_| name))
-        {
-            return Err(PushedVpnError::Overlap {
-                pushed: pushed.name.clone(),
-                page: name.clone(),
-            });
-        }
-        if by_name.insert(pushed.name.clone(), vpn).is_some() {
-            return Err(PushedVpnError::Twice(pushed.name.clone()));
-        }
-    }
-    Ok(by_name)
 }
 
 /// The public key of each running VPN the policy server pushed, by name: neither the file's

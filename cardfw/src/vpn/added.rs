@@ -25,7 +25,6 @@ use proto::policy::{MAX_MANAGED_VPNS, ManagedVpn};
 
 use super::{VpnError, Vpns};
 use crate::config::{self, Config};
-use crate::firewall::Firewall;
 use crate::store::Store;
 
 /// Why a VPN from the card page is refused. Every word of it may be shown on the page (through
@@ -122,6 +121,69 @@ pub fn page_vpns(config: &Config, kept: &[ManagedVpn]) -> BTreeMap<String, confi
         .collect()
 }
 
+/// Why pushed VPNs are refused, and the overlay that carries them with them.
+#[derive(Debug, thiserror::Error)]
+pub enum PushedVpnError {
+    #[error("the VPN settings do not read: {0}")]
+    Unreadable(String),
+    #[error("more than {MAX_MANAGED_VPNS} VPNs are pushed")]
+    TooMany,
+    #[error("the VPN `{0}` is pushed twice")]
+    Twice(String),
+    #[error(
+        "the VPN `{0}` is one of the card's own (`[vpn.{0}]` in its configuration): a pushed VPN never replaces it"
+    )]
+    OwnName(String),
+    #[error(
+        "the VPN `{0}` was added on the card page by its owner: a pushed VPN never replaces it"
+    )]
+    PageName(String),
+    #[error(
+        "the VPN `{pushed}` has networks overlapping those of `{page}`, added on the card page: an address belongs to one VPN at most"
+    )]
+    Overlap { pushed: String, page: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Pushed `vpns` (`crate::managed::vpns`) as the card runs them, by name, once each passed the file's checks and took
+/// nothing of the page's VPNs (`page`, see [`page_vpns`]).
+pub fn check_pushed(
+    config: &Config,
+    page: &BTreeMap<String, config::Vpn>,
+    vpns: &[ManagedVpn],
+) -> Result<BTreeMap<String, config::Vpn>, PushedVpnError> {
+    if vpns.len() > MAX_MANAGED_VPNS {
+        return Err(PushedVpnError::TooMany);
+    }
+    let mut by_name = BTreeMap::new();
+    for pushed in vpns {
+        if config.vpn.contains_key(&pushed.name) {
+            return Err(PushedVpnError::OwnName(pushed.name.clone()));
+        }
+        if page.contains_key(&pushed.name) {
+            return Err(PushedVpnError::PageName(pushed.name.clone()));
+        }
+        let vpn = config::Vpn::from_managed(pushed).map_err(PushedVpnError::Invalid)?;
+        config
+            .check_vpn(&pushed.name, &vpn)
+            .map_err(PushedVpnError::Invalid)?;
+        if let Some(name) = page
+            .iter()
+            .find_map(|(name, mine)| vpn.overlap(mine).map(|_| name))
+        {
+            return Err(PushedVpnError::Overlap {
+                pushed: pushed.name.clone(),
+                page: name.clone(),
+            });
+        }
+        if by_name.insert(pushed.name.clone(), vpn).is_some() {
+            return Err(PushedVpnError::Twice(pushed.name.clone()));
+        }
+    }
+    Ok(by_name)
+}
+
 /// Why the added VPNs could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -134,29 +196,30 @@ pub enum StartError {
 /// One change of the running set at a time (the page and the policy server's poller).
 static REPLACING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Makes the running VPNs the file's, the page's and those of the installed overlay: at
-/// start, after each overlay installed and after each change on the page.
-pub async fn start_added(firewall: &Firewall) -> Result<(), StartError> {
+/// Makes the running VPNs (`running`) the file's, the page's and those of the installed
+/// overlay, all kept in `store`: at start, after each overlay installed and after each change
+/// on the page.
+pub async fn start_added(
+    running: &ArcSwap<Vpns>,
+    config: &Config,
+    store: &Store,
+) -> Result<(), StartError> {
     let _one = REPLACING.lock().await;
-    let Some(store) = firewall.store() else {
-        return Ok(());
-    };
-    let page = page_vpns(&firewall.config, &store.page_vpns()?);
+    let page = page_vpns(config, &store.page_vpns()?);
     let installed = store
         .overlay()?
         .map(|overlay| overlay.vpns)
         .unwrap_or_default();
-    let pushed = crate::managed::vpns::checked(&firewall.config, &page, &installed)
-        .unwrap_or_else(|error| {
-            // The card's file or page changed since the push (a `[vpn.NAME]` took a pushed
-            // name, an address moved into a pushed VPN's networks): the card's own win, and
-            // the pushed VPNs wait for a push that fits.
-            tracing::error!(%error, "the pushed VPNs no longer fit this card's configuration: none runs");
-            BTreeMap::new()
-        });
+    let pushed = check_pushed(config, &page, &installed).unwrap_or_else(|error| {
+        // The card's file or page changed since the push (a `[vpn.NAME]` took a pushed
+        // name, an address moved into a pushed VPN's networks): the card's own win, and
+        // the pushed VPNs wait for a push that fits.
+        tracing::error!(%error, "the pushed VPNs no longer fit this card's configuration: none runs");
+        BTreeMap::new()
+    });
     let mut added = page;
     added.extend(pushed);
-    Vpns::replace_added(&firewall.vpns, &firewall.config, store, &added).await?;
+    Vpns::replace_added(running, config, store, &added).await?;
     Ok(())
 }
 
