@@ -88,10 +88,8 @@ impl AddVpnForm {
                 return Err(field(what, format!("longer than {MAX_FIELD} characters")));
             }
         }
+        // The name is checked first by `check_page_vpn`, before any message may carry it.
         let name = self.name.trim().to_owned();
-        if !proto::policy::valid_vpn_name(&name) {
-            return Err(PageVpnError::Name);
-        }
         let endpoint = socket_addr(&self.endpoint).map_err(|why| field("endpoint", why))?;
         let address = self.address.trim();
         let address: Ipv4Addr = address.parse().map_err(|_| {
@@ -173,8 +171,7 @@ fn number(text: &str, default: u64) -> Option<u64> {
     }
 }
 
-/// The card's VPNs other than the file's, with where each comes from: those running, the
-/// page's by the store's list.
+/// The card's VPNs other than the file's, with where each comes from.
 fn others(state: &AdminState) -> BTreeMap<String, (config::Vpn, &'static str)> {
     let page = page_names(state);
     state
@@ -182,14 +179,9 @@ fn others(state: &AdminState) -> BTreeMap<String, (config::Vpn, &'static str)> {
         .vpns
         .load()
         .iter()
-        .filter(|vpn| !state.firewall.config.vpn.contains_key(&vpn.name))
-        .map(|vpn| {
-            let from = if page.contains(&vpn.name) {
-                FROM_PAGE
-            } else {
-                FROM_POLICY_SERVER
-            };
-            (vpn.name.clone(), (vpn.config.clone(), from))
+        .filter_map(|vpn| {
+            let from = origin_in(state, &page, &vpn.name).filter(|from| *from != FROM_FILE)?;
+            Some((vpn.name.clone(), (vpn.config.clone(), from)))
         })
         .collect()
 }
@@ -296,9 +288,15 @@ pub(super) async fn remove(
 
 /// Where the card's VPN `name` comes from, when it has one of that name.
 fn origin(state: &AdminState, name: &str) -> Option<&'static str> {
+    origin_in(state, &page_names(state), name)
+}
+
+/// Where the card's VPN `name` comes from, `page` being the names the store keeps for the
+/// page: the one place this is decided.
+fn origin_in(state: &AdminState, page: &[String], name: &str) -> Option<&'static str> {
     if state.firewall.config.vpn.contains_key(name) {
         Some(FROM_FILE)
-    } else if page_names(state).iter().any(|page| page == name) {
+    } else if page.iter().any(|kept| kept == name) {
         Some(FROM_PAGE)
     } else if state.firewall.vpns.load().get(name).is_some() {
         Some(FROM_POLICY_SERVER)
@@ -414,13 +412,9 @@ async fn render_with(
     let page = page_names(state);
     let mut views = Vec::new();
     for vpn in state.firewall.vpns.load_full().iter() {
-        let from = if state.firewall.config.vpn.contains_key(&vpn.name) {
-            FROM_FILE
-        } else if page.contains(&vpn.name) {
-            FROM_PAGE
-        } else {
-            FROM_POLICY_SERVER
-        };
+        // A running VPN always has an origin; a push replacing the set meanwhile is the
+        // policy server's.
+        let from = origin_in(state, &page, &vpn.name).unwrap_or(FROM_POLICY_SERVER);
         views.push(view(vpn, from).await);
     }
     VpnPage {
